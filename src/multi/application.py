@@ -1,0 +1,95 @@
+"""How an application starts the framework, and finds the processor and its data again."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from multi import registry
+from multi.verbosity import Verbosity
+
+if TYPE_CHECKING:
+    from multi.processor import Processor
+
+
+class Application_callback:
+    """What the processor calls back: ``init_master`` to run the application, and
+    ``handle_exception`` for an exception that escapes it. Both can be replaced."""
+
+    def __init__(self, master: Any) -> None:
+        self.master = master
+        self.init_master: Callable[[Processor], None] = self.default_init_master
+        self.handle_exception: Callable[[Processor, BaseException], None] = (
+            self.default_handle_exception
+        )
+
+    def default_init_master(self, processor: Processor) -> None:
+        """Run the application: ``master.run()``."""
+        self.master.run()
+
+    def default_handle_exception(self, processor: Processor, exception: BaseException) -> None:
+        """Print the exception with its traceback on stderr, then end with a failure status."""
+        from multi.processor import print_exception
+
+        print_exception(exception)
+        processor.abort()
+
+
+class Processor_box:
+    """Where application code finds the processor: ``Processor_box().processor``."""
+
+    _instance: Processor_box | None = None
+    processor: Processor | None
+    processor_name: str | None
+    class_name: str | None
+
+    def __new__(cls) -> Processor_box:
+        if cls._instance is None:
+            box = super().__new__(cls)
+            box.processor = box.processor_name = box.class_name = None
+            cls._instance = box
+        return cls._instance
+
+
+def load_multiprocessor(
+    processor_name: str,
+    callback: Application_callback,
+    processor_size: int | None = -1,
+    verbosity: int = 1,
+    **options: Any,
+) -> Processor:
+    """Make the processor of the fabric called ``processor_name`` with ``processor_size`` slaves.
+
+    ``processor_size=-1`` asks for the fabric's default (one slave per usable core, or what
+    ``mpiexec`` gave). ``options`` are the fabric's own settings. The processor is also put in
+    ``Processor_box()``.
+    """
+    cls = registry.load(processor_name)
+    Verbosity().set(verbosity)
+    processor = cls(processor_size=processor_size, callback=callback, **options)
+    box = Processor_box()
+    box.processor = processor
+    box.processor_name = cls.__module__.rpartition(".")[2]
+    box.class_name = cls.__name__
+    return processor
+
+
+def _processor() -> Processor:
+    processor = Processor_box().processor
+    if processor is None:
+        raise RuntimeError("no processor is loaded yet: call load_multiprocessor() first")
+    return processor
+
+
+def fetch_data(name: str | None = None) -> Any:
+    """The data sent under ``name`` to this slave with ``send_data_to_slaves``."""
+    return _processor().fetch_data(name)
+
+
+def fetch_data_store() -> Any:
+    """This slave's data store (the master's own on the master)."""
+    return _processor().data_store
+
+
+def send_data_to_slaves(name: str | None = None, value: Any = None) -> None:
+    """Store ``value`` as ``name`` on every slave, once each."""
+    _processor().send_data_to_slaves(name, value)

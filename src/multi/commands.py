@@ -1,0 +1,63 @@
+"""Slave commands: the units of work that the master queues and the slaves run."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from multi.errors import raise_unimplemented
+
+if TYPE_CHECKING:
+    from multi.memo import Memo
+    from multi.processor import Processor
+
+
+class Slave_command:
+    """A piece of work run on a slave; subclasses carry their data and define ``run``.
+
+    A command must pickle on fabrics whose slaves are other processes: keep what does not
+    (open files, locks, bound methods of master objects) in a ``Memo`` on the master.
+    """
+
+    def __init__(self) -> None:
+        self.memo_id: int | None = None
+
+    def run(self, processor: Processor, completed: bool) -> None:
+        """Do the work on a slave; hand results back with ``processor.return_object``."""
+        raise_unimplemented(self.run)
+
+    def set_memo_id(self, memo: Memo | None) -> None:
+        """Tie the command to a memo, which its results will receive on the master."""
+        self.memo_id = memo.memo_id() if memo is not None else None
+
+
+class Exit_command(Slave_command):
+    """Ends the slave that runs it; the framework sends it when it shuts its slaves down."""
+
+    def run(self, processor: Processor, completed: bool) -> None:
+        processor.return_object(processor.NULL_RESULT)
+        processor.do_quit = True
+
+
+class Slave_storage_command(Slave_command):
+    """Stores named values in the data store of the slave that runs it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+        self.values: list[Any] = []
+
+    def add(self, name: str, value: Any) -> None:
+        """Add a value to store under ``name``."""
+        self.names.append(name)
+        self.values.append(value)
+
+    def clear(self) -> None:
+        """Forget every value added so far."""
+        self.names = []
+        self.values = []
+
+    def run(self, processor: Processor, completed: bool) -> None:
+        store = processor.data_store
+        for name, value in zip(self.names, self.values):
+            setattr(store, name, value)
+        processor.return_object(processor.NULL_RESULT)

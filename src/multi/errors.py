@@ -1,0 +1,190 @@
+"""Exceptions of the framework, and how a slave's exception travels to the master.
+
+A command that raises on a slave reaches the master as the same exception type, with the
+slave's traceback attached as ``__cause__`` under a header that names the slave and the
+command. An exception that cannot make the trip (it does not pickle, or does not unpickle)
+arrives as a ``Capturing_exception`` holding its type name, message and traceback as text.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import traceback
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, NoReturn
+
+
+class MultiError(Exception):
+    """Base of the framework's own errors."""
+
+
+class MultiWarning(UserWarning):
+    """Base of the framework's own warnings."""
+
+
+class FabricNotFoundError(MultiError, LookupError):
+    """No fabric answers to the name that was asked for."""
+
+
+class FabricUnavailableError(MultiError, ImportError):
+    """The fabric exists but cannot run here (a missing package, no MPI ...)."""
+
+
+class ProcessorSizeError(MultiError, ValueError):
+    """The number of slaves asked for is not one that the fabric can give."""
+
+
+class UnpicklableError(MultiError, pickle.PicklingError):
+    """A command or a result cannot travel between processes."""
+
+
+class SlaveDiedError(MultiError):
+    """A slave ended while it ran a command, more often than the retries allow."""
+
+    def __init__(self, rank: int, reason: str, command: str, attempts: int) -> None:
+        self.rank = rank
+        self.reason = reason
+        self.command = command
+        self.attempts = attempts
+        tries = "once" if attempts == 1 else f"{attempts} times"
+        super().__init__(
+            f"slave {rank} {reason} while running {command} (tried {tries}); "
+            "if the command itself crashes the process, run it on the 'uni' fabric to debug it"
+        )
+
+
+class SlaveExitError(MultiError):
+    """A command called ``sys.exit`` on a slave, which cannot end the program."""
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised on a slave, shown as the cause on the master."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def raise_unimplemented(method: Callable[..., Any]) -> NoReturn:
+    """Raise ``NotImplementedError`` for an abstract method that a subclass did not provide."""
+    raise NotImplementedError(f"Attempt to invoke unimplemented abstract method {method.__name__}")
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Attach a line of context to an exception (shown by Python 3.11 and later)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10 keeps the note where 3.11 would show it
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+
+
+def describe(obj: object, limit: int = 120) -> str:
+    """Name an object for a message: its class, or its own repr when it defines one."""
+    cls = type(obj)
+    if cls.__repr__ is object.__repr__:
+        return cls.__qualname__
+    try:
+        text = repr(obj)
+    except Exception:
+        return cls.__qualname__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Capturing_exception(Exception):
+    """A slave's exception reduced to text: its type name, message and traceback.
+
+    Used when the exception itself cannot travel to the master.
+    """
+
+    def __init__(
+        self,
+        exc_info: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+        | None = None,
+        rank: int | str = "unknown",
+        name: str = "unknown",
+    ) -> None:
+        exc_type, value, tb = exc_info if exc_info is not None else sys.exc_info()
+        self.rank = rank
+        self.name = name
+        self.exception_name = exc_type.__name__ if exc_type is not None else "unknown"
+        self.exception_string = _safe_str(value) if value is not None else ""
+        self.traceback = traceback.format_tb(tb) if tb is not None else []
+        super().__init__(self.exception_name, self.exception_string)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_capturing, (dict(self.__dict__),))
+
+    def __str__(self) -> str:
+        return (
+            f"{self.exception_name}: {self.exception_string} "
+            f"(on slave {self.rank}, {self.name}; the exception itself could not be sent)"
+        )
+
+
+def _rebuild_capturing(state: dict[str, Any]) -> Capturing_exception:
+    exc = Capturing_exception.__new__(Capturing_exception)
+    Exception.__init__(exc, state.get("exception_name"), state.get("exception_string"))
+    exc.__dict__.update(state)
+    return exc
+
+
+def _safe_str(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__} whose str() failed>"
+
+
+class Failure:
+    """An exception raised on a slave, packed with its traceback text to travel to the master.
+
+    Deliberately not an exception itself, so that pickling it cannot collide with the
+    exception machinery; ``exception()`` gives the one to raise on the master.
+    """
+
+    def __init__(
+        self, exception: BaseException, header: str, rank: int | str = "unknown", name: str = "unknown"
+    ) -> None:
+        if isinstance(exception, SystemExit):
+            exception = SlaveExitError(
+                f"a command called sys.exit({exception.code!r}) on a slave, which cannot end "
+                "the program: raise an exception instead, or let the master call sys.exit"
+            )
+        self._exception = exception
+        lines = traceback.format_exception(type(exception), exception, exception.__traceback__)
+        self.text = header + "\n" + "".join(lines)
+        self.rank = rank
+        self.name = name
+
+    def exception(self) -> BaseException:
+        """The exception to raise on the master, the slave's traceback as its cause."""
+        exc = self._exception.with_traceback(None)
+        exc.__cause__ = RemoteTraceback(self.text)
+        return exc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        exception = _portable(self._exception, self.rank, self.name)
+        return (_rebuild_failure, (exception, self.text, self.rank, self.name))
+
+
+def _rebuild_failure(exception: BaseException, text: str, rank: int | str, name: str) -> Failure:
+    failure = Failure.__new__(Failure)
+    failure._exception = exception
+    failure.text = text
+    failure.rank = rank
+    failure.name = name
+    return failure
+
+
+def _portable(exc: BaseException, rank: int | str, name: str) -> BaseException:
+    """The exception itself when it survives a pickle round trip, else its text form."""
+    try:
+        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception:
+        return Capturing_exception((type(exc), exc, exc.__traceback__), rank=rank, name=name)
+    return exc

@@ -1,0 +1,87 @@
+"""Result commands: what a slave hands back, run on the master's main thread."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from multi.memo import Memo
+    from multi.processor import Processor
+
+
+class Result:
+    """Base of everything a slave returns: where it comes from and whether it is the last."""
+
+    def __init__(self, processor: Processor, completed: bool) -> None:
+        self.completed = completed
+        self.memo_id: int | None = None
+        self.rank = processor.rank()
+
+
+class Result_command(Result):
+    """A result whose ``run`` is called on the master with the memo of its command.
+
+    Without a ``memo_id`` of its own, a result gets the memo of the command that returned it.
+    """
+
+    def __init__(self, processor: Processor, completed: bool = True, memo_id: int | None = None):
+        super().__init__(processor, completed)
+        self.memo_id = memo_id
+
+    def run(self, processor: Processor, memo: Memo | None) -> None:
+        """Act on the result, on the master; the default does nothing."""
+
+
+class Null_result_command(Result_command):
+    """A result that carries nothing, for commands that only need to say they are done."""
+
+    def __init__(self, processor: Processor, completed: bool = True) -> None:
+        super().__init__(processor, completed=completed)
+
+
+class Result_string(Result_command):
+    """A piece of text that the master writes on its standard output."""
+
+    def __init__(self, processor: Processor, string: str, completed: bool = True) -> None:
+        super().__init__(processor, completed=completed)
+        self.string = string
+
+    def run(self, processor: Processor, memo: Memo | None) -> None:
+        sys.stdout.write(self.string)
+
+
+class Result_exception(Result_command):
+    """An exception handed back as a result: running it on the master raises it."""
+
+    def __init__(self, processor: Processor, exception: BaseException, completed: bool = True):
+        super().__init__(processor, completed=completed)
+        self.exception = exception
+
+    def run(self, processor: Processor, memo: Memo | None) -> None:
+        raise self.exception
+
+
+class Batched_result_command(Result_command):
+    """Several results with the output printed while they were made, delivered as one."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        result_commands: Sequence[Result_command],
+        io_data: Sequence[Sequence[Any]] | None = None,
+        completed: bool = True,
+    ) -> None:
+        super().__init__(processor, completed=completed)
+        self.result_commands = list(result_commands)
+        self.io_data = [(stream, text) for text, stream in io_data or ()]
+
+    def run(self, processor: Processor, memo: Memo | None) -> None:
+        from multi.capture import replay
+
+        if memo is not None:
+            raise ValueError("a Batched_result_command has no memo: its results name their own")
+        replay(self.io_data, None)
+        for result in self.result_commands:
+            processor.process_result(result)

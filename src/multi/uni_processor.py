@@ -1,0 +1,92 @@
+"""The ``uni`` fabric: the master runs every command itself, inline.
+
+For debugging and tests: the same application and the same contract, in one process. With
+``pickle_check`` (or ``MULTI_UNI_PICKLE_CHECK=1``) every command and result makes a pickle
+round trip, so a job is known to be fit for other processes before it is sent to a cluster.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+
+from multi import wire
+from multi.errors import Failure, MultiWarning, describe
+from multi.options import Option, boolean
+from multi.processor import Processor
+from multi.slave import Batch, Outcome, Slave_context, execute, seal
+from multi.transport import Message, Transport
+
+COMMAND_ADVICE = (
+    "Commands travel to the slaves: keep objects that do not pickle in a Memo on the master, "
+    "or create them inside run()."
+)
+
+
+class Uni_transport(Transport):
+    """Runs each batch as it is sent; ``receive`` hands back what it gave."""
+
+    window = 1
+    batching = False
+
+    def __init__(self, processor: Processor, pickle_check: bool) -> None:
+        self.processor = processor
+        self.pickle_check = pickle_check
+        self.context = Slave_context(1, 1, processor.data_store)
+        self._replies: deque[tuple[int, Message]] = deque()
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return (1,)
+
+    def send(self, rank: int, batch: Batch) -> None:
+        if self.pickle_check:
+            outcomes = [self._checked(task_id, command) for task_id, command in batch]
+        else:
+            outcomes = execute(self.processor, self.context, batch)
+        self._replies.append((rank, outcomes))
+
+    def _checked(self, task_id: int, command: object) -> Outcome:
+        try:
+            sent = wire.round_trip(command)
+        except Exception:
+            error = wire.unpicklable_error(f"command {describe(command)}", command, COMMAND_ADVICE)
+            return Outcome(task_id, 1, failure=Failure(error, "While sending a command:"))
+        [outcome] = execute(self.processor, self.context, [(task_id, sent)])
+        return wire.loads(seal([outcome], {task_id: command}))[0]
+
+    def receive(self) -> tuple[int, Message]:
+        return self._replies.popleft()
+
+    def stop(self, timeout: float) -> None:
+        self._replies.clear()
+
+
+class Uni_processor(Processor):
+    """The master is its only slave."""
+
+    fabric = "uni"
+    options = (
+        *Processor.options,
+        Option(
+            "pickle_check",
+            "send every command and result through pickle, as a cluster would",
+            False,
+            boolean,
+        ),
+    )
+
+    def slave_count(self, requested: int | None) -> int:
+        if requested not in (None, 1):
+            warnings.warn(
+                f"the uni fabric runs commands in the master alone, not on {requested} slaves",
+                MultiWarning,
+                stacklevel=4,
+            )
+        return 1
+
+    def make_transport(self) -> Transport:
+        return Uni_transport(self, self.settings["pickle_check"])
+
+    def get_intro_string(self) -> str:
+        return "Uni-processor."

@@ -1,0 +1,74 @@
+"""Serialisation of what crosses between master and slaves: pickle protocol 5.
+
+Large buffers (numpy arrays, bytes-like objects that support it) travel out of band, as
+separate frames that the transport sends without copying them into the pickle stream.
+When something does not pickle, ``find_unpicklable`` names the attribute that failed, so the
+error says what to change.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from typing import Any
+
+from multi.errors import UnpicklableError
+
+PROTOCOL = 5
+
+Frames = list[Any]  # the pickle stream, then its out-of-band buffers
+
+
+def dumps(obj: Any) -> Frames:
+    """Pickle ``obj`` into frames: the stream first, then each out-of-band buffer."""
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
+    return [head, *buffers]
+
+
+def loads(frames: Sequence[Any]) -> Any:
+    """Rebuild an object from the frames that ``dumps`` made."""
+    return pickle.loads(frames[0], buffers=frames[1:])
+
+
+def round_trip(obj: Any) -> Any:
+    """A copy of ``obj`` made as a slave on another machine would receive it."""
+    return loads(dumps(obj))
+
+
+def find_unpicklable(obj: Any, depth: int = 4) -> tuple[str, Any, str] | None:
+    """The innermost part of ``obj`` that does not pickle, as (path, part, reason), or None."""
+    try:
+        pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=lambda buffer: None)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+    else:
+        return None
+    if depth > 0:
+        for label, part in _parts(obj):
+            found = find_unpicklable(part, depth - 1)
+            if found is not None:
+                return (label + found[0], found[1], found[2])
+    return ("", obj, reason)
+
+
+def _parts(obj: Any) -> list[tuple[str, Any]]:
+    if isinstance(obj, dict):
+        return [(f"[{key!r}]", value) for key, value in obj.items()]
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [(f"[{index}]", value) for index, value in enumerate(obj)]
+    state = getattr(obj, "__dict__", None)
+    if isinstance(state, dict):
+        return [(f".{name}", value) for name, value in state.items()]
+    return []
+
+
+def unpicklable_error(what: str, obj: Any, advice: str) -> UnpicklableError:
+    """The error for ``obj`` that does not pickle, naming the part that failed."""
+    found = find_unpicklable(obj)
+    if found is None:
+        return UnpicklableError(f"{what} does not pickle with the rest of its batch. {advice}")
+    path, part, reason = found
+    where = f"its attribute {path.lstrip('.')!r}" if path else "it"
+    kind = type(part).__qualname__
+    return UnpicklableError(f"{what} does not pickle: {where} (a {kind}) fails: {reason}. {advice}")
