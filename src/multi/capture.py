@@ -158,7 +158,7 @@ class Redirect_text:
             pieces = [*lines, last]
             text = "\n".join(
                 self.token + piece if start and (piece or i < len(lines)) else piece
-                for i, (start, piece) in enumerate(zip(starts, pieces))
+                for i, (start, piece) in enumerate(zip(starts, pieces, strict=True))
             )
             self._at_line_start = string.endswith("\n")
         else:

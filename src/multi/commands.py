@@ -58,6 +58,6 @@ class Slave_storage_command(Slave_command):
 
     def run(self, processor: Processor, completed: bool) -> None:
         store = processor.data_store
-        for name, value in zip(self.names, self.values):
+        for name, value in zip(self.names, self.values, strict=True):
             setattr(store, name, value)
         processor.return_object(processor.NULL_RESULT)

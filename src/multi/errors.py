@@ -148,7 +148,11 @@ class Failure:
     """
 
     def __init__(
-        self, exception: BaseException, header: str, rank: int | str = "unknown", name: str = "unknown"
+        self,
+        exception: BaseException,
+        header: str,
+        rank: int | str = "unknown",
+        name: str = "unknown",
     ) -> None:
         if isinstance(exception, SystemExit):
             exception = SlaveExitError(

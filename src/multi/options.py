@@ -63,8 +63,9 @@ def resolve(fabric: str, declared: Iterable[Option], given: Mapping[str, Any]) -
                 value = _parse(option, value, f"option {name!r}")
             values[name] = value
             continue
-        env = os.environ.get(option.env_name(fabric))
-        values[name] = option.default if env is None else _parse(option, env, option.env_name(fabric))
+        env_name = option.env_name(fabric)
+        env = os.environ.get(env_name)
+        values[name] = option.default if env is None else _parse(option, env, env_name)
     return values
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from multi import capture
@@ -430,10 +430,8 @@ def _checked_size(size: Any) -> int | None:
     if size is None or (size == -1 and not isinstance(size, bool)):
         return None
     if not isinstance(size, bool):
-        try:
+        with suppress(TypeError):
             size = operator.index(size)
-        except TypeError:
-            pass
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ProcessorSizeError(
             f"processor_size must be a number of slaves >= 1, or -1 for one per usable core; "

@@ -148,7 +148,7 @@ class Scheduler:
         batch = self._in_flight[rank].popleft()
         slave = self.statistics.slaves[rank]
         slave.batches += 1
-        for task, outcome in zip(batch, outcomes):
+        for task, outcome in zip(batch, outcomes, strict=True):
             if outcome.task_id != task.id:
                 raise RuntimeError(f"slave {rank} answered command {outcome.task_id} for {task.id}")
             task.outcome = outcome
@@ -168,7 +168,9 @@ class Scheduler:
         if culprit is not None:
             culprit.attempts += 1
             if culprit.attempts > self.retries:
-                error = SlaveDiedError(rank, lost.reason, describe(culprit.command), culprit.attempts)
+                error = SlaveDiedError(
+                    rank, lost.reason, describe(culprit.command), culprit.attempts
+                )
                 culprit.outcome = Outcome(culprit.id, rank, failure=error)
                 self._stopping = True
             else:
@@ -183,13 +185,23 @@ class Scheduler:
             elif task.rank in self._pinned:
                 self._pinned[task.rank].appendleft(task)
             else:
-                task.outcome = Outcome(task.id, rank, failure=SlaveDiedError(
-                    rank, lost.reason, describe(task.command), task.attempts))
+                task.outcome = Outcome(
+                    task.id,
+                    rank,
+                    failure=SlaveDiedError(
+                        rank, lost.reason, describe(task.command), task.attempts
+                    ),
+                )
                 self._stopping = True
         if not self._in_flight:
             for task in self._queue:
-                task.outcome = Outcome(task.id, rank, failure=SlaveDiedError(
-                    rank, lost.reason + " and no slave is left", describe(task.command), 0))
+                task.outcome = Outcome(
+                    task.id,
+                    rank,
+                    failure=SlaveDiedError(
+                        rank, lost.reason + " and no slave is left", describe(task.command), 0
+                    ),
+                )
             self._queue.clear()
             self._stopping = True
 

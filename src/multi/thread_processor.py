@@ -49,8 +49,9 @@ class Thread_transport(Transport):
                 outcomes = execute(self.processor, context, batch)
             except BaseException as exc:  # the thread is ending: a fresh one takes its rank
                 self._start(context.rank, context.data_store)
-                self._outbox.put((context.rank, Slave_lost(context.rank, f"ended by {exc!r}",
-                                                           replaced=True)))
+                self._outbox.put(
+                    (context.rank, Slave_lost(context.rank, f"ended by {exc!r}", replaced=True))
+                )
                 return
             self._outbox.put((context.rank, outcomes))
             if context.quit:

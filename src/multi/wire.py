@@ -37,9 +37,10 @@ def round_trip(obj: Any) -> Any:
 
 
 def find_unpicklable(obj: Any, depth: int = 4) -> tuple[str, Any, str] | None:
-    """The innermost part of ``obj`` that does not pickle, as (path, part, reason), or None."""
+    """The innermost part of ``obj`` that does not make the pickle round trip, as
+    (path, part, reason), or None if it all does."""
     try:
-        pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=lambda buffer: None)
+        round_trip(obj)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
     else:
@@ -69,6 +70,6 @@ def unpicklable_error(what: str, obj: Any, advice: str) -> UnpicklableError:
     if found is None:
         return UnpicklableError(f"{what} does not pickle with the rest of its batch. {advice}")
     path, part, reason = found
-    where = f"its attribute {path.lstrip('.')!r}" if path else "it"
+    where = f"its attribute {path.lstrip('.')}" if path else "it"
     kind = type(part).__qualname__
     return UnpicklableError(f"{what} does not pickle: {where} (a {kind}) fails: {reason}. {advice}")

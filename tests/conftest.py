@@ -1,0 +1,87 @@
+"""The conformance suite's fixtures: one test body, bound to every fabric.
+
+A fabric joins the suite by adding its name to ``FABRICS``. Every test is bounded in time
+(pytest-timeout, see pyproject.toml) and checked for slaves left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+from multi import Application_callback, Processor, Processor_box, Verbosity, load_multiprocessor
+
+FABRICS = ["uni", "thread"]
+
+#: Slaves to ask for: two wherever a fabric can give more than one.
+SLAVES = 2
+
+
+@pytest.fixture(params=FABRICS)
+def fabric(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def slaves_for(fabric: str, wanted: int = SLAVES) -> int:
+    """The processor_size to ask of a fabric: -1 (its only slave) for uni."""
+    return -1 if fabric == "uni" else wanted
+
+
+def run_master(
+    fabric: str,
+    body: Callable[[Processor], Any],
+    size: int | None = None,
+    verbosity: int = 0,
+    **options: Any,
+) -> Any:
+    """Run ``body(processor)`` as the master program of a processor; return what it returns.
+
+    An exception escaping ``body`` propagates to the caller instead of ending the program.
+    """
+    outcome: dict[str, Any] = {}
+
+    class Master:
+        def run(self) -> None:
+            outcome["value"] = body(Processor_box().processor)
+
+    callback = Application_callback(Master())
+
+    def reraise(processor: Processor, exception: BaseException) -> None:
+        raise exception
+
+    callback.handle_exception = reraise
+    processor = load_multiprocessor(
+        fabric,
+        callback,
+        processor_size=slaves_for(fabric) if size is None else size,
+        verbosity=verbosity,
+        **options,
+    )
+    processor.run()
+    return outcome.get("value")
+
+
+@pytest.fixture(autouse=True)
+def no_slave_left_behind() -> Iterator[None]:
+    """Fail a test that leaves a slave process or thread running after it."""
+    verbosity = Verbosity().level()
+    yield
+    Verbosity().set(verbosity)
+    deadline = time.monotonic() + 5
+    while True:
+        children = psutil.Process(os.getpid()).children(recursive=True)
+        threads = [t for t in threading.enumerate() if t.name.startswith("multi-slave")]
+        alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        if not alive and not threads:
+            return
+        if time.monotonic() > deadline:
+            for child in alive:
+                child.kill()
+            pytest.fail(f"left behind: processes {alive}, threads {threads}")
+        time.sleep(0.05)

@@ -1,0 +1,480 @@
+"""The contract of DESIGN §2, one test body per rule, run on every fabric."""
+
+from __future__ import annotations
+
+import re
+import threading
+from typing import Any
+
+import pytest
+
+from multi import (
+    Capturing_exception,
+    FabricNotFoundError,
+    MultiError,
+    ProcessorSizeError,
+    RemoteTraceback,
+    UnpicklableError,
+    load_multiprocessor,
+)
+from tests import workloads as w
+from tests.conftest import run_master, slaves_for
+
+
+def values(memo: w.Record) -> list[Any]:
+    return [value for _, value in memo.values]
+
+
+# Rule 1: dynamic scheduling, adaptive batching --------------------------------------------
+
+
+def test_results_come_back_for_every_command(fabric: str) -> None:
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        for x in range(50):
+            processor.add_to_queue(w.Square(x), memo)
+        processor.run_queue()
+        return values(memo)
+
+    assert run_master(fabric, body) == [x * x for x in range(50)]
+
+
+def test_a_long_command_does_not_hold_back_the_others(fabric: str) -> None:
+    if fabric == "uni":
+        pytest.skip("one slave: nothing to balance")
+
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        processor.add_to_queue(w.Sleep(1.0, index=-1), memo)
+        for i in range(40):
+            processor.add_to_queue(w.Sleep(0.01, index=i), memo)
+        processor.run_queue()
+        return memo.values
+
+    ran = run_master(fabric, body)
+    slow_rank = next(rank for rank, index in ran if index == -1)
+    beside_slow = [index for rank, index in ran if rank == slow_rank and index != -1]
+    # A static split would give the slow slave half the short commands; dynamic scheduling
+    # gives it only what it held when it started the long one.
+    assert len(beside_slow) <= 2
+
+
+def test_tiny_commands_travel_in_batches(fabric: str) -> None:
+    def body(processor: Any) -> tuple[int, int]:
+        for _ in range(3000):
+            processor.add_to_queue(w.Noop())
+        processor.run_queue()
+        stats = processor.last_run.statistics
+        return sum(s.commands for s in stats.slaves.values()), sum(
+            s.batches for s in stats.slaves.values()
+        )
+
+    commands, batches = run_master(fabric, body)
+    assert commands == 3000
+    if fabric != "uni":  # uni runs inline: there is no message to save
+        assert batches < 300
+
+
+# Rule 2: result commands and memos ---------------------------------------------------------
+
+
+def test_results_run_on_the_master_main_thread_with_their_memo(fabric: str) -> None:
+    seen: list[Any] = []
+
+    class Check(w.Record):
+        def __init__(self) -> None:
+            super().__init__()
+
+    def body(processor: Any) -> None:
+        memo = Check()
+        processor.add_to_queue(w.Square(3), memo)
+        original = w.Value.run
+
+        def spy(self: Any, processor: Any, memo: Any) -> None:
+            seen.append((threading.current_thread() is threading.main_thread(), memo))
+            original(self, processor, memo)
+
+        w.Value.run = spy  # type: ignore[method-assign]
+        try:
+            processor.run_queue()
+        finally:
+            w.Value.run = original  # type: ignore[method-assign]
+        assert seen == [(True, memo)]
+
+    run_master(fabric, body)
+
+
+def test_a_memo_lives_until_its_command_has_finished(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        memo, shared = w.Record("own"), w.Record("shared")
+        processor.add_to_queue(w.Several("a", 4), memo)
+        processor.add_to_queue(w.Several("b", 2), shared)
+        processor.add_to_queue(w.Several("c", 3), shared)
+        processor.run_queue()
+        assert values(memo) == [("a", i) for i in range(4)]
+        assert values(shared) == [("b", 0), ("b", 1), ("c", 0), ("c", 1), ("c", 2)]
+        assert processor.memo_map == {}
+
+    run_master(fabric, body)
+
+
+def test_a_result_may_name_another_memo(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        own, other = w.Record("own"), w.Record("other")
+        processor.add_to_queue(w.To_memo(other.memo_id()), own)
+        processor.add_to_queue(w.Square(1), other)  # keeps the other memo alive
+        processor.run_queue()
+        assert values(other) == ["redirected", 1]
+        assert own.values == []
+
+    run_master(fabric, body)
+
+
+def test_add_to_queue_sets_the_memo_id_of_a_command_without_init() -> None:
+    class Bare(w.Square):
+        def __init__(self) -> None:  # never calls Slave_command.__init__
+            self.x = 5
+
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        command = Bare()
+        processor.add_to_queue(command, memo)
+        assert command.memo_id == memo.memo_id()
+        processor.run_queue()
+        return values(memo)
+
+    assert run_master("uni", body) == [25]
+
+
+# Rule 3: output capture and replay ---------------------------------------------------------
+
+
+def talk_output(fabric: str, verbosity: int, size: int | None = None) -> int:
+    def body(processor: Any) -> int:
+        for i in range(6):
+            processor.add_to_queue(w.Talk(i, pause=0.002), w.Record())
+        processor.run_queue()
+        return processor.processor_size()
+
+    return run_master(fabric, body, size=size, verbosity=verbosity)
+
+
+def expected_talk(index: int, out: str, err: str) -> tuple[list[str], list[str]]:
+    lines = [f"command {index} line {line}" for line in range(3)]
+    lines += [f"command {index} in pieces", f"command {index} unfinished"]
+    return [out + line for line in lines], [f"{err}command {index} to stderr"]
+
+
+def test_output_is_replayed_per_command_in_order_with_prefixes(
+    fabric: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    if fabric == "uni":
+        pytest.skip("one slave: lines go bare, as test_unprefixed_output... checks")
+    slaves = talk_output(fabric, verbosity=1)
+    out, err = capfd.readouterr()
+    out_lines = out.splitlines()[: 6 * 5]
+    err_lines = err.splitlines()
+    expected_out: list[str] = []
+    expected_err: list[str] = []
+    for block in range(6):
+        rank = re.match(r"\s*(\d*)", out_lines[block * 5]).group(1)  # type: ignore[union-attr]
+        width = len(str(slaves))
+        prefix_out, prefix_err = f"{rank:>{width}}  | ", f"{rank:>{width}} E| "
+        block_out, block_err = expected_talk(block, prefix_out, prefix_err)
+        expected_out += block_out
+        expected_err += block_err
+    assert out_lines == expected_out
+    assert err_lines == expected_err
+
+
+def test_unprefixed_output_is_replayed_as_written(
+    fabric: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    talk_output(fabric, verbosity=0)
+    out, err = capfd.readouterr()
+    expected = "".join(
+        "".join(f"command {i} line {n}\n" for n in range(3))
+        + f"command {i} in pieces\ncommand {i} unfinished"
+        for i in range(6)
+    )
+    assert out == expected
+    assert err == "".join(f"command {i} to stderr\n" for i in range(6))
+
+
+def test_the_prefix_is_as_wide_as_the_largest_rank(capfd: pytest.CaptureFixture[str]) -> None:
+    talk_output("thread", verbosity=1, size=10)
+    out, _ = capfd.readouterr()
+    prefixes = {line[:6] for line in out.splitlines() if "command" in line}
+    assert prefixes <= {f"{rank:>2}  | " for rank in range(1, 11)}
+
+
+def test_output_of_a_result_follows_its_command_output(
+    fabric: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    class Loud(w.Value):
+        def run(self, processor: Any, memo: Any) -> None:
+            print(f"result of {self.value}")
+
+    class Speaks(w.Slave_command):
+        def __init__(self, index: int) -> None:
+            super().__init__()
+            self.index = index
+
+        def run(self, processor: Any, completed: bool) -> None:
+            print(f"slave says {self.index}")
+            processor.return_object(Loud(processor, self.index))
+
+    def body(processor: Any) -> None:
+        for i in range(4):
+            processor.add_to_queue(Speaks(i))
+        processor.run_queue()
+
+    if fabric != "uni" and fabric != "thread":
+        pytest.skip("commands defined in a test function do not pickle")
+    run_master(fabric, body)
+    out, _ = capfd.readouterr()
+    assert out.splitlines() == [x for i in range(4) for x in (f"slave says {i}", f"result of {i}")]
+
+
+# Rule 4: exceptions -------------------------------------------------------------------------
+
+
+def test_an_exception_keeps_its_type_and_the_slave_traceback(fabric: str) -> None:
+    def body(processor: Any) -> BaseException:
+        processor.add_to_queue(w.Fail(ValueError("bad value"), index=7))
+        with pytest.raises(ValueError, match="bad value") as caught:
+            processor.run_queue()
+        return caught.value
+
+    error = run_master(fabric, body)
+    cause = error.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    header = r"Traceback of slave \d+ of \d+ \(host .+, pid \d+\), running Fail"
+    assert re.search(header, str(cause))
+    assert "raise self.error" in str(cause)
+    assert "ValueError: bad value" in str(cause)
+
+
+def test_nothing_is_lost_before_an_exception_propagates(
+    fabric: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def body(processor: Any) -> tuple[list[Any], list[Any]]:
+        memo = w.Record()
+        for i in range(10):
+            processor.add_to_queue(w.Square(i), memo)
+        processor.add_to_queue(w.Fail(RuntimeError("stop"), index=10), memo)
+        for i in range(11, 14):
+            processor.add_to_queue(w.Square(i), memo)
+        with pytest.raises(RuntimeError, match="stop"):
+            processor.run_queue()
+        assert not processor.is_queued()
+        assert processor.memo_map == {}
+        first = values(memo)
+        after = w.Record()
+        processor.add_to_queue(w.Square(20), after)
+        processor.run_queue()
+        return first, values(after)
+
+    first, after = run_master(fabric, body)
+    assert first[:11] == [i * i for i in range(10)] + [("before failing", 10)]
+    # Commands already in flight when the failure came finish and are delivered too.
+    assert first[11:] == [i * i for i in range(11, 11 + len(first) - 11)]
+    assert after == [400]
+    assert "failing command 10 speaks" in capfd.readouterr().out
+
+
+def test_an_exception_that_cannot_travel_arrives_as_text() -> None:
+    def body(processor: Any) -> BaseException:
+        processor.add_to_queue(w.Fails_unpicklably())
+        with pytest.raises(Capturing_exception) as caught:
+            processor.run_queue()
+        return caught.value
+
+    error = run_master("uni", body, pickle_check=True)
+    assert error.exception_name == "Unpicklable_error"
+    assert "1 and 2" in str(error)
+    assert isinstance(error.__cause__, RemoteTraceback)
+
+
+def test_a_command_calling_sys_exit_on_a_slave_is_an_error(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        processor.add_to_queue(w.Fail(SystemExit(4)))
+        with pytest.raises(MultiError, match=r"sys.exit\(4\)"):
+            processor.run_queue()
+
+    run_master(fabric, body)
+
+
+# Rule 7: shutdown (the exit status paths are in test_lifecycle.py) ---------------------------
+
+
+def test_run_returns_with_every_slave_stopped(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        processor.add_to_queue(w.Square(2))
+        processor.run_queue()
+
+    run_master(fabric, body)
+    assert not [t for t in threading.enumerate() if t.name.startswith("multi-slave")]
+
+
+# Rule 8: bad input --------------------------------------------------------------------------
+
+
+def test_an_unknown_fabric_names_the_fabrics_there_are() -> None:
+    with pytest.raises(FabricNotFoundError) as caught:
+        load_multiprocessor("nonesuch", None, processor_size=2)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "'nonesuch'" in message
+    assert "uni" in message and "thread" in message
+    assert "multi.processors" in message and "package.module:Class" in message
+
+
+@pytest.mark.parametrize("size", [0, -2, 2.5, "4", True])
+def test_a_size_the_fabric_cannot_give_is_refused(fabric: str, size: Any) -> None:
+    with pytest.raises(ProcessorSizeError, match="processor_size"):
+        load_multiprocessor(fabric, None, processor_size=size)  # type: ignore[arg-type]
+
+
+def test_a_command_without_run_is_refused_and_the_queue_kept(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        processor.add_to_queue(w.Square(2))
+        with pytest.raises(TypeError, match=r"No_run.*run\(self, processor, completed\)"):
+            processor.add_to_queue(w.No_run())
+        assert len(processor.command_queue) == 1
+
+    run_master(fabric, body)
+
+
+def test_a_result_command_that_raises_on_the_master_loses_nothing(fabric: str) -> None:
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        processor.add_to_queue(w.Square(1), memo)
+        processor.add_to_queue(w.Returns_raising_result(), memo)
+        processor.add_to_queue(w.Square(3), memo)
+        with pytest.raises(KeyError, match="raised on the master") as caught:
+            processor.run_queue()
+        notes = getattr(caught.value, "__notes__", [])
+        assert any("Raising_result" in note and "on the master" in note for note in notes)
+        return values(memo)
+
+    delivered = run_master(fabric, body)
+    # Dispatch stops at the failure; a command already in flight is delivered all the same.
+    assert delivered in ([1], [1, 9])
+
+
+def test_a_result_that_does_not_pickle_is_named() -> None:
+    def body(processor: Any) -> None:
+        processor.add_to_queue(w.Returns_lock())
+        with pytest.raises(UnpicklableError, match=r"Value.*attribute value \(a lock\)"):
+            processor.run_queue()
+
+    run_master("uni", body, pickle_check=True)
+
+
+def test_a_command_that_does_not_pickle_is_named_and_the_others_run() -> None:
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        processor.add_to_queue(w.Square(2), memo)
+        processor.add_to_queue(w.Carries({"lock": threading.Lock()}), memo)
+        processor.add_to_queue(w.Square(3), memo)
+        pattern = r"Carries.*attribute payload\['lock'\] \(a lock\)"
+        with pytest.raises(UnpicklableError, match=pattern):
+            processor.run_queue()
+        return values(memo)
+
+    assert run_master("uni", body, pickle_check=True) == [4]
+
+
+# Rule 9: uni's pickle round trip ------------------------------------------------------------
+
+
+def test_uni_checks_pickling_when_the_environment_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MULTI_UNI_PICKLE_CHECK", "1")
+
+    def body(processor: Any) -> None:
+        payload = [1, 2]
+        memo = w.Record()
+        processor.add_to_queue(w.Carries(payload), memo)
+        processor.run_queue()
+        assert values(memo) == [payload] and values(memo)[0] is not payload
+        processor.add_to_queue(w.Carries(threading.Lock()))
+        with pytest.raises(UnpicklableError):
+            processor.run_queue()
+
+    run_master("uni", body)
+
+
+def test_uni_without_the_check_shares_objects() -> None:
+    def body(processor: Any) -> None:
+        payload = [1, 2]
+        memo = w.Record()
+        processor.add_to_queue(w.Carries(payload), memo)
+        processor.run_queue()
+        assert values(memo)[0] is payload
+
+    run_master("uni", body)
+
+
+# The data store and global commands ----------------------------------------------------------
+
+
+def test_data_reaches_every_slave_once_whatever_is_queued(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        processor.add_to_queue(w.Square(4))
+        processor.send_data_to_slaves("vector", [1.0, 2.0])
+        assert len(processor.command_queue) == 1
+        processor.run_queue()
+        memo = w.Record()
+        for _ in range(4 * processor.processor_size()):
+            processor.add_to_queue(w.Fetch("vector"), memo)
+        processor.run_queue()
+        assert values(memo) == [[1.0, 2.0]] * 4 * processor.processor_size()
+
+    run_master(fabric, body)
+
+
+def test_a_global_command_runs_exactly_once_on_every_slave(fabric: str) -> None:
+    def body(processor: Any) -> list[Any]:
+        processor.add_to_queue(w.Square(1))
+        processor.run_command_globally(w.Whoami())
+        return sorted(processor.data_store.unclaimed)
+
+    ranks = run_master(fabric, body)
+    slaves = slaves_for(fabric)
+    expected = [1] if slaves == -1 else list(range(1, slaves + 1))
+    assert ranks == [(rank, (rank, 1)) for rank in expected]
+
+
+def test_missing_data_says_how_to_send_it(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        processor.add_to_queue(w.Fetch("absent"))
+        with pytest.raises(AttributeError, match=r"send_data_to_slaves\('absent', value\)"):
+            processor.run_queue()
+
+    run_master(fabric, body)
+
+
+# The queue -------------------------------------------------------------------------------------
+
+
+def test_an_empty_queue_runs_at_once(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        assert not processor.is_queued()
+        processor.run_queue()
+        processor.add_to_queue(w.Square(2))
+        assert processor.is_queued()
+
+    run_master(fabric, body)
+
+
+def test_master_only_calls_are_refused_on_a_slave(fabric: str) -> None:
+    class Queues(w.Slave_command):
+        def run(self, processor: Any, completed: bool) -> None:
+            processor.add_to_queue(w.Square(1))
+
+    def body(processor: Any) -> None:
+        processor.add_to_queue(Queues())
+        with pytest.raises(MultiError, match="only be called on the master"):
+            processor.run_queue()
+
+    run_master(fabric, body)

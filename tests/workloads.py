@@ -1,0 +1,189 @@
+"""Commands, results and memos that the conformance tests queue.
+
+They live in a module of their own so that slaves in other processes can import them.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+from multi import Memo, Result_command, Slave_command, fetch_data
+
+
+class Record(Memo):
+    """A memo that keeps what its results brought."""
+
+    def __init__(self, name: str = "memo") -> None:
+        self.name = name
+        self.values: list[Any] = []
+
+
+class Value(Result_command):
+    """Hands ``value`` to its memo, and notes the slave that made it."""
+
+    def __init__(self, processor: Any, value: Any, memo_id: int | None = None) -> None:
+        super().__init__(processor=processor, completed=True, memo_id=memo_id)
+        self.value = value
+
+    def run(self, processor: Any, memo: Record | None) -> None:
+        target = (
+            memo.values
+            if memo is not None
+            else processor.data_store.__dict__.setdefault("unclaimed", [])
+        )
+        target.append((self.rank, self.value))
+
+
+class Square(Slave_command):
+    def __init__(self, x: int) -> None:
+        super().__init__()
+        self.x = x
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Value(processor, self.x * self.x))
+
+
+class Several(Slave_command):
+    """Returns ``count`` results."""
+
+    def __init__(self, tag: str, count: int) -> None:
+        super().__init__()
+        self.tag = tag
+        self.count = count
+
+    def run(self, processor: Any, completed: bool) -> None:
+        for i in range(self.count):
+            processor.return_object(Value(processor, (self.tag, i)))
+
+
+class To_memo(Slave_command):
+    """Returns a result that names a memo of its own choosing."""
+
+    def __init__(self, memo_id: int) -> None:
+        super().__init__()
+        self.target = memo_id
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Value(processor, "redirected", memo_id=self.target))
+
+
+class Talk(Slave_command):
+    """Writes lines on stdout and stderr, some in pieces, then returns its index."""
+
+    def __init__(self, index: int, lines: int = 3, pause: float = 0.0) -> None:
+        super().__init__()
+        self.index = index
+        self.lines = lines
+        self.pause = pause
+
+    def run(self, processor: Any, completed: bool) -> None:
+        for line in range(self.lines):
+            print(f"command {self.index} line {line}")
+            if self.pause:
+                time.sleep(self.pause)
+        sys.stdout.write(f"command {self.index} in ")
+        sys.stdout.write("pieces\n")
+        print(f"command {self.index} to stderr", file=sys.stderr)
+        sys.stdout.write(f"command {self.index} unfinished")
+        processor.return_object(Value(processor, self.index))
+
+
+class Fail(Slave_command):
+    """Prints, returns a result, then raises ``error``."""
+
+    def __init__(self, error: BaseException, index: int = 0) -> None:
+        super().__init__()
+        self.error = error
+        self.index = index
+
+    def run(self, processor: Any, completed: bool) -> None:
+        print(f"failing command {self.index} speaks")
+        processor.return_object(Value(processor, ("before failing", self.index)))
+        raise self.error
+
+
+class Sleep(Slave_command):
+    """Sleeps, then says which slave ran it."""
+
+    def __init__(self, seconds: float, index: int = 0) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.index = index
+
+    def run(self, processor: Any, completed: bool) -> None:
+        time.sleep(self.seconds)
+        processor.return_object(Value(processor, self.index))
+
+
+class Noop(Slave_command):
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(processor.NULL_RESULT)
+
+
+class Fetch(Slave_command):
+    """Returns the data stored under ``name`` on its slave."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Value(processor, fetch_data(self.name)))
+
+
+class Whoami(Slave_command):
+    """Returns the rank of its slave, and how many times it ran there."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        store = processor.data_store
+        store.whoami_runs = getattr(store, "whoami_runs", 0) + 1
+        processor.return_object(Value(processor, (processor.rank(), store.whoami_runs)))
+
+
+class Carries(Slave_command):
+    """Carries ``payload`` to the slave and back."""
+
+    def __init__(self, payload: Any) -> None:
+        super().__init__()
+        self.payload = payload
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Value(processor, self.payload))
+
+
+class Returns_lock(Slave_command):
+    """Returns a result that does not pickle."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Value(processor, threading.Lock()))
+
+
+class Raising_result(Result_command):
+    """A result whose run fails on the master."""
+
+    def run(self, processor: Any, memo: Any) -> None:
+        raise KeyError("raised on the master")
+
+
+class Returns_raising_result(Slave_command):
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Raising_result(processor=processor, completed=True))
+
+
+class No_run(Slave_command):
+    """Forgets to define run()."""
+
+
+class Unpicklable_error(Exception):
+    """An exception that cannot be rebuilt from its pickle."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a} and {b}")
+
+
+class Fails_unpicklably(Slave_command):
+    def run(self, processor: Any, completed: bool) -> None:
+        raise Unpicklable_error(1, 2)
