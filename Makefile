@@ -1,0 +1,29 @@
+# Everything is installed from this project's own files into a virtual environment.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: test demo lint clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+## test: run the whole suite on every fabric (and the linter)
+test: $(INSTALLED)
+	$(BIN)/ruff check src tests examples
+	$(BIN)/python -m pytest
+
+## demo: run the example application on every core
+demo: $(INSTALLED)
+	$(BIN)/python examples/pi.py
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
