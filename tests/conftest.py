@@ -17,7 +17,7 @@ import pytest
 
 from multi import Application_callback, Processor, Processor_box, Verbosity, load_multiprocessor
 
-FABRICS = ["uni", "thread"]
+FABRICS = ["uni", "thread", "multiprocessing"]
 
 #: Slaves to ask for: two wherever a fabric can give more than one.
 SLAVES = 2
@@ -67,6 +67,21 @@ def run_master(
     return outcome.get("value")
 
 
+#: Helpers that multiprocessing keeps for the life of the master, and that are no slaves.
+MULTIPROCESSING_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+
+
+def _slave(process: psutil.Process) -> bool:
+    """Whether a child process is a live slave (not a zombie, nor a multiprocessing helper)."""
+    try:
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        command = " ".join(process.cmdline())
+    except psutil.NoSuchProcess:
+        return False
+    return not any(helper in command for helper in MULTIPROCESSING_HELPERS)
+
+
 @pytest.fixture(autouse=True)
 def no_slave_left_behind() -> Iterator[None]:
     """Fail a test that leaves a slave process or thread running after it."""
@@ -75,9 +90,8 @@ def no_slave_left_behind() -> Iterator[None]:
     Verbosity().set(verbosity)
     deadline = time.monotonic() + 5
     while True:
-        children = psutil.Process(os.getpid()).children(recursive=True)
         threads = [t for t in threading.enumerate() if t.name.startswith("multi-slave")]
-        alive = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        alive = [c for c in psutil.Process(os.getpid()).children(recursive=True) if _slave(c)]
         if not alive and not threads:
             return
         if time.monotonic() > deadline:

@@ -93,15 +93,18 @@ INTERRUPTED = textwrap.dedent(
             print("queued", flush=True)
             processor.run_queue()
 
-    size = -1 if sys.argv[1] == "uni" else 2
-    load_multiprocessor(sys.argv[1], Application_callback(Main()), processor_size=size).run()
+    if __name__ == "__main__":
+        size = -1 if sys.argv[1] == "uni" else 2
+        load_multiprocessor(sys.argv[1], Application_callback(Main()), processor_size=size).run()
     """
 )
 
 
-def test_ctrl_c_stops_the_master_and_every_slave(fabric: str) -> None:
+def test_ctrl_c_stops_the_master_and_every_slave(fabric: str, tmp_path: Path) -> None:
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
     process = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTED, fabric],
+        [sys.executable, str(script), fabric],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -173,6 +173,13 @@ class Returns_raising_result(Slave_command):
         processor.return_object(Raising_result(processor=processor, completed=True))
 
 
+class Queues_more(Slave_command):
+    """Calls master-only API on a slave."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.add_to_queue(Square(1))
+
+
 class No_run(Slave_command):
     """Forgets to define run()."""
 

@@ -81,7 +81,7 @@ class Processor:
         self._master_store = Data_store()
         self._local = threading.local()
         self._transport: Transport | None = None
-        self._global_commands: list[Slave_command] = []
+        self._setup_commands: list[Slave_command] = []
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
         self.last_run: Scheduler | None = None
@@ -313,7 +313,7 @@ class Processor:
         command = Slave_storage_command()
         command.add(name, value)
         self.run_command_globally(command)
-        self._global_commands.append(command)
+        self._setup_commands.append(command)
 
     def fetch_data(self, name: str | None = None) -> Any:
         """The data sent under ``name`` to this slave (the master's own store on the master)."""
@@ -326,9 +326,13 @@ class Processor:
             transport = self.make_transport()
             transport.start()
             self._transport = transport
-            for command in self._global_commands:  # slaves started afresh get the data again
+            for command in self._setup_commands:  # slaves started afresh get the data again
                 self.run_command_globally(command)
         return self._transport
+
+    def setup_commands(self) -> list[Slave_command]:
+        """What a slave started afresh runs first, to hold the data the others hold."""
+        return list(self._setup_commands)
 
     def _drop_transport(self, kill: bool = False) -> None:
         transport, self._transport = self._transport, None
@@ -365,6 +369,7 @@ class Processor:
         completed = False
         try:
             try:
+                self._started_transport()  # slaves boot while the application prepares
                 self.callback.init_master(self)
             except Exception as exc:
                 self.callback.handle_exception(self, exc)

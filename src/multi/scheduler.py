@@ -24,11 +24,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from multi.errors import SlaveDiedError, add_note, describe
-from multi.slave import Outcome
+from multi import wire
+from multi.errors import SlaveDiedError, UnpicklableError, add_note, describe
+from multi.slave import UNREADABLE, Outcome
 from multi.transport import Slave_lost, Transport
 
 TARGET_BATCH_SECONDS = 0.01
@@ -121,12 +122,33 @@ class Scheduler:
         if self._stopping:
             return
         for rank, batches in self._in_flight.items():
-            while len(batches) < self.transport.window:
+            while len(batches) < self.transport.window and not self._stopping:
                 batch = self._next_batch(rank)
                 if not batch:
                     break
-                batches.append(batch)
-                self.transport.send(rank, [(task.id, task.command) for task in batch])
+                batch = self._send(rank, batch)
+                if batch:
+                    batches.append(batch)
+
+    def _send(self, rank: int, batch: list[Task]) -> list[Task]:
+        """Send a batch; a command that does not pickle fails, and the others go without it."""
+        try:
+            self.transport.send(rank, [(task.id, task.command) for task in batch])
+            return batch
+        except UnpicklableError:
+            pass
+        sendable = []
+        for task in batch:
+            if wire.find_unpicklable(task.command) is None:
+                sendable.append(task)
+                continue
+            what = f"command {describe(task.command)} (command {task.id} of the run)"
+            error = wire.unpicklable_error(what, task.command, wire.COMMAND_ADVICE)
+            task.outcome = Outcome(task.id, rank, failure=error)
+            self._stopping = True
+        if sendable:
+            self.transport.send(rank, [(task.id, task.command) for task in sendable])
+        return sendable
 
     def _next_batch(self, rank: int) -> list[Task]:
         pinned = self._pinned[rank]
@@ -146,6 +168,8 @@ class Scheduler:
 
     def _on_outcomes(self, rank: int, outcomes: list[Outcome]) -> None:
         batch = self._in_flight[rank].popleft()
+        if outcomes and outcomes[0].task_id == UNREADABLE:  # the slave could not rebuild it
+            outcomes = [replace(outcomes[0], task_id=task.id) for task in batch]
         slave = self.statistics.slaves[rank]
         slave.batches += 1
         for task, outcome in zip(batch, outcomes, strict=True):

@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from multi import capture, wire
-from multi.errors import Failure, describe
+from multi.errors import Failure, UnpicklableError, describe
 from multi.wire import unpicklable_error
 
 if TYPE_CHECKING:
@@ -57,11 +57,21 @@ class Slave_context:
         return f"slave {self.rank} of {self.slaves} (host {self.host}, pid {os.getpid()})"
 
 
-def execute(processor: Processor, context: Slave_context, batch: Batch) -> list[Outcome]:
-    """Run each command of a batch in turn; nothing a command does stops the others."""
+def execute(
+    processor: Processor,
+    context: Slave_context,
+    batch: Batch,
+    running: Callable[[int], None] | None = None,
+) -> list[Outcome]:
+    """Run each command of a batch in turn; nothing a command does stops the others.
+
+    ``running`` is told the id of each command as it starts, and -1 when the batch is done.
+    """
     outcomes = []
     with processor.slave_context(context):
         for task_id, command in batch:
+            if running is not None:
+                running(task_id)
             outcome = context.outcome = Outcome(task_id, context.rank)
             start = time.perf_counter()
             try:
@@ -79,6 +89,8 @@ def execute(processor: Processor, context: Slave_context, batch: Batch) -> list[
                 context.outcome = None
             outcome.seconds = time.perf_counter() - start
             outcomes.append(outcome)
+    if running is not None:
+        running(-1)
     return outcomes
 
 
@@ -104,3 +116,41 @@ def _drop_unpicklable_results(outcome: Outcome, command: Any) -> None:
             f"result {describe(bad)} of command {describe(command)}", bad, RESULT_ADVICE
         )
         outcome.failure = Failure(error, f"While returning the results of {describe(command)}:")
+
+
+#: The task id of the one outcome a slave sends for a batch it could not rebuild.
+UNREADABLE = -1
+
+UNREADABLE_ADVICE = (
+    "The classes of commands must be importable on the slaves: define them in a module, or in "
+    "a script run as a file that starts its program under `if __name__ == '__main__':`."
+)
+
+
+def unreadable(context: Slave_context, error: Exception) -> list[Outcome]:
+    """The reply to a batch that could not be rebuilt: one outcome that fails all of it."""
+    exc = UnpicklableError(
+        f"{context.where()} could not rebuild the commands it received: "
+        f"{type(error).__name__}: {error}. {UNREADABLE_ADVICE}"
+    )
+    exc.__cause__ = error
+    failure = Failure(exc, f"While {context.where()} received a batch:", context.rank)
+    return [Outcome(UNREADABLE, context.rank, failure=failure)]
+
+
+def serve(
+    processor: Processor,
+    context: Slave_context,
+    receive: Callable[[], Batch | Exception | None],
+    reply: Callable[[list[Outcome], Batch], None],
+    running: Callable[[int], None] | None = None,
+) -> None:
+    """The loop of a slave process: receive a batch, run it, reply; until told to stop."""
+    with capture.routing():
+        while (batch := receive()) is not None:
+            if isinstance(batch, Exception):
+                reply(unreadable(context, batch), [])
+                continue
+            reply(execute(processor, context, batch, running), batch)
+            if context.quit:
+                return

@@ -11,16 +11,11 @@ import warnings
 from collections import deque
 
 from multi import wire
-from multi.errors import Failure, MultiWarning, describe
+from multi.errors import MultiWarning
 from multi.options import Option, boolean
 from multi.processor import Processor
-from multi.slave import Batch, Outcome, Slave_context, execute, seal
+from multi.slave import Batch, Slave_context, execute, seal
 from multi.transport import Message, Transport
-
-COMMAND_ADVICE = (
-    "Commands travel to the slaves: keep objects that do not pickle in a Memo on the master, "
-    "or create them inside run()."
-)
 
 
 class Uni_transport(Transport):
@@ -41,19 +36,11 @@ class Uni_transport(Transport):
 
     def send(self, rank: int, batch: Batch) -> None:
         if self.pickle_check:
-            outcomes = [self._checked(task_id, command) for task_id, command in batch]
-        else:
-            outcomes = execute(self.processor, self.context, batch)
+            batch = wire.round_trip(list(batch))
+        outcomes = execute(self.processor, self.context, batch)
+        if self.pickle_check:
+            outcomes = wire.loads(seal(outcomes, dict(batch)))
         self._replies.append((rank, outcomes))
-
-    def _checked(self, task_id: int, command: object) -> Outcome:
-        try:
-            sent = wire.round_trip(command)
-        except Exception:
-            error = wire.unpicklable_error(f"command {describe(command)}", command, COMMAND_ADVICE)
-            return Outcome(task_id, 1, failure=Failure(error, "While sending a command:"))
-        [outcome] = execute(self.processor, self.context, [(task_id, sent)])
-        return wire.loads(seal([outcome], {task_id: command}))[0]
 
     def receive(self) -> tuple[int, Message]:
         return self._replies.popleft()

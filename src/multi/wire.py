@@ -9,7 +9,9 @@ error says what to change.
 from __future__ import annotations
 
 import pickle
+import struct
 from collections.abc import Sequence
+from multiprocessing.connection import Connection
 from typing import Any
 
 from multi.errors import UnpicklableError
@@ -19,10 +21,22 @@ PROTOCOL = 5
 Frames = list[Any]  # the pickle stream, then its out-of-band buffers
 
 
+COMMAND_ADVICE = (
+    "Commands travel to the slaves: keep objects that do not pickle in a Memo on the master, "
+    "or create them inside run()."
+)
+
+
 def dumps(obj: Any) -> Frames:
-    """Pickle ``obj`` into frames: the stream first, then each out-of-band buffer."""
+    """Pickle ``obj`` into frames: the stream first, then each out-of-band buffer.
+
+    Raises ``UnpicklableError`` if it does not pickle.
+    """
     buffers: list[pickle.PickleBuffer] = []
-    head = pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
+    try:
+        head = pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
+    except Exception as exc:
+        raise UnpicklableError(f"{type(exc).__name__}: {exc}") from exc
     return [head, *buffers]
 
 
@@ -31,9 +45,58 @@ def loads(frames: Sequence[Any]) -> Any:
     return pickle.loads(frames[0], buffers=frames[1:])
 
 
+def send(connection: Connection, frames: Frames) -> None:
+    """Send frames as one message: a header with the buffer sizes and the stream, then each
+    buffer as it lies in memory."""
+    buffers = [
+        memoryview(frame.raw() if isinstance(frame, pickle.PickleBuffer) else frame)
+        for frame in frames[1:]
+    ]
+    sizes = struct.pack(f"!I{len(buffers)}Q", len(buffers), *(b.nbytes for b in buffers))
+    connection.send_bytes(sizes + frames[0])
+    for buffer in buffers:
+        connection.send_bytes(buffer)
+
+
+def receive(connection: Connection) -> Any:
+    """Receive a message that ``send`` sent, and rebuild its object.
+
+    Buffers are received into fresh writable memory, so arrays arrive writable.
+    """
+    message = connection.recv_bytes()
+    (count,) = struct.unpack_from("!I", message)
+    sizes = struct.unpack_from(f"!{count}Q", message, 4)
+    buffers = []
+    for size in sizes:
+        buffer = bytearray(size)
+        if size:
+            connection.recv_bytes_into(buffer)
+        else:
+            connection.recv_bytes()
+        buffers.append(buffer)
+    return pickle.loads(memoryview(message)[4 + 8 * count :], buffers=buffers)
+
+
+def size(frames: Frames) -> int:
+    """The bytes that frames take on the wire."""
+    return sum(
+        memoryview(frame).nbytes
+        if not isinstance(frame, pickle.PickleBuffer)
+        else frame.raw().nbytes
+        for frame in frames
+    )
+
+
 def round_trip(obj: Any) -> Any:
-    """A copy of ``obj`` made as a slave on another machine would receive it."""
-    return loads(dumps(obj))
+    """A copy of ``obj`` made as a slave on another machine would receive it.
+
+    Raises ``UnpicklableError`` if it does not make the trip.
+    """
+    frames = dumps(obj)
+    try:
+        return loads(frames)
+    except Exception as exc:
+        raise UnpicklableError(f"{type(exc).__name__} while unpickling: {exc}") from exc
 
 
 def find_unpicklable(obj: Any, depth: int = 4) -> tuple[str, Any, str] | None:
@@ -41,8 +104,8 @@ def find_unpicklable(obj: Any, depth: int = 4) -> tuple[str, Any, str] | None:
     (path, part, reason), or None if it all does."""
     try:
         round_trip(obj)
-    except Exception as exc:
-        reason = f"{type(exc).__name__}: {exc}"
+    except UnpicklableError as exc:
+        reason = str(exc)
     else:
         return None
     if depth > 0:

@@ -1,0 +1,326 @@
+"""The ``multiprocessing`` fabric: slave processes that the processor creates and manages.
+
+::
+
+    master main thread                                 slave process (one per rank)
+    ──────────────────                                 ────────────────────────────
+    send(rank, batch) ──small──> socket pair ────────> receive ─> execute ─> reply
+                      ──large──> sender thread ──┘                              │
+    receive() <── wait(connections + sentinels) <────────── outcomes ───────────┘
+                        │
+                        └── a sentinel fires: the slave died; report it, start another
+
+A batch too large for the socket's buffer goes through a sender thread, so that the master
+keeps reading outcomes while it writes (a slave blocked on its reply never blocks the master).
+Each slave notes the command it runs in shared memory, so that a crash names its command.
+Slaves ignore SIGINT (Ctrl-C belongs to the master, which stops them), and end themselves
+if the master disappears.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from multi import wire
+from multi.application import Processor_box
+from multi.options import Option
+from multi.processor import Processor
+from multi.slave import Batch, Outcome, Slave_context, execute, seal, serve
+from multi.transport import Message, Slave_lost, Transport
+
+START_METHODS = ("forkserver", "spawn", "fork")
+#: Messages up to this size are written by the master's thread itself: they fit in the
+#: socket's buffer beside the other batch a slave may hold, so the write cannot block.
+DIRECT_SEND_BYTES = 32 * 1024
+#: How often an idle slave checks that its master is still there.
+WATCHDOG_SECONDS = 0.5
+
+
+def _start_method(text: str) -> str:
+    if text not in START_METHODS:
+        raise ValueError(f"expected one of {', '.join(START_METHODS)}, not {text!r}")
+    if text not in multiprocessing.get_all_start_methods():
+        raise ValueError(f"the start method {text!r} is not available on this system")
+    return text
+
+
+def _default_start_method() -> str:
+    available = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in available else "spawn"
+
+
+class _Slave:
+    """The master's handle on one slave process."""
+
+    def __init__(self, process: BaseProcess, connection: Connection) -> None:
+        self.process = process
+        self.connection = connection
+        self.queued_sends = 0  # messages waiting in the sender thread
+        self.deaths_in_a_row = 0
+
+
+class Multiprocessing_transport(Transport):
+    """Slave processes, a socket pair each, and a sender thread for large batches."""
+
+    def __init__(self, processor: Multiprocessing_processor, slaves: int) -> None:
+        self.processor = processor
+        self.slaves = slaves
+        self.context = multiprocessing.get_context(processor.settings["start_method"])
+        self.running = self.context.RawArray("q", slaves + 1)  # command each rank is on
+        self._slaves: dict[int, _Slave] = {}
+        self._lock = threading.Lock()
+        self._sends: queue.SimpleQueue[tuple[_Slave, wire.Frames] | None] = queue.SimpleQueue()
+        self._sender: threading.Thread | None = None
+
+    @property
+    def ranks(self) -> Sequence[int]:
+        return sorted(self._slaves)
+
+    def start(self) -> None:
+        for rank in range(1, self.slaves + 1):
+            self._slaves[rank] = self._spawn(rank, setup=[])
+
+    def _spawn(self, rank: int, setup: list[Any]) -> _Slave:
+        ours, theirs = self.context.Pipe(duplex=True)
+        self.running[rank] = -1
+        process = self.context.Process(
+            target=_slave_main,
+            name=f"multi-slave-{rank}",
+            args=(
+                type(self.processor),
+                rank,
+                self.slaves,
+                theirs,
+                self.running,
+                setup,
+                os.getpid(),
+            ),
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        return _Slave(process, ours)
+
+    # Sending ------------------------------------------------------------------------------
+
+    def send(self, rank: int, batch: Batch) -> None:
+        slave = self._slaves[rank]
+        frames = wire.dumps(list(batch))
+        with self._lock:
+            direct = slave.queued_sends == 0 and wire.size(frames) <= DIRECT_SEND_BYTES
+            if not direct:
+                slave.queued_sends += 1
+        if direct:
+            _write(slave.connection, frames)
+            return
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_large, name="multi-sender")
+            self._sender.daemon = True
+            self._sender.start()
+        self._sends.put((slave, frames))
+
+    def _send_large(self) -> None:
+        while (item := self._sends.get()) is not None:
+            slave, frames = item
+            _write(slave.connection, frames)
+            with self._lock:
+                slave.queued_sends -= 1
+
+    # Receiving ----------------------------------------------------------------------------
+
+    def receive(self) -> tuple[int, Message]:
+        while True:
+            by_connection = {slave.connection: rank for rank, slave in self._slaves.items()}
+            by_sentinel = {slave.process.sentinel: rank for rank, slave in self._slaves.items()}
+            ready = wait([*by_connection, *by_sentinel])
+            for connection in ready:  # outcomes first: a slave may reply, then die
+                rank = by_connection.get(connection)  # type: ignore[call-overload]
+                if rank is None:
+                    continue
+                try:
+                    outcomes: list[Outcome] = wire.receive(connection)  # type: ignore[arg-type]
+                except (EOFError, OSError):
+                    return rank, self._lost(rank)
+                self._slaves[rank].deaths_in_a_row = 0
+                return rank, outcomes
+            for sentinel in ready:
+                rank = by_sentinel.get(sentinel)  # type: ignore[call-overload]
+                if rank is not None:
+                    return rank, self._lost(rank)
+
+    def _lost(self, rank: int) -> Slave_lost:
+        """Name how a slave ended, and start another in its place while that makes sense."""
+        slave = self._slaves.pop(rank)
+        slave.process.join(1.0)
+        if slave.process.exitcode is None:  # its connection broke, yet it lives: end it
+            slave.process.kill()
+            slave.process.join(1.0)
+        slave.connection.close()
+        task_id = self.running[rank]
+        reason = f"(pid {slave.process.pid}) {_ending(slave.process.exitcode)}"
+        deaths = slave.deaths_in_a_row + 1
+        replaced = deaths <= self.processor.settings["retries"] + 1
+        if replaced:
+            new = self._slaves[rank] = self._spawn(rank, self.processor.setup_commands())
+            new.deaths_in_a_row = deaths
+        return Slave_lost(rank, reason, task_id if task_id >= 0 else None, replaced)
+
+    # Stopping -----------------------------------------------------------------------------
+
+    def stop(self, timeout: float) -> None:
+        if self._sender is not None:
+            self._sends.put(None)
+        for slave in self._slaves.values():
+            _write(slave.connection, wire.dumps(None))
+        self._join(timeout)
+
+    def kill(self) -> None:
+        for slave in self._slaves.values():
+            if slave.process.exitcode is None:
+                slave.process.terminate()
+        self._join(1.0)
+
+    def _join(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for slave in self._slaves.values():
+            slave.process.join(max(0.0, deadline - time.monotonic()))
+        for slave in self._slaves.values():
+            if slave.process.exitcode is None:
+                slave.process.kill()
+                slave.process.join(1.0)
+            slave.connection.close()
+        self._slaves.clear()
+        if self._sender is not None:
+            self._sender.join(1.0)
+            self._sender = None
+
+
+def _write(connection: Connection, frames: wire.Frames) -> None:
+    with suppress(OSError):  # the slave is gone: its sentinel tells the receiving side
+        wire.send(connection, frames)
+
+
+def _ending(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "stopped answering"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"was killed by signal {-exitcode} ({name})"
+    return f"exited with status {exitcode}"
+
+
+# The slave process --------------------------------------------------------------------------
+
+
+def _slave_main(
+    cls: type[Multiprocessing_processor],
+    rank: int,
+    slaves: int,
+    connection: Connection,
+    running: Any,
+    setup: list[Any],
+    master_pid: int,
+) -> None:
+    """Run commands for the master until it says stop, or disappears."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with(master_pid)
+    processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
+    Processor_box().processor = processor
+    context = Slave_context(rank, slaves, processor.data_store)
+    for outcome in execute(processor, context, [(-1, command) for command in setup]):
+        if outcome.failure is not None:
+            print(f"slave {rank} could not restore its data store", file=sys.stderr)
+
+    def receive() -> Batch | Exception | None:
+        try:
+            return wire.receive(connection)
+        except (EOFError, OSError):  # the master is gone
+            return None
+        except Exception as exc:  # the batch arrived, but does not unpickle here
+            return exc
+
+    def reply(outcomes: list[Outcome], batch: Batch) -> None:
+        frames = seal(outcomes, dict(batch))
+        wire.send(connection, frames)
+
+    def note(task_id: int) -> None:
+        running[rank] = task_id
+
+    try:
+        serve(processor, context, receive, reply, note)
+    except (EOFError, OSError, BrokenPipeError):
+        pass  # the master is gone
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def _current_method() -> str:
+    return multiprocessing.get_start_method(allow_none=True) or _default_start_method()
+
+
+def _end_with(master_pid: int) -> None:
+    """Make this process end when the master does, even while a command runs."""
+    if sys.platform == "linux":
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent ends
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while True:
+            time.sleep(WATCHDOG_SECONDS)
+            try:
+                os.kill(master_pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="multi-watchdog", daemon=True).start()
+
+
+# The fabric ---------------------------------------------------------------------------------
+
+
+class Multiprocessing_processor(Processor):
+    """Slaves are ``processor_size`` processes (one per usable core by default)."""
+
+    fabric = "multiprocessing"
+    slaves_in_process = False
+    options = (
+        *Processor.options,
+        Option(
+            "start_method",
+            f"how slave processes start: {', '.join(START_METHODS)} "
+            "(fork is fastest, but unsafe once the master has threads)",
+            _default_start_method(),
+            _start_method,
+        ),
+    )
+
+    def make_transport(self) -> Transport:
+        return Multiprocessing_transport(self, self._processor_size)
+
+    def get_intro_string(self) -> str:
+        return (
+            f"Multiprocessing: {self._processor_size} slave processes and 1 master, started by "
+            f"{self.settings['start_method']}."
+        )
