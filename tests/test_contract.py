@@ -72,7 +72,7 @@ def test_tiny_commands_travel_in_batches(fabric: str) -> None:
         for _ in range(3000):
             processor.add_to_queue(w.Noop())
         processor.run_queue()
-        stats = processor.last_run.statistics
+        stats = processor.last_run
         return sum(s.commands for s in stats.slaves.values()), sum(
             s.batches for s in stats.slaves.values()
         )

@@ -5,6 +5,7 @@ They live in a module of their own so that slaves in other processes can import 
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -194,3 +195,48 @@ class Unpicklable_error(Exception):
 class Fails_unpicklably(Slave_command):
     def run(self, processor: Any, completed: bool) -> None:
         raise Unpicklable_error(1, 2)
+
+
+class Die_once(Slave_command):
+    """Kills its slave with ``signal`` the first time it runs (noted in ``marker``)."""
+
+    def __init__(self, marker: str, signal_number: int, index: int = 0) -> None:
+        super().__init__()
+        self.marker = marker
+        self.signal_number = signal_number
+        self.index = index
+
+    def run(self, processor: Any, completed: bool) -> None:
+        if not os.path.exists(self.marker):
+            with open(self.marker, "w") as note:
+                note.write(str(os.getpid()))
+            os.kill(os.getpid(), self.signal_number)
+            time.sleep(10)
+        processor.return_object(Value(processor, ("survived", self.index)))
+
+
+class Segfault(Slave_command):
+    """Crashes its slave every time."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        import ctypes
+
+        ctypes.string_at(0)
+
+
+class Exit_hard(Slave_command):
+    """Ends its slave process without a word."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.status = status
+
+    def run(self, processor: Any, completed: bool) -> None:
+        os._exit(self.status)
+
+
+class Pid(Slave_command):
+    """Returns the process id of its slave."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Value(processor, os.getpid()))

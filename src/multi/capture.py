@@ -29,15 +29,12 @@ _local = threading.local()
 _install_lock = threading.Lock()
 
 
-@contextmanager
-def capturing(chunks: list[Chunk]) -> Iterator[None]:
-    """Send this thread's writes to stdout and stderr into ``chunks`` while inside."""
+def redirect(chunks: list[Chunk] | None) -> list[Chunk] | None:
+    """Send this thread's writes to stdout and stderr into ``chunks`` (None: pass them
+    through); return where they went before, to be restored the same way."""
     previous = getattr(_local, "chunks", None)
     _local.chunks = chunks
-    try:
-        yield
-    finally:
-        _local.chunks = previous
+    return previous
 
 
 class _Router(io.TextIOBase):

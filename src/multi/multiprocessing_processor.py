@@ -22,13 +22,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import selectors
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -67,6 +68,7 @@ class _Slave:
         self.process = process
         self.connection = connection
         self.queued_sends = 0  # messages waiting in the sender thread
+        self.outstanding = 0  # batches sent and not answered
         self.deaths_in_a_row = 0
 
 
@@ -82,6 +84,7 @@ class Multiprocessing_transport(Transport):
         self._lock = threading.Lock()
         self._sends: queue.SimpleQueue[tuple[_Slave, wire.Frames] | None] = queue.SimpleQueue()
         self._sender: threading.Thread | None = None
+        self._selector = selectors.DefaultSelector()
 
     @property
     def ranks(self) -> Sequence[int]:
@@ -110,13 +113,20 @@ class Multiprocessing_transport(Transport):
         )
         process.start()
         theirs.close()
+        self._selector.register(ours, selectors.EVENT_READ, (rank, False))
+        self._selector.register(process.sentinel, selectors.EVENT_READ, (rank, True))
         return _Slave(process, ours)
+
+    def _forget(self, slave: _Slave) -> None:
+        self._selector.unregister(slave.connection)
+        self._selector.unregister(slave.process.sentinel)
 
     # Sending ------------------------------------------------------------------------------
 
     def send(self, rank: int, batch: Batch) -> None:
         slave = self._slaves[rank]
         frames = wire.dumps(list(batch))
+        slave.outstanding += 1
         with self._lock:
             direct = slave.queued_sends == 0 and wire.size(frames) <= DIRECT_SEND_BYTES
             if not direct:
@@ -140,28 +150,31 @@ class Multiprocessing_transport(Transport):
     # Receiving ----------------------------------------------------------------------------
 
     def receive(self) -> tuple[int, Message]:
+        busy = [rank for rank, slave in self._slaves.items() if slave.outstanding]
+        if len(busy) == 1:  # only one can answer: wait on its socket, which closes if it dies
+            return self._read(busy[0])
         while True:
-            by_connection = {slave.connection: rank for rank, slave in self._slaves.items()}
-            by_sentinel = {slave.process.sentinel: rank for rank, slave in self._slaves.items()}
-            ready = wait([*by_connection, *by_sentinel])
-            for connection in ready:  # outcomes first: a slave may reply, then die
-                rank = by_connection.get(connection)  # type: ignore[call-overload]
-                if rank is None:
+            ready = [key.data for key, _ in self._selector.select()]
+            for rank, is_sentinel in sorted(ready, key=lambda item: item[1]):  # outcomes first
+                slave = self._slaves.get(rank)
+                if slave is None:
                     continue
-                try:
-                    outcomes: list[Outcome] = wire.receive(connection)  # type: ignore[arg-type]
-                except (EOFError, OSError):
-                    return rank, self._lost(rank)
-                self._slaves[rank].deaths_in_a_row = 0
-                return rank, outcomes
-            for sentinel in ready:
-                rank = by_sentinel.get(sentinel)  # type: ignore[call-overload]
-                if rank is not None:
-                    return rank, self._lost(rank)
+                return (rank, self._lost(rank)) if is_sentinel else self._read(rank)
+
+    def _read(self, rank: int) -> tuple[int, Message]:
+        slave = self._slaves[rank]
+        try:
+            outcomes: list[Outcome] = wire.receive(slave.connection)
+        except (EOFError, OSError):
+            return rank, self._lost(rank)
+        slave.outstanding -= 1
+        slave.deaths_in_a_row = 0
+        return rank, outcomes
 
     def _lost(self, rank: int) -> Slave_lost:
         """Name how a slave ended, and start another in its place while that makes sense."""
         slave = self._slaves.pop(rank)
+        self._forget(slave)
         slave.process.join(1.0)
         if slave.process.exitcode is None:  # its connection broke, yet it lives: end it
             slave.process.kill()
@@ -199,8 +212,10 @@ class Multiprocessing_transport(Transport):
             if slave.process.exitcode is None:
                 slave.process.kill()
                 slave.process.join(1.0)
+            self._forget(slave)
             slave.connection.close()
         self._slaves.clear()
+        self._selector.close()
         if self._sender is not None:
             self._sender.join(1.0)
             self._sender = None

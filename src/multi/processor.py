@@ -25,7 +25,7 @@ from multi.commands import Exit_command, Slave_command, Slave_storage_command
 from multi.errors import MultiError, ProcessorSizeError, add_note, describe
 from multi.options import Option, positive_int, resolve
 from multi.results import Null_result_command
-from multi.scheduler import Scheduler, Task
+from multi.scheduler import Run_statistics, Scheduler, Task
 from multi.slave import Outcome, Slave_context
 from multi.verbosity import Verbosity
 
@@ -84,7 +84,9 @@ class Processor:
         self._setup_commands: list[Slave_command] = []
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
-        self.last_run: Scheduler | None = None
+        self._scheduler: Scheduler | None = None
+        #: What the last ``run_queue`` did: per slave, commands, batches and busy time.
+        self.last_run: Run_statistics | None = None
 
     # What a fabric provides ------------------------------------------------------------------
 
@@ -213,8 +215,7 @@ class Processor:
         self._run_tasks([Task(i, command, rank=rank) for i, rank in enumerate(ranks)])
 
     def _run_tasks(self, tasks: list[Task]) -> None:
-        transport = self._started_transport()
-        scheduler = self.last_run = Scheduler(transport, self._deliver, self.settings["retries"])
+        scheduler = self._started_scheduler()
         routing = capture.routing() if self.slaves_in_process else nullcontext()
         try:
             with routing:
@@ -228,8 +229,9 @@ class Processor:
             for task in tasks:
                 if not task.delivered:
                     self._release_memo(task.memo_id)
+            self.last_run = scheduler.statistics
             if Verbosity().level() >= 2:
-                self._print_statistics(scheduler, len(tasks))
+                self._print_statistics(scheduler.statistics, len(tasks))
 
     def _forget_queue(self) -> None:
         for command in self.command_queue:
@@ -321,6 +323,12 @@ class Processor:
 
     # Lifecycle ---------------------------------------------------------------------------
 
+    def _started_scheduler(self) -> Scheduler:
+        transport = self._started_transport()
+        if self._scheduler is None or self._scheduler.transport is not transport:
+            self._scheduler = Scheduler(transport, self._deliver, self.settings["retries"])
+        return self._scheduler
+
     def _started_transport(self) -> Transport:
         if self._transport is None:
             transport = self.make_transport()
@@ -397,8 +405,7 @@ class Processor:
         if transport is not None:
             transport.kill()
 
-    def _print_statistics(self, scheduler: Scheduler, commands: int) -> None:
-        stats = scheduler.statistics
+    def _print_statistics(self, stats: Run_statistics, commands: int) -> None:
         busy = sum(slave.busy_seconds for slave in stats.slaves.values())
         batches = sum(slave.batches for slave in stats.slaves.values())
         efficiency = busy / (stats.seconds * len(stats.slaves)) if stats.seconds > 0 else 0.0

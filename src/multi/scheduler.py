@@ -85,13 +85,17 @@ class Scheduler:
         self._mean_seconds: float | None = None
 
     def run(self, tasks: Sequence[Task]) -> None:
-        """Run every task and deliver its outcome; raise the first failure at the end."""
+        """Run every task and deliver its outcome; raise the first failure at the end.
+
+        The estimate of a command's time carries over from one run to the next.
+        """
         start = time.perf_counter()
+        ranks = self.transport.ranks
         self._tasks = tasks
         self._queue: deque[Task] = deque(task for task in tasks if task.rank is None)
-        self._pinned: dict[int, deque[Task]] = {rank: deque() for rank in self.transport.ranks}
-        self._in_flight: dict[int, deque[list[Task]]] = {r: deque() for r in self.transport.ranks}
-        self.statistics.slaves = {rank: Slave_statistics() for rank in self.transport.ranks}
+        self._pinned: dict[int, deque[Task]] = {rank: deque() for rank in ranks}
+        self._in_flight: dict[int, deque[list[Task]]] = {rank: deque() for rank in ranks}
+        self.statistics = Run_statistics({rank: Slave_statistics() for rank in ranks})
         for task in tasks:
             if task.rank is not None:
                 self._pinned[task.rank].append(task)
@@ -119,13 +123,15 @@ class Scheduler:
     # Dispatch ------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        if self._stopping:
-            return
+        window = self.transport.window
         for rank, batches in self._in_flight.items():
-            while len(batches) < self.transport.window and not self._stopping:
-                batch = self._next_batch(rank)
-                if not batch:
-                    break
+            pinned = self._pinned[rank]
+            while len(batches) < window and (pinned or self._queue) and not self._stopping:
+                if pinned:
+                    batch = [pinned.popleft()]
+                else:
+                    size = min(self._batch_size(), len(self._queue))
+                    batch = [self._queue.popleft() for _ in range(size)]
                 batch = self._send(rank, batch)
                 if batch:
                     batches.append(batch)
@@ -149,13 +155,6 @@ class Scheduler:
         if sendable:
             self.transport.send(rank, [(task.id, task.command) for task in sendable])
         return sendable
-
-    def _next_batch(self, rank: int) -> list[Task]:
-        pinned = self._pinned[rank]
-        if pinned:
-            return [pinned.popleft()]
-        size = min(self._batch_size(), len(self._queue))
-        return [self._queue.popleft() for _ in range(size)]
 
     def _batch_size(self) -> int:
         if not self.transport.batching or self._mean_seconds is None:

@@ -1,0 +1,232 @@
+"""What happens when slave processes fail: killed, crashed, gone; and the master with them.
+
+Bound to every fabric whose slaves are processes that the processor replaces.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from multi import SlaveDiedError, UnpicklableError
+from tests import workloads as w
+from tests.conftest import run_master
+
+PROCESS_FABRICS = ["multiprocessing"]
+ROOT = Path(__file__).parent.parent
+
+
+@pytest.fixture(params=PROCESS_FABRICS)
+def fabric(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def values(memo: w.Record) -> list[Any]:
+    return [value for _, value in memo.values]
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGSEGV, signal.SIGTERM])
+def test_a_killed_slave_is_replaced_and_its_command_retried(
+    fabric: str, tmp_path: Path, signal_number: int
+) -> None:
+    def body(processor: Any) -> tuple[list[Any], int]:
+        memo = w.Record()
+        for i in range(6):
+            processor.add_to_queue(w.Square(i), memo)
+        processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal_number, index=6), memo)
+        for i in range(7, 12):
+            processor.add_to_queue(w.Square(i), memo)
+        processor.run_queue()
+        return values(memo), processor.last_run.retries
+
+    delivered, retries = run_master(fabric, body)
+    assert delivered == [i * i for i in range(6)] + [("survived", 6)] + [
+        i * i for i in range(7, 12)
+    ]
+    assert retries == 1
+
+
+def test_a_command_that_always_crashes_is_named_after_its_retries(fabric: str) -> None:
+    def body(processor: Any) -> tuple[SlaveDiedError, list[Any], list[Any]]:
+        memo = w.Record()
+        processor.add_to_queue(w.Square(1), memo)
+        processor.add_to_queue(w.Segfault(), memo)
+        with pytest.raises(SlaveDiedError) as caught:
+            processor.run_queue()
+        first = values(memo)
+        after = w.Record()
+        processor.add_to_queue(w.Square(5), after)
+        processor.run_queue()
+        return caught.value, first, values(after)
+
+    error, first, after = run_master(fabric, body, retries=1)
+    message = str(error)
+    assert error.attempts == 2
+    assert "signal 11 (SIGSEGV)" in message and "Segfault" in message and "tried 2 times" in message
+    assert f"slave {error.rank} (pid " in message
+    assert first == [1]  # what finished is delivered
+    assert after == [25]  # and the processor goes on
+
+
+def test_a_slave_that_exits_is_reported_with_its_status(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        processor.add_to_queue(w.Exit_hard(3))
+        with pytest.raises(SlaveDiedError, match=r"exited with status 3 while running Exit_hard"):
+            processor.run_queue()
+
+    run_master(fabric, body, retries=0)
+
+
+def test_retries_come_from_the_environment(fabric: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(f"MULTI_{fabric.upper()}_RETRIES", "0")
+
+    def body(processor: Any) -> int:
+        processor.add_to_queue(w.Exit_hard(1))
+        with pytest.raises(SlaveDiedError) as caught:
+            processor.run_queue()
+        return caught.value.attempts
+
+    assert run_master(fabric, body) == 1
+
+
+def test_a_replaced_slave_gets_the_data_again(fabric: str, tmp_path: Path) -> None:
+    def body(processor: Any) -> list[Any]:
+        processor.send_data_to_slaves("table", {"a": 1})
+        processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal.SIGKILL))
+        processor.run_queue()
+        memo = w.Record()
+        for _ in range(8):
+            processor.add_to_queue(w.Fetch("table"), memo)
+        processor.run_queue()
+        return values(memo)
+
+    assert run_master(fabric, body) == [{"a": 1}] * 8
+
+
+def test_large_arrays_cross_intact_and_writable(fabric: str) -> None:
+    numpy = pytest.importorskip("numpy")
+
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        for seed in range(4):
+            processor.add_to_queue(w.Carries(numpy.random.default_rng(seed).random(2**20)), memo)
+        processor.run_queue()
+        return values(memo)
+
+    arrays = run_master(fabric, body)
+    for seed, array in enumerate(arrays):
+        assert numpy.array_equal(array, numpy.random.default_rng(seed).random(2**20))
+        array[0] = -1.0  # writable
+
+
+SCRIPT_HEAD = textwrap.dedent(
+    """
+    import os, sys, time
+    from multi import Application_callback, Processor_box, load_multiprocessor
+    from tests import workloads as w
+
+    class Main:
+        def run(self):
+            processor = Processor_box().processor
+            memo = w.Record()
+            for _ in range(8):
+                processor.add_to_queue(w.Pid(), memo)
+            processor.run_queue()
+            print(" ".join(str(pid) for _, pid in memo.values), flush=True)
+    """
+)
+
+ENDINGS = {
+    "normal end": "",
+    "sys.exit": "sys.exit(3)",
+    "exception": "raise RuntimeError('the end')",
+    "killed": "processor.add_to_queue(w.Sleep(60)); processor.run_queue()",
+}
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_no_slave_outlives_its_master(fabric: str, tmp_path: Path, ending: str) -> None:
+    script = tmp_path / "master.py"
+    script.write_text(
+        SCRIPT_HEAD
+        + textwrap.indent(ENDINGS[ending], " " * 8)
+        + "\n\nif __name__ == '__main__':\n"
+        + f"    load_multiprocessor({fabric!r}, Application_callback(Main()), 2).run()\n"
+    )
+    master = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert master.stdout is not None
+        slaves = {int(pid) for pid in master.stdout.readline().split()}
+        assert slaves, master.stderr.read()  # type: ignore[union-attr]
+        if ending == "killed":
+            time.sleep(0.2)
+            master.kill()
+        status = master.wait(timeout=20)
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait()
+    expected = {"normal end": 0, "sys.exit": 3, "exception": 1, "killed": -signal.SIGKILL}
+    assert status == expected[ending]
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in slaves) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in slaves if _alive(pid)] == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+UNGUARDED = textwrap.dedent(
+    """
+    import sys
+    from multi import Application_callback, Processor_box, Slave_command, load_multiprocessor
+
+    class Local(Slave_command):
+        def run(self, processor, completed):
+            pass
+
+    class Main:
+        def run(self):
+            processor = Processor_box().processor
+            processor.add_to_queue(Local())
+            processor.run_queue()
+
+    load_multiprocessor(sys.argv[1], Application_callback(Main()), processor_size=1).run()
+    """
+)
+
+
+def test_commands_the_slaves_cannot_import_are_explained(fabric: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", UNGUARDED, fabric],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert UnpicklableError.__name__ in result.stderr
+    assert "could not rebuild the commands it received" in result.stderr
+    assert "if __name__ == '__main__':" in result.stderr
