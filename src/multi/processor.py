@@ -65,6 +65,9 @@ class Processor:
     )
     #: Whether slaves are threads of the master, whose output is routed per thread.
     slaves_in_process: ClassVar[bool] = True
+    #: The rank of this process: 0 for the master; a slave's own where the launcher starts
+    #: slaves as copies of the application (MPI), whose ``run()`` then serves the master.
+    process_rank: int = 0
 
     def __init__(
         self,
@@ -98,6 +101,10 @@ class Processor:
     def check_available(cls) -> None:
         """Raise ``ImportError`` or ``OSError`` saying why the fabric cannot run here."""
 
+    def serve(self) -> None:
+        """Serve the master as a slave, until it stops us (fabrics with ``process_rank`` > 0)."""
+        raise NotImplementedError(f"{type(self).__name__} has no slave processes to serve from")
+
     def make_transport(self) -> Transport:
         """The transport that moves work to this fabric's slaves."""
         raise NotImplementedError(f"{type(self).__name__} does not define make_transport()")
@@ -115,11 +122,11 @@ class Processor:
     def rank(self) -> int:
         """0 on the master, 1 to ``processor_size()`` on the slaves."""
         context = self._context()
-        return context.rank if context is not None else 0
+        return context.rank if context is not None else self.process_rank
 
     def on_master(self) -> bool:
         """Whether this code runs as the master (and not as a slave's command)."""
-        return self._context() is None
+        return self._context() is None and self.process_rank == 0
 
     def on_slave(self) -> bool:
         """Whether this code runs on a slave."""
@@ -371,6 +378,9 @@ class Processor:
         ``sys.exit(n)`` in the application ends the program with status ``n``; any other
         exception goes to the callback's ``handle_exception``.
         """
+        if self.process_rank != 0:
+            self.serve()
+            return
         if self.callback is None:
             raise MultiError("this processor has no Application_callback: use load_multiprocessor")
         self.pre_run()
