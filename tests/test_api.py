@@ -231,7 +231,7 @@ def test_run_without_a_callback_says_what_to_do() -> None:
 
 
 def test_an_unknown_option_lists_the_fabric_options() -> None:
-    with pytest.raises(TypeError, match=r"no option 'colour'.*pickle_check, retries"):
+    with pytest.raises(TypeError, match=r"no option 'colour'.*pickle_check, progress, retries"):
         load_multiprocessor("uni", None, processor_size=-1, colour="blue")  # type: ignore[arg-type]
 
 

@@ -212,7 +212,7 @@ def test_unprefixed_output_is_replayed_as_written(
 def test_the_prefix_is_as_wide_as_the_largest_rank(capfd: pytest.CaptureFixture[str]) -> None:
     talk_output("thread", verbosity=1, size=10)
     out, _ = capfd.readouterr()
-    prefixes = {line[:6] for line in out.splitlines() if "command" in line}
+    prefixes = {line[:6] for line in out.splitlines() if "command " in line}
     assert prefixes <= {f"{rank:>2}  | " for rank in range(1, 11)}
 
 

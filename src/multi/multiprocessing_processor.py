@@ -131,6 +131,7 @@ class Multiprocessing_transport(Transport):
             direct = slave.queued_sends == 0 and wire.size(frames) <= DIRECT_SEND_BYTES
             if not direct:
                 slave.queued_sends += 1
+        self.traffic[rank, "sent"] += wire.size(frames)
         if direct:
             _write(slave.connection, frames)
             return
@@ -164,9 +165,10 @@ class Multiprocessing_transport(Transport):
     def _read(self, rank: int) -> tuple[int, Message]:
         slave = self._slaves[rank]
         try:
-            outcomes: list[Outcome] = wire.receive(slave.connection)
+            outcomes, size = wire.receive(slave.connection)
         except (EOFError, OSError):
             return rank, self._lost(rank)
+        self.traffic[rank, "received"] += size
         slave.outstanding -= 1
         slave.deaths_in_a_row = 0
         return rank, outcomes
@@ -262,7 +264,7 @@ def _slave_main(
 
     def receive() -> Batch | Exception | None:
         try:
-            return wire.receive(connection)
+            return wire.receive(connection)[0]
         except (EOFError, OSError):  # the master is gone
             return None
         except Exception as exc:  # the batch arrived, but does not unpickle here

@@ -20,13 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from multi import capture
+from multi import capture, progress
 from multi.commands import Exit_command, Slave_command, Slave_storage_command
 from multi.errors import MultiError, ProcessorSizeError, add_note, describe
 from multi.options import Option, positive_int, resolve
 from multi.results import Null_result_command
-from multi.scheduler import Run_statistics, Scheduler, Task
+from multi.scheduler import Scheduler, Task
 from multi.slave import Outcome, Slave_context
+from multi.statistics import Run_statistics
 from multi.verbosity import Verbosity
 
 if TYPE_CHECKING:
@@ -62,6 +63,12 @@ class Processor:
             2,
             positive_int,
         ),
+        Option(
+            "progress",
+            "a progress bar while run_queue works: auto (on a terminal), yes or no",
+            "auto",
+            progress.setting,
+        ),
     )
     #: Whether slaves are threads of the master, whose output is routed per thread.
     slaves_in_process: ClassVar[bool] = True
@@ -88,8 +95,10 @@ class Processor:
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
         self._scheduler: Scheduler | None = None
-        #: What the last ``run_queue`` did: per slave, commands, batches and busy time.
+        #: What the last ``run_queue`` did, and all of them: per slave, commands, time, bytes.
         self.last_run: Run_statistics | None = None
+        self.totals = Run_statistics()
+        self._progress = progress.Progress("no", 0)
 
     # What a fabric provides ------------------------------------------------------------------
 
@@ -224,6 +233,7 @@ class Processor:
     def _run_tasks(self, tasks: list[Task]) -> None:
         scheduler = self._started_scheduler()
         routing = capture.routing() if self.slaves_in_process else nullcontext()
+        self._progress = progress.Progress(self.settings["progress"], len(tasks))
         try:
             with routing:
                 scheduler.run(tasks)
@@ -236,9 +246,11 @@ class Processor:
             for task in tasks:
                 if not task.delivered:
                     self._release_memo(task.memo_id)
+            self._progress.close()
             self.last_run = scheduler.statistics
+            self.totals.add(scheduler.statistics)
             if Verbosity().level() >= 2:
-                self._print_statistics(scheduler.statistics, len(tasks))
+                print(scheduler.statistics.one_line(), file=sys.stderr)
 
     def _forget_queue(self) -> None:
         for command in self.command_queue:
@@ -249,6 +261,17 @@ class Processor:
 
     def _deliver(self, task: Task, outcome: Outcome) -> None:
         """Replay a command's output, run its results, then raise its exception if it had one."""
+        writes = bool(outcome.output) or any(
+            type(result) is not Null_result_command for result in outcome.results
+        )
+        if writes:
+            self._progress.clear()
+        try:
+            self._deliver_in_order(task, outcome)
+        finally:
+            self._progress.advance(redraw=writes)
+
+    def _deliver_in_order(self, task: Task, outcome: Outcome) -> None:
         prefix = capture.prefixes(outcome.rank, self._processor_size, Verbosity().level())
         capture.replay(outcome.output, prefix)
         first_error: Exception | None = None
@@ -363,8 +386,10 @@ class Processor:
         self.start_time = time.time()
 
     def post_run(self) -> None:
-        """Print the overall runtime at verbosity 1 and above."""
+        """At verbosity 1 and above, print what each slave did and the overall runtime."""
         if Verbosity().level() >= 1 and self.start_time is not None:
+            if self.totals.commands:
+                print(f"\n{self.totals.table()}")
             print(f"\nOverall runtime: {self.get_time_delta(self.start_time, time.time())}\n")
 
     @staticmethod
@@ -414,16 +439,6 @@ class Processor:
         transport = getattr(self, "_transport", None)
         if transport is not None:
             transport.kill()
-
-    def _print_statistics(self, stats: Run_statistics, commands: int) -> None:
-        busy = sum(slave.busy_seconds for slave in stats.slaves.values())
-        batches = sum(slave.batches for slave in stats.slaves.values())
-        efficiency = busy / (stats.seconds * len(stats.slaves)) if stats.seconds > 0 else 0.0
-        print(
-            f"run_queue: {commands} commands in {batches} batches on {len(stats.slaves)} slaves, "
-            f"{stats.seconds:.3f} s, {efficiency:.0%} busy, {stats.retries} retried",
-            file=sys.stderr,
-        )
 
     @staticmethod
     def load_multiprocessor(

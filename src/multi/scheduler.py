@@ -24,12 +24,13 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from multi import wire
 from multi.errors import SlaveDiedError, UnpicklableError, add_note, describe
 from multi.slave import UNREADABLE, Outcome
+from multi.statistics import Run_statistics, Slave_statistics
 from multi.transport import Slave_lost, Transport
 
 TARGET_BATCH_SECONDS = 0.01
@@ -47,25 +48,6 @@ class Task:
     attempts: int = 0
     outcome: Outcome | None = None
     delivered: bool = False
-
-
-@dataclass(slots=True)
-class Slave_statistics:
-    """What one slave did during a run."""
-
-    commands: int = 0
-    batches: int = 0
-    busy_seconds: float = 0.0
-    lost: int = 0
-
-
-@dataclass
-class Run_statistics:
-    """What a run did, for the summary at verbosity 2 and above."""
-
-    slaves: dict[int, Slave_statistics] = field(default_factory=dict)
-    retries: int = 0
-    seconds: float = 0.0
 
 
 class Scheduler:
@@ -96,6 +78,8 @@ class Scheduler:
         self._pinned: dict[int, deque[Task]] = {rank: deque() for rank in ranks}
         self._in_flight: dict[int, deque[list[Task]]] = {rank: deque() for rank in ranks}
         self.statistics = Run_statistics({rank: Slave_statistics() for rank in ranks})
+        sent = {rank: self.transport.traffic[rank, "sent"] for rank in ranks}
+        received = {rank: self.transport.traffic[rank, "received"] for rank in ranks}
         for task in tasks:
             if task.rank is not None:
                 self._pinned[task.rank].append(task)
@@ -117,6 +101,10 @@ class Scheduler:
             self.drained = True
         finally:
             self.statistics.seconds = time.perf_counter() - start
+            traffic = self.transport.traffic
+            for rank, slave in self.statistics.slaves.items():
+                slave.bytes_sent = traffic[rank, "sent"] - sent[rank]
+                slave.bytes_received = traffic[rank, "received"] - received[rank]
         if self._errors:
             self._raise_first()
 
@@ -197,7 +185,7 @@ class Scheduler:
                 culprit.outcome = Outcome(culprit.id, rank, failure=error)
                 self._stopping = True
             else:
-                self.statistics.retries += 1
+                self.statistics.slaves[rank].retries += 1
         retry = [task for task in tasks if task.outcome is None]
         if not lost.replaced:
             del self._in_flight[rank]

@@ -8,8 +8,10 @@ A slave that dies is reported as a ``Slave_lost`` event in place of outcomes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from multi.slave import Batch, Outcome
 
@@ -34,6 +36,11 @@ class Transport(ABC):
     window: int = 2
     #: Whether many small commands may travel together in one batch.
     batching: bool = True
+
+    @cached_property
+    def traffic(self) -> Counter[tuple[int, str]]:
+        """Bytes moved so far, by ``(rank, "sent")`` and ``(rank, "received")``."""
+        return Counter()
 
     @property
     @abstractmethod

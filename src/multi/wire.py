@@ -45,9 +45,9 @@ def loads(frames: Sequence[Any]) -> Any:
     return pickle.loads(frames[0], buffers=frames[1:])
 
 
-def send(connection: Connection, frames: Frames) -> None:
+def send(connection: Connection, frames: Frames) -> int:
     """Send frames as one message: a header with the buffer sizes and the stream, then each
-    buffer as it lies in memory."""
+    buffer as it lies in memory. Return the bytes sent."""
     buffers = [
         memoryview(frame.raw() if isinstance(frame, pickle.PickleBuffer) else frame)
         for frame in frames[1:]
@@ -56,10 +56,11 @@ def send(connection: Connection, frames: Frames) -> None:
     connection.send_bytes(sizes + frames[0])
     for buffer in buffers:
         connection.send_bytes(buffer)
+    return len(sizes) + len(frames[0]) + sum(buffer.nbytes for buffer in buffers)
 
 
-def receive(connection: Connection) -> Any:
-    """Receive a message that ``send`` sent, and rebuild its object.
+def receive(connection: Connection) -> tuple[Any, int]:
+    """Receive a message that ``send`` sent; return its object and the bytes received.
 
     Buffers are received into fresh writable memory, so arrays arrive writable.
     """
@@ -74,17 +75,13 @@ def receive(connection: Connection) -> Any:
         else:
             connection.recv_bytes()
         buffers.append(buffer)
-    return pickle.loads(memoryview(message)[4 + 8 * count :], buffers=buffers)
+    obj = pickle.loads(memoryview(message)[4 + 8 * count :], buffers=buffers)
+    return obj, len(message) + sum(sizes)
 
 
 def size(frames: Frames) -> int:
     """The bytes that frames take on the wire."""
-    return sum(
-        memoryview(frame).nbytes
-        if not isinstance(frame, pickle.PickleBuffer)
-        else frame.raw().nbytes
-        for frame in frames
-    )
+    return sum(memoryview(frame).nbytes for frame in frames)
 
 
 def round_trip(obj: Any) -> Any:

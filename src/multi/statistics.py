@@ -1,0 +1,94 @@
+"""What the slaves did: per slave and per run, and the summary printed at the end of a run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Slave_statistics:
+    """What one slave did."""
+
+    commands: int = 0
+    batches: int = 0
+    busy_seconds: float = 0.0
+    bytes_sent: int = 0  # to the slave
+    bytes_received: int = 0  # from the slave
+    retries: int = 0  # commands run again after this slave died under them
+    lost: int = 0  # times this slave died
+
+    def add(self, other: Slave_statistics) -> None:
+        for name in self.__slots__:  # type: ignore[attr-defined]
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Run_statistics:
+    """What one ``run_queue``, or all of a program's, did."""
+
+    slaves: dict[int, Slave_statistics] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time inside run_queue
+
+    @property
+    def commands(self) -> int:
+        return sum(slave.commands for slave in self.slaves.values())
+
+    @property
+    def retries(self) -> int:
+        return sum(slave.retries for slave in self.slaves.values())
+
+    def efficiency(self) -> float:
+        """Work done over the time the slaves had for it: 1.0 when none ever waited."""
+        if self.seconds <= 0 or not self.slaves:
+            return 0.0
+        busy = sum(slave.busy_seconds for slave in self.slaves.values())
+        return busy / (self.seconds * len(self.slaves))
+
+    def add(self, other: Run_statistics) -> None:
+        for rank, slave in other.slaves.items():
+            self.slaves.setdefault(rank, Slave_statistics()).add(slave)
+        self.seconds += other.seconds
+
+    def one_line(self) -> str:
+        batches = sum(slave.batches for slave in self.slaves.values())
+        return (
+            f"run_queue: {self.commands} commands in {batches} batches on {len(self.slaves)} "
+            f"slaves, {self.seconds:.3f} s, {self.efficiency():.0%} efficient, "
+            f"{self.retries} retried"
+        )
+
+    def table(self) -> str:
+        """A table of what each slave did, and the parallel efficiency."""
+        rows = [("slave", "commands", "busy", "sent", "received", "retries", "lost")]
+        for rank in sorted(self.slaves):
+            s = self.slaves[rank]
+            rows.append(
+                (
+                    str(rank),
+                    str(s.commands),
+                    f"{s.busy_seconds:.2f} s",
+                    _size(s.bytes_sent),
+                    _size(s.bytes_received),
+                    str(s.retries),
+                    str(s.lost),
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = [
+            "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
+            for row in rows
+        ]
+        busy = sum(slave.busy_seconds for slave in self.slaves.values())
+        lines.append(
+            f"Parallel efficiency: {self.efficiency():.0%} ({busy:.2f} s of work in "
+            f"{self.seconds:.2f} s of run_queue on {len(self.slaves)} slaves)"
+        )
+        return "\n".join(lines)
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000  # type: ignore[assignment]
+    return ""
