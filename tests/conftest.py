@@ -1,15 +1,21 @@
 """The conformance suite's fixtures: one test body, bound to every fabric.
 
-A fabric joins the suite by adding its name to ``FABRICS``. Every test is bounded in time
-(pytest-timeout, see pyproject.toml) and checked for slaves left behind.
+A fabric joins the suite by adding its name to ``FABRICS``. The suite also installs the
+plug-in package of ``tests/plugin`` with pip, and runs on its fabric too. Every test is bounded
+in time (pytest-timeout, see pyproject.toml) and checked for slaves left behind.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -18,14 +24,38 @@ import pytest
 from multi import Application_callback, Processor, Processor_box, Verbosity, load_multiprocessor
 
 FABRICS = ["uni", "thread", "multiprocessing"]
+PLUGIN = Path(__file__).parent / "plugin"
+PLUGIN_FABRIC = "pickled_threads"
 
 #: Slaves to ask for: two wherever a fabric can give more than one.
 SLAVES = 2
 
 
-@pytest.fixture(params=FABRICS)
-def fabric(request: pytest.FixtureRequest) -> str:
-    return request.param
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the plug-in package, as a user would, where this session finds it."""
+    target = tempfile.mkdtemp(prefix="multi-plugin-")
+    config.stash[_plugin_dir] = target
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", target, str(PLUGIN)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    sys.path.insert(0, target)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [target, os.environ.get("PYTHONPATH")]))
+    FABRICS.append(PLUGIN_FABRIC)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(config.stash.get(_plugin_dir, ""), ignore_errors=True)
+
+
+_plugin_dir = pytest.StashKey[str]()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Bind every test that takes ``fabric`` to each fabric."""
+    if "fabric" in metafunc.fixturenames:
+        metafunc.parametrize("fabric", FABRICS)
 
 
 def slaves_for(fabric: str, wanted: int = SLAVES) -> int:

@@ -26,7 +26,7 @@ ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(params=PROCESS_FABRICS)
-def fabric(request: pytest.FixtureRequest) -> str:
+def process_fabric(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
@@ -36,7 +36,7 @@ def values(memo: w.Record) -> list[Any]:
 
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGSEGV, signal.SIGTERM])
 def test_a_killed_slave_is_replaced_and_its_command_retried(
-    fabric: str, tmp_path: Path, signal_number: int
+    process_fabric: str, tmp_path: Path, signal_number: int
 ) -> None:
     def body(processor: Any) -> tuple[list[Any], int]:
         memo = w.Record()
@@ -48,14 +48,14 @@ def test_a_killed_slave_is_replaced_and_its_command_retried(
         processor.run_queue()
         return values(memo), processor.last_run.retries
 
-    delivered, retries = run_master(fabric, body)
+    delivered, retries = run_master(process_fabric, body)
     assert delivered == [i * i for i in range(6)] + [("survived", 6)] + [
         i * i for i in range(7, 12)
     ]
     assert retries == 1
 
 
-def test_a_command_that_always_crashes_is_named_after_its_retries(fabric: str) -> None:
+def test_a_command_that_always_crashes_is_named_after_its_retries(process_fabric: str) -> None:
     def body(processor: Any) -> tuple[SlaveDiedError, list[Any], list[Any]]:
         memo = w.Record()
         processor.add_to_queue(w.Square(1), memo)
@@ -68,7 +68,7 @@ def test_a_command_that_always_crashes_is_named_after_its_retries(fabric: str) -
         processor.run_queue()
         return caught.value, first, values(after)
 
-    error, first, after = run_master(fabric, body, retries=1)
+    error, first, after = run_master(process_fabric, body, retries=1)
     message = str(error)
     assert error.attempts == 2
     assert "signal 11 (SIGSEGV)" in message and "Segfault" in message and "tried 2 times" in message
@@ -77,17 +77,19 @@ def test_a_command_that_always_crashes_is_named_after_its_retries(fabric: str) -
     assert after == [25]  # and the processor goes on
 
 
-def test_a_slave_that_exits_is_reported_with_its_status(fabric: str) -> None:
+def test_a_slave_that_exits_is_reported_with_its_status(process_fabric: str) -> None:
     def body(processor: Any) -> None:
         processor.add_to_queue(w.Exit_hard(3))
         with pytest.raises(SlaveDiedError, match=r"exited with status 3 while running Exit_hard"):
             processor.run_queue()
 
-    run_master(fabric, body, retries=0)
+    run_master(process_fabric, body, retries=0)
 
 
-def test_retries_come_from_the_environment(fabric: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(f"MULTI_{fabric.upper()}_RETRIES", "0")
+def test_retries_come_from_the_environment(
+    process_fabric: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(f"MULTI_{process_fabric.upper()}_RETRIES", "0")
 
     def body(processor: Any) -> int:
         processor.add_to_queue(w.Exit_hard(1))
@@ -95,10 +97,10 @@ def test_retries_come_from_the_environment(fabric: str, monkeypatch: pytest.Monk
             processor.run_queue()
         return caught.value.attempts
 
-    assert run_master(fabric, body) == 1
+    assert run_master(process_fabric, body) == 1
 
 
-def test_a_replaced_slave_gets_the_data_again(fabric: str, tmp_path: Path) -> None:
+def test_a_replaced_slave_gets_the_data_again(process_fabric: str, tmp_path: Path) -> None:
     def body(processor: Any) -> list[Any]:
         processor.send_data_to_slaves("table", {"a": 1})
         processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal.SIGKILL))
@@ -109,10 +111,10 @@ def test_a_replaced_slave_gets_the_data_again(fabric: str, tmp_path: Path) -> No
         processor.run_queue()
         return values(memo)
 
-    assert run_master(fabric, body) == [{"a": 1}] * 8
+    assert run_master(process_fabric, body) == [{"a": 1}] * 8
 
 
-def test_large_arrays_cross_intact_and_writable(fabric: str) -> None:
+def test_large_arrays_cross_intact_and_writable(process_fabric: str) -> None:
     numpy = pytest.importorskip("numpy")
 
     def body(processor: Any) -> list[Any]:
@@ -122,7 +124,7 @@ def test_large_arrays_cross_intact_and_writable(fabric: str) -> None:
         processor.run_queue()
         return values(memo)
 
-    arrays = run_master(fabric, body)
+    arrays = run_master(process_fabric, body)
     for seed, array in enumerate(arrays):
         assert numpy.array_equal(array, numpy.random.default_rng(seed).random(2**20))
         array[0] = -1.0  # writable
@@ -154,13 +156,13 @@ ENDINGS = {
 
 
 @pytest.mark.parametrize("ending", ENDINGS)
-def test_no_slave_outlives_its_master(fabric: str, tmp_path: Path, ending: str) -> None:
+def test_no_slave_outlives_its_master(process_fabric: str, tmp_path: Path, ending: str) -> None:
     script = tmp_path / "master.py"
     script.write_text(
         SCRIPT_HEAD
         + textwrap.indent(ENDINGS[ending], " " * 8)
         + "\n\nif __name__ == '__main__':\n"
-        + f"    load_multiprocessor({fabric!r}, Application_callback(Main()), 2).run()\n"
+        + f"    load_multiprocessor({process_fabric!r}, Application_callback(Main()), 2).run()\n"
     )
     master = subprocess.Popen(
         [sys.executable, str(script)],
@@ -217,9 +219,9 @@ UNGUARDED = textwrap.dedent(
 )
 
 
-def test_commands_the_slaves_cannot_import_are_explained(fabric: str) -> None:
+def test_commands_the_slaves_cannot_import_are_explained(process_fabric: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", UNGUARDED, fabric],
+        [sys.executable, "-c", UNGUARDED, process_fabric],
         capture_output=True,
         text=True,
         timeout=30,

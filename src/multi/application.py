@@ -62,8 +62,12 @@ def load_multiprocessor(
 
     ``processor_size=-1`` asks for the fabric's default (one slave per usable core, or what
     ``mpiexec`` gave). ``options`` are the fabric's own settings. The processor is also put in
-    ``Processor_box()``.
+    ``Processor_box()``. Under the launcher (``multi script.py``), the launcher's processor is
+    returned, whatever the arguments.
     """
+    if _launched is not None:  # under the launcher, whose choice of fabric stands
+        _launched.callback = callback
+        return _launched
     cls = registry.load(processor_name)
     Verbosity().set(verbosity)
     processor = cls(processor_size=processor_size, callback=callback, **options)
@@ -72,6 +76,16 @@ def load_multiprocessor(
     box.processor_name = cls.__module__.rpartition(".")[2]
     box.class_name = cls.__name__
     return processor
+
+
+#: The processor that the launcher made, which the program's own calls get.
+_launched: Processor | None = None
+
+
+def launch(processor: Processor) -> None:
+    """Make ``load_multiprocessor`` hand out ``processor`` (the launcher's) from now on."""
+    global _launched
+    _launched = processor
 
 
 def _processor() -> Processor:

@@ -330,6 +330,7 @@ class Multiprocessing_processor(Processor):
             "(fork is fastest, but unsafe once the master has threads)",
             _default_start_method(),
             _start_method,
+            START_METHODS,
         ),
     )
 

@@ -40,6 +40,7 @@ class Option:
     help: str
     default: Any
     parse: Callable[[str], Any] = str
+    choices: tuple[str, ...] | None = None
 
     def env_name(self, fabric: str) -> str:
         return f"MULTI_{fabric}_{self.name}".upper()

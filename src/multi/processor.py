@@ -68,6 +68,7 @@ class Processor:
             "a progress bar while run_queue works: auto (on a terminal), yes or no",
             "auto",
             progress.setting,
+            progress.SETTINGS,
         ),
     )
     #: Whether slaves are threads of the master, whose output is routed per thread.
@@ -94,6 +95,7 @@ class Processor:
         self._setup_commands: list[Slave_command] = []
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
+        self._running = False
         self._scheduler: Scheduler | None = None
         #: What the last ``run_queue`` did, and all of them: per slave, commands, time, bytes.
         self.last_run: Run_statistics | None = None
@@ -408,22 +410,31 @@ class Processor:
             return
         if self.callback is None:
             raise MultiError("this processor has no Application_callback: use load_multiprocessor")
+        if self._running:  # the launcher runs the program, which calls run() itself
+            self._run_application()
+            return
         self.pre_run()
+        self._running = True
         completed = False
         try:
-            try:
-                self._started_transport()  # slaves boot while the application prepares
-                self.callback.init_master(self)
-            except Exception as exc:
-                self.callback.handle_exception(self, exc)
+            self._started_transport()  # slaves boot while the application prepares
+            self._run_application()
             completed = True
         except SystemExit:
             completed = True
             raise
         finally:
+            self._running = False
             self._drop_transport(kill=not completed)
             if completed:
                 self.post_run()
+
+    def _run_application(self) -> None:
+        callback = self.callback
+        try:
+            callback.init_master(self)  # type: ignore[union-attr]
+        except Exception as exc:
+            callback.handle_exception(self, exc)  # type: ignore[union-attr]
 
     def exit(self, status: int = 0) -> None:
         """Stop the slaves and end the program with ``status``."""

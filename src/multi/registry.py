@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "multi.processors"
 BUILT_IN = ("uni", "thread", "multiprocessing", "mpi4py", "pvm")
 
-#: What to install for a built-in fabric whose module cannot be imported.
+#: What to do about a built-in fabric whose module cannot be imported.
 INSTALL_HINTS = {
-    "mpi4py": "pip install 'multi[mpi]' (mpi4py with MPICH from PyPI)",
-    "pvm": "a PVM 3 installation with its Python binding",
+    "mpi4py": "install it with pip install 'multi[mpi]' (mpi4py with MPICH from PyPI)",
+    "pvm": "PVM 3 has no maintained Python binding; the mpi4py fabric runs where PVM did",
 }
 
 
@@ -106,10 +106,9 @@ def _import(module_name: str, attribute: str, name: str) -> type[Processor]:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         if exc.name not in (None, module_name) or module_name.startswith("multi."):
-            hint = INSTALL_HINTS.get(name, "")
-            install = f"; install {hint}" if hint else ""
+            why = INSTALL_HINTS.get(name) if exc.name == module_name else None
             raise FabricUnavailableError(
-                f"the fabric {name!r} cannot be loaded here: {exc}{install}"
+                f"the fabric {name!r} cannot be loaded here: {why or exc}"
             ) from exc
         raise FabricNotFoundError(f"no module {module_name!r} for the fabric {name!r}") from exc
     try:

@@ -1,0 +1,176 @@
+"""The launcher: run a script as the master program on a chosen fabric.
+
+    multi [-m FABRIC] [-n N] [-v LEVEL] [fabric options] script.py [script arguments]
+    multi --list
+
+The script runs as ``__main__`` (keep its program under ``if __name__ == "__main__":`` so that
+slave processes can import its command classes); it finds the processor with
+``Processor_box().processor``, and its own ``load_multiprocessor`` calls get the same one.
+The exit status is the script's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+from multi import registry
+from multi.application import Application_callback, launch, load_multiprocessor
+from multi.errors import FabricNotFoundError, FabricUnavailableError, ProcessorSizeError
+from multi.options import Option, boolean
+from multi.processor import Processor
+
+
+def fabric_options() -> dict[str, list[Option]]:
+    """The options of the engine (every fabric) and of each fabric that loads here."""
+    groups: dict[str, list[Option]] = {"every fabric": list(Processor.options)}
+    common = {option.name for option in Processor.options}
+    for info in registry.available():
+        if not info.available:
+            continue
+        own = [o for o in registry.load(info.name).options if o.name not in common]
+        if own:
+            groups[f"the {info.name} fabric"] = own
+    return groups
+
+
+def flag(option: Option) -> str:
+    return "--" + option.name.replace("_", "-")
+
+
+def build_parser(groups: dict[str, list[Option]]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multi",
+        description="Run a script as the master program of a multi processor.",
+        epilog="Every option can also come from the environment as MULTI_<FABRIC>_<OPTION>.",
+    )
+    parser.add_argument(
+        "-m",
+        "--fabric",
+        default="multiprocessing",
+        help="the fabric (default: multiprocessing); see --list",
+    )
+    parser.add_argument(
+        "-n",
+        "--slaves",
+        type=int,
+        default=-1,
+        help="number of slaves (default: one per usable core, or MPI's)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbosity",
+        type=int,
+        default=1,
+        help="0 silent, 1 prefixes and summary (default), 2 statistics per run",
+    )
+    parser.add_argument("--list", action="store_true", help="list the fabrics and exit")
+    seen: set[str] = set()
+    for title, options in groups.items():
+        group = parser.add_argument_group(f"options of {title}")
+        for option in options:
+            if option.name in seen:
+                continue
+            seen.add(option.name)
+            help_text = f"{option.help} (default: {option.default})"
+            if option.parse is boolean:
+                group.add_argument(
+                    flag(option),
+                    dest=option.name,
+                    default=None,
+                    action=argparse.BooleanOptionalAction,
+                    help=help_text,
+                )
+            else:
+                group.add_argument(
+                    flag(option),
+                    dest=option.name,
+                    default=None,
+                    type=option.parse,
+                    choices=option.choices,
+                    help=help_text,
+                )
+    parser.add_argument("script", nargs="?", help="the master program to run")
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the script's arguments")
+    return parser
+
+
+def list_fabrics() -> str:
+    rows = [("fabric", "from", "here")]
+    for info in registry.available():
+        rows.append(
+            (
+                info.name,
+                info.source,
+                "available" if info.available else f"not available: {info.reason}",
+            )
+        )
+    width = [max(len(row[i]) for row in rows) for i in range(2)]
+    return "\n".join(f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    groups = fabric_options()
+    parser = build_parser(groups)
+    args = parser.parse_args(argv)
+    if args.list:
+        print(list_fabrics())
+        return 0
+    if args.script is None:
+        parser.error("a script to run is needed (or --list)")
+    script = Path(args.script)
+    if not script.is_file():
+        parser.error(f"no script at {script}")
+    try:
+        declared = {option.name for option in registry.load(args.fabric).options}
+    except (FabricNotFoundError, FabricUnavailableError) as exc:
+        parser.error(str(exc))
+    given = {
+        option.name: getattr(args, option.name)
+        for options in groups.values()
+        for option in options
+        if getattr(args, option.name, None) is not None
+    }
+    for name in given.keys() - declared:
+        owners = [title for title, options in groups.items() if name in {o.name for o in options}]
+        parser.error(
+            f"{flag(Option(name, '', None))} is an option of {', '.join(owners)}, "
+            f"not of the {args.fabric} fabric"
+        )
+    module = as_main(script, args.arguments)
+    callback = Application_callback(master=None)
+    callback.init_master = lambda processor: run_code(script, module)
+    try:
+        processor = load_multiprocessor(
+            args.fabric, callback, processor_size=args.slaves, verbosity=args.verbosity, **given
+        )
+    except (ProcessorSizeError, ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    launch(processor)
+    processor.run()
+    return 0
+
+
+def as_main(script: Path, arguments: list[str]) -> types.ModuleType:
+    """Make the script the ``__main__`` module, as ``python script.py`` would.
+
+    Done before the slaves start, so that slave processes import it to find its classes.
+    """
+    module = types.ModuleType("__main__")
+    module.__file__ = str(script.resolve())
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    # Slave processes define the script's classes in a module named __mp_main__: the master
+    # must find them under that name too, as multiprocessing arranges for a script run by python.
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+    sys.argv = [str(script), *arguments]
+    sys.path.insert(0, str(script.resolve().parent))
+    return module
+
+
+def run_code(script: Path, module: types.ModuleType) -> Any:
+    code = compile(script.read_bytes(), str(script), "exec")
+    exec(code, module.__dict__)

@@ -1,0 +1,83 @@
+"""The launcher: ``multi [options] script.py [arguments]`` and ``python -m multi``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FABRICS, slaves_for
+
+ROOT = Path(__file__).parent.parent
+SCRIPT = ROOT / "tests" / "apps" / "launched.py"
+SECONDS = 60
+
+
+def launch(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "multi", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=SECONDS,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def test_a_script_runs_as_master_with_its_own_classes_and_status(fabric: str) -> None:
+    result = launch("-m", fabric, "-n", str(slaves_for(fabric)), str(SCRIPT), "5")
+    assert result.returncode == 5, result.stderr
+    assert "cubes: [0, 1, 8, 27, 64, 125]" in result.stdout
+    assert "Parallel efficiency:" in result.stdout and "Overall runtime:" in result.stdout
+    cubing = [line for line in result.stdout.splitlines() if "cubing" in line]
+    assert len(cubing) == 6
+
+
+def test_a_program_that_loads_its_own_processor_gets_the_launchers() -> None:
+    result = launch(
+        "-m", "uni", "-v", "0", str(ROOT / "examples" / "pi.py"), "--fabric", "thread",
+        "--batches", "3", "--darts", "1000",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Uni-processor.\n3000 darts: pi = ")
+
+
+def test_list_shows_every_fabric_and_why_one_cannot_run() -> None:
+    result = launch("--list")
+    assert result.returncode == 0
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    for fabric in FABRICS:
+        assert lines[fabric].endswith("available")
+    assert "not available: " in lines["pvm"] and "mpi4py" in lines["pvm"]
+
+
+def test_help_shows_the_options_of_every_fabric() -> None:
+    result = launch("--help")
+    assert result.returncode == 0
+    for text in ("options of every fabric", "--retries", "--progress", "--pickle-check",
+                 "options of the multiprocessing fabric", "--start-method"):  # fmt: skip
+        assert text in result.stdout
+
+
+def test_a_fabric_option_reaches_the_fabric() -> None:
+    result = launch("-m", "multiprocessing", "-n", "1", "--start-method", "spawn", str(SCRIPT))
+    assert result.returncode == 0, result.stderr
+    assert "started by spawn" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["-m", "uni", "--start-method", "fork", str(SCRIPT)], "option of the multiprocessing"),
+        (["-m", "nonesuch", str(SCRIPT)], "there is no fabric called 'nonesuch'"),
+        (["-m", "thread", "-n", "0", str(SCRIPT)], "processor_size must be"),
+        (["-m", "uni", "missing.py"], "no script at missing.py"),
+        (["-m", "uni"], "a script to run is needed"),
+    ],
+)
+def test_bad_arguments_are_refused_with_a_reason(arguments: list[str], message: str) -> None:
+    result = launch(*arguments)
+    assert result.returncode == 2
+    assert message in result.stderr
