@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
 	touch $@
 
 ## test: run the whole suite on every fabric (and the linter)
@@ -17,9 +17,9 @@ test: $(INSTALLED)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/python -m pytest
 
-## demo: run the example application on every core
+## demo: fit relaxation rates with Monte Carlo errors on every core (writes results/)
 demo: $(INSTALLED)
-	$(BIN)/python examples/pi.py
+	$(BIN)/python examples/relaxation.py --fabric multiprocessing --output results
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check src tests examples

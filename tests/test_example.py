@@ -1,0 +1,43 @@
+"""The example application gives the same numbers on every fabric."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FABRICS, slaves_for
+
+pytest.importorskip("scipy")
+EXAMPLE = Path(__file__).parent.parent / "examples" / "relaxation.py"
+
+
+def run_example(fabric: str, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable, str(EXAMPLE), "--fabric", fabric, "--slaves", str(slaves_for(fabric)),
+        "--residues", "24", "--simulations", "6", "--batch", "4", "--output", str(output),
+        "--verbosity", "0", *extra,
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_example_gives_the_same_numbers_on_every_fabric(tmp_path: Path) -> None:
+    tables = {}
+    for fabric in FABRICS:
+        result = run_example(fabric, tmp_path / fabric, "--no-plot")
+        assert result.returncode == 0, result.stderr
+        tables[fabric] = (tmp_path / fabric / "relaxation_rates.txt").read_text()
+        assert tables[fabric] in result.stdout
+    reference = tables["uni"]
+    assert len(reference.splitlines()) > 20
+    assert all(table == reference for table in tables.values()), tables
+
+
+def test_the_example_draws_its_figure(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    result = run_example("thread", tmp_path)
+    assert result.returncode == 0, result.stderr
+    figure = tmp_path / "relaxation_rates.png"
+    assert figure.read_bytes().startswith(b"\x89PNG")
