@@ -486,3 +486,41 @@ def test_master_only_calls_are_refused_on_a_slave(fabric: str) -> None:
             processor.run_queue()
 
     run_master(fabric, body)
+
+
+# Progress and statistics -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("setting", "drawn"), [("yes", True), ("no", False), ("auto", False)])
+def test_the_progress_bar_follows_its_option(
+    fabric: str,
+    setting: str,
+    drawn: bool,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr("multi.progress.DELAY_SECONDS", 0.0)
+
+    def body(processor: Any) -> None:
+        for i in range(5):
+            processor.add_to_queue(w.Talk(i, lines=1))
+        processor.run_queue()
+
+    run_master(fabric, body, progress=setting)
+    out, err = capfd.readouterr()
+    assert ("5/5" in err) is drawn  # "auto" draws only on a terminal, which this is not
+    assert "command 4 to stderr" in err and out.count("command 4") == 3
+
+
+def test_verbosity_two_prints_each_run_statistics(
+    fabric: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def body(processor: Any) -> None:
+        for i in range(7):
+            processor.add_to_queue(w.Square(i))
+        processor.run_queue()
+
+    run_master(fabric, body, verbosity=2)
+    err = capfd.readouterr().err
+    assert re.search(r"run_queue: 7 commands in \d+ batches on \d+ slaves", err)

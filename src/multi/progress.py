@@ -9,6 +9,8 @@ from typing import Any
 from multi.errors import MultiWarning
 
 SETTINGS = ("auto", "yes", "no")
+#: A run shorter than this shows no bar at all.
+DELAY_SECONDS = 0.5
 
 
 def setting(text: str) -> str:
@@ -39,7 +41,12 @@ class Progress:
                 )
             return
         self.bar = tqdm(
-            total=total, unit="cmd", delay=0.5, leave=False, file=sys.stderr, dynamic_ncols=True
+            total=total,
+            unit="cmd",
+            delay=DELAY_SECONDS,
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
         )
 
     def clear(self) -> None:
