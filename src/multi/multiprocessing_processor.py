@@ -22,6 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import select
 import selectors
 import signal
 import sys
@@ -44,6 +45,8 @@ START_METHODS = ("forkserver", "spawn", "fork")
 #: Messages up to this size are written by the master's thread itself: they fit in the
 #: socket's buffer beside the other batch a slave may hold, so the write cannot block.
 DIRECT_SEND_BYTES = 32 * 1024
+#: How long a receiver looks for a message before it blocks (see ``_poll_briefly``).
+POLL_SECONDS = 100e-6
 #: How often an idle slave checks that its master is still there.
 WATCHDOG_SECONDS = 0.5
 
@@ -70,6 +73,7 @@ class _Slave:
         self.queued_sends = 0  # messages waiting in the sender thread
         self.outstanding = 0  # batches sent and not answered
         self.deaths_in_a_row = 0
+        self.poller = _poller(connection)
 
 
 class Multiprocessing_transport(Transport):
@@ -153,6 +157,7 @@ class Multiprocessing_transport(Transport):
     def receive(self) -> tuple[int, Message]:
         busy = [rank for rank, slave in self._slaves.items() if slave.outstanding]
         if len(busy) == 1:  # only one can answer: wait on its socket, which closes if it dies
+            _poll_briefly(self._slaves[busy[0]].poller)
             return self._read(busy[0])
         while True:
             ready = [key.data for key, _ in self._selector.select()]
@@ -223,6 +228,20 @@ class Multiprocessing_transport(Transport):
             self._sender = None
 
 
+def _poller(connection: Connection) -> select.poll:
+    poller = select.poll()
+    poller.register(connection.fileno(), select.POLLIN)
+    return poller
+
+
+def _poll_briefly(poller: select.poll) -> None:
+    """Look for a message for a few microseconds before blocking on it: a quick answer is then
+    read without the cost of sleeping and waking up, and a slow one costs that little CPU."""
+    deadline = time.perf_counter() + POLL_SECONDS
+    while not poller.poll(0) and time.perf_counter() < deadline:
+        pass
+
+
 def _write(connection: Connection, frames: wire.Frames) -> None:
     with suppress(OSError):  # the slave is gone: its sentinel tells the receiving side
         wire.send(connection, frames)
@@ -262,8 +281,11 @@ def _slave_main(
         if outcome.failure is not None:
             print(f"slave {rank} could not restore its data store", file=sys.stderr)
 
+    poller = _poller(connection)
+
     def receive() -> Batch | Exception | None:
         try:
+            _poll_briefly(poller)
             return wire.receive(connection)[0]
         except (EOFError, OSError):  # the master is gone
             return None
