@@ -17,7 +17,20 @@ import pytest
 
 from multi import Application_callback, Processor, Processor_box, Verbosity, load_multiprocessor
 
-FABRICS = ["uni", "thread", "multiprocessing"]
+
+def _mpi_missing() -> str | None:
+    """Why the mpi4py fabric cannot run here, or None."""
+    from multi.mpi4py_processor import Mpi4py_processor
+
+    try:
+        Mpi4py_processor.check_available()
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+MPI_MISSING = _mpi_missing()
+FABRICS = ["uni", "thread", "multiprocessing", "mpi4py"]
 
 #: Slaves to ask for: two wherever a fabric can give more than one.
 SLAVES = 2
@@ -25,6 +38,8 @@ SLAVES = 2
 
 @pytest.fixture(params=FABRICS)
 def fabric(request: pytest.FixtureRequest) -> str:
+    if request.param == "mpi4py" and MPI_MISSING:
+        pytest.skip(f"MPI is not available: {MPI_MISSING}")
     return request.param
 
 
@@ -67,8 +82,14 @@ def run_master(
     return outcome.get("value")
 
 
-#: Helpers that multiprocessing keeps for the life of the master, and that are no slaves.
-MULTIPROCESSING_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+#: Helpers that the master keeps for its life, and that are no slaves: multiprocessing's, and
+#: the process manager that MPICH starts for a process that spawns (its slaves are checked).
+HELPERS = (
+    "multiprocessing.forkserver",
+    "multiprocessing.resource_tracker",
+    "mpiexec -pmi_args",
+    "hydra_pmi_proxy",
+)
 
 
 def _slave(process: psutil.Process) -> bool:
@@ -79,7 +100,7 @@ def _slave(process: psutil.Process) -> bool:
         command = " ".join(process.cmdline())
     except psutil.NoSuchProcess:
         return False
-    return not any(helper in command for helper in MULTIPROCESSING_HELPERS)
+    return not any(helper in command for helper in HELPERS)
 
 
 @pytest.fixture(autouse=True)
