@@ -59,9 +59,12 @@ HOW_TO_LAUNCH = (
 SETUP, WORK, STOP, KILL, OUTCOMES, BYE = range(6)
 MASTER = 0
 
-#: The backoff of every wait: the first probe after 10 µs, then twice as long up to 2 ms.
+#: The backoff of every wait: a sleep of a tenth of the time waited so far, from 10 µs to
+#: 2 ms. Doubling the sleep instead would let a wait overshoot by as long as it has lasted, and
+#: the two sides of a round trip would push each other's waits to the longest sleep.
 FIRST_WAIT = 10e-6
 LONGEST_WAIT = 2e-3
+WAIT_GROWTH = 0.1
 #: How long the slaves have to leave once told to stop or to drop their work.
 FAREWELL_SECONDS = 2.0
 #: Set in the environment of a program that relaunched itself under mpiexec.
@@ -77,13 +80,12 @@ def _mpi() -> Any:
 
 def _wait(test: Callable[[], Any], seconds: float | None = None) -> bool:
     """Call ``test`` until it is true, sleeping ever longer between calls; False on timeout."""
-    deadline = None if seconds is None else time.monotonic() + seconds
-    delay = FIRST_WAIT
+    start = time.monotonic()
     while not test():
-        if deadline is not None and time.monotonic() > deadline:
+        waited = time.monotonic() - start
+        if seconds is not None and waited > seconds:
             return False
-        time.sleep(delay)
-        delay = min(2 * delay, LONGEST_WAIT)
+        time.sleep(min(LONGEST_WAIT, max(FIRST_WAIT, WAIT_GROWTH * waited)))
     return True
 
 
