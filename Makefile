@@ -9,10 +9,10 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,demo]'
+	$(BIN)/python -m pip install --quiet -e '.[test,demo,mpi]'
 	touch $@
 
-## test: run the whole suite on every fabric (and the linter)
+## test: run the whole suite on every fabric, MPI included (and the linter)
 test: $(INSTALLED)
 	$(BIN)/ruff check src tests examples
 	$(BIN)/python -m pytest

@@ -23,7 +23,21 @@ import pytest
 
 from multi import Application_callback, Processor, Processor_box, Verbosity, load_multiprocessor
 
-FABRICS = ["uni", "thread", "multiprocessing"]
+
+def _mpi_missing() -> str | None:
+    """Why the mpi4py fabric cannot run here, or None."""
+    from multi.mpi4py_processor import Mpi4py_processor
+
+    try:
+        Mpi4py_processor.check_available()
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+MPI_MISSING = _mpi_missing()
+#: The fabrics that every conformance test runs on: those that run here.
+FABRICS = ["uni", "thread", "multiprocessing"] + ([] if MPI_MISSING else ["mpi4py"])
 PLUGIN = Path(__file__).parent / "plugin"
 PLUGIN_FABRIC = "pickled_threads"
 
@@ -53,9 +67,12 @@ _plugin_dir = pytest.StashKey[str]()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Bind every test that takes ``fabric`` to each fabric."""
+    """Bind every test that takes ``fabric`` to each fabric (MPI shown skipped if missing)."""
     if "fabric" in metafunc.fixturenames:
-        metafunc.parametrize("fabric", FABRICS)
+        missing = [] if not MPI_MISSING else [
+            pytest.param("mpi4py", marks=pytest.mark.skip(f"MPI is not available: {MPI_MISSING}"))
+        ]  # fmt: skip
+        metafunc.parametrize("fabric", FABRICS + missing)
 
 
 def slaves_for(fabric: str, wanted: int = SLAVES) -> int:
@@ -97,8 +114,14 @@ def run_master(
     return outcome.get("value")
 
 
-#: Helpers that multiprocessing keeps for the life of the master, and that are no slaves.
-MULTIPROCESSING_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+#: Helpers that the master keeps for its life, and that are no slaves: multiprocessing's, and
+#: the process manager that MPICH starts for a process that spawns (its slaves are checked).
+HELPERS = (
+    "multiprocessing.forkserver",
+    "multiprocessing.resource_tracker",
+    "mpiexec -pmi_args",
+    "hydra_pmi_proxy",
+)
 
 
 def _slave(process: psutil.Process) -> bool:
@@ -109,7 +132,7 @@ def _slave(process: psutil.Process) -> bool:
         command = " ".join(process.cmdline())
     except psutil.NoSuchProcess:
         return False
-    return not any(helper in command for helper in MULTIPROCESSING_HELPERS)
+    return not any(helper in command for helper in HELPERS)
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,7 @@
 """What happens when slave processes fail: killed, crashed, gone; and the master with them.
 
-Bound to every fabric whose slaves are processes that the processor replaces.
+Bound to every fabric whose slaves are processes. The tests of a lost slave apply only where
+the processor can replace it (see ``NOT_REPLACED``).
 """
 
 from __future__ import annotations
@@ -19,21 +20,38 @@ import pytest
 
 from multi import SlaveDiedError, UnpicklableError
 from tests import workloads as w
-from tests.conftest import run_master
+from tests.conftest import MPI_MISSING, run_master
 
-PROCESS_FABRICS = ["multiprocessing"]
+PROCESS_FABRICS = ["multiprocessing", "mpi4py"]
+#: The fabrics that report a lost slave and start another in its place.
+REPLACING = ["multiprocessing"]
+NOT_REPLACED = (
+    "MPI ends the whole job when one of its processes dies (mpiexec names it): a lost slave "
+    "is neither reported to the master nor replaced"
+)
 ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture(params=PROCESS_FABRICS)
 def process_fabric(request: pytest.FixtureRequest) -> str:
+    if request.param == "mpi4py" and MPI_MISSING:
+        pytest.skip(f"MPI is not available: {MPI_MISSING}")
     return request.param
+
+
+@pytest.fixture
+def replacing(process_fabric: str) -> str:
+    """A fabric that replaces lost slaves; the others skip the test."""
+    if process_fabric not in REPLACING:
+        pytest.skip(NOT_REPLACED)
+    return process_fabric
 
 
 def values(memo: w.Record) -> list[Any]:
     return [value for _, value in memo.values]
 
 
+@pytest.mark.usefixtures("replacing")
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGSEGV, signal.SIGTERM])
 def test_a_killed_slave_is_replaced_and_its_command_retried(
     process_fabric: str, tmp_path: Path, signal_number: int
@@ -55,6 +73,7 @@ def test_a_killed_slave_is_replaced_and_its_command_retried(
     assert retries == 1
 
 
+@pytest.mark.usefixtures("replacing")
 def test_a_command_that_always_crashes_is_named_after_its_retries(process_fabric: str) -> None:
     def body(processor: Any) -> tuple[SlaveDiedError, list[Any], list[Any]]:
         memo = w.Record()
@@ -77,6 +96,7 @@ def test_a_command_that_always_crashes_is_named_after_its_retries(process_fabric
     assert after == [25]  # and the processor goes on
 
 
+@pytest.mark.usefixtures("replacing")
 def test_a_slave_that_exits_is_reported_with_its_status(process_fabric: str) -> None:
     def body(processor: Any) -> None:
         processor.add_to_queue(w.Exit_hard(3))
@@ -86,6 +106,7 @@ def test_a_slave_that_exits_is_reported_with_its_status(process_fabric: str) -> 
     run_master(process_fabric, body, retries=0)
 
 
+@pytest.mark.usefixtures("replacing")
 def test_retries_come_from_the_environment(
     process_fabric: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,6 +121,7 @@ def test_retries_come_from_the_environment(
     assert run_master(process_fabric, body) == 1
 
 
+@pytest.mark.usefixtures("replacing")
 def test_a_replaced_slave_gets_the_data_again(process_fabric: str, tmp_path: Path) -> None:
     def body(processor: Any) -> list[Any]:
         processor.send_data_to_slaves("table", {"a": 1})

@@ -1,0 +1,516 @@
+"""The ``mpi4py`` fabric: slaves are MPI processes, on one machine or across a cluster.
+
+Launched by ``mpiexec -n P+1 python app.py``, every rank runs the application: rank 0 is the
+master and ranks 1 to P serve it from ``processor.run()``. Started alone (``python app.py``),
+the master creates its P slaves with ``MPI_Comm_spawn`` (option ``launch=spawn``, the default),
+or runs the program again under ``mpiexec -n P+1`` (``launch=mpiexec``)::
+
+    master (rank 0, main thread)                  slave (rank r)
+    ────────────────────────────                  ──────────────
+    send(r, batch) ──isend WORK──────────────────> listener thread ──> inbox ──> execute
+    receive() <── Iprobe(any slave) + backoff <──────── isend OUTCOMES <──────────┘
+    stop():  STOP to all, wait for BYE ──────────> leave the loop, BYE, (disconnect), exit 0
+    kill():  KILL to all, wait for BYE ──────────> interrupt the command (SIGINT), BYE ...
+
+Messages travel on a communicator of their own (a duplicate of ``COMM_WORLD``, or the
+intercommunicator of the spawned slaves) under a fixed set of tags, and as pickle protocol 5
+frames whose large buffers go out of band (``mpi4py.util.pkl5``). Nobody waits in a blocking
+MPI call, which spins: an idle master or slave probes with a backoff from 10 µs to 2 ms.
+
+MPI ends the whole job when one of its processes dies, so a lost slave is not replaced here:
+``mpiexec`` names it and stops every rank.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import queue
+import runpy
+import shutil
+import signal
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import types
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from multi import wire
+from multi.application import Processor_box
+from multi.errors import MultiError, MultiWarning, ProcessorSizeError
+from multi.options import Option
+from multi.processor import Processor, usable_cores
+from multi.slave import Batch, Outcome, Slave_context, seal, serve
+from multi.transport import Message, Transport
+
+INSTALL_HINT = "pip install 'multi[mpi]' (mpi4py with MPICH from PyPI)"
+LAUNCHES = ("spawn", "mpiexec", "none")
+HOW_TO_LAUNCH = (
+    "launch the program with P slaves as `mpiexec -n P+1 python app.py ...`, or start it "
+    "alone with the option launch=spawn or launch=mpiexec"
+)
+
+# The tags of the messages, master to slave then slave to master: never a task id.
+SETUP, WORK, STOP, KILL, OUTCOMES, BYE = range(6)
+MASTER = 0
+
+#: The backoff of every wait: a sleep of a tenth of the time waited so far, from 10 µs to
+#: 2 ms. Doubling the sleep instead would let a wait overshoot by as long as it has lasted, and
+#: the two sides of a round trip would push each other's waits to the longest sleep.
+FIRST_WAIT = 10e-6
+LONGEST_WAIT = 2e-3
+WAIT_GROWTH = 0.1
+#: How long the slaves have to leave once told to stop or to drop their work.
+FAREWELL_SECONDS = 2.0
+#: How long an aborting master leaves mpiexec to forward its last output (its traceback).
+ABORT_GRACE_SECONDS = 0.2
+#: Set in the environment of a program that relaunched itself under mpiexec.
+RELAUNCHED = "MULTI_MPI4PY_RELAUNCHED"
+
+
+def _mpi() -> Any:
+    """The ``mpi4py.MPI`` module (MPI is initialised when it is first imported)."""
+    from mpi4py import MPI
+
+    return MPI
+
+
+def _wait(test: Callable[[], Any], seconds: float | None = None) -> bool:
+    """Call ``test`` until it is true, sleeping ever longer between calls; False on timeout."""
+    start = time.monotonic()
+    while not test():
+        waited = time.monotonic() - start
+        if seconds is not None and waited > seconds:
+            return False
+        time.sleep(min(LONGEST_WAIT, max(FIRST_WAIT, WAIT_GROWTH * waited)))
+    return True
+
+
+def _out_of_band(frames: wire.Frames) -> list[pickle.PickleBuffer]:
+    """Frames as buffers that pkl5 sends as they are, the pickle stream included."""
+    return [f if isinstance(f, pickle.PickleBuffer) else pickle.PickleBuffer(f) for f in frames]
+
+
+# The master's side ---------------------------------------------------------------------------
+
+
+class Mpi4py_transport(Transport):
+    """The slaves of one communicator: ranks 1 to P of the world, or the spawned ones."""
+
+    def __init__(self, comm: Any, slaves: int, spawned: bool) -> None:
+        from mpi4py.util import pkl5
+
+        MPI = _mpi()
+        self.comm = (pkl5.Intercomm if spawned else pkl5.Intracomm)(comm)
+        self.slaves = slaves
+        self.spawned = spawned
+        self.offset = 1 if spawned else 0  # multi's rank = the slave's rank in comm + offset
+        self._sending: list[tuple[Any, Any]] = []  # requests, with the buffers they send
+        self._status = MPI.Status()
+
+    @property
+    def ranks(self) -> Sequence[int]:
+        return range(1, self.slaves + 1)
+
+    def send(self, rank: int, batch: Batch) -> None:
+        frames = _out_of_band(wire.dumps(list(batch)))
+        self.traffic[rank, "sent"] += wire.size(frames)
+        self._post(rank, frames, WORK)
+
+    def _post(self, rank: int, obj: Any, tag: int) -> None:
+        self._sending = [(r, o) for r, o in self._sending if not r.test()[0]]
+        self._sending.append((self.comm.isend(obj, rank - self.offset, tag), obj))
+
+    def receive(self) -> tuple[int, Message]:
+        MPI, status = _mpi(), self._status
+        _wait(lambda: self.comm.Iprobe(MPI.ANY_SOURCE, OUTCOMES, status))
+        source = status.Get_source()
+        frames = self.comm.recv(None, source, OUTCOMES)
+        outcomes: list[Outcome] = wire.loads(frames)
+        self.traffic[source + self.offset, "received"] += wire.size(frames)
+        return source + self.offset, outcomes
+
+    def stop(self, timeout: float) -> None:
+        self._farewell(STOP, timeout)
+
+    def kill(self) -> None:
+        self._farewell(KILL, FAREWELL_SECONDS)
+
+    def _farewell(self, tag: int, timeout: float) -> None:
+        """Tell every slave to leave, and wait until each has said goodbye."""
+        MPI = _mpi()
+        if MPI.Is_finalized():
+            return
+        for rank in self.ranks:
+            self._post(rank, None, tag)
+        status, left = MPI.Status(), set()
+
+        def goodbye() -> bool:
+            while self.comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
+                source = status.Get_source()
+                self.comm.recv(None, source, status.Get_tag())  # outcomes nobody awaits now
+                if status.Get_tag() == BYE:
+                    left.add(source + self.offset)
+            return len(left) == self.slaves
+
+        if not _wait(goodbye, max(timeout, FAREWELL_SECONDS)):
+            late = ", ".join(str(rank) for rank in self.ranks if rank not in left)
+            print(
+                f"multi: slave(s) {late} did not stop within {timeout:g} s: ending the MPI job",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.comm.Abort(1)
+        for request, _ in self._sending:
+            request.wait()
+        self._sending = []
+        if self.spawned:
+            self.comm.Disconnect()
+        else:
+            self.comm.Free()
+
+
+# The slave's side ----------------------------------------------------------------------------
+
+
+def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> None:
+    """Run batches for the master until it says stop; then say goodbye.
+
+    A listener thread receives every message, so that KILL can interrupt a running command.
+    MPI calls are serialised by a lock: MPI_THREAD_SERIALIZED is enough.
+    """
+    MPI = _mpi()
+    lock = threading.Lock()
+    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    busy = threading.Event()
+    done = threading.Event()
+    main = threading.main_thread().ident
+
+    def locked(call: Callable[..., Any], *args: Any) -> Any:
+        with lock:
+            return call(*args)
+
+    def listen() -> None:
+        status = MPI.Status()
+        while not done.is_set():
+            if not _wait(lambda: locked(comm.Iprobe, MASTER, MPI.ANY_TAG, status), 0.2):
+                continue
+            tag = status.Get_tag()
+            message = locked(comm.recv, None, MASTER, tag)
+            if tag == WORK:
+                inbox.put(message)
+                continue
+            inbox.put(None)
+            if tag == KILL and busy.is_set() and main is not None:
+                signal.pthread_kill(main, signal.SIGINT)
+            return
+
+    def receive() -> Batch | Exception | None:
+        frames = inbox.get()
+        if frames is None:
+            return None
+        try:
+            return wire.loads(frames)
+        except Exception as exc:  # the batch arrived, but does not unpickle here
+            return exc
+
+    def reply(outcomes: list[Outcome], batch: Batch) -> None:
+        request = locked(comm.isend, _out_of_band(seal(outcomes, dict(batch))), MASTER, OUTCOMES)
+        _wait(lambda: locked(request.test)[0])
+
+    def running(task_id: int) -> None:
+        (busy.set if task_id >= 0 else busy.clear)()
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    listener = threading.Thread(target=listen, name="multi-mpi-listener", daemon=True)
+    listener.start()
+    context = Slave_context(rank, slaves, processor.data_store)
+    try:
+        serve(processor, context, receive, reply, running)
+    except KeyboardInterrupt:  # told to drop the work (KILL), or Ctrl-C under mpiexec
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        done.set()
+        listener.join()
+        request = locked(comm.isend, None, MASTER, BYE)
+        _wait(lambda: locked(request.test)[0], FAREWELL_SECONDS)
+
+
+# Slaves spawned by a master started alone ----------------------------------------------------
+
+_importing_main = False
+
+
+def _main_description() -> dict[str, Any]:
+    """What a spawned slave needs to find the master's classes: its path, directory, main."""
+    main = sys.modules["__main__"]
+    spec = getattr(main, "__spec__", None)
+    cwd = os.getcwd()
+    return {
+        "sys_path": [cwd if entry == "" else entry for entry in sys.path],
+        "cwd": cwd,
+        "argv": list(sys.argv),
+        "name": getattr(spec, "name", None),
+        "path": getattr(main, "__file__", None),
+    }
+
+
+def _import_main(description: dict[str, Any]) -> None:
+    """Import the master's main module as ``__mp_main__``, without its ``__main__`` block."""
+    global _importing_main
+    sys.path[:] = description["sys_path"]
+    os.chdir(description["cwd"])
+    sys.argv[:] = description["argv"]
+    name, path = description["name"], description["path"]
+    if name is not None and (name == "__main__" or name.endswith(".__main__")):
+        return  # a package's __main__ (``python -m pytest``): nothing to import
+    if name is None and (path is None or not os.path.exists(path)):
+        return  # ``python -c``, or an interactive session
+    module = types.ModuleType("__mp_main__")
+    _importing_main = True
+    try:
+        if name is not None:
+            found = runpy.run_module(name, run_name="__mp_main__", alter_sys=True)
+        else:
+            found = runpy.run_path(path, run_name="__mp_main__")
+    finally:
+        _importing_main = False
+    module.__dict__.update(found)
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+
+
+def spawned_slave_main() -> None:
+    """The program of a slave spawned by a master started alone."""
+    MPI = _mpi()
+    parent = MPI.Comm.Get_parent()
+    description = parent.recv(None, MASTER, SETUP)
+    try:
+        _import_main(description)
+    except BaseException as exc:
+        print(
+            f"multi: slave {parent.Get_rank() + 1} could not import the master's main module "
+            f"{description['path'] or description['name']}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+    processor = Mpi4py_processor(callback=None)
+    Processor_box().processor = processor
+    processor.serve()
+
+
+# The fabric ----------------------------------------------------------------------------------
+
+
+def _launch(text: str) -> str:
+    if text not in LAUNCHES:
+        raise ValueError(f"expected one of {', '.join(LAUNCHES)}, not {text!r}")
+    return text
+
+
+class Mpi4py_processor(Processor):
+    """Slaves are the other ranks of ``mpiexec``, or processes that the master spawns.
+
+    On a slave rank, ``run()`` does not return: the slave serves the master until the master
+    stops, then its process ends with status 0, and the application's code after ``run()``
+    runs on the master alone.
+    """
+
+    fabric = "mpi4py"
+    slaves_in_process = False
+    options = (
+        *Processor.options,
+        Option(
+            "launch",
+            "how a program started alone gets its slaves: spawn (MPI_Comm_spawn), "
+            "mpiexec (run the program again under mpiexec -n P+1), or none (refuse)",
+            "spawn",
+            _launch,
+        ),
+    )
+
+    @classmethod
+    def check_available(cls) -> None:
+        try:
+            _mpi()
+        except (ImportError, RuntimeError) as exc:
+            raise ImportError(
+                f"mpi4py with an MPI library is needed: {exc}; {INSTALL_HINT}"
+            ) from exc
+
+    def __init__(
+        self, processor_size: int | None = -1, callback: Any = None, **options: Any
+    ) -> None:
+        if _importing_main:
+            raise RuntimeError(
+                "a spawned slave imported the main module, which started the mpi4py fabric "
+                "again: start the program under `if __name__ == '__main__':`"
+            )
+        self.check_available()
+        MPI = _mpi()
+        world = MPI.COMM_WORLD
+        self._parent = MPI.Comm.Get_parent()
+        self._comm: Any = None
+        self._spawned_slave = self._parent != MPI.COMM_NULL
+        self._launched = world.Get_size() > 1 and not self._spawned_slave
+        if self._spawned_slave:
+            self.process_rank = world.Get_rank() + 1
+        elif self._launched:
+            self.process_rank = world.Get_rank()
+            self._comm = world.Dup()  # every rank makes the processor: the collective is safe
+        super().__init__(processor_size, callback, **options)
+        self._served = False
+
+    def slave_count(self, requested: int | None) -> int:
+        world = _mpi().COMM_WORLD.Get_size()
+        if self._spawned_slave:
+            return world
+        if self._launched:
+            if requested is not None and requested != world - 1 and self.process_rank == 0:
+                warnings.warn(
+                    f"the mpi4py fabric runs {world - 1} slaves, as mpiexec started {world} "
+                    f"processes, not the {requested} asked for",
+                    MultiWarning,
+                    stacklevel=4,
+                )
+            return world - 1
+        wanted = requested if requested is not None else usable_cores()
+        launch = self.settings["launch"]
+        if launch == "none" or os.environ.get(RELAUNCHED):
+            raise ProcessorSizeError(
+                f"the mpi4py fabric has no slaves: this program runs as the only MPI process. "
+                f"To run {wanted} slaves, {HOW_TO_LAUNCH.replace('P+1', str(wanted + 1))}"
+            )
+        if launch == "mpiexec":
+            self._relaunch(wanted)
+        return wanted
+
+    def _relaunch(self, slaves: int) -> None:
+        """Run this program again, from the start, as the master of mpiexec -n P+1."""
+        mpiexec = _find_mpiexec()
+        if mpiexec is None:
+            raise ProcessorSizeError(f"launch=mpiexec, but no mpiexec is on PATH: {INSTALL_HINT}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.environ[RELAUNCHED] = "1"
+        command = [mpiexec, "-n", str(slaves + 1), sys.executable, *sys.orig_argv[1:]]
+        os.execv(mpiexec, command)
+
+    # The slave's side --------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Serve the master until it stops us; then end this process with status 0."""
+        if self._served:
+            raise MultiError("the slaves of this MPI job have served their master already")
+        self._served = True
+        from mpi4py.util import pkl5
+
+        raw = self._parent if self._spawned_slave else self._comm
+        comm = (pkl5.Intercomm if self._spawned_slave else pkl5.Intracomm)(raw)
+        _serve_master(self, comm, self.process_rank, self._processor_size)
+        if self._spawned_slave:
+            raw.Disconnect()
+        else:
+            raw.Free()
+        sys.exit(0)
+
+    # The master's side -------------------------------------------------------------------
+
+    def make_transport(self) -> Transport:
+        if self._launched:
+            if self._comm is None:
+                raise MultiError(
+                    "the slaves of this MPI job have stopped: mpiexec started them once, and "
+                    "they cannot be started again"
+                )
+            comm, self._comm = self._comm, None
+            return Mpi4py_transport(comm, self._processor_size, spawned=False)
+        return Mpi4py_transport(self._spawn(), self._processor_size, spawned=True)
+
+    def _spawn(self) -> Any:
+        MPI = _mpi()
+        path = os.environ.get("PATH", "")
+        if MPI.get_vendor()[0] == "MPICH":  # its singleton start runs mpiexec from PATH
+            os.environ["PATH"] = _mpich_launcher() + os.pathsep + path
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = (
+            f"import sys; sys.path.insert(0, {package!r}); "
+            "from multi.mpi4py_processor import spawned_slave_main; spawned_slave_main()"
+        )
+        try:
+            comm = MPI.COMM_SELF.Spawn(sys.executable, ["-c", code], self._processor_size)
+        finally:
+            os.environ["PATH"] = path
+        description = _main_description()
+        for slave in range(self._processor_size):
+            comm.send(description, slave, SETUP)
+        return comm
+
+    def abort(self) -> None:
+        if not self._launched:
+            super().abort()
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_SECONDS)  # mpiexec forwards what was printed before it ends all
+        _mpi().COMM_WORLD.Abort(1)
+
+    def get_name(self) -> str:
+        name = f"{_mpi().Get_processor_name()}-pid{os.getpid()}"
+        context = self._context()
+        return name if context is None else f"{name}-slave{context.rank}"
+
+    def get_intro_string(self) -> str:
+        MPI = _mpi()
+        major, minor = MPI.Get_version()
+        vendor, version = MPI.get_vendor()
+        return (
+            f"MPI {major}.{minor} running via mpi4py with {self._processor_size} slave "
+            f"processors & 1 master. Using {vendor} {'.'.join(map(str, version))}."
+        )
+
+
+def _mpich_launcher() -> str:
+    """A directory whose ``mpiexec`` runs MPICH's in a session of its own.
+
+    MPICH starts a process manager (``mpiexec``) for a process that spawns; when that process
+    ends by a signal (Ctrl-C), the manager kills its own process group, which it inherited from
+    the master: the master's parent (a shell script, a test runner) would die with it.
+    """
+    global _launcher_directory
+    mpiexec = _find_mpiexec()
+    if mpiexec is None:
+        raise ProcessorSizeError(
+            f"MPICH spawns slaves through its mpiexec, which is not on PATH: add its "
+            f"directory to PATH, or {HOW_TO_LAUNCH}"
+        )
+    if _launcher_directory is None:
+        _launcher_directory = tempfile.mkdtemp(prefix="multi-mpiexec-")
+        atexit.register(shutil.rmtree, _launcher_directory, ignore_errors=True)
+    shim = os.path.join(_launcher_directory, "mpiexec")
+    with open(shim, "w") as file:
+        file.write(
+            f"#!{sys.executable}\nimport os, sys\nos.setsid()\n"
+            f"os.execv({mpiexec!r}, [{mpiexec!r}, *sys.argv[1:]])\n"
+        )
+    os.chmod(shim, 0o755)
+    return _launcher_directory
+
+
+_launcher_directory: str | None = None
+
+
+def _find_mpiexec() -> str | None:
+    """The mpiexec of this environment's MPI (the MPICH wheel's first), or the one on PATH."""
+    for directory in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
+        candidate = os.path.join(directory, "mpiexec")
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which("mpiexec")

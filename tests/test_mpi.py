@@ -1,0 +1,204 @@
+"""The mpi4py fabric launched by ``mpiexec -n 3``, and how a program started alone gets its
+slaves or is told how to launch. (The conformance suite runs it started alone: see
+``FABRICS`` in conftest.py.) Every run is bounded in time and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import MPI_MISSING
+from tests.test_lifecycle import INTERRUPTED, UNHANDLED
+
+pytestmark = pytest.mark.skipif(bool(MPI_MISSING), reason=f"MPI is not available: {MPI_MISSING}")
+
+ROOT = Path(__file__).parent.parent
+APP = ROOT / "tests" / "apps" / "seed_app.py"
+CHECKS = ROOT / "tests" / "apps" / "mpi_checks.py"
+SECONDS = 60
+
+
+def mpiexec() -> str:
+    from multi.mpi4py_processor import _find_mpiexec
+
+    found = _find_mpiexec()
+    if found is None:
+        pytest.skip("no mpiexec here")
+    return found
+
+
+def run(*command: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command in a session of its own; check that none of its processes outlive it."""
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+    family: set[int] = set()
+    try:
+        deadline = time.monotonic() + SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            family |= _family(process.pid)
+            time.sleep(0.05)
+        stdout, stderr = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert _survivors(family) == []
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _family(pid: int) -> set[int]:
+    try:
+        return {pid} | {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def _survivors(pids: set[int]) -> list[int]:
+    deadline = time.monotonic() + 5
+    while True:
+        alive = [pid for pid in pids if _alive(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def under_mpiexec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return run(mpiexec(), "-n", "3", sys.executable, *args, env=env)
+
+
+@pytest.fixture(scope="module")
+def uni_output() -> str:
+    result = run(sys.executable, str(APP), "uni", "-1", "0")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_seed_application_under_mpiexec_gives_the_uni_output(uni_output: str) -> None:
+    result = under_mpiexec(str(APP), "mpi4py", "-1", "0")
+    assert (result.returncode, result.stdout, result.stderr) == (0, uni_output, "")
+
+
+def test_the_contract_holds_under_mpiexec() -> None:
+    result = under_mpiexec(str(CHECKS))
+    assert result.returncode == 0, result.stderr
+    assert "all checks passed" in result.stdout
+    assert result.stdout.count("after run() on rank") == 1  # slaves do not go on past run()
+    assert "running via mpi4py with 2 slave processors & 1 master. Using " in result.stdout
+
+
+@pytest.mark.parametrize("status", [0, 3])
+def test_sys_exit_on_the_master_is_the_status_of_mpiexec(status: int) -> None:
+    result = under_mpiexec(str(APP), "mpi4py", "-1", "1", str(status))
+    assert result.returncode == status, result.stderr
+    assert result.stdout.count("Overall runtime") == 1
+
+
+def test_an_unhandled_exception_aborts_the_job_with_a_failure() -> None:
+    result = under_mpiexec("-c", UNHANDLED, "mpi4py")
+    assert result.returncode == 1
+    assert "LookupError: nothing here" in result.stderr
+    assert "not reached" not in result.stdout
+
+
+def test_a_size_that_mpiexec_did_not_give_is_a_warning_from_the_master_alone() -> None:
+    result = under_mpiexec(str(APP), "mpi4py", "5", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("MultiWarning") == 1
+    assert "runs 2 slaves, as mpiexec started 3 processes, not the 5 asked for" in result.stderr
+
+
+def test_ctrl_c_on_mpiexec_ends_every_rank(tmp_path: Path) -> None:
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    process = subprocess.Popen(
+        [mpiexec(), "-n", "3", sys.executable, str(script), "mpi4py"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "queued\n"
+        time.sleep(0.3)
+        family = _family(process.pid)
+        assert len(family) >= 4  # mpiexec, its proxy and the three ranks
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert status != 0
+    assert "KeyboardInterrupt" in process.stderr.read()  # type: ignore[union-attr]
+    assert _survivors(family) == []
+
+
+ALONE = textwrap.dedent(
+    """
+    import sys
+    from multi import Application_callback, Processor_box, load_multiprocessor
+    from tests import workloads as w
+
+    class Main:
+        def run(self):
+            processor = Processor_box().processor
+            memo = w.Record()
+            for x in range(20):
+                processor.add_to_queue(w.Square(x), memo)
+            processor.run_queue()
+            print(processor.processor_size(), sorted({rank for rank, _ in memo.values}))
+
+    if __name__ == "__main__":
+        load_multiprocessor("mpi4py", Application_callback(Main()), int(sys.argv[1])).run()
+    """
+)
+
+
+@pytest.fixture
+def alone(tmp_path: Path) -> Path:
+    script = tmp_path / "alone.py"
+    script.write_text(ALONE)
+    return script
+
+
+def test_started_alone_the_program_can_run_itself_again_under_mpiexec(alone: Path) -> None:
+    env = {"MULTI_MPI4PY_LAUNCH": "mpiexec", "PYTHONPATH": str(ROOT)}
+    result = run(sys.executable, str(alone), "2", env=env)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith("2 [1, 2]\n")
+    assert "Overall runtime" in result.stdout
+
+
+def test_started_alone_without_launching_it_says_how_to_launch(alone: Path) -> None:
+    env = {"MULTI_MPI4PY_LAUNCH": "none", "PYTHONPATH": str(ROOT)}
+    for command in ([sys.executable], [mpiexec(), "-n", "1", sys.executable]):
+        result = run(*command, str(alone), "2", env=env)
+        assert result.returncode == 1
+        assert "ProcessorSizeError" in result.stderr
+        assert "mpiexec -n 3 python app.py" in result.stderr
