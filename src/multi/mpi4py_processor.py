@@ -7,8 +7,8 @@ or runs the program again under ``mpiexec -n P+1`` (``launch=mpiexec``)::
 
     master (rank 0, main thread)                  slave (rank r)
     ────────────────────────────                  ──────────────
-    send(r, batch) ──isend WORK──────────────────> listener thread ──> inbox ──> execute
-    receive() <── Iprobe(any slave) + backoff <──────── isend OUTCOMES <──────────┘
+    send(r, batch) ──isend WORK──────────────────> main thread (idle) / watcher (busy)
+    receive() <── Iprobe(any slave) + backoff <──────── isend OUTCOMES <── execute
     stop():  STOP to all, wait for BYE ──────────> leave the loop, BYE, (disconnect), exit 0
     kill():  KILL to all, wait for BYE ──────────> interrupt the command (SIGINT), BYE ...
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-import queue
 import runpy
 import shutil
 import signal
@@ -37,6 +36,7 @@ import threading
 import time
 import types
 import warnings
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,6 +62,7 @@ MASTER = 0
 #: The backoff of every wait: a sleep of a tenth of the time waited so far, from 10 µs to
 #: 2 ms. Doubling the sleep instead would let a wait overshoot by as long as it has lasted, and
 #: the two sides of a round trip would push each other's waits to the longest sleep.
+SPIN_SECONDS = 100e-6
 FIRST_WAIT = 10e-6
 LONGEST_WAIT = 2e-3
 WAIT_GROWTH = 0.1
@@ -80,15 +81,23 @@ def _mpi() -> Any:
     return MPI
 
 
-def _wait(test: Callable[[], Any], seconds: float | None = None) -> bool:
-    """Call ``test`` until it is true, sleeping ever longer between calls; False on timeout."""
+def _wait(test: Callable[[], Any], seconds: float | None = None, spin: float = 0.0) -> Any:
+    """Call ``test`` until it gives a true value, and return it, sleeping ever longer between
+    calls; False on timeout.
+
+    For the first ``spin`` seconds it does not sleep: a quick answer is then taken without the
+    cost of waking up (a sleep lasts 50 µs at least), and a slow one costs that little CPU.
+    Only a thread alone in its process may spin: it holds the GIL while it does.
+    """
     start = time.monotonic()
-    while not test():
+    while not (found := test()):
         waited = time.monotonic() - start
+        if waited < spin:
+            continue
         if seconds is not None and waited > seconds:
             return False
         time.sleep(min(LONGEST_WAIT, max(FIRST_WAIT, WAIT_GROWTH * waited)))
-    return True
+    return found
 
 
 def _out_of_band(frames: wire.Frames) -> list[pickle.PickleBuffer]:
@@ -128,7 +137,7 @@ class Mpi4py_transport(Transport):
 
     def receive(self) -> tuple[int, Message]:
         MPI, status = _mpi(), self._status
-        _wait(lambda: self.comm.Iprobe(MPI.ANY_SOURCE, OUTCOMES, status))
+        _wait(lambda: self.comm.Iprobe(MPI.ANY_SOURCE, OUTCOMES, status), spin=SPIN_SECONDS)
         source = status.Get_source()
         frames = self.comm.recv(None, source, OUTCOMES)
         outcomes: list[Outcome] = wire.loads(frames)
@@ -181,67 +190,81 @@ class Mpi4py_transport(Transport):
 def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> None:
     """Run batches for the master until it says stop; then say goodbye.
 
-    A listener thread receives every message, so that KILL can interrupt a running command.
-    MPI calls are serialised by a lock: MPI_THREAD_SERIALIZED is enough.
+    While idle, the main thread takes the master's messages itself. While it runs a command, a
+    watcher thread takes them instead, so that KILL can interrupt the command; what it takes
+    waits in an inbox. One lock serialises the MPI calls and the inbox, which keeps the order
+    of the messages (MPI_THREAD_SERIALIZED is enough).
     """
     MPI = _mpi()
     lock = threading.Lock()
-    inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    busy = threading.Event()
-    done = threading.Event()
+    inbox: deque[tuple[int, Any]] = deque()
+    running = threading.Event()
+    finished = threading.Event()
     main = threading.main_thread().ident
+    status = MPI.Status()
 
-    def locked(call: Callable[..., Any], *args: Any) -> Any:
+    def take() -> tuple[int, Any] | None:
+        """The next message from the master, if one is there."""
         with lock:
-            return call(*args)
-
-    def listen() -> None:
-        status = MPI.Status()
-        while not done.is_set():
-            if not _wait(lambda: locked(comm.Iprobe, MASTER, MPI.ANY_TAG, status), 0.2):
-                continue
+            if inbox:
+                return inbox.popleft()
+            if not comm.Iprobe(MASTER, MPI.ANY_TAG, status):
+                return None
             tag = status.Get_tag()
-            message = locked(comm.recv, None, MASTER, tag)
-            if tag == WORK:
-                inbox.put(message)
+            return tag, comm.recv(None, MASTER, tag)
+
+    def watch() -> None:
+        while not finished.is_set():
+            if not running.wait(0.2):
                 continue
-            inbox.put(None)
-            if tag == KILL and busy.is_set() and main is not None:
+            message = _wait(lambda: not running.is_set() or take())
+            if not isinstance(message, tuple):
+                continue  # the command ended
+            with lock:
+                inbox.append(message)
+            if message[0] == KILL and running.is_set() and main is not None:
                 signal.pthread_kill(main, signal.SIGINT)
-            return
 
     def receive() -> Batch | Exception | None:
-        frames = inbox.get()
-        if frames is None:
-            return None
+        tag, payload = _wait(take, spin=SPIN_SECONDS)
+        if tag != WORK:
+            return None  # STOP, or KILL
         try:
-            return wire.loads(frames)
+            return wire.loads(payload)
         except Exception as exc:  # the batch arrived, but does not unpickle here
             return exc
 
     def reply(outcomes: list[Outcome], batch: Batch) -> None:
-        request = locked(comm.isend, _out_of_band(seal(outcomes, dict(batch))), MASTER, OUTCOMES)
-        _wait(lambda: locked(request.test)[0])
+        with lock:
+            request = comm.isend(_out_of_band(seal(outcomes, dict(batch))), MASTER, OUTCOMES)
+        _wait(lambda: _tested(lock, request))
 
-    def running(task_id: int) -> None:
-        (busy.set if task_id >= 0 else busy.clear)()
+    def note(task_id: int) -> None:
+        (running.set if task_id >= 0 else running.clear)()
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    listener = threading.Thread(target=listen, name="multi-mpi-listener", daemon=True)
-    listener.start()
+    watcher = threading.Thread(target=watch, name="multi-mpi-watcher", daemon=True)
+    watcher.start()
     context = Slave_context(rank, slaves, processor.data_store)
     try:
-        serve(processor, context, receive, reply, running)
+        serve(processor, context, receive, reply, note)
     except KeyboardInterrupt:  # told to drop the work (KILL), or Ctrl-C under mpiexec
         pass
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         sys.stdout.flush()
         sys.stderr.flush()
-        done.set()
-        listener.join()
-        request = locked(comm.isend, None, MASTER, BYE)
-        _wait(lambda: locked(request.test)[0], FAREWELL_SECONDS)
+        running.clear()
+        finished.set()
+        watcher.join()
+        with lock:
+            request = comm.isend(None, MASTER, BYE)
+        _wait(lambda: _tested(lock, request), FAREWELL_SECONDS)
+
+
+def _tested(lock: threading.Lock, request: Any) -> bool:
+    with lock:
+        return request.test()[0]
 
 
 # Slaves spawned by a master started alone ----------------------------------------------------
