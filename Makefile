@@ -27,3 +27,17 @@ lint: $(INSTALLED)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+
+.PHONY: bench bench-quick
+
+## bench: the benchmark suite against the peers (under 15 min): docs/benchmarks.md and .png
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks
+
+## bench-quick: the same, small and in one round (about a minute): results/benchmarks-quick.md
+bench-quick: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks --quick
+
+$(VENV)/.bench-installed: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@

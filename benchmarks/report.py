@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from benchmarks.backends import BACKENDS
 from benchmarks.goals import GOALS, Medians, Verdict
 from benchmarks.workloads import BY_KEY, WORKLOADS
 
@@ -16,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 README_START = "<!-- benchmarks:start -->"
 README_END = "<!-- benchmarks:end -->"
+BACKEND_WORKLOADS = {backend.name: backend.workloads for backend in BACKENDS}
 COLOURS = {"multi": "#1f77b4", "peer": "#ff7f0e", "limit": "#2ca02c"}
 
 #: Per workload, the secondary figures shown beside the headline one: (metric, heading, format).
@@ -96,11 +98,11 @@ def verdicts(figures: Medians) -> list[tuple[Any, Verdict]]:
 
 
 def _figure(value: float) -> str:
-    if value >= 100:
-        return f"{value:,.0f}"
-    if value >= 1:
-        return f"{value:.3g}"
-    return f"{value:.3g}"
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.2g}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -114,7 +116,7 @@ def goals_table(results: dict[str, Any], figures: Medians) -> list[str]:
     for goal, verdict in verdicts(figures):
         label = results["backends"].get(goal.backend, {}).get("label", goal.backend)
         unavailable = results["backends"].get(goal.backend, {}).get("unavailable")
-        status = f"not available: {unavailable}" if unavailable else verdict.status
+        status = "not available (see below)" if unavailable else verdict.status
         rows.append(
             [label, goal.text, verdict.figure, f"**{status}**" if status == "met" else status]
         )
@@ -145,27 +147,23 @@ def workload_section(results: dict[str, Any], figures: Medians, key: str) -> lis
         cell = figures[(key, name)]
         row = [about["label"], about["kind"], _figure(value)]
         row += [fmt.format(cell[metric]) if metric in cell else "—" for metric, _, fmt in extras]
-        ratio = "—" if best is None else f"{value / best[1]:.2f}"
+        ratio = "—" if best is None else _ratio(value / best[1])
         if best is not None and name == best[0]:
             ratio += " (best peer)"
         row += [ratio, str(counts[(key, name)]), "; ".join(goal_notes.get(name, []))]
         rows.append(row)
     for name, about in results["backends"].items():
-        reason = about["unavailable"] or troubles.get((key, name))
-        if (key, name) in figures or reason is None:
+        if (key, name) in figures or key not in BACKEND_WORKLOADS.get(name, ()):
+            continue
+        reason = "not available (see below)" if about["unavailable"] else troubles.get((key, name))
+        if reason is None:
             continue
         blank = ["—"] * (len(extras) + 2)
-        rows.append(
-            [
-                about["label"],
-                about["kind"],
-                f"not available: {reason}",
-                *blank,
-                "; ".join(goal_notes.get(name, [])),
-            ]
-        )
+        goal = "; ".join(goal_notes.get(name, []))
+        rows.append([about["label"], about["kind"], reason, *blank, goal])
+    heading = workload.heading(results["params"].get(key))
     lines = [
-        f"## {workload.title}",
+        f"## {heading}",
         "",
         f"Headline figure: {workload.metric}, in {workload.unit} (lower is better).",
     ]
@@ -205,7 +203,8 @@ def machine_table(results: dict[str, Any]) -> list[str]:
 
 
 METHOD = """\
-- Every cell (one backend on one workload) runs in a fresh process, started by the harness,
+- Every cell (one backend on one workload; in quick mode, one backend on all its workloads)
+  runs in a fresh process, started by the harness,
   under `mpiexec` for the MPI backends. Inside it the backend starts its workers and warms
   them up (two short naps per worker), and only then is the workload timed: pool start-up,
   interpreter start-up and shutdown are **not** in the figures (except for the example
@@ -218,7 +217,8 @@ METHOD = """\
   (MPICH's default), which costs the tools that wait that way.
 - "÷ best peer" is the backend's median over the best peer's on the same workload (below 1:
   faster than every peer). Peers are used as their documentation shows, with their defaults
-  (`map` with its default chunk size, `submit(...).result()` for one call); only
+  (`map` with its default chunk size, `submit(...).result()` for one call, mpi4py.futures
+  with its default idle backoff of 1 ms); only
   `multiprocessing.Pool` also runs with a tuned chunk size (the one `Pool.map` picks). The raw
   pipe and raw MPI rows are the floors of their transports, not peers.
 - CPU-bound work is a fixed number of loop iterations, calibrated once per run, so every
@@ -255,8 +255,23 @@ def markdown(results: dict[str, Any], png_name: str = "benchmarks.png") -> str:
     for workload in WORKLOADS:
         if workload.key in results["params"]:
             lines += [*workload_section(results, figures, workload.key), ""]
+    lines += not_available(results)
     lines += ["## Method", "", METHOD, "## Machine", "", *machine_table(results), ""]
     return "\n".join(lines)
+
+
+def not_available(results: dict[str, Any]) -> list[str]:
+    """Backends that could not run here, and cells that failed, each with its reason."""
+    lines = [
+        f"- {about['label']}: {about['unavailable']}"
+        for about in results["backends"].values()
+        if about["unavailable"]
+    ]
+    figures = medians(results)
+    for (key, name), reason in sorted(problems(results).items()):
+        if (key, name) not in figures:
+            lines.append(f"- {results['backends'][name]['label']}, {BY_KEY[key].short}: {reason}")
+    return ["## Not available", "", *lines, ""] if lines else []
 
 
 def readme_summary(results: dict[str, Any]) -> str:
@@ -277,11 +292,12 @@ def readme_summary(results: dict[str, Any]) -> str:
             elif best is None:
                 cells.append(_figure(cell["value"]))
             else:
-                cells.append(f"{_figure(cell['value'])} ({cell['value'] / best[1]:.2f}×)")
+                cells.append(f"{_figure(cell['value'])} ({_ratio(cell['value'] / best[1])}×)")
         peer = (
             "—" if best is None else f"{_figure(best[1])} ({results['backends'][best[0]]['label']})"
         )
-        rows.append([f"{workload.title} ({workload.unit})", *cells, peer])
+        heading = workload.heading(results["params"].get(key))
+        rows.append([f"{heading} ({workload.unit})", *cells, peer])
     lines = [
         f"Medians of {results['rounds']} rounds, {results['machine']['cores']} cores "
         f"({results['machine']['cpu']}), {results['started']}; lower is better, and (n×) is the "
@@ -317,7 +333,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
             for name, about in results["backends"].items()
             if (key, name) in figures
         )
-        axis.set_title(BY_KEY[key].title, fontsize=10)
+        axis.set_title(BY_KEY[key].short, fontsize=10)
         if not bars:
             axis.text(0.5, 0.5, "not available", ha="center", va="center", transform=axis.transAxes)
             axis.set_axis_off()
@@ -334,7 +350,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         axis.set_axis_off()
     figure.legend(
         handles=[Patch(color=colour, label=kind) for kind, colour in COLOURS.items()],
-        loc="upper right",
+        loc="lower center",
         ncols=3,
     )
     figure.suptitle(
@@ -342,7 +358,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         f"{results['machine']['cores']} cores",
         fontsize=11,
     )
-    figure.tight_layout(rect=(0, 0, 1, 0.96))
+    figure.tight_layout(rect=(0, 0.03, 1, 0.96))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)

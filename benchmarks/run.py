@@ -34,7 +34,7 @@ from benchmarks.workloads import BY_KEY, WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "relaxation.py"
-FULL_ROUNDS = 5
+FULL_ROUNDS = 3
 QUICK_ROUNDS = 1
 CELL_TIMEOUT = {True: 120.0, False: 300.0}  # seconds, quick and full
 

@@ -40,7 +40,8 @@ class Workload:
     """A workload: what it measures, its unit, and its sizes in full and quick mode."""
 
     key: str
-    title: str
+    title: str  # formatted with the parameters of the mode, e.g. "{count:,} no-op commands"
+    short: str  # for the chart's panels
     metric: str  # what ``value`` is: lower is better for every workload
     unit: str
     full: dict[str, Any]
@@ -53,6 +54,13 @@ class Workload:
 
     def params(self, quick: bool) -> dict[str, Any]:
         return dict(self.quick if quick else self.full)
+
+    def heading(self, params: dict[str, Any] | None) -> str:
+        """The title with the sizes that were run."""
+        try:
+            return self.title.format(**(params or self.full))
+        except (KeyError, ValueError):
+            return self.title.format(**self.full)
 
 
 def _timed(call: Callable[[], Any]) -> tuple[float, Any]:
@@ -142,7 +150,8 @@ def measure_queue(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
         "noop",
-        "20,000 no-op commands",
+        "{count:,} no-op commands",
+        "no-op commands",
         "wall time to queue and run them all",
         "s",
         {"count": 20_000},
@@ -151,7 +160,8 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "latency",
-        "Round trip of one command at a time",
+        "Round trip of one command at a time ({count:,} in a row)",
+        "round trip, one at a time",
         "median round trip (p99 beside it)",
         "µs",
         {"count": 2_000},
@@ -160,7 +170,8 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "arrays",
-        "200 commands carrying a 1 MiB numpy array there and back",
+        "{count:,} commands carrying a {mib} MiB numpy array there and back",
+        "1 MiB arrays there and back",
         "wall time",
         "s",
         {"count": 200, "mib": 1},
@@ -169,7 +180,8 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "cpu",
-        "64 CPU-bound commands of about 50 ms",
+        "{count} CPU-bound commands of about {seconds} s",
+        "equal CPU-bound commands",
         "wall time",
         "s",
         {"count": 64, "seconds": 0.05},
@@ -179,7 +191,8 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "uneven",
-        "64 commands of exponentially distributed length (mean 50 ms, seed 6)",
+        "{count} commands of exponentially distributed length (mean {mean} s, seed {seed})",
+        "unequal CPU-bound commands",
         "wall time (the ideal, total work / slaves, beside it)",
         "s",
         {"count": 64, "mean": 0.05, "seed": 6},
@@ -189,7 +202,9 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "example",
-        "The example application (examples/relaxation.py)",
+        "The example application (examples/relaxation.py, {residues} residues, "
+        "{simulations} simulations)",
+        "example application",
         "wall time of the whole program, start-up included",
         "s",
         {"residues": 20, "simulations": 100},
@@ -198,7 +213,8 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "queue",
-        "The master queuing 100,000 commands",
+        "The master queuing {count:,} commands",
+        "master queuing commands",
         "time for add_to_queue of every command (memory per command beside it)",
         "s",
         {"count": 100_000},
@@ -207,7 +223,8 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
     Workload(
         "master_cpu",
-        "The master's CPU use while 2 slaves compute (commands of about 1 s)",
+        "The master's CPU use while 2 slaves compute ({count} commands of about {seconds} s)",
+        "master CPU while slaves compute",
         "master process CPU time / wall time",
         "% of a core",
         {"count": 4, "seconds": 1.0},
