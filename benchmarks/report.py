@@ -18,6 +18,8 @@ DOC = ROOT / "docs" / "benchmarks.md"
 README_START = "<!-- benchmarks:start -->"
 README_END = "<!-- benchmarks:end -->"
 BACKEND_WORKLOADS = {backend.name: backend.workloads for backend in BACKENDS}
+#: Above this round-to-round spread (see ``spread``), the report warns that it is noisy.
+NOISY_SPREAD = 1.15
 COLOURS = {"multi": "#1f77b4", "peer": "#ff7f0e", "limit": "#2ca02c"}
 
 #: Per workload, the secondary figures shown beside the headline one: (metric, heading, format).
@@ -25,7 +27,10 @@ EXTRAS: dict[str, list[tuple[str, str, str]]] = {
     "noop": [("rate", "commands/s", "{:,.0f}")],
     "latency": [("p99", "p99 µs", "{:,.0f}")],
     "arrays": [("mib_per_s", "MiB/s (both ways)", "{:,.0f}")],
-    "cpu": [("speedup", "speed-up over multi uni", "{:.2f}")],
+    "cpu": [
+        ("speedup", "speed-up over multi uni", "{:.2f}"),
+        ("parallelism", "work / wall", "{:.2f}"),
+    ],
     "uneven": [("ideal", "ideal s", "{:.3f}"), ("over_ideal", "wall / ideal", "{:.2f}")],
     "example": [],
     "queue": [
@@ -56,6 +61,8 @@ def medians(results: dict[str, Any]) -> Medians:
     for (workload, _), figures in found.items():
         if workload == "cpu" and uni:
             figures["speedup"] = uni["value"] / figures["value"]
+        if workload == "cpu" and "work" in figures:
+            figures["parallelism"] = figures["work"] / figures["value"]
     return found
 
 
@@ -186,6 +193,11 @@ def _param(value: Any) -> str:
     return f"{value:,.0f}" if isinstance(value, float) and value > 1000 else str(value)
 
 
+def _spread_text(results: dict[str, Any]) -> str:
+    disagreement = spread(results)
+    return "— (one round)" if disagreement is None else f"{disagreement:.2f} (slowest / fastest)"
+
+
 def machine_table(results: dict[str, Any]) -> list[str]:
     info = results["machine"]
     rows = [
@@ -197,6 +209,7 @@ def machine_table(results: dict[str, Any]) -> list[str]:
         ["MPI library", info["mpi_library"]],
         ["load average at start / end", f"{info['load_average']} / {info.get('load_average_end')}"],
         ["spin calibration", f"{results['spin_rate']:,.0f} loop iterations/s"],
+        ["round-to-round spread (median cell)", _spread_text(results)],
     ]
     rows += [[package, version] for package, version in info["versions"].items()]
     return _table(["", ""], rows)
@@ -245,6 +258,9 @@ def markdown(results: dict[str, Any], png_name: str = "benchmarks.png") -> str:
         "are kept in `results/benchmarks-<mode>.json`.",
         "",
     ]
+    busy = busy_machine(results)
+    if busy:
+        lines += [f"**{busy}**", ""]
     if quick:
         lines += [
             "**Quick mode: small sizes and one round; the figures are a smoke test, not results.**",
@@ -258,6 +274,32 @@ def markdown(results: dict[str, Any], png_name: str = "benchmarks.png") -> str:
     lines += not_available(results)
     lines += ["## Method", "", METHOD, "## Machine", "", *machine_table(results), ""]
     return "\n".join(lines)
+
+
+def spread(results: dict[str, Any]) -> float | None:
+    """How much the rounds disagree: the median over cells of (slowest / fastest round).
+
+    On a quiet machine it stays near 1; other work sharing the cores pushes it up. It is
+    measured rather than guessed from the load average, which the benchmark raises itself.
+    """
+    series: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for run in results["runs"]:
+        if run.get("value", 0) > 0:
+            series[(run["workload"], run["backend"])].append(run["value"])
+    ratios = [max(values) / min(values) for values in series.values() if len(values) > 1]
+    return statistics.median(ratios) if ratios else None
+
+
+def busy_machine(results: dict[str, Any]) -> str | None:
+    """A warning when the rounds disagree enough that the machine was evidently shared."""
+    disagreement = spread(results)
+    if disagreement is None or disagreement <= NOISY_SPREAD:
+        return None
+    return (
+        f"The rounds of this run disagree (slowest / fastest round: {disagreement:.2f} in the "
+        f"median cell), so the machine was shared: these figures are noisy; regenerate them "
+        f"on a quiet machine."
+    )
 
 
 def not_available(results: dict[str, Any]) -> list[str]:
