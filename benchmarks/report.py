@@ -118,12 +118,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def goals_table(results: dict[str, Any], figures: Medians) -> list[str]:
+def goals_table(results: dict[str, Any], figures: Medians, details: str = "see below") -> list[str]:
     rows = []
     for goal, verdict in verdicts(figures):
         label = results["backends"].get(goal.backend, {}).get("label", goal.backend)
         unavailable = results["backends"].get(goal.backend, {}).get("unavailable")
-        status = "not available (see below)" if unavailable else verdict.status
+        status = f"not available ({details})" if unavailable else verdict.status
         rows.append(
             [label, goal.text, verdict.figure, f"**{status}**" if status == "met" else status]
         )
@@ -348,8 +348,11 @@ def readme_summary(results: dict[str, Any]) -> str:
         "",
         *_table(["workload", "multi multiprocessing", "multi mpi4py", "best peer"], rows),
         "",
-        *goals_table(results, figures),
+        *goals_table(results, figures, details="see docs/benchmarks.md"),
     ]
+    busy = busy_machine(results)
+    if busy:
+        lines[1:1] = ["", f"**{busy}**"]
     return "\n".join(lines)
 
 
@@ -424,3 +427,22 @@ def write(results: dict[str, Any], output: Path, readme: Path | None = None) -> 
         else:
             text = text.rstrip("\n") + "\n\n## Performance\n\n" + block + "\n"
         readme.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Render the report again from saved raw results, without measuring anything."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=main.__doc__)
+    parser.add_argument("results", type=Path, help="raw results, e.g. results/benchmarks-full.json")
+    parser.add_argument(
+        "--output", type=Path, default=DOC, help=f"default: {DOC.relative_to(ROOT)}"
+    )
+    parser.add_argument("--readme", type=Path, help="a README whose summary to refresh")
+    args = parser.parse_args(argv)
+    write(json.loads(args.results.read_text()), args.output, args.readme)
+
+
+if __name__ == "__main__":
+    main()
