@@ -14,7 +14,7 @@ $(INSTALLED): pyproject.toml
 
 ## test: run the whole suite on every fabric, MPI included (and the linter)
 test: $(INSTALLED)
-	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff check src tests examples benchmarks
 	$(BIN)/python -m pytest
 
 ## demo: fit relaxation rates with Monte Carlo errors on every core (writes results/)
@@ -22,8 +22,22 @@ demo: $(INSTALLED)
 	$(BIN)/python examples/relaxation.py --fabric multiprocessing --output results
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .ruff_cache
+
+.PHONY: bench bench-quick
+
+## bench: the benchmark suite against the peers (under 15 min): docs/benchmarks.md and .png
+bench: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks
+
+## bench-quick: the same, small and in one round (about a minute): results/benchmarks-quick.md
+bench-quick: $(VENV)/.bench-installed
+	$(BIN)/python -m benchmarks --quick
+
+$(VENV)/.bench-installed: $(INSTALLED)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@

@@ -1,0 +1,119 @@
+"""The targets that the fabric issues set in their "Performance" sections, checked against the
+medians of a run, each against peers measured in the same run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+#: Medians of a run: (workload, backend) -> metric -> value ("value" is the headline figure).
+Medians = dict[tuple[str, str], dict[str, float]]
+
+MP, MPI = "multi-multiprocessing", "multi-mpi4py"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    figure: str  # the measured figure, e.g. "3.4×"
+    status: str  # "met", "not met", or "not measured: <why>"
+
+
+@dataclass(frozen=True)
+class Goal:
+    backend: str  # the fabric, as a backend name
+    workload: str
+    text: str
+    check: Callable[[Medians], Verdict]
+
+
+def _value(medians: Medians, workload: str, backend: str, metric: str = "value") -> float:
+    try:
+        return medians[(workload, backend)][metric]
+    except KeyError:
+        raise LookupError(f"no {workload} figure for {backend}") from None
+
+
+def _judged(figure: float, met: bool, unit: str) -> Verdict:
+    return Verdict(f"{figure:.2f}{unit}", "met" if met else "not met")
+
+
+def ratio_at_least(
+    workload: str, slow: str, fast: str, target: float
+) -> Callable[[Medians], Verdict]:
+    """``slow``'s time over ``fast``'s time (how many times faster ``fast`` is) >= target."""
+
+    def check(medians: Medians) -> Verdict:
+        try:
+            figure = _value(medians, workload, slow) / _value(medians, workload, fast)
+        except LookupError as exc:
+            return Verdict("—", f"not measured: {exc}")
+        return _judged(figure, figure >= target, "×")
+
+    return check
+
+
+def ratio_at_most(
+    workload: str, backend: str, reference: str, target: float, strict: bool = False
+) -> Callable[[Medians], Verdict]:
+    """``backend``'s figure over ``reference``'s <= target (< with ``strict``)."""
+
+    def check(medians: Medians) -> Verdict:
+        try:
+            figure = _value(medians, workload, backend) / _value(medians, workload, reference)
+        except LookupError as exc:
+            return Verdict("—", f"not measured: {exc}")
+        return _judged(figure, figure < target if strict else figure <= target, "×")
+
+    return check
+
+
+def metric_below(
+    workload: str, backend: str, metric: str, target: float, unit: str
+) -> Callable[[Medians], Verdict]:
+    def check(medians: Medians) -> Verdict:
+        try:
+            figure = _value(medians, workload, backend, metric)
+        except LookupError as exc:
+            return Verdict("—", f"not measured: {exc}")
+        return _judged(figure, figure < target, unit)
+
+    return check
+
+
+def metric_at_most(
+    workload: str, backend: str, metric: str, target: float, unit: str
+) -> Callable[[Medians], Verdict]:
+    def check(medians: Medians) -> Verdict:
+        try:
+            figure = _value(medians, workload, backend, metric)
+        except LookupError as exc:
+            return Verdict("—", f"not measured: {exc}")
+        return _judged(figure, figure <= target, unit)
+
+    return check
+
+
+GOALS: tuple[Goal, ...] = (
+    Goal(MP, "noop", "no-op rate ≥ 3× multiprocessing.Pool.imap(chunksize=1)",
+         ratio_at_least("noop", "pool-1", MP, 3.0)),
+    Goal(MP, "latency", "round trip ≤ 1.5× a raw multiprocessing.Pipe ping-pong",
+         ratio_at_most("latency", MP, "raw-pipe", 1.5)),
+    Goal(MP, "arrays", "1 MiB arrays both ways ≥ 3× multiprocessing.Pool's rate",
+         ratio_at_least("arrays", "pool-1", MP, 3.0)),
+    Goal(MP, "cpu", "CPU-bound speed-up over uni ≥ 1.9",
+         ratio_at_least("cpu", "multi-uni", MP, 1.9)),
+    Goal(MP, "uneven", "unequal commands within 10 % of the ideal (wall / ideal ≤ 1.10)",
+         metric_at_most("uneven", MP, "over_ideal", 1.10, "×")),
+    Goal(MP, "master_cpu", "master < 5 % of a core while slaves compute",
+         metric_below("master_cpu", MP, "value", 5.0, " %")),
+    Goal(MPI, "noop", "no-op rate ≥ 5× mpi4py.futures.MPIPoolExecutor",
+         ratio_at_least("noop", "mpi4py-futures", MPI, 5.0)),
+    Goal(MPI, "latency", "round trip < 10× a raw mpi4py ping-pong",
+         ratio_at_most("latency", MPI, "raw-mpi-pingpong", 10.0, strict=True)),
+    Goal(MPI, "master_cpu", "master < 5 % of a core during long commands",
+         metric_below("master_cpu", MPI, "value", 5.0, " %")),
+    Goal(MPI, "arrays", "1 MiB arrays ≥ 2× a raw pickled comm.send loop",
+         ratio_at_least("arrays", "raw-mpi-send", MPI, 2.0)),
+    Goal(MPI, "cpu", "CPU-bound speed-up over uni ≥ 1.9",
+         ratio_at_least("cpu", "multi-uni", MPI, 1.9)),
+)  # fmt: skip
