@@ -152,3 +152,28 @@ def no_slave_left_behind() -> Iterator[None]:
                 child.kill()
             pytest.fail(f"left behind: processes {alive}, threads {threads}")
         time.sleep(0.05)
+
+
+def family(pid: int) -> set[int]:
+    """A process and all its descendants."""
+    try:
+        return {pid} | {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def survivors(pids: set[int] | list[int], seconds: float = 5.0) -> list[int]:
+    """The processes still alive once ``seconds`` have passed, or as soon as none is."""
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = [pid for pid in pids if _alive(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

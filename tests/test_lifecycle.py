@@ -10,10 +10,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.conftest import FABRICS, slaves_for
+from tests.conftest import FABRICS, family, slaves_for, survivors
 
 APP = Path(__file__).parent / "apps" / "seed_app.py"
 ROOT = Path(__file__).parent.parent
@@ -114,7 +113,7 @@ def test_ctrl_c_stops_the_master_and_every_slave(fabric: str, tmp_path: Path) ->
         assert process.stdout is not None
         assert process.stdout.readline() == "queued\n"
         time.sleep(0.3)
-        family = [process.pid] + [c.pid for c in psutil.Process(process.pid).children(True)]
+        processes = family(process.pid)
         process.send_signal(signal.SIGINT)
         status = process.wait(timeout=10)
     finally:
@@ -123,11 +122,4 @@ def test_ctrl_c_stops_the_master_and_every_slave(fabric: str, tmp_path: Path) ->
             process.wait()
     assert status != 0
     assert "KeyboardInterrupt" in process.stderr.read()  # type: ignore[union-attr]
-    assert not [pid for pid in family if psutil.pid_exists(pid) and _alive(pid)]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    assert survivors(processes) == []

@@ -13,10 +13,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.conftest import MPI_MISSING
+from tests.conftest import MPI_MISSING, family, survivors
 from tests.test_lifecycle import INTERRUPTED, UNHANDLED
 
 pytestmark = pytest.mark.skipif(bool(MPI_MISSING), reason=f"MPI is not available: {MPI_MISSING}")
@@ -47,42 +46,19 @@ def run(*command: str, env: dict[str, str] | None = None) -> subprocess.Complete
         env={**os.environ, **(env or {})},
         start_new_session=True,
     )
-    family: set[int] = set()
+    processes: set[int] = set()
     try:
         deadline = time.monotonic() + SECONDS
         while process.poll() is None and time.monotonic() < deadline:
-            family |= _family(process.pid)
+            processes |= family(process.pid)
             time.sleep(0.05)
         stdout, stderr = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert _survivors(family) == []
+    assert survivors(processes) == []
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-
-
-def _family(pid: int) -> set[int]:
-    try:
-        return {pid} | {child.pid for child in psutil.Process(pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def _survivors(pids: set[int]) -> list[int]:
-    deadline = time.monotonic() + 5
-    while True:
-        alive = [pid for pid in pids if _alive(pid)]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def under_mpiexec(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -146,8 +122,8 @@ def test_ctrl_c_on_mpiexec_ends_every_rank(tmp_path: Path) -> None:
         assert process.stdout is not None
         assert process.stdout.readline() == "queued\n"
         time.sleep(0.3)
-        family = _family(process.pid)
-        assert len(family) >= 4  # mpiexec, its proxy and the three ranks
+        processes = family(process.pid)
+        assert len(processes) >= 4  # mpiexec, its proxy and the three ranks
         process.send_signal(signal.SIGINT)
         status = process.wait(timeout=10)
     finally:
@@ -156,7 +132,7 @@ def test_ctrl_c_on_mpiexec_ends_every_rank(tmp_path: Path) -> None:
             process.wait()
     assert status != 0
     assert "KeyboardInterrupt" in process.stderr.read()  # type: ignore[union-attr]
-    assert _survivors(family) == []
+    assert survivors(processes) == []
 
 
 ALONE = textwrap.dedent(

@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from multi import SlaveDiedError, UnpicklableError
 from tests import workloads as w
-from tests.conftest import MPI_MISSING, run_master
+from tests.conftest import MPI_MISSING, run_master, survivors
 
 PROCESS_FABRICS = ["multiprocessing", "mpi4py"]
 #: The fabrics that report a lost slave and start another in its place.
@@ -208,17 +207,7 @@ def test_no_slave_outlives_its_master(process_fabric: str, tmp_path: Path, endin
             master.wait()
     expected = {"normal end": 0, "sys.exit": 3, "exception": 1, "killed": -signal.SIGKILL}
     assert status == expected[ending]
-    deadline = time.monotonic() + 5
-    while any(_alive(pid) for pid in slaves) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [pid for pid in slaves if _alive(pid)] == []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    assert survivors(slaves) == []
 
 
 UNGUARDED = textwrap.dedent(
