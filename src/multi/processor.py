@@ -93,6 +93,7 @@ class Processor:
         self._local = threading.local()
         self._transport: Transport | None = None
         self._setup_commands: list[Slave_command] = []
+        self._queueable: set[type] = set()  # command classes found fit to queue
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
         self._running = False
@@ -145,7 +146,7 @@ class Processor:
 
     def assert_on_master(self) -> None:
         """Fail clearly when master-only API is called from a slave's command."""
-        if not self.on_master():
+        if self.process_rank or getattr(self._local, "context", None) is not None:
             caller = sys._getframe(1).f_code.co_name
             raise MultiError(
                 f"{caller}() can only be called on the master, not in a command on slave "
@@ -194,6 +195,16 @@ class Processor:
     def add_to_queue(self, command: Slave_command, memo: Memo | None = None) -> None:
         """Queue a command; its results will find ``memo`` on the master."""
         self.assert_on_master()
+        if type(command) not in self._queueable:
+            self._check_queueable(command)
+        memo_id = memo.memo_id() if memo is not None else None
+        command.memo_id = memo_id
+        if memo_id is not None:
+            self.memo_map[memo_id] = memo  # type: ignore[assignment]
+            self._memo_users[memo_id] = self._memo_users.get(memo_id, 0) + 1
+        self.command_queue.append(command)
+
+    def _check_queueable(self, command: Slave_command) -> None:
         if isinstance(command, Exit_command):
             raise TypeError("Exit_command stops a slave: to end the program call processor.exit()")
         run = getattr(type(command), "run", None)
@@ -202,12 +213,7 @@ class Processor:
                 f"{describe(command)} cannot be queued: it needs a method "
                 "run(self, processor, completed) that does its work on a slave"
             )
-        memo_id = memo.memo_id() if memo is not None else None
-        command.memo_id = memo_id
-        if memo_id is not None:
-            self.memo_map[memo_id] = memo  # type: ignore[assignment]
-            self._memo_users[memo_id] = self._memo_users.get(memo_id, 0) + 1
-        self.command_queue.append(command)
+        self._queueable.add(type(command))
 
     def is_queued(self) -> bool:
         """Whether commands wait in the queue."""
@@ -262,22 +268,24 @@ class Processor:
     # Delivery on the master --------------------------------------------------------------
 
     def _deliver(self, task: Task, outcome: Outcome) -> None:
-        """Replay a command's output, run its results, then raise its exception if it had one."""
-        writes = bool(outcome.output) or any(
-            type(result) is not Null_result_command for result in outcome.results
-        )
-        if writes:
-            self._progress.clear()
-        try:
-            self._deliver_in_order(task, outcome)
-        finally:
-            self._progress.advance(redraw=writes)
+        """Replay a command's output, run its results, then raise its exception if it had one.
 
-    def _deliver_in_order(self, task: Task, outcome: Outcome) -> None:
-        prefix = capture.prefixes(outcome.rank, self._processor_size, Verbosity().level())
-        capture.replay(outcome.output, prefix)
+        The progress bar leaves the screen while anything is written.
+        """
+        bar = self._progress
+        cleared = False
+        if outcome.output:
+            bar.clear()
+            cleared = True
+            prefix = capture.prefixes(outcome.rank, self._processor_size, Verbosity().level())
+            capture.replay(outcome.output, prefix)
         first_error: Exception | None = None
         for result in outcome.results:
+            if type(result) is Null_result_command:
+                continue  # nothing to run
+            if not cleared:
+                bar.clear()
+                cleared = True
             try:
                 self._run_result(result, task)
             except Exception as exc:
@@ -288,6 +296,7 @@ class Processor:
                 )
                 first_error = first_error or exc
         self._release_memo(task.memo_id)
+        bar.advance(redraw=cleared)
         if outcome.failure is not None:
             failure = outcome.failure
             raise failure if isinstance(failure, BaseException) else failure.exception()
