@@ -67,6 +67,19 @@ def test_a_long_command_does_not_hold_back_the_others(fabric: str) -> None:
     assert len(beside_slow) <= 2
 
 
+def test_commands_of_mixed_lengths_all_come_back_in_queue_order(fabric: str) -> None:
+    lengths = [0.004 * ((i * 7) % 5) for i in range(150)]  # 0 to 16 ms, interleaved
+
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        for index, seconds in enumerate(lengths):
+            processor.add_to_queue(w.Sleep(seconds, index), memo)
+        processor.run_queue()
+        return values(memo)
+
+    assert run_master(fabric, body) == list(range(len(lengths)))
+
+
 def test_tiny_commands_travel_in_batches(fabric: str) -> None:
     def body(processor: Any) -> tuple[int, int]:
         for _ in range(3000):

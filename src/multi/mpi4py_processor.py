@@ -36,7 +36,6 @@ import threading
 import time
 import types
 import warnings
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -59,13 +58,17 @@ HOW_TO_LAUNCH = (
 SETUP, WORK, STOP, KILL, OUTCOMES, BYE = range(6)
 MASTER = 0
 
+#: A thread that waits for a message alone in its process (the master, an idle slave) looks
+#: without sleeping for this long first: the other side of a quick round trip answers by then.
+SPIN_SECONDS = 300e-6
 #: The backoff of every wait: a sleep of a tenth of the time waited so far, from 10 µs to
 #: 2 ms. Doubling the sleep instead would let a wait overshoot by as long as it has lasted, and
 #: the two sides of a round trip would push each other's waits to the longest sleep.
-SPIN_SECONDS = 100e-6
 FIRST_WAIT = 10e-6
 LONGEST_WAIT = 2e-3
 WAIT_GROWTH = 0.1
+#: How often a slave that runs a command looks for the master's KILL.
+WATCH_SECONDS = 0.05
 #: How long the slaves have to leave once told to stop or to drop their work.
 FAREWELL_SECONDS = 2.0
 #: How long an aborting master leaves mpiexec to forward its last output (its traceback).
@@ -190,39 +193,40 @@ class Mpi4py_transport(Transport):
 def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> None:
     """Run batches for the master until it says stop; then say goodbye.
 
-    While idle, the main thread takes the master's messages itself. While it runs a command, a
-    watcher thread takes them instead, so that KILL can interrupt the command; what it takes
-    waits in an inbox. One lock serialises the MPI calls and the inbox, which keeps the order
-    of the messages (MPI_THREAD_SERIALIZED is enough).
+    The main thread takes the master's messages in order. While it runs a command, a watcher
+    thread looks every ``WATCH_SECONDS`` for KILL alone (MPI lets a message of another tag
+    overtake), and interrupts the command if it comes. A lock serialises the MPI calls
+    (MPI_THREAD_SERIALIZED is enough).
     """
     MPI = _mpi()
     lock = threading.Lock()
-    inbox: deque[tuple[int, Any]] = deque()
     running = threading.Event()
+    killed = threading.Event()
     finished = threading.Event()
     main = threading.main_thread().ident
     status = MPI.Status()
 
     def take() -> tuple[int, Any] | None:
-        """The next message from the master, if one is there."""
+        """The next message from the master, if one is there (KILL if the watcher saw it)."""
+        if killed.is_set():
+            return KILL, None
         with lock:
-            if inbox:
-                return inbox.popleft()
             if not comm.Iprobe(MASTER, MPI.ANY_TAG, status):
                 return None
             tag = status.Get_tag()
             return tag, comm.recv(None, MASTER, tag)
 
     def watch() -> None:
-        while not finished.is_set():
-            if not running.wait(0.2):
+        while not finished.is_set() and not killed.is_set():
+            if not running.wait(WATCH_SECONDS):
                 continue
-            message = _wait(lambda: not running.is_set() or take())
-            if not isinstance(message, tuple):
-                continue  # the command ended
+            time.sleep(WATCH_SECONDS)
             with lock:
-                inbox.append(message)
-            if message[0] == KILL and running.is_set() and main is not None:
+                if not comm.Iprobe(MASTER, KILL, status):
+                    continue
+                comm.recv(None, MASTER, KILL)
+            killed.set()
+            if running.is_set() and main is not None:
                 signal.pthread_kill(main, signal.SIGINT)
 
     def receive() -> Batch | Exception | None:
