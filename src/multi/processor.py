@@ -281,8 +281,6 @@ class Processor:
             capture.replay(outcome.output, prefix)
         first_error: Exception | None = None
         for result in outcome.results:
-            if type(result) is Null_result_command:
-                continue  # nothing to run
             if not cleared:
                 bar.clear()
                 cleared = True
@@ -336,6 +334,8 @@ class Processor:
         if context is None or context.outcome is None:
             self.process_result(result)
             return
+        if type(result) is Null_result_command:
+            return  # it would run as nothing on the master: it need not travel
         if not callable(getattr(result, "run", None)):
             raise TypeError(
                 f"return_object() takes a Result_command (an object with run(processor, memo)), "
