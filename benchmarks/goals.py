@@ -67,28 +67,17 @@ def ratio_at_most(
     return check
 
 
-def metric_below(
-    workload: str, backend: str, metric: str, target: float, unit: str
+def metric_within(
+    workload: str, backend: str, metric: str, target: float, unit: str, strict: bool
 ) -> Callable[[Medians], Verdict]:
+    """A metric at most ``target`` (below it if ``strict``)."""
+
     def check(medians: Medians) -> Verdict:
         try:
             figure = _value(medians, workload, backend, metric)
         except LookupError as exc:
             return Verdict("—", f"not measured: {exc}")
-        return _judged(figure, figure < target, unit)
-
-    return check
-
-
-def metric_at_most(
-    workload: str, backend: str, metric: str, target: float, unit: str
-) -> Callable[[Medians], Verdict]:
-    def check(medians: Medians) -> Verdict:
-        try:
-            figure = _value(medians, workload, backend, metric)
-        except LookupError as exc:
-            return Verdict("—", f"not measured: {exc}")
-        return _judged(figure, figure <= target, unit)
+        return _judged(figure, figure < target if strict else figure <= target, unit)
 
     return check
 
@@ -103,15 +92,15 @@ GOALS: tuple[Goal, ...] = (
     Goal(MP, "cpu", "CPU-bound speed-up over uni ≥ 1.9",
          ratio_at_least("cpu", "multi-uni", MP, 1.9)),
     Goal(MP, "uneven", "unequal commands within 10 % of the ideal (wall / ideal ≤ 1.10)",
-         metric_at_most("uneven", MP, "over_ideal", 1.10, "×")),
+         metric_within("uneven", MP, "over_ideal", 1.10, "×", strict=False)),
     Goal(MP, "master_cpu", "master < 5 % of a core while slaves compute",
-         metric_below("master_cpu", MP, "value", 5.0, " %")),
+         metric_within("master_cpu", MP, "value", 5.0, " %", strict=True)),
     Goal(MPI, "noop", "no-op rate ≥ 5× mpi4py.futures.MPIPoolExecutor",
          ratio_at_least("noop", "mpi4py-futures", MPI, 5.0)),
     Goal(MPI, "latency", "round trip < 10× a raw mpi4py ping-pong",
          ratio_at_most("latency", MPI, "raw-mpi-pingpong", 10.0, strict=True)),
     Goal(MPI, "master_cpu", "master < 5 % of a core during long commands",
-         metric_below("master_cpu", MPI, "value", 5.0, " %")),
+         metric_within("master_cpu", MPI, "value", 5.0, " %", strict=True)),
     Goal(MPI, "arrays", "1 MiB arrays ≥ 2× a raw pickled comm.send loop",
          ratio_at_least("arrays", "raw-mpi-send", MPI, 2.0)),
     Goal(MPI, "cpu", "CPU-bound speed-up over uni ≥ 1.9",
