@@ -10,6 +10,7 @@ import pytest
 
 from multi import (
     Capturing_exception,
+    Exit_command,
     FabricNotFoundError,
     MultiError,
     ProcessorSizeError,
@@ -356,6 +357,17 @@ def test_an_unknown_fabric_names_the_fabrics_there_are() -> None:
 def test_a_size_the_fabric_cannot_give_is_refused(fabric: str, size: Any) -> None:
     with pytest.raises(ProcessorSizeError, match="processor_size"):
         load_multiprocessor(fabric, None, processor_size=size)  # type: ignore[arg-type]
+
+
+def test_exit_command_is_refused_as_it_would_end_a_slave(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        for run in (processor.add_to_queue, processor.run_command_globally):
+            with pytest.raises(TypeError, match=r"processor.exit\(\)"):
+                run(Exit_command())
+        processor.add_to_queue(w.Square(3))
+        processor.run_queue()
+
+    run_master(fabric, body)
 
 
 def test_a_command_without_run_is_refused_and_the_queue_kept(fabric: str) -> None:

@@ -31,11 +31,12 @@ class Slave_command:
 
 
 class Exit_command(Slave_command):
-    """Ends the slave that runs it; the framework sends it when it shuts its slaves down."""
+    """Ended a slave in the original framework. Here the processor starts and stops its slaves
+    itself (``Processor.exit``), and refuses to queue this command, which would leave it short of
+    a slave."""
 
     def run(self, processor: Processor, completed: bool) -> None:
         processor.return_object(processor.NULL_RESULT)
-        processor.do_quit = True
 
 
 class Slave_storage_command(Slave_command):

@@ -166,18 +166,6 @@ class Processor:
         context = self._context()
         return context.data_store if context is not None else self._master_store
 
-    @property
-    def do_quit(self) -> bool:
-        """Set by ``Exit_command``: the slave stops after its batch."""
-        context = self._context()
-        return context.quit if context is not None else False
-
-    @do_quit.setter
-    def do_quit(self, value: bool) -> None:
-        context = self._context()
-        if context is not None:
-            context.quit = value
-
     def _context(self) -> Slave_context | None:
         return getattr(self._local, "context", None)
 
@@ -236,6 +224,8 @@ class Processor:
     def run_command_globally(self, command: Slave_command) -> None:
         """Run one copy of ``command`` on every slave, and deliver what each returns."""
         self.assert_on_master()
+        if type(command) not in self._queueable:
+            self._check_queueable(command)
         ranks = self._started_transport().ranks
         self._run_tasks([Task(i, command, rank=rank) for i, rank in enumerate(ranks)])
 

@@ -54,7 +54,6 @@ class Slave_context:
     slaves: int
     data_store: Data_store
     outcome: Outcome | None = None
-    quit: bool = False
     host: str = field(default_factory=socket.gethostname)
 
     def where(self) -> str:
@@ -157,5 +156,3 @@ def serve(
                 reply(unreadable(context, batch), [])
                 continue
             reply(execute(processor, context, batch, running), batch)
-            if context.quit:
-                return

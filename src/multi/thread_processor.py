@@ -54,8 +54,6 @@ class Thread_transport(Transport):
                 )
                 return
             self._outbox.put((context.rank, outcomes))
-            if context.quit:
-                return
 
     def send(self, rank: int, batch: Batch) -> None:
         self._inboxes[rank].put(batch)
