@@ -207,7 +207,7 @@ WORKLOADS: tuple[Workload, ...] = (
         "example application",
         "wall time of the whole program, start-up included",
         "s",
-        {"residues": 20, "simulations": 100},
+        {"residues": 60, "simulations": 100},
         {"residues": 4, "simulations": 10},
         notes="run as a program per fabric, so its time includes start-up and shutdown",
     ),
