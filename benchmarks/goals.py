@@ -37,49 +37,52 @@ def _judged(figure: float, met: bool, unit: str) -> Verdict:
     return Verdict(f"{figure:.2f}{unit}", "met" if met else "not met")
 
 
+def _goal(
+    figure_of: Callable[[Medians], float], passes: Callable[[float], bool], unit: str
+) -> Callable[[Medians], Verdict]:
+    """A check: the figure from the medians, judged by ``passes``; "not measured" if missing."""
+
+    def check(medians: Medians) -> Verdict:
+        try:
+            figure = figure_of(medians)
+        except LookupError as exc:
+            return Verdict("—", f"not measured: {exc}")
+        return _judged(figure, passes(figure), unit)
+
+    return check
+
+
 def ratio_at_least(
     workload: str, slow: str, fast: str, target: float
 ) -> Callable[[Medians], Verdict]:
     """``slow``'s time over ``fast``'s time (how many times faster ``fast`` is) >= target."""
-
-    def check(medians: Medians) -> Verdict:
-        try:
-            figure = _value(medians, workload, slow) / _value(medians, workload, fast)
-        except LookupError as exc:
-            return Verdict("—", f"not measured: {exc}")
-        return _judged(figure, figure >= target, "×")
-
-    return check
+    return _goal(
+        lambda m: _value(m, workload, slow) / _value(m, workload, fast),
+        lambda figure: figure >= target,
+        "×",
+    )
 
 
 def ratio_at_most(
     workload: str, backend: str, reference: str, target: float, strict: bool = False
 ) -> Callable[[Medians], Verdict]:
     """``backend``'s figure over ``reference``'s <= target (< with ``strict``)."""
-
-    def check(medians: Medians) -> Verdict:
-        try:
-            figure = _value(medians, workload, backend) / _value(medians, workload, reference)
-        except LookupError as exc:
-            return Verdict("—", f"not measured: {exc}")
-        return _judged(figure, figure < target if strict else figure <= target, "×")
-
-    return check
+    return _goal(
+        lambda m: _value(m, workload, backend) / _value(m, workload, reference),
+        lambda figure: figure < target if strict else figure <= target,
+        "×",
+    )
 
 
 def metric_within(
     workload: str, backend: str, metric: str, target: float, unit: str, strict: bool
 ) -> Callable[[Medians], Verdict]:
     """A metric at most ``target`` (below it if ``strict``)."""
-
-    def check(medians: Medians) -> Verdict:
-        try:
-            figure = _value(medians, workload, backend, metric)
-        except LookupError as exc:
-            return Verdict("—", f"not measured: {exc}")
-        return _judged(figure, figure < target if strict else figure <= target, unit)
-
-    return check
+    return _goal(
+        lambda m: _value(m, workload, backend, metric),
+        lambda figure: figure < target if strict else figure <= target,
+        unit,
+    )
 
 
 GOALS: tuple[Goal, ...] = (
