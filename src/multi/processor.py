@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from multi import capture, progress
@@ -231,15 +231,25 @@ class Processor:
 
     def _run_tasks(self, tasks: list[Task]) -> None:
         scheduler = self._started_scheduler()
-        routing = capture.routing() if self.slaves_in_process else nullcontext()
         self._progress = progress.Progress(self.settings["progress"], len(tasks))
+        # The collector leaves the objects that existed before the run alone while it goes on:
+        # with many tiny commands, full collections traversing all of the application's data
+        # took a third of the master's time. Those that became garbage go after the run.
+        spare_old_objects = gc.isenabled()
+        if spare_old_objects:
+            gc.freeze()
         try:
-            with routing, _collector_sparing_old_objects():
+            if self.slaves_in_process:
+                with capture.routing():
+                    scheduler.run(tasks)
+            else:
                 scheduler.run(tasks)
         except Exception:
             self._forget_queue()
             raise
         finally:
+            if spare_old_objects:
+                gc.unfreeze()
             if not scheduler.drained:  # interrupted: slaves may still hold work, start afresh
                 self._drop_transport(kill=True)
             for task in tasks:
@@ -463,25 +473,6 @@ class Processor:
         from multi.application import load_multiprocessor
 
         return load_multiprocessor(processor_name, callback, processor_size, verbosity, **options)
-
-
-@contextmanager
-def _collector_sparing_old_objects() -> Iterator[None]:
-    """Keep the garbage collector off the objects that existed before a run, while it goes on.
-
-    A run makes and drops many small objects, which start collections; the full ones would
-    traverse all of the application's data each time (a third of the master's time with tens
-    of thousands of tiny commands). Objects made during the run are collected as usual; those
-    set aside that became garbage are collected after it.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def usable_cores() -> int:

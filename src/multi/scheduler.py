@@ -78,8 +78,7 @@ class Scheduler:
         self._pinned: dict[int, deque[Task]] = {rank: deque() for rank in ranks}
         self._in_flight: dict[int, deque[list[Task]]] = {rank: deque() for rank in ranks}
         self.statistics = Run_statistics({rank: Slave_statistics() for rank in ranks})
-        sent = {rank: self.transport.traffic[rank, "sent"] for rank in ranks}
-        received = {rank: self.transport.traffic[rank, "received"] for rank in ranks}
+        moved = dict(self.transport.traffic)
         for task in tasks:
             if task.rank is not None:
                 self._pinned[task.rank].append(task)
@@ -103,8 +102,8 @@ class Scheduler:
             self.statistics.seconds = time.perf_counter() - start
             traffic = self.transport.traffic
             for rank, slave in self.statistics.slaves.items():
-                slave.bytes_sent = traffic[rank, "sent"] - sent[rank]
-                slave.bytes_received = traffic[rank, "received"] - received[rank]
+                slave.bytes_sent = traffic[rank, "sent"] - moved.get((rank, "sent"), 0)
+                slave.bytes_received = traffic[rank, "received"] - moved.get((rank, "received"), 0)
         if self._errors:
             self._raise_first()
 

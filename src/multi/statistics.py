@@ -18,8 +18,13 @@ class Slave_statistics:
     lost: int = 0  # times this slave died
 
     def add(self, other: Slave_statistics) -> None:
-        for name in self.__slots__:  # type: ignore[attr-defined]
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.commands += other.commands
+        self.batches += other.batches
+        self.busy_seconds += other.busy_seconds
+        self.bytes_sent += other.bytes_sent
+        self.bytes_received += other.bytes_received
+        self.retries += other.retries
+        self.lost += other.lost
 
 
 @dataclass
