@@ -26,15 +26,21 @@ from multi.processor import Processor
 
 
 def fabric_options() -> dict[str, list[Option]]:
-    """The options of the engine (every fabric) and of each fabric that loads here."""
+    """The options of the engine (every fabric) and of each fabric whose class loads here.
+
+    Only the classes are loaded, not their libraries: the launcher does not start MPI to
+    build its parser.
+    """
     groups: dict[str, list[Option]] = {"every fabric": list(Processor.options)}
     common = {option.name for option in Processor.options}
-    for info in registry.available():
-        if not info.available:
+    for name, _ in registry.named():
+        try:
+            options = registry.load(name).options
+        except (ImportError, LookupError):
             continue
-        own = [o for o in registry.load(info.name).options if o.name not in common]
+        own = [option for option in options if option.name not in common]
         if own:
-            groups[f"the {info.name} fabric"] = own
+            groups[f"the {name} fabric"] = own
     return groups
 
 

@@ -76,12 +76,17 @@ def load(name: str) -> type[Processor]:
     )
 
 
-def available() -> list[Fabric_info]:
-    """Every fabric that can be named here: built in, then installed; loaded to check it."""
-    found = []
+def named() -> list[tuple[str, str]]:
+    """Every fabric name known here, with where it comes from: built in, then installed."""
     names = [(name, "built in") for name in BUILT_IN]
     names += [(n, ep.dist.name if ep.dist else ep.value) for n, ep in _entry_points().items()]
-    for name, source in names:
+    return names
+
+
+def available() -> list[Fabric_info]:
+    """Every fabric that can be named here, and whether it runs here (which may start MPI)."""
+    found = []
+    for name, source in named():
         try:
             load(name).check_available()
         except (ImportError, LookupError, OSError) as exc:
