@@ -360,6 +360,7 @@ class Mpi4py_processor(Processor):
             "mpiexec (run the program again under mpiexec -n P+1), or none (refuse)",
             "spawn",
             _launch,
+            LAUNCHES,
         ),
     )
 
