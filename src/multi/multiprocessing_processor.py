@@ -130,12 +130,13 @@ class Multiprocessing_transport(Transport):
     def send(self, rank: int, batch: Batch) -> None:
         slave = self._slaves[rank]
         frames = wire.dumps(list(batch))
+        size = wire.size(frames)
+        self.traffic[rank, "sent"] += size
         slave.outstanding += 1
         with self._lock:
-            direct = slave.queued_sends == 0 and wire.size(frames) <= DIRECT_SEND_BYTES
+            direct = slave.queued_sends == 0 and size <= DIRECT_SEND_BYTES
             if not direct:
                 slave.queued_sends += 1
-        self.traffic[rank, "sent"] += wire.size(frames)
         if direct:
             _write(slave.connection, frames)
             return

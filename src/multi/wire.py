@@ -45,9 +45,9 @@ def loads(frames: Sequence[Any]) -> Any:
     return pickle.loads(frames[0], buffers=frames[1:])
 
 
-def send(connection: Connection, frames: Frames) -> int:
+def send(connection: Connection, frames: Frames) -> None:
     """Send frames as one message: a header with the buffer sizes and the stream, then each
-    buffer as it lies in memory. Return the bytes sent."""
+    buffer as it lies in memory."""
     buffers = [
         memoryview(frame.raw() if isinstance(frame, pickle.PickleBuffer) else frame)
         for frame in frames[1:]
@@ -56,7 +56,6 @@ def send(connection: Connection, frames: Frames) -> int:
     connection.send_bytes(sizes + frames[0])
     for buffer in buffers:
         connection.send_bytes(buffer)
-    return len(sizes) + len(frames[0]) + sum(buffer.nbytes for buffer in buffers)
 
 
 def receive(connection: Connection) -> tuple[Any, int]:
