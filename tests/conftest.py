@@ -47,11 +47,13 @@ SLAVES = 2
 
 def pytest_configure(config: pytest.Config) -> None:
     """Install the plug-in package, as a user would, where this session finds it."""
-    target = tempfile.mkdtemp(prefix="multi-plugin-")
-    config.stash[_plugin_dir] = target
+    work = tempfile.mkdtemp(prefix="multi-plugin-")
+    config.stash[_plugin_dir] = work
+    source, target = os.path.join(work, "source"), os.path.join(work, "installed")
+    shutil.copytree(PLUGIN, source)  # pip builds in place: keep the build out of the tree
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", target, str(PLUGIN)],
+         "--target", target, source],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     sys.path.insert(0, target)
