@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,34 @@ def no_slave_left_behind() -> Iterator[None]:
                 child.kill()
             pytest.fail(f"left behind: processes {alive}, threads {threads}")
         time.sleep(0.05)
+
+
+def interrupt(command: list[str], env: dict[str, str] | None = None) -> tuple[int, str, set[int]]:
+    """Start a program that prints "queued" once its slaves have work, then press Ctrl-C.
+
+    Return its status, its stderr, and the processes it had (for ``survivors``).
+    """
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        env=env,
+        start_new_session=True,  # its group can be killed whole if it hangs
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline() == "queued\n"
+        time.sleep(0.3)
+        processes = family(process.pid)
+        process.send_signal(signal.SIGINT)
+        status = process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    return status, process.stderr.read(), processes  # type: ignore[union-attr]
 
 
 def family(pid: int) -> set[int]:

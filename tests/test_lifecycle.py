@@ -3,16 +3,14 @@ application written against the seed's API alone, run on every fabric."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import FABRICS, family, slaves_for, survivors
+from tests.conftest import FABRICS, interrupt, slaves_for, survivors
 
 APP = Path(__file__).parent / "apps" / "seed_app.py"
 ROOT = Path(__file__).parent.parent
@@ -102,24 +100,7 @@ INTERRUPTED = textwrap.dedent(
 def test_ctrl_c_stops_the_master_and_every_slave(fabric: str, tmp_path: Path) -> None:
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED)
-    process = subprocess.Popen(
-        [sys.executable, str(script), fabric],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == "queued\n"
-        time.sleep(0.3)
-        processes = family(process.pid)
-        process.send_signal(signal.SIGINT)
-        status = process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    status, stderr, processes = interrupt([sys.executable, str(script), fabric])
     assert status != 0
-    assert "KeyboardInterrupt" in process.stderr.read()  # type: ignore[union-attr]
+    assert "KeyboardInterrupt" in stderr
     assert survivors(processes) == []

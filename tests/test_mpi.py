@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MPI_MISSING, family, survivors
+from tests.conftest import MPI_MISSING, family, interrupt, survivors
 from tests.test_lifecycle import INTERRUPTED, UNHANDLED
 
 pytestmark = pytest.mark.skipif(bool(MPI_MISSING), reason=f"MPI is not available: {MPI_MISSING}")
@@ -109,29 +109,11 @@ def test_a_size_that_mpiexec_did_not_give_is_a_warning_from_the_master_alone() -
 def test_ctrl_c_on_mpiexec_ends_every_rank(tmp_path: Path) -> None:
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED)
-    process = subprocess.Popen(
-        [mpiexec(), "-n", "3", sys.executable, str(script), "mpi4py"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        start_new_session=True,
-    )
-    try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == "queued\n"
-        time.sleep(0.3)
-        processes = family(process.pid)
-        assert len(processes) >= 4  # mpiexec, its proxy and the three ranks
-        process.send_signal(signal.SIGINT)
-        status = process.wait(timeout=10)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    command = [mpiexec(), "-n", "3", sys.executable, str(script), "mpi4py"]
+    status, stderr, processes = interrupt(command, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert len(processes) >= 4  # mpiexec, its proxy and the three ranks
     assert status != 0
-    assert "KeyboardInterrupt" in process.stderr.read()  # type: ignore[union-attr]
+    assert "KeyboardInterrupt" in stderr
     assert survivors(processes) == []
 
 
