@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +30,7 @@ class Application_callback:
 
     def default_handle_exception(self, processor: Processor, exception: BaseException) -> None:
         """Print the exception with its traceback on stderr, then end with a failure status."""
-        from multi.processor import print_exception
-
-        print_exception(exception)
+        traceback.print_exception(type(exception), exception, exception.__traceback__)
         processor.abort()
 
 

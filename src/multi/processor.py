@@ -16,7 +16,6 @@ import socket
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -496,8 +495,3 @@ def _checked_size(size: Any) -> int | None:
             f"got {size!r}"
         )
     return size
-
-
-def print_exception(exception: BaseException) -> None:
-    """Print an exception with its traceback on stderr."""
-    traceback.print_exception(type(exception), exception, exception.__traceback__)
