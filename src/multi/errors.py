@@ -55,6 +55,33 @@ class SlaveDiedError(MultiError):
         )
 
 
+class BrokenProcessorError(SlaveDiedError):
+    """Every slave was lost for good: nothing is left to run commands on."""
+
+    def __init__(self, command: str, reason: str) -> None:
+        MultiError.__init__(
+            self,
+            f"no slave is left to run {command}: {reason}; the next run_queue starts new slaves",
+        )
+        self.rank = 0
+        self.reason = reason
+        self.command = command
+        self.attempts = 0
+
+
+class CommandTimeoutError(MultiError, TimeoutError):
+    """A command ran longer than the processor's ``timeout``; its slave was stopped."""
+
+    def __init__(self, rank: int, slave: str, command: str, seconds: float) -> None:
+        self.rank = rank
+        self.command = command
+        self.seconds = seconds
+        super().__init__(
+            f"{command} ran on slave {rank} {slave} for more than the timeout of {seconds:g} s: "
+            "the slave was stopped, and the command is not run again"
+        )
+
+
 class SlaveExitError(MultiError):
     """A command called ``sys.exit`` on a slave, which cannot end the program."""
 

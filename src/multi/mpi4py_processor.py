@@ -44,8 +44,8 @@ from multi.application import Processor_box
 from multi.errors import MultiError, MultiWarning, ProcessorSizeError
 from multi.options import Option
 from multi.processor import Processor, usable_cores
-from multi.slave import Batch, Outcome, Slave_context, seal, serve
-from multi.transport import Message, Transport
+from multi.slave import Batch, Report, Slave_context, seal, serve
+from multi.transport import Message, Payload, Transport
 
 INSTALL_HINT = "pip install 'multi[mpi]' (mpi4py with MPICH from PyPI)"
 LAUNCHES = ("spawn", "mpiexec", "none")
@@ -114,6 +114,8 @@ def _out_of_band(frames: wire.Frames) -> list[pickle.PickleBuffer]:
 class Mpi4py_transport(Transport):
     """The slaves of one communicator: ranks 1 to P of the world, or the spawned ones."""
 
+    pickled = True
+
     def __init__(self, comm: Any, slaves: int, spawned: bool) -> None:
         from mpi4py.util import pkl5
 
@@ -129,8 +131,8 @@ class Mpi4py_transport(Transport):
     def ranks(self) -> Sequence[int]:
         return range(1, self.slaves + 1)
 
-    def send(self, rank: int, batch: Batch) -> None:
-        frames = _out_of_band(wire.dumps(list(batch)))
+    def send(self, rank: int, payload: Payload) -> None:
+        frames = _out_of_band(payload)  # type: ignore[arg-type]
         self.traffic[rank, "sent"] += wire.size(frames)
         self._post(rank, frames, WORK)
 
@@ -138,14 +140,16 @@ class Mpi4py_transport(Transport):
         self._sending = [(r, o) for r, o in self._sending if not r.test()[0]]
         self._sending.append((self.comm.isend(obj, rank - self.offset, tag), obj))
 
-    def receive(self) -> tuple[int, Message]:
+    def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         MPI, status = _mpi(), self._status
-        _wait(lambda: self.comm.Iprobe(MPI.ANY_SOURCE, OUTCOMES, status), spin=SPIN_SECONDS)
+        probe = lambda: self.comm.Iprobe(MPI.ANY_SOURCE, OUTCOMES, status)  # noqa: E731
+        if not _wait(probe, timeout, spin=SPIN_SECONDS):
+            return None
         source = status.Get_source()
         frames = self.comm.recv(None, source, OUTCOMES)
-        outcomes: list[Outcome] = wire.loads(frames)
+        report: Report = wire.loads(frames)
         self.traffic[source + self.offset, "received"] += wire.size(frames)
-        return source + self.offset, outcomes
+        return source + self.offset, report
 
     def stop(self, timeout: float) -> None:
         self._farewell(STOP, timeout)
@@ -238,9 +242,10 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         except Exception as exc:  # the batch arrived, but does not unpickle here
             return exc
 
-    def reply(outcomes: list[Outcome], batch: Batch) -> None:
+    def reply(report: Report, batch: Batch | None) -> None:
+        frames = seal(report, batch[1] if batch is not None else ())
         with lock:
-            request = comm.isend(_out_of_band(seal(outcomes, dict(batch))), MASTER, OUTCOMES)
+            request = comm.isend(_out_of_band(frames), MASTER, OUTCOMES)
         _wait(lambda: _tested(lock, request))
 
     def note(task_id: int) -> None:

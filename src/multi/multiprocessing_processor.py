@@ -38,8 +38,8 @@ from multi import wire
 from multi.application import Processor_box
 from multi.options import Option
 from multi.processor import Processor
-from multi.slave import Batch, Outcome, Slave_context, execute, seal, serve
-from multi.transport import Message, Slave_lost, Transport
+from multi.slave import Batch, Report, Slave_context, seal, serve
+from multi.transport import Message, Payload, Slave_lost, Transport
 
 START_METHODS = ("forkserver", "spawn", "fork")
 #: Messages up to this size are written by the master's thread itself: they fit in the
@@ -72,18 +72,24 @@ class _Slave:
         self.connection = connection
         self.queued_sends = 0  # messages waiting in the sender thread
         self.outstanding = 0  # batches sent and not answered
-        self.deaths_in_a_row = 0
         self.poller = _poller(connection)
+
+    def name(self) -> str:
+        return f"(pid {self.process.pid})"
 
 
 class Multiprocessing_transport(Transport):
     """Slave processes, a socket pair each, and a sender thread for large batches."""
 
+    pickled = True
+    replaceable = True
+
     def __init__(self, processor: Multiprocessing_processor, slaves: int) -> None:
         self.processor = processor
         self.slaves = slaves
         self.context = multiprocessing.get_context(processor.settings["start_method"])
-        self.running = self.context.RawArray("q", slaves + 1)  # command each rank is on
+        self.task = self.context.RawArray("q", slaves + 1)  # the command each rank runs
+        self.since = self.context.RawArray("d", slaves + 1)  # and since when (monotonic)
         self._slaves: dict[int, _Slave] = {}
         self._lock = threading.Lock()
         self._sends: queue.SimpleQueue[tuple[_Slave, wire.Frames] | None] = queue.SimpleQueue()
@@ -96,40 +102,33 @@ class Multiprocessing_transport(Transport):
 
     def start(self) -> None:
         for rank in range(1, self.slaves + 1):
-            self._slaves[rank] = self._spawn(rank, setup=[])
+            self.replace(rank)
 
-    def _spawn(self, rank: int, setup: list[Any]) -> _Slave:
+    def replace(self, rank: int) -> None:
         ours, theirs = self.context.Pipe(duplex=True)
-        self.running[rank] = -1
+        self.task[rank] = -1
         process = self.context.Process(
             target=_slave_main,
             name=f"multi-slave-{rank}",
-            args=(
-                type(self.processor),
-                rank,
-                self.slaves,
-                theirs,
-                self.running,
-                setup,
-                os.getpid(),
-            ),
+            args=(type(self.processor), rank, self.slaves, theirs, self.task, self.since,
+                  os.getpid()),
             daemon=True,
-        )
+        )  # fmt: skip
         process.start()
         theirs.close()
         self._selector.register(ours, selectors.EVENT_READ, (rank, False))
         self._selector.register(process.sentinel, selectors.EVENT_READ, (rank, True))
-        return _Slave(process, ours)
+        self._slaves[rank] = _Slave(process, ours)
 
-    def _forget(self, slave: _Slave) -> None:
-        self._selector.unregister(slave.connection)
-        self._selector.unregister(slave.process.sentinel)
+    def running(self, rank: int) -> tuple[int, float] | None:
+        task = self.task[rank]
+        return (task, self.since[rank]) if task >= 0 else None
 
     # Sending ------------------------------------------------------------------------------
 
-    def send(self, rank: int, batch: Batch) -> None:
+    def send(self, rank: int, payload: Payload) -> None:
         slave = self._slaves[rank]
-        frames = wire.dumps(list(batch))
+        frames: wire.Frames = payload  # type: ignore[assignment]
         size = wire.size(frames)
         self.traffic[rank, "sent"] += size
         slave.outstanding += 1
@@ -155,47 +154,55 @@ class Multiprocessing_transport(Transport):
 
     # Receiving ----------------------------------------------------------------------------
 
-    def receive(self) -> tuple[int, Message]:
+    def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         busy = [rank for rank, slave in self._slaves.items() if slave.outstanding]
         if len(busy) == 1:  # only one can answer: wait on its socket, which closes if it dies
-            _poll_briefly(self._slaves[busy[0]].poller)
+            slave = self._slaves[busy[0]]
+            if not _poll_briefly(slave.poller) and not slave.poller.poll(_millis(timeout)):
+                return None
             return self._read(busy[0])
-        while True:
-            ready = [key.data for key, _ in self._selector.select()]
-            for rank, is_sentinel in sorted(ready, key=lambda item: item[1]):  # outcomes first
-                slave = self._slaves.get(rank)
-                if slave is None:
-                    continue
+        ready = [key.data for key, _ in self._selector.select(timeout)]
+        for rank, is_sentinel in sorted(ready, key=lambda item: item[1]):  # reports first
+            if rank in self._slaves:
                 return (rank, self._lost(rank)) if is_sentinel else self._read(rank)
+        return None
 
     def _read(self, rank: int) -> tuple[int, Message]:
         slave = self._slaves[rank]
         try:
-            outcomes, size = wire.receive(slave.connection)
+            report, size = wire.receive(slave.connection)
         except (EOFError, OSError):
             return rank, self._lost(rank)
         self.traffic[rank, "received"] += size
         slave.outstanding -= 1
-        slave.deaths_in_a_row = 0
-        return rank, outcomes
+        if report.lost is not None:  # the slave ends after this report: forget it now
+            self._retire(rank)
+        return rank, report
 
     def _lost(self, rank: int) -> Slave_lost:
-        """Name how a slave ended, and start another in its place while that makes sense."""
+        """Name how a slave ended, and the command it was running."""
+        task = self.task[rank]
+        slave = self._retire(rank)
+        reason = f"{slave.name()} {_ending(slave.process.exitcode)}"
+        return Slave_lost(rank, reason, task if task >= 0 else None)
+
+    def _retire(self, rank: int, kill: bool = False) -> _Slave:
+        """Forget a slave that ended (or is made to), once its process is gone."""
         slave = self._slaves.pop(rank)
-        self._forget(slave)
+        self._selector.unregister(slave.connection)
+        self._selector.unregister(slave.process.sentinel)
+        if kill:
+            slave.process.kill()
         slave.process.join(1.0)
         if slave.process.exitcode is None:  # its connection broke, yet it lives: end it
             slave.process.kill()
             slave.process.join(1.0)
         slave.connection.close()
-        task_id = self.running[rank]
-        reason = f"(pid {slave.process.pid}) {_ending(slave.process.exitcode)}"
-        deaths = slave.deaths_in_a_row + 1
-        replaced = deaths <= self.processor.settings["retries"] + 1
-        if replaced:
-            new = self._slaves[rank] = self._spawn(rank, self.processor.setup_commands())
-            new.deaths_in_a_row = deaths
-        return Slave_lost(rank, reason, task_id if task_id >= 0 else None, replaced)
+        self.task[rank] = -1
+        return slave
+
+    def end_slave(self, rank: int) -> str:
+        return self._retire(rank, kill=True).name()
 
     # Stopping -----------------------------------------------------------------------------
 
@@ -216,17 +223,16 @@ class Multiprocessing_transport(Transport):
         deadline = time.monotonic() + timeout
         for slave in self._slaves.values():
             slave.process.join(max(0.0, deadline - time.monotonic()))
-        for slave in self._slaves.values():
-            if slave.process.exitcode is None:
-                slave.process.kill()
-                slave.process.join(1.0)
-            self._forget(slave)
-            slave.connection.close()
-        self._slaves.clear()
+        for rank in list(self._slaves):
+            self._retire(rank, kill=self._slaves[rank].process.exitcode is None)
         self._selector.close()
         if self._sender is not None:
             self._sender.join(1.0)
             self._sender = None
+
+
+def _millis(timeout: float | None) -> int | None:
+    return None if timeout is None else max(0, round(timeout * 1000))
 
 
 def _poller(connection: Connection) -> select.poll:
@@ -235,12 +241,15 @@ def _poller(connection: Connection) -> select.poll:
     return poller
 
 
-def _poll_briefly(poller: select.poll) -> None:
+def _poll_briefly(poller: select.poll) -> bool:
     """Look for a message for a few microseconds before blocking on it: a quick answer is then
-    read without the cost of sleeping and waking up, and a slow one costs that little CPU."""
+    read without the cost of sleeping and waking up, and a slow one costs that little CPU.
+    Whether one is there."""
     deadline = time.perf_counter() + POLL_SECONDS
-    while not poller.poll(0) and time.perf_counter() < deadline:
-        pass
+    while not poller.poll(0):
+        if time.perf_counter() >= deadline:
+            return False
+    return True
 
 
 def _write(connection: Connection, frames: wire.Frames) -> None:
@@ -268,8 +277,8 @@ def _slave_main(
     rank: int,
     slaves: int,
     connection: Connection,
-    running: Any,
-    setup: list[Any],
+    task: Any,
+    since: Any,
     master_pid: int,
 ) -> None:
     """Run commands for the master until it says stop, or disappears."""
@@ -278,10 +287,6 @@ def _slave_main(
     processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
     Processor_box().processor = processor
     context = Slave_context(rank, slaves, processor.data_store)
-    for outcome in execute(processor, context, [(-1, command) for command in setup]):
-        if outcome.failure is not None:
-            print(f"slave {rank} could not restore its data store", file=sys.stderr)
-
     poller = _poller(connection)
 
     def receive() -> Batch | Exception | None:
@@ -293,12 +298,14 @@ def _slave_main(
         except Exception as exc:  # the batch arrived, but does not unpickle here
             return exc
 
-    def reply(outcomes: list[Outcome], batch: Batch) -> None:
-        frames = seal(outcomes, dict(batch))
-        wire.send(connection, frames)
+    def reply(report: Report, batch: Batch | None) -> None:
+        wire.send(connection, seal(report, batch[1] if batch is not None else ()))
+
+    clock = time.monotonic
 
     def note(task_id: int) -> None:
-        running[rank] = task_id
+        since[rank] = clock()
+        task[rank] = task_id
 
     try:
         serve(processor, context, receive, reply, note)
@@ -359,6 +366,9 @@ class Multiprocessing_processor(Processor):
 
     def make_transport(self) -> Transport:
         return Multiprocessing_transport(self, self._processor_size)
+
+    def can_stop_commands(self) -> bool:
+        return True
 
     def get_intro_string(self) -> str:
         return (

@@ -1,7 +1,9 @@
 """Options of a fabric: declared once, set by keyword, environment variable or default.
 
 A fabric lists its options as ``Option`` objects; the launcher turns them into command-line
-flags. Each can also come from ``MULTI_<FABRIC>_<OPTION>`` in the environment.
+flags. Each can also come from ``MULTI_<FABRIC>_<OPTION>`` in the environment. Every value,
+whatever its source and type, is read by the option's ``parse`` from its text, so one rule
+checks it: ``retries=-3``, ``retries="-3"`` and ``MULTI_UNI_RETRIES=-3`` fail alike.
 """
 
 from __future__ import annotations
@@ -25,11 +27,40 @@ def boolean(text: str) -> bool:
     raise ValueError(f"expected one of {sorted(_TRUE | _FALSE - {''})}, not {text!r}")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
+def count(text: str) -> int:
+    """Read a whole number >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
     if value < 0:
         raise ValueError(f"expected a whole number >= 0, not {text!r}")
     return value
+
+
+def seconds_or_none(text: str) -> float | None:
+    """Read a number of seconds > 0, or ``none`` for no limit."""
+    if text.strip().lower() in ("none", ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"expected a number of seconds > 0, or none, not {text!r}")
+    return value
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A reader of a setting that takes one of ``choices``."""
+
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, not {text!r}")
+        return value
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -59,10 +90,7 @@ def resolve(fabric: str, declared: Iterable[Option], given: Mapping[str, Any]) -
     values = {}
     for name, option in declared.items():
         if name in given:
-            value = given[name]
-            if isinstance(value, str) and option.parse is not str:
-                value = _parse(option, value, f"option {name!r}")
-            values[name] = value
+            values[name] = _parse(option, given[name], f"option {name!r}")
             continue
         env_name = option.env_name(fabric)
         env = os.environ.get(env_name)
@@ -70,7 +98,14 @@ def resolve(fabric: str, declared: Iterable[Option], given: Mapping[str, Any]) -
     return values
 
 
-def _parse(option: Option, text: str, where: str) -> Any:
+def _parse(option: Option, value: Any, where: str) -> Any:
+    """The value of an option given as ``value``, read from its text by the option's rule."""
+    if value is None:
+        text = "none"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    else:
+        text = str(value)
     try:
         return option.parse(text)
     except ValueError as exc:

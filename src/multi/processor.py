@@ -9,7 +9,6 @@ and which transport moves the work (``make_transport``).
 from __future__ import annotations
 
 import datetime
-import gc
 import operator
 import os
 import socket
@@ -23,10 +22,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from multi import capture, progress
 from multi.commands import Exit_command, Slave_command, Slave_storage_command
 from multi.errors import MultiError, ProcessorSizeError, add_note, describe
-from multi.options import Option, positive_int, resolve
+from multi.options import Option, count, one_of, resolve, seconds_or_none
 from multi.results import Null_result_command
-from multi.scheduler import Scheduler, Task
-from multi.slave import Outcome, Slave_context
+from multi.run import Run
+from multi.scheduler import ON_FAILURE, Scheduler
+from multi.slave import Report, Slave_context
 from multi.statistics import Run_statistics
 from multi.verbosity import Verbosity
 
@@ -61,7 +61,23 @@ class Processor:
             "retries",
             "times a command is run again after the slave running it died",
             2,
-            positive_int,
+            count,
+        ),
+        Option(
+            "on_failure",
+            "what a failing command does to the run: continue (every command runs, then the "
+            "first failure is raised; stops early if the first ten to finish all fail), stop "
+            "(no command is started after a failure), or run-all (never stops early)",
+            "continue",
+            one_of(ON_FAILURE),
+            ON_FAILURE,
+        ),
+        Option(
+            "timeout",
+            "seconds a command may run before it fails and its slave is stopped (none: no "
+            "limit); on fabrics whose slaves are processes",
+            None,
+            seconds_or_none,
         ),
         Option(
             "progress",
@@ -85,6 +101,12 @@ class Processor:
     ) -> None:
         self.callback = callback
         self.settings = resolve(self.fabric, self.options, options)
+        if self.settings["timeout"] is not None and not self.can_stop_commands():
+            raise ValueError(
+                f"the {self.fabric} fabric cannot stop a command that runs too long, as its "
+                "slaves are not processes of their own: leave the option timeout unset here, "
+                "or run on the multiprocessing fabric"
+            )
         self._processor_size = self.slave_count(_checked_size(processor_size))
         self.command_queue: list[Slave_command] = []
         self.memo_map: dict[int, Memo] = {}
@@ -92,11 +114,13 @@ class Processor:
         self._master_store = Data_store()
         self._local = threading.local()
         self._transport: Transport | None = None
+        self._queued_memo_ids: list[int | None] = []  # the memo of each queued command
         self._setup_commands: list[Slave_command] = []
         self._queueable: set[type] = set()  # command classes found fit to queue
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
         self._running = False
+        self._run: Run | None = None  # the run_queue under way
         self._scheduler: Scheduler | None = None
         #: What the last ``run_queue`` did, and all of them: per slave, commands, time, bytes.
         self.last_run: Run_statistics | None = None
@@ -108,6 +132,10 @@ class Processor:
     def slave_count(self, requested: int | None) -> int:
         """The number of slaves to run for a request (None: the fabric's default)."""
         return requested if requested is not None else usable_cores()
+
+    def can_stop_commands(self) -> bool:
+        """Whether a command can be stopped without stopping the master (``timeout``)."""
+        return False
 
     @classmethod
     def check_available(cls) -> None:
@@ -185,12 +213,16 @@ class Processor:
         self.assert_on_master()
         if type(command) not in self._queueable:
             self._check_queueable(command)
-        memo_id = memo.memo_id() if memo is not None else None
-        command.memo_id = memo_id
-        if memo_id is not None:
-            self.memo_map[memo_id] = memo  # type: ignore[assignment]
-            self._memo_users[memo_id] = self._memo_users.get(memo_id, 0) + 1
+        memo_id = None
+        if memo is not None:
+            memo_id = memo.memo_id()
+            if memo_id in self.memo_map:
+                self._memo_users[memo_id] = self._memo_users.get(memo_id, 1) + 1
+            else:
+                self.memo_map[memo_id] = memo
+        command.memo_id = memo_id  # as the original set it; the queue keeps its own
         self.command_queue.append(command)
+        self._queued_memo_ids.append(memo_id)
 
     def _check_queueable(self, command: Slave_command) -> None:
         if isinstance(command, Exit_command):
@@ -210,101 +242,117 @@ class Processor:
     def run_queue(self) -> None:
         """Run every queued command on the slaves and deliver what they return.
 
-        Returns when all have finished. If one raised, everything that finished is delivered
-        first, then its exception is raised here and the queue is emptied.
+        Returns when all have finished. If some failed, everything else is still delivered,
+        in queue order, and then the first failure is raised here (see ``on_failure``); the
+        others are in ``last_run.failures``. Commands queued meanwhile (by result commands)
+        wait for the next ``run_queue``.
         """
         self.assert_on_master()
+        self._refuse_nested("run_queue")
         if not self.command_queue:
             return
-        commands, self.command_queue = self.command_queue, []
-        tasks = [Task(i, command, command.memo_id) for i, command in enumerate(commands)]
-        self._run_tasks(tasks)
+        commands, memo_ids = self.command_queue, self._queued_memo_ids
+        self.command_queue, self._queued_memo_ids = [], []
+        self._execute(commands, memo_ids)
 
     def run_command_globally(self, command: Slave_command) -> None:
         """Run one copy of ``command`` on every slave, and deliver what each returns."""
         self.assert_on_master()
+        self._refuse_nested("run_command_globally")
         if type(command) not in self._queueable:
             self._check_queueable(command)
-        ranks = self._started_transport().ranks
-        self._run_tasks([Task(i, command, rank=rank) for i, rank in enumerate(ranks)])
+        ranks = list(self._started_transport().ranks)
+        self._execute([command] * len(ranks), [None] * len(ranks), pinned=ranks)
 
-    def _run_tasks(self, tasks: list[Task]) -> None:
+    def _refuse_nested(self, name: str) -> None:
+        if self._run is not None:
+            raise MultiError(
+                f"{name}() was called while run_queue() delivers the results of its commands "
+                "(from a result command): queue follow-up commands with add_to_queue() there, "
+                "and run them with run_queue() once this one has returned"
+            )
+
+    def _execute(
+        self, commands: list[Any], memo_ids: list[int | None], pinned: list[int] | None = None
+    ) -> None:
         scheduler = self._started_scheduler()
-        self._progress = progress.Progress(self.settings["progress"], len(tasks))
-        # The collector leaves the objects that existed before the run alone while it goes on:
-        # with many tiny commands, full collections traversing all of the application's data
-        # took a third of the master's time. Those that became garbage go after the run.
-        spare_old_objects = gc.isenabled()
-        if spare_old_objects:
-            gc.freeze()
+        run = Run(commands, memo_ids, scheduler.transport.ranks, pinned)
+        self._run = run
+        self._progress = progress.Progress(self.settings["progress"], len(commands))
         try:
             if self.slaves_in_process:
                 with capture.routing():
-                    scheduler.run(tasks)
+                    scheduler.run(run)
             else:
-                scheduler.run(tasks)
-        except Exception:
-            self._forget_queue()
-            raise
+                scheduler.run(run)
         finally:
-            if spare_old_objects:
-                gc.unfreeze()
-            if not scheduler.drained:  # interrupted: slaves may still hold work, start afresh
+            self._run = None
+            # Interrupted, slaves may still hold work; or every slave is lost: start afresh.
+            if run.busy() or scheduler.broken is not None:
                 self._drop_transport(kill=True)
-            for task in tasks:
-                if not task.delivered:
-                    self._release_memo(task.memo_id)
-            self._progress.close()
-            self.last_run = scheduler.statistics
-            self.totals.add(scheduler.statistics)
-            if Verbosity().level() >= 2:
-                print(scheduler.statistics.one_line(), file=sys.stderr)
+            self._close_run(run)
 
-    def _forget_queue(self) -> None:
-        for command in self.command_queue:
-            self._release_memo(command.memo_id)
-        self.command_queue = []
+    def _close_run(self, run: Run) -> None:
+        statistics = run.statistics
+        for index in (*run.unrun, *range(run.delivered, run.count)):
+            memo_id = run.memo_ids[index]
+            statistics.not_run.append((run.commands[index], self.memo_map.get(memo_id)))  # type: ignore[arg-type]
+            self._release_memo(memo_id)
+        self._progress.close()
+        self.last_run = statistics
+        self.totals.add(statistics)
+        if Verbosity().level() >= 2:
+            print(statistics.one_line(), file=sys.stderr)
 
     # Delivery on the master --------------------------------------------------------------
 
-    def _deliver(self, task: Task, outcome: Outcome) -> None:
-        """Replay a command's output, run its results, then raise its exception if it had one.
+    def _deliver(
+        self, run: Run, index: int, outcome: Report | BaseException, position: int
+    ) -> list[BaseException]:
+        """Replay a command's output and run its results; return the exceptions: the command's
+        own first, then those its results raised on the master.
 
         The progress bar leaves the screen while anything is written.
         """
+        memo_id = run.memo_ids[index]
+        if isinstance(outcome, BaseException):
+            self._release_memo(memo_id)
+            self._progress.advance(redraw=False)
+            return [outcome]
         bar = self._progress
         cleared = False
-        if outcome.output:
+        errors: list[BaseException] = []
+        output = outcome.output
+        if output is not None and position in output:
             bar.clear()
             cleared = True
             prefix = capture.prefixes(outcome.rank, self._processor_size, Verbosity().level())
-            capture.replay(outcome.output, prefix)
-        first_error: Exception | None = None
-        for result in outcome.results:
+            capture.replay(output[position], prefix)
+        failures = outcome.failures
+        if failures is not None and position in failures:
+            failure = failures[position]
+            errors.append(failure if isinstance(failure, BaseException) else failure.exception())
+        for result in outcome.results_of(position):
             if not cleared:
                 bar.clear()
                 cleared = True
             try:
-                self._run_result(result, task)
+                self._run_result(result, memo_id)
             except Exception as exc:
                 add_note(
                     exc,
                     f"raised on the master by {describe(result)}, a result of "
-                    f"{describe(task.command)}",
+                    f"{describe(run.commands[index])}",
                 )
-                first_error = first_error or exc
-        self._release_memo(task.memo_id)
+                errors.append(exc)
+        self._release_memo(memo_id)
         bar.advance(redraw=cleared)
-        if outcome.failure is not None:
-            failure = outcome.failure
-            raise failure if isinstance(failure, BaseException) else failure.exception()
-        if first_error is not None:
-            raise first_error
+        return errors
 
-    def _run_result(self, result: Any, task: Task | None) -> None:
-        memo_id = result.memo_id
-        if memo_id is None and task is not None:
-            memo_id = task.memo_id
+    def _run_result(self, result: Any, memo_id: int | None) -> None:
+        own = result.memo_id
+        if own is not None:
+            memo_id = own
         memo = None
         if memo_id is not None:
             try:
@@ -321,17 +369,20 @@ class Processor:
         self._run_result(result, None)
 
     def _release_memo(self, memo_id: int | None) -> None:
-        if memo_id is None or memo_id not in self._memo_users:
+        if memo_id is None:
             return
-        self._memo_users[memo_id] -= 1
-        if self._memo_users[memo_id] <= 0:
-            del self._memo_users[memo_id]
+        users = self._memo_users.get(memo_id)
+        if users is None:
             self.memo_map.pop(memo_id, None)
+        elif users > 2:
+            self._memo_users[memo_id] = users - 1
+        else:
+            del self._memo_users[memo_id]
 
     def return_object(self, result: Any) -> None:
         """Hand a result back to the master; called by a command while it runs on a slave."""
         context = self._context()
-        if context is None or context.outcome is None:
+        if context is None or context.results is None:
             self.process_result(result)
             return
         if type(result) is Null_result_command:
@@ -341,7 +392,7 @@ class Processor:
                 f"return_object() takes a Result_command (an object with run(processor, memo)), "
                 f"not {describe(result)}"
             )
-        context.outcome.results.append(result)
+        context.results.append(result)
 
     # Data for the slaves -----------------------------------------------------------------
 
@@ -367,7 +418,15 @@ class Processor:
     def _started_scheduler(self) -> Scheduler:
         transport = self._started_transport()
         if self._scheduler is None or self._scheduler.transport is not transport:
-            self._scheduler = Scheduler(transport, self._deliver, self.settings["retries"])
+            settings = self.settings
+            self._scheduler = Scheduler(
+                transport,
+                self._deliver,
+                self.setup_commands,
+                retries=settings["retries"],
+                timeout=settings["timeout"],
+                on_failure=settings["on_failure"],
+            )
         return self._scheduler
 
     def _started_transport(self) -> Transport:

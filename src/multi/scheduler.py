@@ -1,22 +1,28 @@
-"""The master's dispatch loop, shared by every fabric.
+"""The engine: the master's dispatch loop, shared by every fabric.
 
 ::
 
-    run_queue ──> tasks ──> Scheduler.run ──send(batch)──> transport ──> slaves
-                                 ^                                          │
-                                 └───────receive(outcomes | Slave_lost)─────┘
-                                 │
-                       deliver(task, outcome), in queue order, on the master's thread
+    run_queue ──> Run ──> Scheduler.run ──send(batch)──> transport ──> slaves
+                              ^                                          │
+                              └──── receive(report | Slave_lost | None) ─┘
+                              │
+                    deliver(index), in queue order, on the master's main thread
 
-Scheduling is dynamic: each slave holds ``transport.window`` batches, and gets the next as soon
-as it hands one back. Batches grow from one command to as many as run in about
-``TARGET_BATCH_SECONDS``, measured on the slaves, so tiny commands do not pay a message each;
-they shrink near the end of the queue so that the last ones spread over every slave.
+Dispatch is breadth first: a slave that holds nothing gets a batch before any slave gets a
+second one, and a second batch goes out only where it hides a round trip (``batching``). The
+policies live here, never in a transport:
 
-A failed command stops the dispatch; the commands in flight finish and everything that
-finished is delivered before the first failure, in queue order, is raised. A lost slave's
-commands go back to the queue: the one it was running counts an attempt, and fails for good
-after ``retries`` more.
+- **Failures** (``on_failure``): by default a command that fails stops nothing; every command
+  runs and everything is delivered in queue order, then the first failure is raised with the
+  others counted in a note and listed in the run's statistics. If the first
+  ``EARLY_STOP_FAILURES`` commands to finish all failed, the run stops early (a bug, not bad
+  data). ``stop`` stops dispatch at the first failure; ``run-all`` never stops early.
+- **Lost slaves**: the command a slave died under counts an attempt and travels alone next
+  time; it fails for good after ``retries`` more. The other commands the slave held go back to
+  the queue. A slave that died under a command is replaced (where the transport can); one
+  that dies without running any, ``START_FAILURES`` times in a row, is given up.
+- **Timeouts** (``timeout``): a command that runs longer fails with ``CommandTimeoutError``; its
+  slave is stopped and replaced.
 """
 
 from __future__ import annotations
@@ -24,226 +30,374 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 from multi import wire
-from multi.errors import SlaveDiedError, UnpicklableError, add_note, describe
-from multi.slave import UNREADABLE, Outcome
-from multi.statistics import Run_statistics, Slave_statistics
+from multi.batching import Batch_sizer
+from multi.errors import (
+    BrokenProcessorError,
+    CommandTimeoutError,
+    Failure,
+    SlaveDiedError,
+    UnpicklableError,
+    add_note,
+    describe,
+)
+from multi.run import Run, Sent
+from multi.slave import SETUP_ID, Report
+from multi.statistics import Failure_record, Slave_statistics
 from multi.transport import Slave_lost, Transport
 
-TARGET_BATCH_SECONDS = 0.01
-MAX_BATCH = 4096
+ON_FAILURE = ("continue", "stop", "run-all")
+EARLY_STOP_FAILURES = 10
+START_FAILURES = 3
 
-
-@dataclass(slots=True, eq=False)
-class Task:
-    """A queued command as the scheduler tracks it; only ``(id, command)`` travels."""
-
-    id: int
-    command: Any
-    memo_id: int | None = None
-    rank: int | None = None  # a slave it must run on, or None for any
-    attempts: int = 0
-    outcome: Outcome | None = None
-    delivered: bool = False
+#: Delivers the outcome of one command on the master; returns the exceptions it raised there.
+Deliver = Callable[[Run, int, Report | BaseException, int], list[BaseException]]
 
 
 class Scheduler:
-    """Runs the tasks of one ``run_queue`` on a transport's slaves."""
+    """Runs the commands of each ``Run`` on one transport's slaves."""
 
     def __init__(
         self,
         transport: Transport,
-        deliver: Callable[[Task, Outcome], None],
+        deliver: Deliver,
+        setup: Callable[[], list[Any]],
         retries: int,
+        timeout: float | None = None,
+        on_failure: str = "continue",
     ) -> None:
         self.transport = transport
         self.deliver = deliver
+        self.setup = setup
         self.retries = retries
-        self.statistics = Run_statistics()
-        self.drained = False
-        self._mean_seconds: float | None = None
+        self.timeout = timeout
+        self.on_failure = on_failure
+        #: Deaths of a rank's slaves in a row without running a command.
+        self._start_failures: dict[int, int] = {}
+        #: Why no slave is left, once every one was lost for good.
+        self.broken: str | None = None
 
-    def run(self, tasks: Sequence[Task]) -> None:
-        """Run every task and deliver its outcome; raise the first failure at the end.
-
-        The estimate of a command's time carries over from one run to the next.
-        """
-        start = time.perf_counter()
-        ranks = self.transport.ranks
-        self._tasks = tasks
-        self._queue: deque[Task] = deque(task for task in tasks if task.rank is None)
-        self._pinned: dict[int, deque[Task]] = {rank: deque() for rank in ranks}
-        self._in_flight: dict[int, deque[list[Task]]] = {rank: deque() for rank in ranks}
-        self.statistics = Run_statistics({rank: Slave_statistics() for rank in ranks})
-        moved = dict(self.transport.traffic)
-        for task in tasks:
-            if task.rank is not None:
-                self._pinned[task.rank].append(task)
-        self._next = 0
-        self._errors: list[tuple[int, BaseException]] = []
-        self._stopping = False
-        self.drained = False
+    def run(self, run: Run) -> None:
+        """Run every command of ``run`` and deliver each outcome; raise the first failure."""
+        transport = self.transport
+        self._sizer = Batch_sizer(len(run.in_flight), transport.batching, transport.pickled)
+        moved = dict(transport.traffic)
+        if not run.in_flight:
+            self._no_slave_left(run, self.broken or "no slave could be started")
         try:
-            self._dispatch()
-            while any(self._in_flight.values()):
-                rank, message = self.transport.receive()
-                if isinstance(message, Slave_lost):
-                    self._on_lost(rank, message)
+            self._dispatch(run)
+            while run.busy():
+                message = transport.receive(self._wait_seconds(run))
+                if message is None:
+                    self._enforce_timeout(run)
                 else:
-                    self._on_outcomes(rank, message)
-                self._deliver_ready()
-                self._dispatch()
-            self._deliver_ready(everything=True)
-            self.drained = True
+                    rank, body = message
+                    if isinstance(body, Slave_lost):
+                        self._on_lost(run, rank, body.reason, body.task_id)
+                    else:
+                        self._on_report(run, rank, body)
+                self._dispatch(run)
+                self._deliver_ready(run)
+            self._deliver_ready(run, everything=True)
         finally:
-            self.statistics.seconds = time.perf_counter() - start
-            traffic = self.transport.traffic
-            for rank, slave in self.statistics.slaves.items():
-                slave.bytes_sent = traffic[rank, "sent"] - moved.get((rank, "sent"), 0)
-                slave.bytes_received = traffic[rank, "received"] - moved.get((rank, "received"), 0)
-        if self._errors:
-            self._raise_first()
+            self._account(run, moved)
+        if run.failures:
+            self._raise_first(run)
 
     # Dispatch ------------------------------------------------------------------------------
 
-    def _dispatch(self) -> None:
-        window = self.transport.window
-        for rank, batches in self._in_flight.items():
-            pinned = self._pinned[rank]
-            while len(batches) < window and (pinned or self._queue) and not self._stopping:
-                if pinned:
-                    batch = [pinned.popleft()]
-                else:
-                    size = min(self._batch_size(), len(self._queue))
-                    batch = [self._queue.popleft() for _ in range(size)]
-                batch = self._send(rank, batch)
-                if batch:
-                    batches.append(batch)
+    def _dispatch(self, run: Run) -> None:
+        """A batch for every slave that holds none; then a second where it hides a round trip."""
+        if run.stopped is not None:
+            return
+        in_flight = run.in_flight
+        for rank, batches in in_flight.items():
+            if not batches:
+                self._send_next(run, rank)
+        if self.transport.window < 2:
+            return
+        sizer = self._sizer
+        for rank, batches in in_flight.items():
+            if len(batches) == 1 and not run.pinned.get(rank):
+                waiting = run.waiting()
+                if not sizer.second_batch_pays(waiting, sizer.size(waiting)):
+                    return
+                self._send_next(run, rank)
 
-    def _send(self, rank: int, batch: list[Task]) -> list[Task]:
-        """Send a batch; a command that does not pickle fails, and the others go without it."""
-        try:
-            self.transport.send(rank, [(task.id, task.command) for task in batch])
-            return batch
-        except UnpicklableError:
-            pass
+    def _send_next(self, run: Run, rank: int) -> bool:
+        """Send a slave its next batch; False if there is nothing for it."""
+        if not run.pinned.get(rank) and not run.waiting():
+            return False
+        indices = run.take(rank, self._sizer.size(run.waiting()))
+        if not indices:
+            return False
+        indices = self._send(run, rank, indices)
+        return bool(indices)
+
+    def _send(self, run: Run, rank: int, indices: Sequence[int]) -> Sequence[int]:
+        """Send the commands at ``indices``: pickled and cut to the byte bound where they
+        travel to another process; a command that does not pickle fails, the others go."""
+        transport = self.transport
+        commands = run.commands
+        batch = (indices, _pick(commands, indices))
+        nbytes = 0
+        if transport.pickled:
+            try:
+                payload = wire.dumps(batch)
+            except UnpicklableError:
+                indices = self._drop_unpicklable(run, rank, indices)
+                if not indices:
+                    return indices
+                batch = (indices, _pick(commands, indices))
+                payload = wire.dumps(batch)
+            nbytes = wire.size(payload)
+            fit = self._sizer.fit_in_bytes(len(indices), nbytes)
+            while fit < len(indices):
+                run.put_back(indices[fit:])
+                indices = indices[:fit]
+                batch = (indices, _pick(commands, indices))
+                payload = wire.dumps(batch)
+                nbytes = wire.size(payload)
+                fit = self._sizer.fit_in_bytes(len(indices), nbytes)
+            self._sizer.sent(len(indices), nbytes)
+        else:
+            payload = batch  # type: ignore[assignment]
+        batches = run.in_flight[rank]
+        batches.append(Sent(indices, time.perf_counter(), alone=not batches))
+        transport.send(rank, payload)
+        return indices
+
+    def _drop_unpicklable(self, run: Run, rank: int, indices: Sequence[int]) -> list[int]:
         sendable = []
-        for task in batch:
-            if wire.find_unpicklable(task.command) is None:
-                sendable.append(task)
+        for index in indices:
+            command = run.commands[index]
+            if wire.find_unpicklable(command) is None:
+                sendable.append(index)
                 continue
-            what = f"command {describe(task.command)} (command {task.id} of the run)"
-            error = wire.unpicklable_error(what, task.command, wire.COMMAND_ADVICE)
-            task.outcome = Outcome(task.id, rank, failure=error)
-            self._stopping = True
-        if sendable:
-            self.transport.send(rank, [(task.id, task.command) for task in sendable])
+            what = f"command {describe(command)} (command {index} of the run)"
+            self._fail(run, index, wire.unpicklable_error(what, command, wire.COMMAND_ADVICE))
         return sendable
 
-    def _batch_size(self) -> int:
-        if not self.transport.batching or self._mean_seconds is None:
-            return 1
-        wanted = int(TARGET_BATCH_SECONDS / max(self._mean_seconds, 1e-7))
-        spread = len(self._queue) // (2 * len(self._in_flight))
-        return max(1, min(wanted, spread, MAX_BATCH))
+    def _send_setup(self, run: Run, rank: int) -> None:
+        """Give a new slave the data that the others hold before anything else."""
+        commands = self.setup()
+        if not commands:
+            return
+        ids = [SETUP_ID] * len(commands)
+        payload: Any = (ids, commands)
+        if self.transport.pickled:
+            payload = wire.dumps(payload)
+        run.in_flight[rank].append(Sent(ids, time.perf_counter(), alone=False, setup=True))
+        self.transport.send(rank, payload)
 
     # Receipt -------------------------------------------------------------------------------
 
-    def _on_outcomes(self, rank: int, outcomes: list[Outcome]) -> None:
-        batch = self._in_flight[rank].popleft()
-        if outcomes and outcomes[0].task_id == UNREADABLE:  # the slave could not rebuild it
-            outcomes = [replace(outcomes[0], task_id=task.id) for task in batch]
-        slave = self.statistics.slaves[rank]
-        slave.batches += 1
-        for task, outcome in zip(batch, outcomes, strict=True):
-            if outcome.task_id != task.id:
-                raise RuntimeError(f"slave {rank} answered command {outcome.task_id} for {task.id}")
-            task.outcome = outcome
-            slave.commands += 1
-            slave.busy_seconds += outcome.seconds
-            if outcome.failure is not None:
-                self._stopping = True
-        seconds = sum(outcome.seconds for outcome in outcomes) / max(len(outcomes), 1)
-        mean = self._mean_seconds
-        self._mean_seconds = seconds if mean is None else 0.7 * mean + 0.3 * seconds
+    def _on_report(self, run: Run, rank: int, report: Report) -> None:
+        batches = run.in_flight[rank]
+        sent = batches[0]
+        finished = report.finished()
+        if sent.setup:
+            batches.popleft()
+            if report.failures or report.unreadable or report.lost:
+                print(f"multi: slave {rank} could not restore its data store", flush=True)
+        elif report.unreadable is not None:
+            batches.popleft()
+            self._start_failures[rank] = 0
+            self._on_unreadable(run, sent.indices, report.unreadable)
+        else:
+            self._start_failures[rank] = 0
+            indices = sent.indices
+            run.finish(indices, report, finished)
+            busy = sum(report.seconds)
+            slave = run.statistics.slaves[rank]
+            slave.commands += finished
+            slave.batches += 1
+            slave.busy_seconds += busy
+            elapsed = time.perf_counter() - sent.sent_at if sent.alone else None
+            self._sizer.reported(finished, busy, elapsed)
+            if finished < len(indices):  # the slave ended in the middle of the batch
+                sent.indices = indices[finished:]
+            else:
+                batches.popleft()
+            if report.failures:
+                self._failed(run)
+        if report.lost is not None:
+            culprit = sent.indices[0] if not sent.setup and sent.indices else None
+            self._on_lost(run, rank, report.lost, culprit)
 
-    def _on_lost(self, rank: int, lost: Slave_lost) -> None:
-        self.statistics.slaves[rank].lost += 1
-        tasks = [task for batch in self._in_flight[rank] for task in batch]
-        self._in_flight[rank].clear()
-        culprit = next((t for t in tasks if t.id == lost.task_id), tasks[0] if tasks else None)
+    def _on_unreadable(self, run: Run, indices: Sequence[int], failure: Failure) -> None:
+        """A batch the slave could not rebuild: alone, a command fails; in company, each goes
+        again alone, so that the others are not lost with the one that cannot travel."""
+        if len(indices) > 1:
+            run.alone.extendleft(reversed(indices))
+            return
+        self._fail(run, indices[0], failure.exception())
+
+    def _on_lost(self, run: Run, rank: int, reason: str, task_id: int | None) -> None:
+        """A slave ended: its commands go back, the one it ran counts an attempt; replace it."""
+        statistics = run.statistics.slaves.setdefault(rank, Slave_statistics())
+        statistics.lost += 1
+        held = run.in_flight_indices(rank)
+        run.in_flight.pop(rank, None)
+        culprit = task_id if task_id in held else (held[0] if held else None)
         if culprit is not None:
-            culprit.attempts += 1
-            if culprit.attempts > self.retries:
-                error = SlaveDiedError(
-                    rank, lost.reason, describe(culprit.command), culprit.attempts
-                )
-                culprit.outcome = Outcome(culprit.id, rank, failure=error)
-                self._stopping = True
+            attempts = run.attempts[culprit] = run.attempts.get(culprit, 0) + 1
+            if attempts > self.retries:
+                command = describe(run.commands[culprit])
+                self._fail(run, culprit, SlaveDiedError(rank, reason, command, attempts))
             else:
-                self.statistics.slaves[rank].retries += 1
-        retry = [task for task in tasks if task.outcome is None]
-        if not lost.replaced:
-            del self._in_flight[rank]
-            retry += self._pinned.pop(rank)
-        for task in reversed(retry):
-            if task.rank is None:
-                self._queue.appendleft(task)
-            elif task.rank in self._pinned:
-                self._pinned[task.rank].appendleft(task)
-            else:
-                task.outcome = Outcome(
-                    task.id,
-                    rank,
-                    failure=SlaveDiedError(
-                        rank, lost.reason, describe(task.command), task.attempts
-                    ),
-                )
-                self._stopping = True
-        if not self._in_flight:
-            for task in self._queue:
-                task.outcome = Outcome(
-                    task.id,
-                    rank,
-                    failure=SlaveDiedError(
-                        rank, lost.reason + " and no slave is left", describe(task.command), 0
-                    ),
-                )
-            self._queue.clear()
-            self._stopping = True
+                statistics.retries += 1
+                run.alone.appendleft(culprit)
+        run.returned.extendleft(reversed([index for index in held if index != culprit]))
+        self._replace_or_give_up(run, rank, reason, died_under_a_command=culprit is not None)
+
+    def _replace_or_give_up(
+        self, run: Run, rank: int, reason: str, died_under_a_command: bool
+    ) -> None:
+        failures = 0 if died_under_a_command else self._start_failures.get(rank, 0) + 1
+        self._start_failures[rank] = failures
+        if self.transport.replaceable and failures < START_FAILURES:
+            self.transport.replace(rank)
+            run.in_flight[rank] = deque()
+            self._send_setup(run, rank)
+            return
+        for index in run.pinned.pop(rank, ()):
+            command = describe(run.commands[index])
+            self._fail(run, index, SlaveDiedError(rank, reason, command, 0))
+        if not run.in_flight:
+            self.broken = f"slave {rank} {reason}"
+            self._no_slave_left(run, self.broken)
+
+    def _no_slave_left(self, run: Run, reason: str) -> None:
+        """Every slave is lost: the commands that wait fail, saying so."""
+        waiting = [*run.alone, *run.returned, *range(run.fresh, run.count)]
+        run.alone.clear()
+        run.returned.clear()
+        run.fresh = run.count
+        for index in waiting:
+            self._fail(run, index, BrokenProcessorError(describe(run.commands[index]), reason))
+
+    # Timeouts ------------------------------------------------------------------------------
+
+    def _wait_seconds(self, run: Run) -> float | None:
+        """How long to wait for a message before a running command passes its timeout."""
+        if self.timeout is None:
+            return None
+        now = time.monotonic()
+        soonest = self.timeout
+        for rank, batches in run.in_flight.items():
+            if batches:
+                running = self.transport.running(rank)
+                if running is not None and running[0] >= 0:
+                    soonest = min(soonest, running[1] + self.timeout - now)
+        return max(0.0, soonest)
+
+    def _enforce_timeout(self, run: Run) -> None:
+        if self.timeout is None:
+            return
+        now = time.monotonic()
+        for rank in [rank for rank, batches in run.in_flight.items() if batches]:
+            running = self.transport.running(rank)
+            if running is None or running[1] + self.timeout > now:
+                continue
+            index = running[0]
+            if index not in run.in_flight_indices(rank):
+                continue
+            slave = self.transport.end_slave(rank)
+            command = describe(run.commands[index])
+            self._fail(run, index, CommandTimeoutError(rank, slave, command, self.timeout))
+            run.statistics.slaves[rank].lost += 1
+            reason = f"{slave} was stopped: {command} ran past the timeout"
+            held = [i for i in run.in_flight_indices(rank) if i != index]
+            run.in_flight.pop(rank)
+            run.returned.extendleft(reversed(held))
+            self._replace_or_give_up(run, rank, reason, died_under_a_command=True)
+
+    # Failures ------------------------------------------------------------------------------
+
+    def _fail(self, run: Run, index: int, error: BaseException) -> None:
+        run.fail(index, error)
+        self._failed(run)
+
+    def _failed(self, run: Run) -> None:
+        """Apply the failure policy once a command failed."""
+        if run.stopped is not None or self.on_failure == "run-all":
+            return
+        if self.on_failure == "stop":
+            run.stopped = "the run stopped at its first failure (on_failure='stop')"
+        elif run.succeeded == 0 and run.failed >= EARLY_STOP_FAILURES:
+            run.stopped = (
+                f"the run stopped early: the first {run.failed} commands to finish all failed, "
+                "which is a bug rather than bad data (on_failure='run-all' runs every command "
+                "whatever fails)"
+            )
 
     # Delivery ------------------------------------------------------------------------------
 
-    def _deliver_ready(self, everything: bool = False) -> None:
-        """Deliver finished tasks in queue order; at the end, those after a gap too."""
-        tasks = self._tasks
-        while self._next < len(tasks):
-            task = tasks[self._next]
-            if task.outcome is not None:
-                self._deliver(task)
-            elif not everything:
-                return
-            self._next += 1
-
-    def _deliver(self, task: Task) -> None:
-        task.delivered = True
+    def _deliver_ready(self, run: Run, everything: bool = False) -> None:
+        """Deliver finished commands in queue order; at the end, past those that never ran."""
+        outcomes, positions = run.outcomes, run.positions
+        index, count = run.delivered, run.count
+        deliver = self.deliver
         try:
-            self.deliver(task, task.outcome)  # type: ignore[arg-type]
-        except Exception as exc:
-            self._errors.append((task.id, exc))
-            self._stopping = True
+            while index < count:
+                outcome = outcomes[index]
+                if outcome is not None:
+                    outcomes[index] = None
+                    errors = deliver(run, index, outcome, positions[index])
+                    if errors:
+                        for error in errors:
+                            run.failures.append((index, error))
+                        if not isinstance(outcome, BaseException):
+                            self._failed(run)
+                elif not everything:
+                    break
+                else:
+                    run.unrun.append(index)
+                index += 1
+        finally:
+            run.delivered = index
 
-    def _raise_first(self) -> None:
-        _, first = self._errors[0]
-        others = len(self._errors) - 1
+    def _raise_first(self, run: Run) -> None:
+        _, first = run.failures[0]
+        others = run.failures[1:]
         if others:
             names = ", ".join(
-                f"{type(exc).__name__} from command {self._tasks[task_id].id}"
-                for task_id, exc in self._errors[1:4]
+                f"{type(error).__name__} from command {i}" for i, error in others[:3]
             )
-            more = f" and {others - 3} more" if others > 3 else ""
-            add_note(first, f"{others} more command(s) of this run failed: {names}{more}")
+            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+            add_note(
+                first,
+                f"{len(others)} more failure(s) in this run: {names}{more}; "
+                "processor.last_run.failures lists them all",
+            )
+        if run.stopped is not None:
+            unrun = len(run.unrun)
+            add_note(
+                first,
+                f"{run.stopped}: {unrun} command(s) were not run; "
+                "processor.last_run.not_run holds them",
+            )
         raise first
+
+    # Statistics ----------------------------------------------------------------------------
+
+    def _account(self, run: Run, moved: dict[tuple[int, str], int]) -> None:
+        statistics = run.statistics
+        statistics.seconds = time.perf_counter() - run.started
+        traffic = self.transport.traffic
+        for rank, slave in statistics.slaves.items():
+            slave.bytes_sent = traffic[rank, "sent"] - moved.get((rank, "sent"), 0)
+            slave.bytes_received = traffic[rank, "received"] - moved.get((rank, "received"), 0)
+        statistics.failures = [
+            Failure_record(index, describe(run.commands[index]), error)
+            for index, error in run.failures
+        ]
+
+
+def _pick(commands: list[Any], indices: Sequence[int]) -> list[Any]:
+    if isinstance(indices, range):
+        return commands[indices.start : indices.stop]
+    return [commands[index] for index in indices]

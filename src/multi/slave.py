@@ -1,8 +1,10 @@
 """The slave's side: run a batch of commands, each with its output captured and its
-exception packed, and seal the outcomes for the trip back to the master.
+exception packed, and seal one report of the batch for the trip back to the master.
 
 Every fabric runs commands through ``execute``, whether the slave is the master itself (uni), a
-thread of it, or another process.
+thread of it, or another process. A batch travels as ``(ids, commands)``; its report holds
+what the commands gave as a few lists for the whole batch, not an object per command, so that
+tiny commands cost little to pickle and to read on the master.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ if TYPE_CHECKING:
     from multi.commands import Slave_command
     from multi.processor import Data_store, Processor
 
-Batch = Sequence[tuple[int, "Slave_command"]]
+#: A batch as it travels: the ids of its commands (their places in the run), and the commands.
+Batch = tuple[Sequence[int], Sequence["Slave_command"]]
 
 RESULT_ADVICE = (
     "Results travel to the master: give them plain data (numbers, strings, arrays, and lists "
@@ -30,20 +33,73 @@ RESULT_ADVICE = (
 )
 
 
-@dataclass(slots=True)
-class Outcome:
-    """What running one command gave: its results, its output, its exception, its time."""
+class Report:
+    """What running a batch gave, command by command in the batch's order.
 
-    task_id: int
-    rank: int
-    results: list[Any] = field(default_factory=list)
-    output: list[capture.Chunk] = field(default_factory=list)
-    failure: Failure | BaseException | None = None
-    seconds: float = 0.0
+    ``results`` holds the results of every command one after the other; ``counts`` says how
+    many each returned (one number when all returned as many). ``output`` and ``failures`` map
+    a command's place in the batch to its chunks of output and its failure, for the few that
+    have any. ``seconds`` is each command's run time. A report may hold fewer commands than
+    its batch: then ``lost`` says why the slave stopped at the next one, and a batch that could
+    not be rebuilt at all has ``unreadable`` set, the failure of each of its commands.
+    """
 
-    def __reduce__(self) -> tuple[Any, ...]:  # a plain call: faster than the slots protocol
-        fields = (self.task_id, self.rank, self.results, self.output, self.failure, self.seconds)
-        return (Outcome, fields)
+    __slots__ = ("counts", "failures", "interruption", "lost", "output", "rank", "results",
+                 "seconds", "started", "unreadable")  # fmt: skip
+
+    def __init__(
+        self,
+        rank: int,
+        results: list[Any],
+        counts: int | list[int],
+        seconds: list[float],
+        output: dict[int, list[capture.Chunk]] | None = None,
+        failures: dict[int, Failure | BaseException] | None = None,
+        started: float = 0.0,
+        unreadable: Failure | None = None,
+        lost: str | None = None,
+    ) -> None:
+        self.rank = rank
+        self.results = results
+        self.counts = counts
+        self.seconds = seconds
+        self.output = output
+        self.failures = failures
+        self.started = started  # the slave's wall clock when the batch started
+        self.unreadable = unreadable
+        self.lost = lost
+        #: The KeyboardInterrupt that ended the batch, for a slave in the master's own process.
+        self.interruption: BaseException | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Report, (self.rank, self.results, self.counts, self.seconds, self.output,
+                         self.failures, self.started, self.unreadable, self.lost))  # fmt: skip
+
+    def finished(self) -> int:
+        """How many commands of the batch ran to their end (all but those after a loss)."""
+        return len(self.seconds)
+
+    def results_of(self, position: int) -> list[Any]:
+        """The results of the command at ``position`` in the batch."""
+        counts = self.counts
+        if isinstance(counts, int):
+            if counts == 1:
+                return [self.results[position]]
+            return self.results[position * counts : (position + 1) * counts]
+        start = sum(counts[:position])
+        return self.results[start : start + counts[position]]
+
+    def offsets(self) -> list[int] | None:
+        """Where each command's results start, for reading them all in turn (None when every
+        command returned as many)."""
+        counts = self.counts
+        if isinstance(counts, int):
+            return None
+        starts, total = [], 0
+        for count in counts:
+            starts.append(total)
+            total += count
+        return starts
 
 
 @dataclass(slots=True)
@@ -53,7 +109,7 @@ class Slave_context:
     rank: int
     slaves: int
     data_store: Data_store
-    outcome: Outcome | None = None
+    results: list[Any] | None = None  # where return_object puts the current command's results
     host: str = field(default_factory=socket.gethostname)
 
     def where(self) -> str:
@@ -65,65 +121,127 @@ def execute(
     context: Slave_context,
     batch: Batch,
     running: Callable[[int], None] | None = None,
-) -> list[Outcome]:
+) -> Report:
     """Run each command of a batch in turn; nothing a command does stops the others.
 
     ``running`` is told the id of each command as it starts, and -1 when the batch is done.
+    Any exception a command raises is its failure, but KeyboardInterrupt, which ends the slave
+    (Ctrl-C where the slave is the master itself, the master's order to drop the work on MPI):
+    the report then holds the commands before it, and ``lost`` says what ended it.
     """
-    outcomes = []
-    with processor.slave_context(context):
-        for task_id, command in batch:
-            if running is not None:
-                running(task_id)
-            outcome = context.outcome = Outcome(task_id, context.rank)
-            start = time.perf_counter()
-            previous = capture.redirect(outcome.output)
-            try:
-                command.run(processor, True)
-            except (Exception, SystemExit) as exc:
-                if exc.__traceback__ is not None:  # start the traceback at the command's run()
-                    exc.__traceback__ = exc.__traceback__.tb_next
-                header = (
-                    f"Traceback of {context.where()}, running {describe(command)} "
-                    f"(command {task_id} of the run):"
-                )
-                outcome.failure = Failure(exc, header, context.rank, context.where())
-            finally:
-                capture.redirect(previous)
-                context.outcome = None
-            outcome.seconds = time.perf_counter() - start
-            outcomes.append(outcome)
-    if running is not None:
-        running(-1)
-    return outcomes
-
-
-def seal(outcomes: list[Outcome], commands: dict[int, Any]) -> wire.Frames:
-    """Pickle outcomes for the master; a result that does not pickle fails its command."""
+    ids, commands = batch
+    results: list[Any] = []
+    context.results = results
+    counts: list[int] = []
+    seconds: list[float] = []
+    output: dict[int, list[capture.Chunk]] = {}
+    failures: dict[int, Failure | BaseException] = {}
+    started = time.time()
+    chunks: list[capture.Chunk] = []
+    previous = capture.redirect(chunks)
+    clock = time.perf_counter
     try:
-        return wire.dumps(outcomes)
-    except Exception:
-        for outcome in outcomes:
-            _drop_unpicklable_results(outcome, commands.get(outcome.task_id))
-        return wire.dumps(outcomes)
+        with processor.slave_context(context):
+            for position, command in enumerate(commands):
+                if running is not None:
+                    running(ids[position])
+                before = len(results)
+                start = clock()
+                try:
+                    command.run(processor, True)
+                except KeyboardInterrupt as exc:
+                    if chunks:
+                        output[position] = chunks
+                    del results[before:]
+                    report = _report(context, results, counts, seconds, output, failures, started,
+                                     lost=f"was ended by KeyboardInterrupt while running "
+                                          f"{describe(command)}")  # fmt: skip
+                    report.interruption = exc
+                    return report
+                except BaseException as exc:
+                    failures[position] = _failure(context, ids[position], command, exc)
+                seconds.append(clock() - start)
+                counts.append(len(results) - before)
+                if chunks:
+                    output[position] = chunks
+                    chunks = []
+                    capture.redirect(chunks)
+    finally:
+        capture.redirect(previous)
+        context.results = None
+        if running is not None:
+            running(-1)
+    return _report(context, results, counts, seconds, output, failures, started)
 
 
-def _drop_unpicklable_results(outcome: Outcome, command: Any) -> None:
-    """Keep the results that pickle; the first that does not fails the command."""
-    good = [result for result in outcome.results if wire.find_unpicklable(result) is None]
-    if len(good) == len(outcome.results):
-        return
-    bad = next(result for result in outcome.results if not any(result is g for g in good))
-    outcome.results = good
-    if outcome.failure is None:
-        error = unpicklable_error(
-            f"result {describe(bad)} of command {describe(command)}", bad, RESULT_ADVICE
-        )
-        outcome.failure = Failure(error, f"While returning the results of {describe(command)}:")
+def _report(
+    context: Slave_context,
+    results: list[Any],
+    counts: list[int],
+    seconds: list[float],
+    output: dict[int, list[capture.Chunk]],
+    failures: dict[int, Failure | BaseException],
+    started: float,
+    lost: str | None = None,
+) -> Report:
+    same = counts[0] if counts and counts.count(counts[0]) == len(counts) else None
+    return Report(
+        context.rank,
+        results,
+        same if same is not None else counts,
+        seconds,
+        output or None,
+        failures or None,
+        started,
+        lost=lost,
+    )
 
 
-#: The task id of the one outcome a slave sends for a batch it could not rebuild.
-UNREADABLE = -1
+def _failure(context: Slave_context, task_id: int, command: Any, exc: BaseException) -> Failure:
+    if exc.__traceback__ is not None:  # start the traceback at the command's run()
+        exc.__traceback__ = exc.__traceback__.tb_next
+    header = (
+        f"Traceback of {context.where()}, running {describe(command)} "
+        f"(command {task_id} of the run):"
+    )
+    return Failure(exc, header, context.rank, context.where())
+
+
+def seal(report: Report, commands: Sequence[Any]) -> wire.Frames:
+    """Pickle a report for the master; a result that does not pickle fails its command."""
+    try:
+        return wire.dumps(report)
+    except UnpicklableError:
+        _drop_unpicklable_results(report, commands)
+        return wire.dumps(report)
+
+
+def _drop_unpicklable_results(report: Report, commands: Sequence[Any]) -> None:
+    """Keep the results that pickle; the first that does not fails its command."""
+    kept: list[Any] = []
+    counts: list[int] = []
+    failures = report.failures or {}
+    for position in range(report.finished()):
+        own = report.results_of(position)
+        good = [result for result in own if wire.find_unpicklable(result) is None]
+        if len(good) < len(own) and position not in failures:
+            bad = next(result for result in own if not any(result is g for g in good))
+            command = commands[position] if position < len(commands) else None
+            error = unpicklable_error(
+                f"result {describe(bad)} of command {describe(command)}", bad, RESULT_ADVICE
+            )
+            failures[position] = Failure(
+                error, f"While returning the results of {describe(command)}:"
+            )
+        kept += good
+        counts.append(len(good))
+    report.results = kept
+    report.counts = counts
+    report.failures = failures or None
+
+
+#: The id of a command run when a slave starts, to restore the data the others hold.
+SETUP_ID = -2
 
 UNREADABLE_ADVICE = (
     "The classes of commands must be importable on the slaves: define them in a module, or in "
@@ -131,28 +249,31 @@ UNREADABLE_ADVICE = (
 )
 
 
-def unreadable(context: Slave_context, error: Exception) -> list[Outcome]:
-    """The reply to a batch that could not be rebuilt: one outcome that fails all of it."""
+def unreadable(context: Slave_context, error: Exception) -> Report:
+    """The report of a batch that could not be rebuilt: a failure for each of its commands."""
     exc = UnpicklableError(
         f"{context.where()} could not rebuild the commands it received: "
         f"{type(error).__name__}: {error}. {UNREADABLE_ADVICE}"
     )
     exc.__cause__ = error
     failure = Failure(exc, f"While {context.where()} received a batch:", context.rank)
-    return [Outcome(UNREADABLE, context.rank, failure=failure)]
+    return Report(context.rank, [], 0, [], unreadable=failure)
 
 
 def serve(
     processor: Processor,
     context: Slave_context,
     receive: Callable[[], Batch | Exception | None],
-    reply: Callable[[list[Outcome], Batch], None],
+    reply: Callable[[Report, Batch | None], None],
     running: Callable[[int], None] | None = None,
 ) -> None:
     """The loop of a slave process: receive a batch, run it, reply; until told to stop."""
     with capture.routing():
         while (batch := receive()) is not None:
             if isinstance(batch, Exception):
-                reply(unreadable(context, batch), [])
+                reply(unreadable(context, batch), None)
                 continue
-            reply(execute(processor, context, batch, running), batch)
+            report = execute(processor, context, batch, running)
+            reply(report, batch)
+            if report.lost is not None:
+                return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -27,12 +28,27 @@ class Slave_statistics:
         self.lost += other.lost
 
 
+@dataclass(frozen=True, slots=True)
+class Failure_record:
+    """A command of a run that failed: its place in the run, its name, and the exception."""
+
+    index: int
+    command: str
+    error: BaseException
+
+
 @dataclass
 class Run_statistics:
     """What one ``run_queue``, or all of a program's, did."""
 
     slaves: dict[int, Slave_statistics] = field(default_factory=dict)
     seconds: float = 0.0  # wall time inside run_queue
+    #: Every failure of the run, in queue order (the first is the one raised).
+    failures: list[Failure_record] = field(default_factory=list)
+    #: The commands a run that stopped early did not run, with their memos, to queue again.
+    not_run: list[tuple[Any, Any]] = field(default_factory=list)
+    #: Failures of every run counted in (``add``), for the totals of a program.
+    failed: int = 0
 
     @property
     def commands(self) -> int:
@@ -50,16 +66,18 @@ class Run_statistics:
         return busy / (self.seconds * len(self.slaves))
 
     def add(self, other: Run_statistics) -> None:
+        """Count another run in (its failures as a number, not the exceptions themselves)."""
         for rank, slave in other.slaves.items():
             self.slaves.setdefault(rank, Slave_statistics()).add(slave)
         self.seconds += other.seconds
+        self.failed += len(other.failures)
 
     def one_line(self) -> str:
         batches = sum(slave.batches for slave in self.slaves.values())
         return (
             f"run_queue: {self.commands} commands in {batches} batches on {len(self.slaves)} "
             f"slaves, {self.seconds:.3f} s, {self.efficiency():.0%} efficient, "
-            f"{self.retries} retried"
+            f"{self.retries} retried, {len(self.failures)} failed, {len(self.not_run)} not run"
         )
 
     def table(self) -> str:

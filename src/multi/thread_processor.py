@@ -13,11 +13,13 @@ import time
 
 from multi.processor import Data_store, Processor
 from multi.slave import Batch, Slave_context, execute
-from multi.transport import Message, Slave_lost, Transport
+from multi.transport import Message, Payload, Transport
 
 
 class Thread_transport(Transport):
     """One inbox per slave thread, one outbox for all."""
+
+    replaceable = True
 
     def __init__(self, processor: Processor, slaves: int) -> None:
         self.processor = processor
@@ -27,16 +29,17 @@ class Thread_transport(Transport):
         self._threads: dict[int, threading.Thread] = {}
 
     @property
-    def ranks(self) -> range:
-        return range(1, self.slaves + 1)
+    def ranks(self) -> list[int]:
+        return sorted(self._inboxes)
 
     def start(self) -> None:
-        for rank in self.ranks:
-            self._start(rank, Data_store())
+        for rank in range(1, self.slaves + 1):
+            self.replace(rank)
 
-    def _start(self, rank: int, store: Data_store) -> None:
+    def replace(self, rank: int) -> None:
+        """Start a slave thread, with a data store of its own (the engine fills it again)."""
         inbox = self._inboxes[rank] = queue.SimpleQueue()
-        context = Slave_context(rank, self.slaves, store)
+        context = Slave_context(rank, self.slaves, Data_store())
         thread = threading.Thread(
             target=self._serve, args=(context, inbox), name=f"multi-slave-{rank}", daemon=True
         )
@@ -45,24 +48,25 @@ class Thread_transport(Transport):
 
     def _serve(self, context: Slave_context, inbox: queue.SimpleQueue[Batch | None]) -> None:
         while (batch := inbox.get()) is not None:
-            try:
-                outcomes = execute(self.processor, context, batch)
-            except BaseException as exc:  # the thread is ending: a fresh one takes its rank
-                self._start(context.rank, context.data_store)
-                self._outbox.put(
-                    (context.rank, Slave_lost(context.rank, f"ended by {exc!r}", replaced=True))
-                )
+            report = execute(self.processor, context, batch)
+            self._outbox.put((context.rank, report))
+            if report.lost is not None:  # the slave ends here; the engine decides what next
                 return
-            self._outbox.put((context.rank, outcomes))
 
-    def send(self, rank: int, batch: Batch) -> None:
-        self._inboxes[rank].put(batch)
+    def send(self, rank: int, payload: Payload) -> None:
+        self._inboxes[rank].put(payload)  # type: ignore[arg-type]
 
-    def receive(self) -> tuple[int, Message]:
-        return self._outbox.get()
+    def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
+        try:
+            rank, message = self._outbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if getattr(message, "lost", None) is not None:
+            self._inboxes.pop(rank, None)
+        return rank, message
 
     def stop(self, timeout: float) -> None:
-        for inbox in self._inboxes.values():
+        for inbox in list(self._inboxes.values()):
             inbox.put(None)
         deadline = time.monotonic() + timeout
         for thread in self._threads.values():

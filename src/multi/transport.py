@@ -1,8 +1,17 @@
-"""What a fabric provides: a transport that starts slaves and moves batches and outcomes.
+"""What a fabric provides: a transport that starts slaves and moves batches and reports.
 
-The shared scheduler does everything else. A transport sends a batch to one slave, receives
-the outcomes of a batch from any slave (blocking, never spinning), and stops its slaves.
-A slave that dies is reported as a ``Slave_lost`` event in place of outcomes.
+The shared engine (``multi.scheduler``) does everything else: it chooses what each slave runs,
+pickles batches for transports whose slaves are other processes, retries, replaces, times out
+and delivers. A transport only moves what it is given, and says what it sees:
+
+- ``send`` hands a batch to one slave without waiting for it to run;
+- ``receive`` waits (blocking in the kernel, never spinning for long) for the report of a batch
+  from any slave, or the news that a slave ended (``Slave_lost``), or returns None once its
+  timeout has passed;
+- ``end_slave`` and ``replace``, where the slaves are processes the transport owns, stop one
+  slave at once and start another in its rank: the engine decides when.
+
+Reports of one slave arrive in the order its batches were sent.
 """
 
 from __future__ import annotations
@@ -13,29 +22,39 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from multi.slave import Batch, Outcome
+from multi import wire
+from multi.slave import Batch, Report
 
 
 @dataclass(slots=True)
 class Slave_lost:
-    """A slave ended without finishing its batches."""
+    """A slave ended without finishing its batches; the transport has forgotten it."""
 
     rank: int
-    reason: str  # e.g. "was killed by signal 9 (SIGKILL)"
+    reason: str  # e.g. "(pid 123) was killed by signal 9 (SIGKILL)"
     task_id: int | None = None  # the command it was running, when the transport knows
-    replaced: bool = False  # a new slave has taken the rank
 
 
-Message = list[Outcome] | Slave_lost
+Message = Report | Slave_lost
+
+#: What ``send`` takes: frames of the pickled batch where ``pickled`` is set, else the batch.
+Payload = Batch | wire.Frames
 
 
 class Transport(ABC):
     """The moving parts of one fabric."""
 
-    #: Batches a slave holds at once, so that it never waits for the master between batches.
+    #: Batches a slave may hold at once; the engine uses a second one only to hide the round
+    #: trip of tiny commands.
     window: int = 2
     #: Whether many small commands may travel together in one batch.
     batching: bool = True
+    #: Whether batches travel to other processes: the engine then pickles them (``send`` gets
+    #: frames), which bounds them in bytes and names a command that does not pickle.
+    pickled: bool = False
+    #: Whether ``end_slave`` and ``replace`` work: needed for per-command timeouts, and for a
+    #: slave that dies to be replaced.
+    replaceable: bool = False
 
     @cached_property
     def traffic(self) -> Counter[tuple[int, str]]:
@@ -45,18 +64,18 @@ class Transport(ABC):
     @property
     @abstractmethod
     def ranks(self) -> Sequence[int]:
-        """The ranks of the slaves that take work."""
+        """The ranks of the slaves that take work now."""
 
     def start(self) -> None:  # noqa: B027 (optional hook)
         """Start the slaves; called once, before the first batch."""
 
     @abstractmethod
-    def send(self, rank: int, batch: Batch) -> None:
+    def send(self, rank: int, payload: Payload) -> None:
         """Hand a batch to a slave, without waiting for it to run."""
 
     @abstractmethod
-    def receive(self) -> tuple[int, Message]:
-        """Wait for the outcomes of a batch from any slave, or the news of a lost slave."""
+    def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
+        """Wait for a report or a lost slave from any slave; None after ``timeout`` seconds."""
 
     @abstractmethod
     def stop(self, timeout: float) -> None:
@@ -65,3 +84,16 @@ class Transport(ABC):
     def kill(self) -> None:
         """Stop every slave at once, without waiting for their work."""
         self.stop(0.0)
+
+    def running(self, rank: int) -> tuple[int, float] | None:
+        """The id of the command a slave runs and when it started (``time.monotonic()``), or
+        None when it runs none or the transport cannot tell."""
+        return None
+
+    def end_slave(self, rank: int) -> str:
+        """Stop one slave at once and forget it; return how it ended (for the report)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot stop one slave")
+
+    def replace(self, rank: int) -> None:
+        """Start a new slave in the rank of one that was lost."""
+        raise NotImplementedError(f"{type(self).__name__} cannot start a slave again")

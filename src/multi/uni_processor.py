@@ -14,8 +14,8 @@ from multi import wire
 from multi.errors import MultiWarning
 from multi.options import Option, boolean
 from multi.processor import Processor
-from multi.slave import Batch, Slave_context, execute, seal
-from multi.transport import Message, Transport
+from multi.slave import Slave_context, execute, seal
+from multi.transport import Message, Payload, Transport
 
 
 class Uni_transport(Transport):
@@ -27,6 +27,7 @@ class Uni_transport(Transport):
     def __init__(self, processor: Processor, pickle_check: bool) -> None:
         self.processor = processor
         self.pickle_check = pickle_check
+        self.pickled = pickle_check  # the engine then pickles every batch, as for processes
         self.context = Slave_context(1, 1, processor.data_store)
         self._replies: deque[tuple[int, Message]] = deque()
 
@@ -34,16 +35,17 @@ class Uni_transport(Transport):
     def ranks(self) -> tuple[int, ...]:
         return (1,)
 
-    def send(self, rank: int, batch: Batch) -> None:
+    def send(self, rank: int, payload: Payload) -> None:
+        batch = wire.loads(payload) if self.pickle_check else payload  # type: ignore[arg-type]
+        report = execute(self.processor, self.context, batch)  # type: ignore[arg-type]
+        if report.interruption is not None:  # Ctrl-C in a command: it interrupts the master
+            raise report.interruption
         if self.pickle_check:
-            batch = wire.round_trip(list(batch))
-        outcomes = execute(self.processor, self.context, batch)
-        if self.pickle_check:
-            outcomes = wire.loads(seal(outcomes, dict(batch)))
-        self._replies.append((rank, outcomes))
+            report = wire.loads(seal(report, batch[1]))  # type: ignore[index]
+        self._replies.append((rank, report))
 
-    def receive(self) -> tuple[int, Message]:
-        return self._replies.popleft()
+    def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
+        return self._replies.popleft() if self._replies else None
 
     def stop(self, timeout: float) -> None:
         self._replies.clear()

@@ -1,30 +1,32 @@
 """A fabric from outside the ``multi`` package, built on its extension API alone.
 
-Slaves are threads, as in the ``thread`` fabric, but every batch and every reply is pickled on
+Slaves are threads, as in the ``thread`` fabric, but every batch and every report is pickled on
 its way, so that sharing by reference cannot hide what would break between processes.
 """
 
 from __future__ import annotations
 
 from multi import wire
-from multi.slave import Batch, seal
+from multi.slave import Report, seal
 from multi.thread_processor import Thread_processor, Thread_transport
-from multi.transport import Message, Transport
+from multi.transport import Message, Payload, Transport
 
 
 class Pickled_threads_transport(Thread_transport):
-    def send(self, rank: int, batch: Batch) -> None:
-        frames = wire.dumps(list(batch))
-        self.traffic[rank, "sent"] += wire.size(frames)
-        super().send(rank, wire.loads(frames))
+    pickled = True  # the engine hands over batches as pickled frames
 
-    def receive(self) -> tuple[int, Message]:
-        rank, message = super().receive()
-        if isinstance(message, list):
-            frames = seal(message, {})
+    def send(self, rank: int, payload: Payload) -> None:
+        self.traffic[rank, "sent"] += wire.size(payload)  # type: ignore[arg-type]
+        super().send(rank, wire.loads(payload))  # type: ignore[arg-type]
+
+    def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
+        received = super().receive(timeout)
+        if received is not None and isinstance(received[1], Report):
+            rank, report = received
+            frames = seal(report, ())
             self.traffic[rank, "received"] += wire.size(frames)
-            message = wire.loads(frames)
-        return rank, message
+            received = rank, wire.loads(frames)
+        return received
 
 
 class Pickled_threads_processor(Thread_processor):

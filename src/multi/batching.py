@@ -1,0 +1,79 @@
+"""How many commands travel together, and when a slave holds a second batch.
+
+Everything is learnt from the commands of the current run (a run of other commands says
+nothing about these): the time a command takes on its slave, the bytes it takes on the wire,
+and the round trip of a batch beyond the work it holds (messages, pickling, waking up).
+
+- Until a command of the run has finished, a batch holds one command: commands of unknown
+  length are spread one per slave first.
+- A batch then holds as many commands as run in about ``TARGET_SECONDS`` and take at most
+  ``MAX_BATCH_BYTES`` (a larger command travels alone), and no more than an even share of what
+  is left, so that the last commands spread over every slave.
+- A slave gets a second batch to hold only where that hides a round trip that would otherwise
+  idle it for more than ``IDLE_SHARE`` of its time (tiny commands, large payloads), and only
+  while enough commands are left for every slave to get another batch after it: long commands
+  never wait behind each other on one slave while another slave is free.
+"""
+
+from __future__ import annotations
+
+import math
+
+TARGET_SECONDS = 0.01
+MAX_BATCH = 4096
+MAX_BATCH_BYTES = 1 << 20
+IDLE_SHARE = 0.02
+#: Weight of the newest measure in the running estimates.
+NEWEST = 0.3
+
+
+def _blend(old: float | None, new: float) -> float:
+    return new if old is None else (1 - NEWEST) * old + NEWEST * new
+
+
+class Batch_sizer:
+    """The estimates of one run, and the batch sizes they give."""
+
+    def __init__(self, slaves: int, batching: bool, pickled: bool) -> None:
+        self.slaves = max(1, slaves)
+        self.batching = batching
+        self.pickled = pickled
+        self.seconds: float | None = None  # per command, on the slave
+        self.bytes: float | None = None  # per command, on the wire
+        self.round_trip: float | None = None  # per batch, beyond the work it holds
+
+    def size(self, waiting: int) -> int:
+        """Commands for the next batch, when ``waiting`` are left to send."""
+        if not self.batching or self.seconds is None:
+            return 1
+        wanted = TARGET_SECONDS / max(self.seconds, 1e-7)
+        if self.bytes:
+            wanted = min(wanted, MAX_BATCH_BYTES / self.bytes)
+        share = math.ceil(waiting / (2 * self.slaves))
+        return max(1, min(int(wanted), share, MAX_BATCH))
+
+    def second_batch_pays(self, waiting: int, size: int) -> bool:
+        """Whether a slave that holds a batch should get another one now."""
+        if self.seconds is None or self.round_trip is None:
+            return False
+        if waiting < self.slaves * size:  # the tail: keep what is left for idle slaves
+            return False
+        return self.round_trip > IDLE_SHARE * size * self.seconds
+
+    def fit_in_bytes(self, count: int, nbytes: int) -> int:
+        """How many of ``count`` commands that pickled to ``nbytes`` fit in a batch (>= 1)."""
+        if count <= 1 or nbytes <= MAX_BATCH_BYTES:
+            return count
+        return max(1, min(count - 1, count * MAX_BATCH_BYTES // nbytes))
+
+    def sent(self, count: int, nbytes: int) -> None:
+        if count:
+            self.bytes = _blend(self.bytes, nbytes / count)
+
+    def reported(self, count: int, busy: float, elapsed: float | None) -> None:
+        """A batch of ``count`` commands came back after ``busy`` seconds of work; ``elapsed``
+        is its whole round trip when it was the only batch its slave held."""
+        if count:
+            self.seconds = _blend(self.seconds, busy / count)
+        if elapsed is not None:
+            self.round_trip = _blend(self.round_trip, max(0.0, elapsed - busy))

@@ -1,0 +1,124 @@
+"""The state of one ``run_queue``: its commands, where each one is, what came back, what failed.
+
+A command is known by its index in the run. It waits in one of four places before it is sent:
+the fresh part of the queue (indices not sent yet, in order), the commands handed back by a
+lost slave (sent again first, in batches), those that must travel alone (a command whose slave
+died under it, the members of a batch that could not be rebuilt), and, for a command run on
+every slave, the queue of its slave. Once sent it is in flight on one slave until a report
+brings its outcome, which waits in its slot until every command before it has been delivered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from multi.slave import Report
+from multi.statistics import Run_statistics, Slave_statistics
+
+
+@dataclass(slots=True)
+class Sent:
+    """A batch in flight: the indices of its commands, when it left, and whether it restores a
+    new slave's data rather than running commands of the run."""
+
+    indices: Sequence[int]
+    sent_at: float
+    alone: bool  # the slave held nothing else when it was sent: its round trip can be timed
+    setup: bool = False
+
+
+class Run:
+    """Everything one ``run_queue`` knows; the scheduler keeps nothing of a finished run."""
+
+    def __init__(
+        self,
+        commands: list[Any],
+        memo_ids: list[int | None],
+        ranks: Sequence[int],
+        pinned: Sequence[int] | None = None,
+    ) -> None:
+        count = len(commands)
+        self.commands = commands
+        self.memo_ids = memo_ids
+        self.count = count
+        #: Indices from here to the end have never been sent (commands pinned to a rank aside).
+        self.fresh = count if pinned is not None else 0
+        self.returned: deque[int] = deque()
+        self.alone: deque[int] = deque()
+        self.pinned: dict[int, deque[int]] = {rank: deque() for rank in ranks}
+        if pinned is not None:
+            for index, rank in enumerate(pinned):
+                self.pinned[rank].append(index)
+        self.attempts: dict[int, int] = {}
+        self.in_flight: dict[int, deque[Sent]] = {rank: deque() for rank in ranks}
+        #: A finished command's report (or the exception that ended it) and its place there.
+        self.outcomes: list[Report | BaseException | None] = [None] * count
+        self.positions: list[int] = [0] * count
+        self.delivered = 0
+        #: Commands passed over at the end because they never ran, in queue order.
+        self.unrun: list[int] = []
+        self.failures: list[tuple[int, BaseException]] = []
+        self.succeeded = 0  # commands that finished without failing, in the order they finished
+        self.failed = 0
+        #: Why dispatch stopped before the queue was empty, or None.
+        self.stopped: str | None = None
+        self.started = time.perf_counter()
+        self.statistics = Run_statistics({rank: Slave_statistics() for rank in ranks})
+
+    # The queue ---------------------------------------------------------------------------
+
+    def waiting(self) -> int:
+        """Commands not sent yet, pinned ones aside."""
+        return self.count - self.fresh + len(self.returned) + len(self.alone)
+
+    def take(self, rank: int, size: int) -> Sequence[int]:
+        """Up to ``size`` commands for a slave to run next: its pinned ones (one at a time),
+        then one that must travel alone, then those handed back, then fresh ones."""
+        pinned = self.pinned.get(rank)
+        if pinned:
+            return [pinned.popleft()]
+        if self.alone:
+            return [self.alone.popleft()]
+        if self.returned:
+            returned = self.returned
+            return [returned.popleft() for _ in range(min(size, len(returned)))]
+        start = self.fresh
+        end = min(start + size, self.count)
+        self.fresh = end
+        return range(start, end)
+
+    def put_back(self, indices: Sequence[int]) -> None:
+        """Return commands that were taken but not sent, to the front of where they came from."""
+        if isinstance(indices, range) and indices.stop == self.fresh:
+            self.fresh = indices.start
+        else:
+            self.returned.extendleft(reversed(indices))
+
+    def in_flight_indices(self, rank: int) -> list[int]:
+        return [i for sent in self.in_flight.get(rank, ()) if not sent.setup for i in sent.indices]
+
+    def busy(self) -> bool:
+        return any(self.in_flight.values())
+
+    # Outcomes ----------------------------------------------------------------------------
+
+    def finish(self, indices: Sequence[int], report: Report, count: int) -> None:
+        """Note the report of the first ``count`` commands of a batch."""
+        outcomes, positions = self.outcomes, self.positions
+        for position in range(count):
+            index = indices[position]
+            outcomes[index] = report
+            positions[index] = position
+        failed = len(report.failures) if report.failures else 0
+        self.failed += failed
+        self.succeeded += count - failed
+
+    def fail(self, index: int, error: BaseException) -> None:
+        """Note that a command ended in ``error`` without a report (decided on the master)."""
+        self.outcomes[index] = error
+        self.failed += 1
+
