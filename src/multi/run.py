@@ -121,4 +121,3 @@ class Run:
         """Note that a command ended in ``error`` without a report (decided on the master)."""
         self.outcomes[index] = error
         self.failed += 1
-

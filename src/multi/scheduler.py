@@ -95,7 +95,7 @@ class Scheduler:
                 else:
                     rank, body = message
                     if isinstance(body, Slave_lost):
-                        self._on_lost(run, rank, body.reason, body.task_id)
+                        self._on_lost(run, rank, body.reason, body.task_id, body.idle)
                     else:
                         self._on_report(run, rank, body)
                 self._dispatch(run)
@@ -127,14 +127,17 @@ class Scheduler:
                 self._send_next(run, rank)
 
     def _send_next(self, run: Run, rank: int) -> bool:
-        """Send a slave its next batch; False if there is nothing for it."""
-        if not run.pinned.get(rank) and not run.waiting():
-            return False
-        indices = run.take(rank, self._sizer.size(run.waiting()))
-        if not indices:
-            return False
-        indices = self._send(run, rank, indices)
-        return bool(indices)
+        """Send a slave its next batch; False if there is nothing for it.
+
+        Commands that fail before they leave (they do not pickle) make room for the next ones.
+        """
+        while run.pinned.get(rank) or run.waiting():
+            indices = run.take(rank, self._sizer.size(run.waiting()))
+            if self._send(run, rank, indices):
+                return True
+            if run.stopped is not None:
+                break
+        return False
 
     def _send(self, run: Run, rank: int, indices: Sequence[int]) -> Sequence[int]:
         """Send the commands at ``indices``: pickled and cut to the byte bound where they
@@ -235,13 +238,24 @@ class Scheduler:
             return
         self._fail(run, indices[0], failure.exception())
 
-    def _on_lost(self, run: Run, rank: int, reason: str, task_id: int | None) -> None:
-        """A slave ended: its commands go back, the one it ran counts an attempt; replace it."""
+    def _on_lost(
+        self, run: Run, rank: int, reason: str, task_id: int | None, idle: bool = False
+    ) -> None:
+        """A slave ended: its commands go back, the one it ran counts an attempt; replace it.
+
+        Where the transport cannot tell which command it ran, the first it held is blamed,
+        unless it was still restoring its data store.
+        """
         statistics = run.statistics.slaves.setdefault(rank, Slave_statistics())
         statistics.lost += 1
+        batches = run.in_flight.get(rank)
+        starting = bool(batches) and batches[0].setup  # type: ignore[index]
         held = run.in_flight_indices(rank)
         run.in_flight.pop(rank, None)
-        culprit = task_id if task_id in held else (held[0] if held else None)
+        if task_id in held:
+            culprit: int | None = task_id
+        else:
+            culprit = None if idle or starting or not held else held[0]
         if culprit is not None:
             attempts = run.attempts[culprit] = run.attempts.get(culprit, 0) + 1
             if attempts > self.retries:
@@ -364,9 +378,7 @@ class Scheduler:
         _, first = run.failures[0]
         others = run.failures[1:]
         if others:
-            names = ", ".join(
-                f"{type(error).__name__} from command {i}" for i, error in others[:3]
-            )
+            names = ", ".join(f"{type(error).__name__} from command {i}" for i, error in others[:3])
             more = f" and {len(others) - 3} more" if len(others) > 3 else ""
             add_note(
                 first,

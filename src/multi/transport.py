@@ -33,6 +33,7 @@ class Slave_lost:
     rank: int
     reason: str  # e.g. "(pid 123) was killed by signal 9 (SIGKILL)"
     task_id: int | None = None  # the command it was running, when the transport knows
+    idle: bool = False  # the transport knows that it was running no command of the run
 
 
 Message = Report | Slave_lost

@@ -1,0 +1,253 @@
+"""A scripted transport in virtual time, to test the scheduler alone: no process, no thread,
+no sleep, the same outcome on every machine.
+
+Each slave runs the batches it is sent one after the other, in the order sent; a batch takes
+half a round trip to reach its slave and half to come back. What each command does is read
+from a ``Script``: how long it takes, whether it fails, whether its slave dies under it (on its
+first few attempts) or it never ends. ``receive`` moves the clock to the next event. At every
+``receive`` the transport checks the scheduler's promises about who holds what (see
+``check_breadth_first``), so that every test and every generated case checks them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from multi import wire
+from multi.errors import Failure, UnpicklableError
+from multi.slave import SETUP_ID, Report
+from multi.transport import Message, Payload, Slave_lost, Transport
+
+
+@dataclass
+class Script:
+    """What each command of a run does, by index."""
+
+    seconds: Sequence[float]
+    fails: set[int] = field(default_factory=set)
+    deaths: dict[int, int] = field(default_factory=dict)  # index -> attempts its slave dies on
+    hangs: set[int] = field(default_factory=set)
+    unreadable: set[int] = field(default_factory=set)  # their batch cannot be rebuilt
+    round_trip: float = 1e-3
+    start_seconds: float = 0.05  # for a replacement to start
+    dies_on_start: int = 0  # replacements that die as they start, before running anything
+    bytes_per_command: int = 100
+
+    def __len__(self) -> int:
+        return len(self.seconds)
+
+    def long(self) -> bool:
+        """Whether every command is long next to the round trip (no second batch is due)."""
+        return all(seconds >= 50 * self.round_trip for seconds in self.seconds)
+
+
+class Clock:
+    """Virtual time: what the scheduler reads as ``time.perf_counter`` and ``time.monotonic``."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.now
+
+
+class Fake_command:
+    """Stands for a command of the run: the script says what it does."""
+
+    def __init__(self, index: int, payload: bytes = b"") -> None:
+        self.index = index
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return f"Fake_command({self.index})"
+
+
+@dataclass
+class _Slave:
+    incarnation: int
+    free_at: float  # when it has run every batch it was sent
+    ready_at: float  # when it has started
+    held: int = 0  # batches sent whose report (or loss) has not been received
+    #: Each command it ran or will run: start, end, task, and whether it waited behind others.
+    runs: list[tuple[float, float, int, bool]] = field(default_factory=list)
+    dead_at: float = math.inf
+
+
+class Fake_transport(Transport):
+    """Slaves in virtual time, running what the script says."""
+
+    def __init__(
+        self,
+        script: Script,
+        slaves: int,
+        clock: Clock,
+        replaceable: bool = True,
+        window: int = 2,
+        pickled: bool = False,
+    ) -> None:
+        self.script = script
+        self.clock = clock
+        self.replaceable = replaceable
+        self.window = window
+        self.pickled = pickled
+        self.attempts: Counter[int] = Counter()
+        self.sent: list[tuple[float, int, list[int]]] = []  # when, to whom, which commands
+        self.replaced: list[int] = []
+        self.ended: list[int] = []
+        self.run: Any = None  # the Run, for the checks of check_breadth_first
+        self._incarnations = itertools.count()
+        self._slaves = {rank: self._new_slave(0.0) for rank in range(1, slaves + 1)}
+        self._events: list[tuple[float, int, int, int, Message]] = []
+        self._order = itertools.count()
+        self._start_deaths = 0
+
+    def _new_slave(self, ready_at: float) -> _Slave:
+        return _Slave(next(self._incarnations), ready_at, ready_at)
+
+    @property
+    def ranks(self) -> list[int]:
+        return sorted(self._slaves)
+
+    def send(self, rank: int, payload: Payload) -> None:
+        if self.pickled:
+            self.traffic[rank, "sent"] += wire.size(payload)  # type: ignore[arg-type]
+            payload = wire.loads(payload)  # type: ignore[arg-type]
+        ids, _ = payload  # type: ignore[misc]
+        slave = self._slaves[rank]
+        slave.held += 1
+        now = self.clock.now
+        self.sent.append((now, rank, list(ids)))
+        arrival = now + self.script.round_trip / 2
+        start = max(arrival, slave.free_at)
+        if start >= slave.dead_at:
+            return  # the slave died before it got there: its loss covers this batch
+        if any(task in self.script.unreadable for task in ids):
+            failure = Failure(UnpicklableError("cannot rebuild"), "While receiving:")
+            unreadable = Report(rank, [], 0, [], unreadable=failure)
+            slave.free_at = start
+            self._post(start + self.script.round_trip / 2, rank, slave, unreadable)
+            return
+        results: list[Any] = []
+        seconds: list[float] = []
+        failures: dict[int, Failure | BaseException] = {}
+        clock = start
+        for position, task in enumerate(ids):
+            if task == SETUP_ID:
+                seconds.append(0.0)
+                continue
+            self.attempts[task] += 1
+            queued = clock > max(arrival, slave.ready_at)  # behind another command
+            if task in self.script.hangs:
+                slave.runs.append((clock, math.inf, task, queued))
+                slave.dead_at = slave.free_at = math.inf
+                return
+            length = self.script.seconds[task]
+            if self.attempts[task] <= self.script.deaths.get(task, 0):
+                slave.runs.append((clock, clock + length / 2, task, queued))
+                slave.dead_at = slave.free_at = clock + length / 2
+                lost = Slave_lost(rank, "(fake) was killed by signal 9 (SIGKILL)", task)
+                self._post(slave.dead_at, rank, slave, lost)
+                return
+            slave.runs.append((clock, clock + length, task, queued))
+            clock += length
+            seconds.append(length)
+            if task in self.script.fails:
+                failures[position] = ValueError(f"command {task} fails")
+            else:
+                results.append(("result", task))
+        slave.free_at = clock
+        counts = 0 if any(task == SETUP_ID for task in ids) else 1
+        if failures:
+            counts = [0 if p in failures else 1 for p in range(len(ids))]
+        report = Report(rank, results, counts, seconds, failures=failures or None)
+        self._post(clock + self.script.round_trip / 2, rank, slave, report)
+
+    def _post(self, when: float, rank: int, slave: _Slave, message: Message) -> None:
+        heapq.heappush(self._events, (when, next(self._order), rank, slave.incarnation, message))
+
+    def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
+        self.check_breadth_first()
+        while self._events:
+            when, _, rank, incarnation, message = self._events[0]
+            if timeout is not None and when > self.clock.now + timeout:
+                break
+            heapq.heappop(self._events)
+            slave = self._slaves.get(rank)
+            if slave is None or slave.incarnation != incarnation:
+                continue  # from a slave that was stopped since
+            self.clock.now = max(self.clock.now, when)
+            if isinstance(message, Slave_lost):
+                del self._slaves[rank]
+            else:
+                slave.held -= 1
+            return rank, message
+        if timeout is None:
+            raise AssertionError("the scheduler waits for a message that will never come")
+        self.clock.now += timeout
+        return None
+
+    def running(self, rank: int) -> tuple[int, float] | None:
+        slave = self._slaves.get(rank)
+        if slave is None:
+            return None
+        now = self.clock.now
+        for start, end, task, _ in slave.runs:
+            if start <= now < end:
+                return task, start
+        return None
+
+    def end_slave(self, rank: int) -> str:
+        self.ended.append(rank)
+        del self._slaves[rank]
+        return "(fake)"
+
+    def replace(self, rank: int) -> None:
+        assert rank not in self._slaves, f"slave {rank} replaced while it lives"
+        self.replaced.append(rank)
+        slave = self._slaves[rank] = self._new_slave(self.clock.now + self.script.start_seconds)
+        if self._start_deaths < self.script.dies_on_start:
+            self._start_deaths += 1
+            slave.dead_at = slave.free_at
+            self._post(
+                slave.dead_at,
+                rank,
+                slave,
+                Slave_lost(rank, "(fake) exited with status 1", idle=True),
+            )
+
+    def stop(self, timeout: float) -> None:
+        self._slaves.clear()
+
+    # The scheduler's promises ------------------------------------------------------------
+
+    def check_breadth_first(self) -> None:
+        """Whenever the scheduler waits: a slave that holds nothing means nothing waits to be
+        sent; and for commands long next to the round trip, no slave holds a command that has
+        not started while another slave holds nothing."""
+        run = self.run
+        if run is None or run.stopped is not None:
+            return
+        idle = [rank for rank, slave in self._slaves.items() if slave.held == 0]
+        if not idle:
+            return
+        assert run.waiting() == 0, f"slaves {idle} idle while {run.waiting()} commands wait"
+        if self.script.long():
+            now = self.clock.now
+            for rank, slave in self._slaves.items():
+                waiting = [task for start, _, task, queued in slave.runs if queued and start > now]
+                assert not waiting, (
+                    f"slave {rank} holds commands {waiting} that have not started "
+                    f"while slaves {idle} hold nothing"
+                )
