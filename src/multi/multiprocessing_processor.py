@@ -2,53 +2,53 @@
 
 ::
 
-    master main thread                                 slave process (one per rank)
-    ──────────────────                                 ────────────────────────────
-    send(rank, batch) ──small──> socket pair ────────> receive ─> execute ─> reply
-                      ──large──> sender thread ──┘                              │
-    receive() <── wait(connections + sentinels) <────────── outcomes ───────────┘
+    master main thread                                  slave process (one per rank)
+    ──────────────────                                  ────────────────────────────
+    send(rank, frames) ─> channel (non-blocking) ─────> receive ─> execute ─> reply
+    receive() <── one selector: every channel, readable or writable,             │
+                  and every process sentinel <────────── report ─────────────────┘
                         │
-                        └── a sentinel fires: the slave died; report it, start another
+                        └── a sentinel fires: the slave ended; say how, and which command
 
-A batch too large for the socket's buffer goes through a sender thread, so that the master
-keeps reading outcomes while it writes (a slave blocked on its reply never blocks the master).
-Each slave notes the command it runs in shared memory, so that a crash names its command.
-Slaves ignore SIGINT (Ctrl-C belongs to the master, which stops them), and end themselves
-if the master disappears.
+The master writes and reads every slave's socket without blocking, from one selector (see
+``multi.channel``): it never waits on a slave that is itself waiting to write, whatever the
+size of socket buffers, and needs no thread of its own. Each slave notes the command it runs,
+and since when, in shared memory, so that a crash or a timeout names its command. Slaves
+ignore SIGINT (Ctrl-C belongs to the master, which stops them), and end themselves if the
+master disappears.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import queue
-import select
 import selectors
 import signal
+import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
-from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from multi import wire
 from multi.application import Processor_box
+from multi.channel import Channel, Undecodable
+from multi.errors import Failure, UnpicklableError
 from multi.options import Option
 from multi.processor import Processor
 from multi.slave import Batch, Report, Slave_context, seal, serve
 from multi.transport import Message, Payload, Slave_lost, Transport
 
 START_METHODS = ("forkserver", "spawn", "fork")
-#: Messages up to this size are written by the master's thread itself: they fit in the
-#: socket's buffer beside the other batch a slave may hold, so the write cannot block.
-DIRECT_SEND_BYTES = 32 * 1024
-#: How long a receiver looks for a message before it blocks (see ``_poll_briefly``).
+#: How long a receiver looks for a message before it blocks (see ``_spin``).
 POLL_SECONDS = 100e-6
 #: How often an idle slave checks that its master is still there.
 WATCHDOG_SECONDS = 0.5
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_READ | selectors.EVENT_WRITE
 
 
 def _start_method(text: str) -> str:
@@ -67,19 +67,16 @@ def _default_start_method() -> str:
 class _Slave:
     """The master's handle on one slave process."""
 
-    def __init__(self, process: BaseProcess, connection: Connection) -> None:
+    def __init__(self, process: BaseProcess, channel: Channel) -> None:
         self.process = process
-        self.connection = connection
-        self.queued_sends = 0  # messages waiting in the sender thread
-        self.outstanding = 0  # batches sent and not answered
-        self.poller = _poller(connection)
+        self.channel = channel
 
     def name(self) -> str:
         return f"(pid {self.process.pid})"
 
 
 class Multiprocessing_transport(Transport):
-    """Slave processes, a socket pair each, and a sender thread for large batches."""
+    """Slave processes, a socket pair each, all driven by one selector."""
 
     pickled = True
     replaceable = True
@@ -91,10 +88,8 @@ class Multiprocessing_transport(Transport):
         self.task = self.context.RawArray("q", slaves + 1)  # the command each rank runs
         self.since = self.context.RawArray("d", slaves + 1)  # and since when (monotonic)
         self._slaves: dict[int, _Slave] = {}
-        self._lock = threading.Lock()
-        self._sends: queue.SimpleQueue[tuple[_Slave, wire.Frames] | None] = queue.SimpleQueue()
-        self._sender: threading.Thread | None = None
         self._selector = selectors.DefaultSelector()
+        self._ready: deque[tuple[int, Message]] = deque()
 
     @property
     def ranks(self) -> Sequence[int]:
@@ -105,7 +100,7 @@ class Multiprocessing_transport(Transport):
             self.replace(rank)
 
     def replace(self, rank: int) -> None:
-        ours, theirs = self.context.Pipe(duplex=True)
+        ours, theirs = socket.socketpair()
         self.task[rank] = -1
         process = self.context.Process(
             target=_slave_main,
@@ -116,101 +111,116 @@ class Multiprocessing_transport(Transport):
         )  # fmt: skip
         process.start()
         theirs.close()
-        self._selector.register(ours, selectors.EVENT_READ, (rank, False))
-        self._selector.register(process.sentinel, selectors.EVENT_READ, (rank, True))
-        self._slaves[rank] = _Slave(process, ours)
+        ours.setblocking(False)
+        channel = Channel(ours)
+        self._selector.register(channel, READ, (rank, False))
+        self._selector.register(process.sentinel, READ, (rank, True))
+        self._slaves[rank] = _Slave(process, channel)
 
     def running(self, rank: int) -> tuple[int, float] | None:
         task = self.task[rank]
         return (task, self.since[rank]) if task >= 0 else None
 
-    # Sending ------------------------------------------------------------------------------
-
     def send(self, rank: int, payload: Payload) -> None:
-        slave = self._slaves[rank]
-        frames: wire.Frames = payload  # type: ignore[assignment]
-        size = wire.size(frames)
-        self.traffic[rank, "sent"] += size
-        slave.outstanding += 1
-        with self._lock:
-            direct = slave.queued_sends == 0 and size <= DIRECT_SEND_BYTES
-            if not direct:
-                slave.queued_sends += 1
-        if direct:
-            _write(slave.connection, frames)
-            return
-        if self._sender is None:
-            self._sender = threading.Thread(target=self._send_large, name="multi-sender")
-            self._sender.daemon = True
-            self._sender.start()
-        self._sends.put((slave, frames))
-
-    def _send_large(self) -> None:
-        while (item := self._sends.get()) is not None:
-            slave, frames = item
-            _write(slave.connection, frames)
-            with self._lock:
-                slave.queued_sends -= 1
-
-    # Receiving ----------------------------------------------------------------------------
+        channel = self._slaves[rank].channel
+        writing = channel.pending()
+        self.traffic[rank, "sent"] += channel.put(payload)  # type: ignore[arg-type]
+        if not writing and not channel.write():
+            self._selector.modify(channel, WRITE, (rank, False))
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
-        busy = [rank for rank, slave in self._slaves.items() if slave.outstanding]
-        if len(busy) == 1:  # only one can answer: wait on its socket, which closes if it dies
-            slave = self._slaves[busy[0]]
-            if not _poll_briefly(slave.poller) and not slave.poller.poll(_millis(timeout)):
-                return None
-            return self._read(busy[0])
-        ready = [key.data for key, _ in self._selector.select(timeout)]
-        for rank, is_sentinel in sorted(ready, key=lambda item: item[1]):  # reports first
-            if rank in self._slaves:
-                return (rank, self._lost(rank)) if is_sentinel else self._read(rank)
-        return None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ready:
+            events = self._spin()
+            if not events:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                events = self._selector.select(left)
+                if not events and deadline is not None and time.monotonic() >= deadline:
+                    return None
+            for key, mask in sorted(events, key=lambda event: event[0].data[1]):  # reports first
+                rank, is_sentinel = key.data
+                if rank not in self._slaves:
+                    continue
+                if is_sentinel:
+                    self._take(rank)
+                    if rank in self._slaves:
+                        self._ready.append((rank, self._lost(rank)))
+                    continue
+                if mask & selectors.EVENT_WRITE and self._slaves[rank].channel.write():
+                    self._selector.modify(key.fileobj, READ, key.data)
+                if mask & selectors.EVENT_READ:
+                    self._take(rank)
+        return self._ready.popleft()
 
-    def _read(self, rank: int) -> tuple[int, Message]:
+    def _spin(self) -> list[tuple[selectors.SelectorKey, int]]:
+        """Look for events for a few microseconds before blocking on them: a quick answer is
+        then taken without the cost of sleeping and waking up, and a slow one costs that little
+        CPU."""
+        deadline = time.perf_counter() + POLL_SECONDS
+        while not (events := self._selector.select(0)):
+            if time.perf_counter() >= deadline:
+                break
+        return events
+
+    def _take(self, rank: int) -> None:
+        """Read what a slave sent; queue its reports, or the news that it ended."""
         slave = self._slaves[rank]
+        channel = slave.channel
         try:
-            report, size = wire.receive(slave.connection)
+            messages = channel.read()
         except (EOFError, OSError):
-            return rank, self._lost(rank)
-        self.traffic[rank, "received"] += size
-        slave.outstanding -= 1
-        if report.lost is not None:  # the slave ends after this report: forget it now
-            self._retire(rank)
-        return rank, report
+            self._ready.append((rank, self._lost(rank)))
+            return
+        for message in messages:
+            report = self._report(rank, message)
+            self._ready.append((rank, report))
+            if report.lost is not None:  # the slave ends after this report: forget it now
+                self._retire(rank)
+                return
+        self.traffic[rank, "received"] = channel.received
+
+    def _report(self, rank: int, message: Any) -> Report:
+        if isinstance(message, Undecodable):
+            error = UnpicklableError(
+                f"the report of slave {rank} does not unpickle on the master: {message.error}"
+            )
+            return Report(rank, [], 0, [], unreadable=Failure(error, "On the master:", rank))
+        return message  # type: ignore[no-any-return]
 
     def _lost(self, rank: int) -> Slave_lost:
         """Name how a slave ended, and the command it was running."""
         task = self.task[rank]
         slave = self._retire(rank)
         reason = f"{slave.name()} {_ending(slave.process.exitcode)}"
-        return Slave_lost(rank, reason, task if task >= 0 else None)
+        return Slave_lost(rank, reason, task if task >= 0 else None, idle=task < 0)
 
     def _retire(self, rank: int, kill: bool = False) -> _Slave:
         """Forget a slave that ended (or is made to), once its process is gone."""
         slave = self._slaves.pop(rank)
-        self._selector.unregister(slave.connection)
+        self._selector.unregister(slave.channel)
         self._selector.unregister(slave.process.sentinel)
         if kill:
             slave.process.kill()
         slave.process.join(1.0)
-        if slave.process.exitcode is None:  # its connection broke, yet it lives: end it
+        if slave.process.exitcode is None:  # its channel broke, yet it lives: end it
             slave.process.kill()
             slave.process.join(1.0)
-        slave.connection.close()
+        slave.channel.close()
         self.task[rank] = -1
         return slave
 
     def end_slave(self, rank: int) -> str:
+        self._ready = deque(item for item in self._ready if item[0] != rank)
         return self._retire(rank, kill=True).name()
 
     # Stopping -----------------------------------------------------------------------------
 
     def stop(self, timeout: float) -> None:
-        if self._sender is not None:
-            self._sends.put(None)
+        goodbye = wire.dumps(None)
         for slave in self._slaves.values():
-            _write(slave.connection, wire.dumps(None))
+            slave.channel.put(goodbye)
+            with suppress(OSError):  # it is gone already
+                slave.channel.write()
         self._join(timeout)
 
     def kill(self) -> None:
@@ -226,35 +236,6 @@ class Multiprocessing_transport(Transport):
         for rank in list(self._slaves):
             self._retire(rank, kill=self._slaves[rank].process.exitcode is None)
         self._selector.close()
-        if self._sender is not None:
-            self._sender.join(1.0)
-            self._sender = None
-
-
-def _millis(timeout: float | None) -> int | None:
-    return None if timeout is None else max(0, round(timeout * 1000))
-
-
-def _poller(connection: Connection) -> select.poll:
-    poller = select.poll()
-    poller.register(connection.fileno(), select.POLLIN)
-    return poller
-
-
-def _poll_briefly(poller: select.poll) -> bool:
-    """Look for a message for a few microseconds before blocking on it: a quick answer is then
-    read without the cost of sleeping and waking up, and a slow one costs that little CPU.
-    Whether one is there."""
-    deadline = time.perf_counter() + POLL_SECONDS
-    while not poller.poll(0):
-        if time.perf_counter() >= deadline:
-            return False
-    return True
-
-
-def _write(connection: Connection, frames: wire.Frames) -> None:
-    with suppress(OSError):  # the slave is gone: its sentinel tells the receiving side
-        wire.send(connection, frames)
 
 
 def _ending(exitcode: int | None) -> str:
@@ -276,7 +257,7 @@ def _slave_main(
     cls: type[Multiprocessing_processor],
     rank: int,
     slaves: int,
-    connection: Connection,
+    sock: socket.socket,
     task: Any,
     since: Any,
     master_pid: int,
@@ -287,19 +268,19 @@ def _slave_main(
     processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
     Processor_box().processor = processor
     context = Slave_context(rank, slaves, processor.data_store)
-    poller = _poller(connection)
+    channel = Channel(sock)
 
     def receive() -> Batch | Exception | None:
         try:
-            _poll_briefly(poller)
-            return wire.receive(connection)[0]
+            message = channel.receive()
         except (EOFError, OSError):  # the master is gone
             return None
-        except Exception as exc:  # the batch arrived, but does not unpickle here
-            return exc
+        if isinstance(message, Undecodable):  # the batch arrived, but does not unpickle here
+            return message.error
+        return message  # type: ignore[no-any-return]
 
     def reply(report: Report, batch: Batch | None) -> None:
-        wire.send(connection, seal(report, batch[1] if batch is not None else ()))
+        channel.send(seal(report, batch[1] if batch is not None else ()))
 
     clock = time.monotonic
 
@@ -309,7 +290,7 @@ def _slave_main(
 
     try:
         serve(processor, context, receive, reply, note)
-    except (EOFError, OSError, BrokenPipeError):
+    except OSError:
         pass  # the master is gone
     finally:
         sys.stdout.flush()
