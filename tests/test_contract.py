@@ -10,6 +10,7 @@ import pytest
 
 from multi import (
     Capturing_exception,
+    CommandTimeoutError,
     Exit_command,
     FabricNotFoundError,
     MultiError,
@@ -66,6 +67,18 @@ def test_a_long_command_does_not_hold_back_the_others(fabric: str) -> None:
     # A static split would give the slow slave half the short commands; dynamic scheduling
     # gives it only what it held when it started the long one.
     assert len(beside_slow) <= 2
+
+
+def test_as_many_commands_as_slaves_land_one_per_slave(fabric: str) -> None:
+    def body(processor: Any) -> list[int]:
+        memo = w.Record()
+        for i in range(processor.processor_size()):
+            processor.add_to_queue(w.Sleep(0.05, index=i), memo)
+        processor.run_queue()
+        return sorted(rank for rank, _ in memo.values)
+
+    slaves = slaves_for(fabric, 3)
+    assert run_master(fabric, body, size=slaves) == list(range(1, max(slaves, 1) + 1))
 
 
 def test_commands_of_mixed_lengths_all_come_back_in_queue_order(fabric: str) -> None:
@@ -298,11 +311,105 @@ def test_nothing_is_lost_before_an_exception_propagates(
         return first, values(after)
 
     first, after = run_master(fabric, body)
-    assert first[:11] == [i * i for i in range(10)] + [("before failing", 10)]
-    # Commands already in flight when the failure came finish and are delivered too.
-    assert first[11:] == [i * i for i in range(11, 11 + len(first) - 11)]
+    assert first == [i * i for i in range(10)] + [("before failing", 10)] + [121, 144, 169]
     assert after == [400]
     assert "failing command 10 speaks" in capfd.readouterr().out
+
+
+def test_one_failing_command_among_many_loses_nothing(fabric: str) -> None:
+    def body(processor: Any) -> tuple[list[Any], Any]:
+        memo = w.Record()
+        for i in range(300):
+            command = w.Fail(ValueError("no data"), index=i) if i == 57 else w.Square(i)
+            processor.add_to_queue(command, memo)
+        with pytest.raises(ValueError, match="no data") as caught:
+            processor.run_queue()
+        assert not getattr(caught.value, "__notes__", None)  # the only failure: nothing to add
+        return values(memo), processor.last_run
+
+    delivered, last_run = run_master(fabric, body)
+    assert delivered == [("before failing", 57) if i == 57 else i * i for i in range(300)]
+    assert [(record.index, record.command) for record in last_run.failures] == [(57, "Fail")]
+    assert last_run.not_run == []
+
+
+def test_every_failure_is_counted_and_the_first_raised(fabric: str) -> None:
+    def body(processor: Any) -> Any:
+        memo = w.Record()
+        for i in range(40):
+            error = KeyError(i) if i in (30, 35) else ValueError(i) if i == 12 else None
+            processor.add_to_queue(w.Fail(error, index=i) if error else w.Square(i), memo)
+        with pytest.raises(ValueError) as caught:
+            processor.run_queue()
+        assert len(memo.values) == 40
+        return caught.value, processor.last_run
+
+    error, last_run = run_master(fabric, body)
+    assert error.args == (12,)
+    assert any(
+        "2 more failure(s) in this run: KeyError from command 30, KeyError from command 35" in note
+        for note in error.__notes__
+    )
+    assert [record.index for record in last_run.failures] == [12, 30, 35]
+
+
+def test_on_failure_stop_says_how_many_commands_were_not_run(fabric: str) -> None:
+    def body(processor: Any) -> tuple[list[Any], list[Any], list[Any]]:
+        memo = w.Record()
+        processor.add_to_queue(w.Fail(RuntimeError("bug"), index=0), memo)
+        for i in range(1, 30):
+            processor.add_to_queue(w.Sleep(0.1, index=i), memo)
+        with pytest.raises(RuntimeError, match="bug") as caught:
+            processor.run_queue()
+        notes = " ".join(caught.value.__notes__)
+        not_run = processor.last_run.not_run
+        assert f"{len(not_run)} command(s) were not run" in notes
+        assert "on_failure='stop'" in notes
+        first = values(memo)
+        for command, memo_of_it in not_run:  # they can be queued again as they were
+            processor.add_to_queue(command, memo_of_it)
+        processor.run_queue()
+        return first, [command.index for command, _ in not_run], values(memo)
+
+    first, not_run, after = run_master(fabric, body, on_failure="stop")
+    assert first[0] == ("before failing", 0)
+    assert first[1:] == list(range(1, len(first)))  # what was running finished ...
+    assert not_run == list(range(len(first), 30)) and not_run  # ... and nothing after it
+    assert after == first + not_run
+
+
+#: The fabrics that can stop one command without stopping the master (option ``timeout``).
+STOPS_COMMANDS = ("multiprocessing",)
+
+
+def test_a_command_past_the_timeout_fails_and_nothing_else_is_lost(fabric: str) -> None:
+    if fabric not in STOPS_COMMANDS:
+        pytest.skip("its slaves are not processes that can be stopped alone")
+
+    def body(processor: Any) -> tuple[BaseException, list[Any], list[Any]]:
+        memo = w.Record()
+        for i in range(10):
+            processor.add_to_queue(w.Sleep(600 if i == 3 else 0.05, index=i), memo)
+        with pytest.raises(CommandTimeoutError) as caught:
+            processor.run_queue()
+        after = w.Record()
+        processor.add_to_queue(w.Square(7), after)
+        processor.run_queue()
+        return caught.value, values(memo), values(after)
+
+    error, delivered, after = run_master(fabric, body, timeout=1.5)
+    assert re.search(
+        r"Sleep ran on slave \d \(pid \d+\) for more than the timeout of 1.5 s", str(error)
+    )
+    assert delivered == [i for i in range(10) if i != 3]
+    assert after == [49]
+
+
+def test_a_timeout_is_refused_where_a_command_cannot_be_stopped(fabric: str) -> None:
+    if fabric in STOPS_COMMANDS:
+        pytest.skip("it can stop a command")
+    with pytest.raises(ValueError, match="cannot stop a command that runs too long"):
+        load_multiprocessor(fabric, None, processor_size=slaves_for(fabric), timeout=5)  # type: ignore[arg-type]
 
 
 def test_an_exception_that_cannot_travel_arrives_as_text(
@@ -392,9 +499,7 @@ def test_a_result_command_that_raises_on_the_master_loses_nothing(fabric: str) -
         assert any("Raising_result" in note and "on the master" in note for note in notes)
         return values(memo)
 
-    delivered = run_master(fabric, body)
-    # Dispatch stops at the failure; a command already in flight is delivered all the same.
-    assert delivered in ([1], [1, 9])
+    assert run_master(fabric, body) == [1, 9]
 
 
 def test_a_result_that_does_not_pickle_is_named(fabric: str, pickling: dict[str, Any]) -> None:
@@ -419,7 +524,7 @@ def test_a_command_that_does_not_pickle_is_named_and_nothing_lost(
             processor.run_queue()
         return values(memo)
 
-    assert run_master(fabric, body, **pickling) in ([4], [4, 9])
+    assert run_master(fabric, body, **pickling) == [4, 9]
 
 
 # Rule 9: uni's pickle round trip ------------------------------------------------------------

@@ -17,7 +17,9 @@ from multi.application import (
 from multi.capture import Redirect_text
 from multi.commands import Exit_command, Slave_command, Slave_storage_command
 from multi.errors import (
+    BrokenProcessorError,
     Capturing_exception,
+    CommandTimeoutError,
     FabricNotFoundError,
     FabricUnavailableError,
     MultiError,
@@ -44,7 +46,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Application_callback",
     "Batched_result_command",
+    "BrokenProcessorError",
     "Capturing_exception",
+    "CommandTimeoutError",
     "Data_store",
     "Exit_command",
     "FabricNotFoundError",
