@@ -28,6 +28,7 @@ FUNCTIONS: dict[str, Callable[[Any], Any]] = {
     "noop": tasks.noop,
     "echo": tasks.echo,
     "spin": tasks.timed_spin,
+    "nap": tasks.nap,
 }
 
 
@@ -325,7 +326,9 @@ class Multi(Runner):
         callback = Application_callback(Master())
         callback.handle_exception = reraise
         size = 1 if self.fabric == "uni" else (-1 if self.fabric == "mpi4py" else self.slaves)
-        processor = load_multiprocessor(self.fabric, callback, processor_size=size, verbosity=0)
+        processor = load_multiprocessor(
+            self.fabric, callback, processor_size=size, verbosity=0, progress="no"
+        )
         processor.run()  # on an MPI slave rank: serves, then returns with nothing measured
         return outcome
 
@@ -339,10 +342,13 @@ class Multi(Runner):
             "noop": lambda _: tasks.Noop_command(),
             "echo": tasks.Echo_command,
             "spin": tasks.Spin_command,
+            "nap": tasks.Nap_command,
         }[kind]
         tally = Tally()
-        for item in items:
-            self.processor.add_to_queue(make(item), tally)
+        share = tasks.Share
+        add = self.processor.add_to_queue
+        for item in items:  # every command with its own memo, as applications queue them
+            add(make(item), share(tally))
         self.processor.run_queue()
         return tally
 
@@ -380,8 +386,12 @@ class Multi(Runner):
 PEER, LIMIT, MULTI = "peer", "limit", "multi"
 LOCAL, MPI, MPI_FUTURES = "local", "mpi", "mpi-futures"
 
-ALL_TIMED = ("noop", "latency", "arrays", "cpu", "uneven", "master_cpu")
-IN_PROCESS = ("noop", "latency", "arrays", "cpu", "uneven", "example", "queue")
+ALL_TIMED = (
+    "noop", "latency", "arrays", "arrays_after_tiny", "cpu", "uneven", "balance", "sleep",
+    "master_cpu",
+)  # fmt: skip
+IN_PROCESS = ("noop", "latency", "arrays", "arrays_after_tiny", "cpu", "uneven", "example",
+              "queue")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -406,7 +416,7 @@ BACKENDS: tuple[Backend, ...] = (
         "multi thread",
         MULTI,
         lambda n: Multi(n, "thread"),
-        IN_PROCESS,
+        (*IN_PROCESS, "sleep"),
         fabric="thread",
     ),
     Backend(

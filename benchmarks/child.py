@@ -35,7 +35,7 @@ def main(argv: list[str]) -> None:
     backend_name, jobs_json = argv
     backend = BY_NAME[backend_name]
     jobs = json.loads(jobs_json)
-    runner = backend.make(SLAVES)
+    runner = backend.make(BY_KEY[jobs[0]["workload"]].slaves(SLAVES))
     results = runner.run([job(item["workload"], item["params"]) for item in jobs])
     for item, result in zip(jobs, results, strict=False):
         result.setdefault("workload", item["workload"])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 #: Medians of a run: (workload, backend) -> metric -> value ("value" is the headline figure).
 Medians = dict[tuple[str, str], dict[str, float]]
 
-MP, MPI = "multi-multiprocessing", "multi-mpi4py"
+MP, MPI, MT = "multi-multiprocessing", "multi-mpi4py", "multi-thread"
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,13 @@ def ratio_at_most(
     )
 
 
+def metric_at_least(
+    workload: str, backend: str, metric: str, target: float
+) -> Callable[[Medians], Verdict]:
+    """A metric at least ``target``."""
+    return _goal(lambda m: _value(m, workload, backend, metric), lambda f: f >= target, "")
+
+
 def metric_within(
     workload: str, backend: str, metric: str, target: float, unit: str, strict: bool
 ) -> Callable[[Medians], Verdict]:
@@ -82,6 +89,17 @@ def metric_within(
         lambda m: _value(m, workload, backend, metric),
         lambda figure: figure < target if strict else figure <= target,
         unit,
+    )
+
+
+def same_fabric_at_most(
+    workload: str, backend: str, reference_workload: str, target: float
+) -> Callable[[Medians], Verdict]:
+    """``backend``'s figure on ``workload`` over its own on ``reference_workload`` <= target."""
+    return _goal(
+        lambda m: _value(m, workload, backend) / _value(m, reference_workload, backend),
+        lambda figure: figure <= target,
+        "×",
     )
 
 
@@ -98,6 +116,15 @@ GOALS: tuple[Goal, ...] = (
          metric_within("uneven", MP, "over_ideal", 1.10, "×", strict=False)),
     Goal(MP, "master_cpu", "master < 5 % of a core while slaves compute",
          metric_within("master_cpu", MP, "value", 5.0, " %", strict=True)),
+    Goal(MP, "balance", "as many equal commands as slaves: efficiency ≥ 0.9",
+         metric_at_least("balance", MP, "efficiency", 0.9)),
+    Goal(MP, "sleep", "sleeping commands on 16 slaves: efficiency ≥ 0.9",
+         metric_at_least("sleep", MP, "efficiency", 0.9)),
+    Goal(MT, "sleep", "sleeping commands on 16 slaves: efficiency ≥ 0.9",
+         metric_at_least("sleep", MT, "efficiency", 0.9)),
+    Goal(MP, "arrays_after_tiny", "1 MiB arrays after tiny commands as fast as without "
+         "(time ≤ 1.1× the arrays alone)",
+         same_fabric_at_most("arrays_after_tiny", MP, "arrays", 1.1)),
     Goal(MPI, "noop", "no-op rate ≥ 5× mpi4py.futures.MPIPoolExecutor",
          ratio_at_least("noop", "mpi4py-futures", MPI, 5.0)),
     Goal(MPI, "latency", "round trip < 10× a raw mpi4py ping-pong",
@@ -108,4 +135,11 @@ GOALS: tuple[Goal, ...] = (
          ratio_at_least("arrays", "raw-mpi-send", MPI, 2.0)),
     Goal(MPI, "cpu", "CPU-bound speed-up over uni ≥ 1.9",
          ratio_at_least("cpu", "multi-uni", MPI, 1.9)),
+    Goal(MPI, "balance", "as many equal commands as slaves: efficiency ≥ 0.9",
+         metric_at_least("balance", MPI, "efficiency", 0.9)),
+    Goal(MPI, "sleep", "sleeping commands on 16 slaves: efficiency ≥ 0.9",
+         metric_at_least("sleep", MPI, "efficiency", 0.9)),
+    Goal(MPI, "arrays_after_tiny", "1 MiB arrays after tiny commands as fast as without "
+         "(time ≤ 1.1× the arrays alone)",
+         same_fabric_at_most("arrays_after_tiny", MPI, "arrays", 1.1)),
 )  # fmt: skip

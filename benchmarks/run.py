@@ -29,7 +29,7 @@ from typing import Any
 
 from benchmarks import machine, report
 from benchmarks.backends import BACKENDS, BY_NAME, LOCAL, MPI_FUTURES, Backend
-from benchmarks.child import MARKER
+from benchmarks.child import MARKER, SLAVES
 from benchmarks.workloads import BY_KEY, WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,12 +48,16 @@ class Cell:
 
 
 def plan(backends: list[Backend], workloads: list[str], quick: bool) -> list[Cell]:
-    """The cells of one round; the example program is a cell of its own on each fabric."""
+    """The cells of one round; the example program is a cell of its own on each fabric, and
+    in quick mode a backend's workloads share a process where they run on as many slaves."""
     cells = []
     for backend in backends:
         timed = [key for key in workloads if key in backend.workloads and key != "example"]
         if quick and timed:
-            cells.append(Cell(backend, tuple(timed)))
+            by_slaves: dict[int, list[str]] = {}
+            for key in timed:
+                by_slaves.setdefault(BY_KEY[key].slaves(SLAVES), []).append(key)
+            cells.extend(Cell(backend, tuple(keys)) for keys in by_slaves.values())
         else:
             cells.extend(Cell(backend, (key,)) for key in timed)
         if "example" in workloads and "example" in backend.workloads:
@@ -88,7 +92,9 @@ def child_command(backend: Backend, jobs: list[dict[str, Any]]) -> list[str]:
     command = [sys.executable, "-m", "benchmarks.child", backend.name, json.dumps(jobs)]
     if backend.launch == LOCAL:
         return command
-    launcher = [mpiexec() or "mpiexec", "-n", str(backend.ranks), sys.executable]
+    slaves = BY_KEY[jobs[0]["workload"]].slaves(SLAVES)
+    ranks = backend.ranks if slaves == SLAVES else slaves + 1
+    launcher = [mpiexec() or "mpiexec", "-n", str(ranks), sys.executable]
     if backend.launch == MPI_FUTURES:
         launcher += ["-m", "mpi4py.futures"]
     return launcher + command[1:]

@@ -55,6 +55,14 @@ class Tally(Memo):
         self.seconds: list[float] = []
 
 
+class Share(Memo):
+    """A command's own memo, as applications give each command one: it points at the tally
+    that every result of the run adds to."""
+
+    def __init__(self, tally: Tally) -> None:
+        self.tally = tally
+
+
 class Echo_result(Result_command):
     """Brings a payload back; on the master, counts it."""
 
@@ -62,10 +70,10 @@ class Echo_result(Result_command):
         super().__init__(processor=processor, completed=True)
         self.payload = payload
 
-    def run(self, processor: Any, memo: Tally | None) -> None:
+    def run(self, processor: Any, memo: Share | None) -> None:
         if memo is not None:
-            memo.count += 1
-            memo.nbytes += getattr(self.payload, "nbytes", 0)
+            memo.tally.count += 1
+            memo.tally.nbytes += getattr(self.payload, "nbytes", 0)
 
 
 class Seconds_result(Result_command):
@@ -75,18 +83,18 @@ class Seconds_result(Result_command):
         super().__init__(processor=processor, completed=True)
         self.seconds = seconds
 
-    def run(self, processor: Any, memo: Tally | None) -> None:
+    def run(self, processor: Any, memo: Share | None) -> None:
         if memo is not None:
-            memo.count += 1
-            memo.seconds.append(self.seconds)
+            memo.tally.count += 1
+            memo.tally.seconds.append(self.seconds)
 
 
 class Done_result(Result_command):
     """Says a command is done (the counterpart of a pool's ``None``); the master counts it."""
 
-    def run(self, processor: Any, memo: Tally | None) -> None:
+    def run(self, processor: Any, memo: Share | None) -> None:
         if memo is not None:
-            memo.count += 1
+            memo.tally.count += 1
 
 
 class Noop_command(Slave_command):
@@ -101,7 +109,7 @@ class Nap_command(Slave_command):
 
     def run(self, processor: Any, completed: bool) -> None:
         nap(self.seconds)
-        processor.return_object(processor.NULL_RESULT)
+        processor.return_object(Done_result(processor))
 
 
 class Echo_command(Slave_command):

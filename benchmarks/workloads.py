@@ -8,6 +8,7 @@ runner starts and warms its workers before the first measurement.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -54,6 +55,10 @@ class Workload:
 
     def params(self, quick: bool) -> dict[str, Any]:
         return dict(self.quick if quick else self.full)
+
+    def slaves(self, default: int) -> int:
+        """The workers this workload runs on (those of its sizes, else ``default``)."""
+        return int(self.full.get("slaves", default))
 
     def heading(self, params: dict[str, Any] | None) -> str:
         """The title with the sizes that were run."""
@@ -102,6 +107,33 @@ def measure_arrays(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
     if tally.nbytes != p["count"] * array.nbytes:
         raise RuntimeError(f"expected {p['count'] * array.nbytes} bytes back, got {tally.nbytes}")
     return {"value": seconds, "mib_per_s": 2 * p["count"] * p["mib"] / seconds}
+
+
+def measure_arrays_after_tiny(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
+    """Bulk data right after a run of tiny commands: what a scheduler learnt of the tiny ones
+    must not shape the batches of the big ones."""
+    _check(runner.many("noop", range(p["tiny"])), p["tiny"])
+    return measure_arrays(runner, p)
+
+
+def measure_balance(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
+    """As many equal CPU-bound commands as slaves: the wall time against the ideal, one
+    command's time (as measured on the workers), which needs one command on every slave."""
+    iterations = round(p["seconds"] * p["spin_rate"])
+    count = runner.slaves * p["per_slave"]
+    seconds, tally = _timed(lambda: runner.many("spin", [iterations] * count))
+    _check(tally, count)
+    ideal = p["per_slave"] * statistics.mean(tally.seconds)
+    return {"value": seconds, "ideal": ideal, "efficiency": ideal / seconds}
+
+
+def measure_sleep(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
+    """Commands that sleep on many slaves: the scheduler alone, not the CPU. The ideal is
+    ceil(N / P) times a command's sleep."""
+    seconds, tally = _timed(lambda: runner.many("nap", [p["seconds"]] * p["count"]))
+    _check(tally, p["count"])
+    ideal = math.ceil(p["count"] / runner.slaves) * p["seconds"]
+    return {"value": seconds, "ideal": ideal, "efficiency": ideal / seconds}
 
 
 def measure_cpu(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +209,38 @@ WORKLOADS: tuple[Workload, ...] = (
         {"count": 200, "mib": 1},
         {"count": 40, "mib": 1},
         measure=measure_arrays,
+    ),
+    Workload(
+        "arrays_after_tiny",
+        "{count:,} commands carrying a {mib} MiB numpy array there and back, after a run of "
+        "{tiny:,} tiny commands",
+        "1 MiB arrays after tiny commands",
+        "wall time of the arrays",
+        "s",
+        {"count": 200, "mib": 1, "tiny": 2_000},
+        {"count": 40, "mib": 1, "tiny": 500},
+        measure=measure_arrays_after_tiny,
+    ),
+    Workload(
+        "balance",
+        "{slaves} CPU-bound commands of about {seconds} s on {slaves} slaves",
+        "as many commands as slaves",
+        "wall time (efficiency beside it: one command's time / wall)",
+        "s",
+        {"slaves": 2, "per_slave": 1, "seconds": 1.0},
+        {"slaves": 2, "per_slave": 1, "seconds": 0.3},
+        needs_spin_rate=True,
+        measure=measure_balance,
+    ),
+    Workload(
+        "sleep",
+        "{count} commands sleeping {seconds} s on {slaves} slaves",
+        "sleeping commands on 16 slaves",
+        "wall time (efficiency beside it: ceil(N/P) x sleep / wall)",
+        "s",
+        {"slaves": 16, "count": 40, "seconds": 0.2},
+        {"slaves": 16, "count": 20, "seconds": 0.1},
+        measure=measure_sleep,
     ),
     Workload(
         "cpu",
