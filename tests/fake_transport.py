@@ -34,7 +34,7 @@ class Script:
     deaths: dict[int, int] = field(default_factory=dict)  # index -> attempts its slave dies on
     hangs: set[int] = field(default_factory=set)
     unreadable: set[int] = field(default_factory=set)  # their batch cannot be rebuilt
-    round_trip: float = 1e-3
+    round_trip: float = 5e-4
     start_seconds: float = 0.05  # for a replacement to start
     dies_on_start: int = 0  # replacements that die as they start, before running anything
     bytes_per_command: int = 100
@@ -44,7 +44,7 @@ class Script:
 
     def long(self) -> bool:
         """Whether every command is long next to the round trip (no second batch is due)."""
-        return all(seconds >= 50 * self.round_trip for seconds in self.seconds)
+        return all(seconds >= 100 * self.round_trip for seconds in self.seconds)
 
 
 class Clock:

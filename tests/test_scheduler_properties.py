@@ -10,6 +10,7 @@ nothing while a command waits to be sent (checked by the fake transport at every
 from __future__ import annotations
 
 import math
+import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +20,11 @@ from multi.scheduler import ON_FAILURE
 from tests.fake_transport import Script
 from tests.scheduler_harness import simulate
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+#: Cases per property; MULTI_HYPOTHESIS_EXAMPLES=5000 for a longer hunt.
+EXAMPLES = int(os.environ.get("MULTI_HYPOTHESIS_EXAMPLES", "150"))
+SETTINGS = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 LENGTHS = {
     "tiny": st.floats(1e-6, 1e-3),
     "long": st.floats(0.05, 2.0),

@@ -10,8 +10,9 @@ and the round trip of a batch beyond the work it holds (messages, pickling, waki
   ``MAX_BATCH_BYTES`` (a larger command travels alone), and no more than an even share of what
   is left, so that the last commands spread over every slave.
 - A slave gets a second batch to hold only where that hides a round trip that would otherwise
-  idle it for more than ``IDLE_SHARE`` of its time (tiny commands, large payloads), and only
-  while enough commands are left for every slave to get another batch after it: long commands
+  idle it for more than ``IDLE_SHARE`` of its time (tiny commands, large payloads), only while
+  enough commands are left for every slave to get another batch after it, and only if the
+  batch it holds is not overdue (running a command longer than the others): long commands
   never wait behind each other on one slave while another slave is free.
 """
 
@@ -59,6 +60,13 @@ class Batch_sizer:
         if waiting < self.slaves * size:  # the tail: keep what is left for idle slaves
             return False
         return self.round_trip > IDLE_SHARE * size * self.seconds
+
+    def overdue(self, count: int, elapsed: float) -> bool:
+        """Whether a batch of ``count`` commands out for ``elapsed`` seconds takes longer than
+        its commands were expected to (the estimate comes first from the shortest commands,
+        which finish first): its slave gets no second batch then."""
+        seconds, round_trip = self.seconds or 0.0, self.round_trip or 0.0
+        return elapsed > 2 * (count * seconds + round_trip)
 
     def fit_in_bytes(self, count: int, nbytes: int) -> int:
         """How many of ``count`` commands that pickled to ``nbytes`` fit in a batch (>= 1)."""

@@ -16,18 +16,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from multi.batching import Batch_sizer
 from multi.slave import Report
 from multi.statistics import Run_statistics, Slave_statistics
 
 
 @dataclass(slots=True)
 class Sent:
-    """A batch in flight: the indices of its commands, when it left, and whether it restores a
-    new slave's data rather than running commands of the run."""
+    """A batch in flight: the indices of its commands, when it left, whether its round trip
+    tells the scheduler anything, and whether it restores a new slave's data rather than
+    running commands of the run."""
 
     indices: Sequence[int]
     sent_at: float
-    alone: bool  # the slave held nothing else when it was sent: its round trip can be timed
+    timed: bool  # its slave had answered before, and held nothing else when it was sent
     setup: bool = False
 
 
@@ -67,6 +69,8 @@ class Run:
         #: Why dispatch stopped before the queue was empty, or None.
         self.stopped: str | None = None
         self.started = time.perf_counter()
+        #: What the run has learnt of its commands, for the size of its batches.
+        self.sizer = Batch_sizer(len(ranks), batching=False, pickled=False)
         self.statistics = Run_statistics({rank: Slave_statistics() for rank in ranks})
 
     # The queue ---------------------------------------------------------------------------

@@ -76,13 +76,16 @@ class Scheduler:
         self.on_failure = on_failure
         #: Deaths of a rank's slaves in a row without running a command.
         self._start_failures: dict[int, int] = {}
+        #: Ranks whose slave has answered once: the round trip of a slave's first batch
+        #: includes its start-up, which says nothing of the round trips to come.
+        self._answered: set[int] = set()
         #: Why no slave is left, once every one was lost for good.
         self.broken: str | None = None
 
     def run(self, run: Run) -> None:
         """Run every command of ``run`` and deliver each outcome; raise the first failure."""
         transport = self.transport
-        self._sizer = Batch_sizer(len(run.in_flight), transport.batching, transport.pickled)
+        run.sizer = Batch_sizer(len(run.in_flight), transport.batching, transport.pickled)
         moved = dict(transport.traffic)
         if not run.in_flight:
             self._no_slave_left(run, self.broken or "no slave could be started")
@@ -118,12 +121,16 @@ class Scheduler:
                 self._send_next(run, rank)
         if self.transport.window < 2:
             return
-        sizer = self._sizer
+        sizer = run.sizer
+        now = time.perf_counter()
         for rank, batches in in_flight.items():
             if len(batches) == 1 and not run.pinned.get(rank):
                 waiting = run.waiting()
                 if not sizer.second_batch_pays(waiting, sizer.size(waiting)):
                     return
+                held = batches[0]
+                if sizer.overdue(len(held.indices), now - held.sent_at):
+                    continue  # it runs something long: what is left may go to a free slave
                 self._send_next(run, rank)
 
     def _send_next(self, run: Run, rank: int) -> bool:
@@ -132,7 +139,7 @@ class Scheduler:
         Commands that fail before they leave (they do not pickle) make room for the next ones.
         """
         while run.pinned.get(rank) or run.waiting():
-            indices = run.take(rank, self._sizer.size(run.waiting()))
+            indices = run.take(rank, run.sizer.size(run.waiting()))
             if self._send(run, rank, indices):
                 return True
             if run.stopped is not None:
@@ -156,19 +163,20 @@ class Scheduler:
                 batch = (indices, _pick(commands, indices))
                 payload = wire.dumps(batch)
             nbytes = wire.size(payload)
-            fit = self._sizer.fit_in_bytes(len(indices), nbytes)
+            fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             while fit < len(indices):
                 run.put_back(indices[fit:])
                 indices = indices[:fit]
                 batch = (indices, _pick(commands, indices))
                 payload = wire.dumps(batch)
                 nbytes = wire.size(payload)
-                fit = self._sizer.fit_in_bytes(len(indices), nbytes)
-            self._sizer.sent(len(indices), nbytes)
+                fit = run.sizer.fit_in_bytes(len(indices), nbytes)
+            run.sizer.sent(len(indices), nbytes)
         else:
             payload = batch  # type: ignore[assignment]
         batches = run.in_flight[rank]
-        batches.append(Sent(indices, time.perf_counter(), alone=not batches))
+        timed = not batches and rank in self._answered
+        batches.append(Sent(indices, time.perf_counter(), timed=timed))
         transport.send(rank, payload)
         return indices
 
@@ -192,12 +200,13 @@ class Scheduler:
         payload: Any = (ids, commands)
         if self.transport.pickled:
             payload = wire.dumps(payload)
-        run.in_flight[rank].append(Sent(ids, time.perf_counter(), alone=False, setup=True))
+        run.in_flight[rank].append(Sent(ids, time.perf_counter(), timed=False, setup=True))
         self.transport.send(rank, payload)
 
     # Receipt -------------------------------------------------------------------------------
 
     def _on_report(self, run: Run, rank: int, report: Report) -> None:
+        self._answered.add(rank)
         batches = run.in_flight[rank]
         sent = batches[0]
         finished = report.finished()
@@ -218,8 +227,8 @@ class Scheduler:
             slave.commands += finished
             slave.batches += 1
             slave.busy_seconds += busy
-            elapsed = time.perf_counter() - sent.sent_at if sent.alone else None
-            self._sizer.reported(finished, busy, elapsed)
+            elapsed = time.perf_counter() - sent.sent_at if sent.timed else None
+            run.sizer.reported(finished, busy, elapsed)
             if finished < len(indices):  # the slave ended in the middle of the batch
                 sent.indices = indices[finished:]
             else:
@@ -272,6 +281,7 @@ class Scheduler:
     ) -> None:
         failures = 0 if died_under_a_command else self._start_failures.get(rank, 0) + 1
         self._start_failures[rank] = failures
+        self._answered.discard(rank)
         if self.transport.replaceable and failures < START_FAILURES:
             self.transport.replace(rank)
             run.in_flight[rank] = deque()
