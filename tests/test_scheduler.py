@@ -118,6 +118,20 @@ def test_commands_pinned_to_slaves_run_once_on_each() -> None:
     ]
 
 
+def test_a_pinned_command_whose_slave_died_runs_again_on_that_slave() -> None:
+    outcome = simulate(Script([0.01] * 3, deaths={1: 1}), 3, pinned=True)
+    assert outcome.raised is None
+    assert [rank for _, rank, ids in outcome.transport.sent if ids == [1]] == [2, 2]
+    assert sorted(outcome.results) == [0, 1, 2]
+
+
+def test_a_pinned_command_fails_with_its_slave_if_that_slave_is_given_up() -> None:
+    outcome = simulate(Script([0.01] * 3, deaths={1: 1}), 3, pinned=True, replaceable=False)
+    assert isinstance(outcome.raised, SlaveDiedError)
+    assert [index for index, _ in outcome.run.failures] == [1]
+    assert [rank for _, rank, ids in outcome.transport.sent if ids == [1]] == [2]
+
+
 # Failures -------------------------------------------------------------------------------------
 
 

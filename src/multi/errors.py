@@ -48,9 +48,13 @@ class SlaveDiedError(MultiError):
         self.reason = reason
         self.command = command
         self.attempts = attempts
-        tries = "once" if attempts == 1 else f"{attempts} times"
+        if attempts:
+            tries = "once" if attempts == 1 else f"{attempts} times"
+            what = f"while running {command} (tried {tries})"
+        else:
+            what = f"before it could run {command}"
         super().__init__(
-            f"slave {rank} {reason} while running {command} (tried {tries}); "
+            f"slave {rank} {reason} {what}; "
             "if the command itself crashes the process, run it on the 'uni' fabric to debug it"
         )
 

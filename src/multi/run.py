@@ -52,6 +52,7 @@ class Run:
         self.returned: deque[int] = deque()
         self.alone: deque[int] = deque()
         self.pinned: dict[int, deque[int]] = {rank: deque() for rank in ranks}
+        self._rank_of = pinned  # the slave each command must run on, if any
         if pinned is not None:
             for index, rank in enumerate(pinned):
                 self.pinned[rank].append(index)
@@ -94,6 +95,17 @@ class Run:
         end = min(start + size, self.count)
         self.fresh = end
         return range(start, end)
+
+    def again(self, indices: Sequence[int], alone: bool = False) -> None:
+        """Commands a lost slave held, to be sent again first: to their own slave if they are
+        pinned to one (it is replaced), else to any, in batches or, with ``alone``, one by one."""
+        if self._rank_of is not None:
+            for index in reversed(indices):
+                self.pinned.setdefault(self._rank_of[index], deque()).appendleft(index)
+        elif alone:
+            self.alone.extendleft(reversed(indices))
+        else:
+            self.returned.extendleft(reversed(indices))
 
     def put_back(self, indices: Sequence[int]) -> None:
         """Return commands that were taken but not sent, to the front of where they came from."""

@@ -243,7 +243,7 @@ class Scheduler:
         """A batch the slave could not rebuild: alone, a command fails; in company, each goes
         again alone, so that the others are not lost with the one that cannot travel."""
         if len(indices) > 1:
-            run.alone.extendleft(reversed(indices))
+            run.again(indices, alone=True)
             return
         self._fail(run, indices[0], failure.exception())
 
@@ -272,8 +272,8 @@ class Scheduler:
                 self._fail(run, culprit, SlaveDiedError(rank, reason, command, attempts))
             else:
                 statistics.retries += 1
-                run.alone.appendleft(culprit)
-        run.returned.extendleft(reversed([index for index in held if index != culprit]))
+                run.again([culprit], alone=True)
+        run.again([index for index in held if index != culprit])
         self._replace_or_give_up(run, rank, reason, died_under_a_command=culprit is not None)
 
     def _replace_or_give_up(
@@ -289,7 +289,8 @@ class Scheduler:
             return
         for index in run.pinned.pop(rank, ()):
             command = describe(run.commands[index])
-            self._fail(run, index, SlaveDiedError(rank, reason, command, 0))
+            attempts = run.attempts.get(index, 0)
+            self._fail(run, index, SlaveDiedError(rank, reason, command, attempts))
         if not run.in_flight:
             self.broken = f"slave {rank} {reason}"
             self._no_slave_left(run, self.broken)
@@ -336,7 +337,7 @@ class Scheduler:
             reason = f"{slave} was stopped: {command} ran past the timeout"
             held = [i for i in run.in_flight_indices(rank) if i != index]
             run.in_flight.pop(rank)
-            run.returned.extendleft(reversed(held))
+            run.again(held)
             self._replace_or_give_up(run, rank, reason, died_under_a_command=True)
 
     # Failures ------------------------------------------------------------------------------
