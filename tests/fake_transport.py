@@ -33,6 +33,7 @@ class Script:
     fails: set[int] = field(default_factory=set)
     deaths: dict[int, int] = field(default_factory=dict)  # index -> attempts its slave dies on
     hangs: set[int] = field(default_factory=set)
+    frozen: set[int] = field(default_factory=set)  # never end, and their slave stops beating
     unreadable: set[int] = field(default_factory=set)  # their batch cannot be rebuilt
     round_trip: float = 5e-4
     start_seconds: float = 0.05  # for a replacement to start
@@ -83,6 +84,7 @@ class _Slave:
     #: Each command it ran or will run: start, end, task, and whether it waited behind others.
     runs: list[tuple[float, float, int, bool]] = field(default_factory=list)
     dead_at: float = math.inf
+    silent_from: float = math.inf  # when it stopped beating
 
 
 class Fake_transport(Transport):
@@ -112,6 +114,7 @@ class Fake_transport(Transport):
         self._events: list[tuple[float, int, int, int, Message]] = []
         self._order = itertools.count()
         self._start_deaths = 0
+        self._idle_waits = 0
 
     def _new_slave(self, ready_at: float) -> _Slave:
         return _Slave(next(self._incarnations), ready_at, ready_at)
@@ -149,9 +152,11 @@ class Fake_transport(Transport):
                 continue
             self.attempts[task] += 1
             queued = clock > max(arrival, slave.ready_at)  # behind another command
-            if task in self.script.hangs:
+            if task in self.script.hangs or task in self.script.frozen:
                 slave.runs.append((clock, math.inf, task, queued))
                 slave.dead_at = slave.free_at = math.inf
+                if task in self.script.frozen:
+                    slave.silent_from = clock
                 return
             length = self.script.seconds[task]
             if self.attempts[task] <= self.script.deaths.get(task, 0):
@@ -179,6 +184,8 @@ class Fake_transport(Transport):
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         self.check_breadth_first()
+        self._idle_waits = self._idle_waits + 1 if not timeout and not self._events else 0
+        assert self._idle_waits < 1000, "the scheduler spins: it waits for nothing, again"
         while self._events:
             when, _, rank, incarnation, message = self._events[0]
             if timeout is not None and when > self.clock.now + timeout:
@@ -207,6 +214,12 @@ class Fake_transport(Transport):
             if start <= now < end:
                 return task, start
         return None
+
+    def silent_for(self, rank: int) -> float | None:
+        slave = self._slaves.get(rank)
+        if slave is None:
+            return None
+        return max(0.0, self.clock.now - slave.silent_from)
 
     def end_slave(self, rank: int) -> str:
         self.ended.append(rank)

@@ -43,6 +43,7 @@ def simulate(
     setup: list[Any] | None = None,
     pinned: bool = False,
     payloads: list[bytes] | None = None,
+    liveness: float | None = None,
 ) -> Outcome:
     """Run the script's commands on ``slaves`` fake slaves; record and return what happened."""
     clock = Clock()
@@ -69,6 +70,7 @@ def simulate(
             retries=retries,
             timeout=timeout,
             on_failure=on_failure,
+            liveness=liveness,
         )
         commands = [
             Fake_command(index, payloads[index] if payloads else b"")

@@ -269,6 +269,22 @@ def test_a_command_past_the_timeout_fails_and_its_slave_is_replaced() -> None:
     assert 1.0 <= outcome.seconds < 1.5
 
 
+def test_a_slave_that_shows_no_sign_of_life_is_stopped_and_its_command_retried() -> None:
+    outcome = simulate(Script([0.1] * 10, frozen={4}), 2, liveness=10.0, retries=1)
+    assert isinstance(outcome.raised, SlaveDiedError)
+    assert "showed no sign of life for 10 s" in str(outcome.raised)
+    assert "option liveness: 10 s" in str(outcome.raised)
+    assert outcome.raised.attempts == 2 and outcome.transport.attempts[4] == 2
+    assert outcome.delivered == list(range(10))
+    assert len(outcome.transport.ended) == len(outcome.transport.replaced) == 2
+    assert 20.0 <= outcome.seconds < 22.0
+
+
+def test_a_long_command_of_a_slave_that_beats_is_never_taken_for_hung() -> None:
+    outcome = simulate(Script([100.0, 0.1, 0.1]), 2, liveness=10.0)
+    assert outcome.raised is None and outcome.transport.ended == []
+
+
 def test_without_a_timeout_commands_run_as_long_as_they_take() -> None:
     outcome = simulate(Script([30.0, 0.1]), 2)
     assert outcome.raised is None and outcome.seconds >= 30.0

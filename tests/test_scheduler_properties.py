@@ -42,9 +42,11 @@ def scenarios(draw: st.DrawFn) -> dict:
     fails = draw(st.sets(indices, max_size=count // 3)) if count else set()
     deaths = draw(st.dictionaries(indices, st.integers(1, 4), max_size=6)) if count else {}
     hangs = draw(st.sets(indices, max_size=2)) if count and draw(st.booleans()) else set()
+    frozen = draw(st.sets(indices, max_size=2)) - hangs if count and draw(st.booleans()) else set()
     timeout = max(lengths, default=1.0) * 2 + 1.0 if hangs else None
     return {
-        "script": Script(lengths, fails=fails, deaths=deaths, hangs=hangs),
+        "script": Script(lengths, fails=fails, deaths=deaths, hangs=hangs, frozen=frozen),
+        "liveness": 5.0 if frozen else None,
         "slaves": slaves,
         "retries": draw(st.integers(0, 3)),
         "replaceable": draw(st.booleans()) or bool(hangs),
@@ -58,6 +60,11 @@ def expected_error(scenario: dict, index: int) -> type[BaseException] | None:
     script = scenario["script"]
     if index in script.hangs:
         return CommandTimeoutError
+    if index in script.frozen:  # whichever bound comes first: its timeout, or liveness
+        timeout = scenario["timeout"]
+        if timeout is not None and timeout <= scenario["liveness"]:
+            return CommandTimeoutError
+        return SlaveDiedError
     if script.deaths.get(index, 0) > scenario["retries"]:
         return SlaveDiedError
     if index in script.fails:

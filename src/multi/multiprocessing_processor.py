@@ -21,7 +21,9 @@ master disappears.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
+import select
 import selectors
 import signal
 import socket
@@ -46,8 +48,8 @@ from multi.transport import Message, Payload, Slave_lost, Transport
 START_METHODS = ("forkserver", "spawn", "fork")
 #: How long a receiver looks for a message before it blocks (see ``_spin``).
 POLL_SECONDS = 100e-6
-#: How often an idle slave checks that its master is still there.
-WATCHDOG_SECONDS = 0.5
+#: How often a slave beats, and checks that its master is still there.
+HEARTBEAT_SECONDS = 0.5
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_READ | selectors.EVENT_WRITE
 
 
@@ -87,6 +89,7 @@ class Multiprocessing_transport(Transport):
         self.context = multiprocessing.get_context(processor.settings["start_method"])
         self.task = self.context.RawArray("q", slaves + 1)  # the command each rank runs
         self.since = self.context.RawArray("d", slaves + 1)  # and since when (monotonic)
+        self.heartbeat = self.context.RawArray("d", slaves + 1)  # each slave's last beat
         self._slaves: dict[int, _Slave] = {}
         self._selector = selectors.DefaultSelector()
         self._ready: deque[tuple[int, Message]] = deque()
@@ -102,11 +105,12 @@ class Multiprocessing_transport(Transport):
     def replace(self, rank: int) -> None:
         ours, theirs = socket.socketpair()
         self.task[rank] = -1
+        self.heartbeat[rank] = time.monotonic()  # (it beats once it has started)
         process = self.context.Process(
             target=_slave_main,
             name=f"multi-slave-{rank}",
             args=(type(self.processor), rank, self.slaves, theirs, self.task, self.since,
-                  os.getpid()),
+                  self.heartbeat),
             daemon=True,
         )  # fmt: skip
         process.start()
@@ -120,6 +124,9 @@ class Multiprocessing_transport(Transport):
     def running(self, rank: int) -> tuple[int, float] | None:
         task = self.task[rank]
         return (task, self.since[rank]) if task >= 0 else None
+
+    def silent_for(self, rank: int) -> float | None:
+        return time.monotonic() - self.heartbeat[rank]
 
     def send(self, rank: int, payload: Payload) -> None:
         channel = self._slaves[rank].channel
@@ -194,24 +201,21 @@ class Multiprocessing_transport(Transport):
         reason = f"{slave.name()} {_ending(slave.process.exitcode)}"
         return Slave_lost(rank, reason, task if task >= 0 else None, idle=task < 0)
 
-    def _retire(self, rank: int, kill: bool = False) -> _Slave:
-        """Forget a slave that ended (or is made to), once its process is gone."""
+    def _retire(self, rank: int) -> _Slave:
+        """Forget a slave that ended, or is made to: its process group is killed (itself, if it
+        lives, and what its commands left running), then its process reaped."""
         slave = self._slaves.pop(rank)
         self._selector.unregister(slave.channel)
         self._selector.unregister(slave.process.sentinel)
-        if kill:
-            slave.process.kill()
+        _kill_group(slave.process)
         slave.process.join(1.0)
-        if slave.process.exitcode is None:  # its channel broke, yet it lives: end it
-            slave.process.kill()
-            slave.process.join(1.0)
         slave.channel.close()
         self.task[rank] = -1
         return slave
 
     def end_slave(self, rank: int) -> str:
         self._ready = deque(item for item in self._ready if item[0] != rank)
-        return self._retire(rank, kill=True).name()
+        return self._retire(rank).name()
 
     # Stopping -----------------------------------------------------------------------------
 
@@ -225,17 +229,32 @@ class Multiprocessing_transport(Transport):
 
     def kill(self) -> None:
         for slave in self._slaves.values():
-            if slave.process.exitcode is None:
-                slave.process.terminate()
+            _kill_group(slave.process)
         self._join(1.0)
 
     def _join(self, timeout: float) -> None:
+        """Wait until every slave has ended or ``timeout`` has passed, then retire them all."""
         deadline = time.monotonic() + timeout
-        for slave in self._slaves.values():
-            slave.process.join(max(0.0, deadline - time.monotonic()))
+        waiting = [slave.process.sentinel for slave in self._slaves.values()]
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            ended = multiprocessing.connection.wait(waiting, left)
+            waiting = [sentinel for sentinel in waiting if sentinel not in ended]
         for rank in list(self._slaves):
-            self._retire(rank, kill=self._slaves[rank].process.exitcode is None)
+            self._retire(rank)
         self._selector.close()
+
+
+def _kill_group(process: BaseProcess) -> None:
+    """SIGKILL a slave's process group: itself and what its commands started. Called before the
+    slave is reaped, so that its id cannot have passed to another process; a slave that has not
+    made its group yet is killed alone."""
+    if process.pid is None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        if process.exitcode is None:
+            process.kill()
 
 
 def _ending(exitcode: int | None) -> str:
@@ -260,11 +279,11 @@ def _slave_main(
     sock: socket.socket,
     task: Any,
     since: Any,
-    master_pid: int,
+    heartbeat: Any,
 ) -> None:
     """Run commands for the master until it says stop, or disappears."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _end_with(master_pid)
+    _detach()
+    _watch_master(rank, heartbeat, sock)
     processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
     Processor_box().processor = processor
     context = Slave_context(rank, slaves, processor.data_store)
@@ -301,28 +320,38 @@ def _current_method() -> str:
     return multiprocessing.get_start_method(allow_none=True) or _default_start_method()
 
 
-def _end_with(master_pid: int) -> None:
-    """Make this process end when the master does, even while a command runs."""
-    if sys.platform == "linux":
-        try:
+def _detach() -> None:
+    """Lead a process group of its own: Ctrl-C on the terminal reaches the master alone (which
+    stops the slaves), and stopping the group stops what the slave's commands started too."""
+    with suppress(OSError):
+        os.setpgid(0, 0)
+
+
+def _watch_master(rank: int, heartbeat: Any, sock: socket.socket) -> None:
+    """Beat every ``HEARTBEAT_SECONDS``, and end this slave's whole process group once the
+    master is gone (its end of the socket hangs up), even while a command runs.
+
+    The parent is no sign: with forkserver it is the fork server, which lives as long as any
+    slave does.
+    """
+    if sys.platform == "linux":  # the kernel ends this process if the watch cannot run
+        with suppress(OSError, AttributeError):
             import ctypes
 
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent ends
-        except (OSError, AttributeError):
-            pass
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    hangup = select.poll()
+    hangup.register(sock.fileno(), select.POLLHUP)  # never the data, which the slave reads
 
     def watch() -> None:
+        clock = time.monotonic
         while True:
-            time.sleep(WATCHDOG_SECONDS)
-            try:
-                os.kill(master_pid, 0)
-            except ProcessLookupError:
+            heartbeat[rank] = clock()
+            if hangup.poll(HEARTBEAT_SECONDS * 1000):
+                with suppress(OSError):
+                    os.killpg(0, signal.SIGKILL)
                 os._exit(1)
-            except PermissionError:
-                pass
 
-    threading.Thread(target=watch, name="multi-watchdog", daemon=True).start()
+    threading.Thread(target=watch, name="multi-watch-master", daemon=True).start()
 
 
 # The fabric ---------------------------------------------------------------------------------

@@ -73,6 +73,14 @@ class Processor:
             ON_FAILURE,
         ),
         Option(
+            "liveness",
+            "seconds a slave may give no sign of life before it is taken for hung, stopped "
+            "and replaced (its command retried); raise it for compiled code that holds the "
+            "GIL longer; none: wait for ever",
+            300.0,
+            seconds_or_none,
+        ),
+        Option(
             "timeout",
             "seconds a command may run before it fails and its slave is stopped (none: no "
             "limit); on fabrics whose slaves are processes",
@@ -426,6 +434,7 @@ class Processor:
                 retries=settings["retries"],
                 timeout=settings["timeout"],
                 on_failure=settings["on_failure"],
+                liveness=settings["liveness"],
             )
         return self._scheduler
 

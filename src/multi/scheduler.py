@@ -23,6 +23,8 @@ policies live here, never in a transport:
   that dies without running any, ``START_FAILURES`` times in a row, is given up.
 - **Timeouts** (``timeout``): a command that runs longer fails with ``CommandTimeoutError``; its
   slave is stopped and replaced.
+- **Liveness** (``liveness``): a slave whose transport heard no sign of life from it (a
+  heartbeat) for that long is taken for hung: it is stopped and handled as lost.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Scheduler:
         retries: int,
         timeout: float | None = None,
         on_failure: str = "continue",
+        liveness: float | None = None,
     ) -> None:
         self.transport = transport
         self.deliver = deliver
@@ -74,6 +77,8 @@ class Scheduler:
         self.retries = retries
         self.timeout = timeout
         self.on_failure = on_failure
+        self.liveness = liveness
+        self._check_at: float | None = None  # when deadlines are next looked at
         #: Deaths of a rank's slaves in a row without running a command.
         self._start_failures: dict[int, int] = {}
         #: Ranks whose slave has answered once: the round trip of a slave's first batch
@@ -91,16 +96,18 @@ class Scheduler:
             self._no_slave_left(run, self.broken or "no slave could be started")
         try:
             self._dispatch(run)
+            deadlines = self.timeout is not None or self.liveness is not None
+            self._check_at = time.monotonic() if deadlines else None
             while run.busy():
-                message = transport.receive(self._wait_seconds(run))
-                if message is None:
-                    self._enforce_timeout(run)
-                else:
+                message = transport.receive(self._wait_seconds())
+                if message is not None:
                     rank, body = message
                     if isinstance(body, Slave_lost):
                         self._on_lost(run, rank, body.reason, body.task_id, body.idle)
                     else:
                         self._on_report(run, rank, body)
+                if deadlines and time.monotonic() >= self._check_at:  # type: ignore[operator]
+                    self._enforce_deadlines(run)
                 self._dispatch(run)
                 self._deliver_ready(run)
             self._deliver_ready(run, everything=True)
@@ -304,41 +311,55 @@ class Scheduler:
         for index in waiting:
             self._fail(run, index, BrokenProcessorError(describe(run.commands[index]), reason))
 
-    # Timeouts ------------------------------------------------------------------------------
+    # Deadlines: timeouts and liveness ----------------------------------------------------
 
-    def _wait_seconds(self, run: Run) -> float | None:
-        """How long to wait for a message before a running command passes its timeout."""
-        if self.timeout is None:
+    def _wait_seconds(self) -> float | None:
+        """How long to wait for a message before the next deadline must be checked."""
+        if self._check_at is None:
             return None
-        now = time.monotonic()
-        soonest = self.timeout
-        for rank, batches in run.in_flight.items():
-            if batches:
-                running = self.transport.running(rank)
-                if running is not None and running[0] >= 0:
-                    soonest = min(soonest, running[1] + self.timeout - now)
-        return max(0.0, soonest)
+        return max(0.0, self._check_at - time.monotonic())
 
-    def _enforce_timeout(self, run: Run) -> None:
-        if self.timeout is None:
-            return
+    def _enforce_deadlines(self, run: Run) -> None:
+        """Stop the commands past their timeout and the slaves that showed no sign of life for
+        ``liveness`` seconds; note when to look again."""
+        timeout, liveness, transport = self.timeout, self.liveness, self.transport
         now = time.monotonic()
+        soonest = now + min(s for s in (timeout, liveness) if s is not None)
         for rank in [rank for rank, batches in run.in_flight.items() if batches]:
-            running = self.transport.running(rank)
-            if running is None or running[1] + self.timeout > now:
-                continue
-            index = running[0]
-            if index not in run.in_flight_indices(rank):
-                continue
-            slave = self.transport.end_slave(rank)
-            command = describe(run.commands[index])
-            self._fail(run, index, CommandTimeoutError(rank, slave, command, self.timeout))
-            run.statistics.slaves[rank].lost += 1
-            reason = f"{slave} was stopped: {command} ran past the timeout"
-            held = [i for i in run.in_flight_indices(rank) if i != index]
-            run.in_flight.pop(rank)
-            run.again(held)
-            self._replace_or_give_up(run, rank, reason, died_under_a_command=True)
+            running = transport.running(rank)
+            if timeout is not None and running is not None:
+                due = running[1] + timeout
+                if due > now:
+                    soonest = min(soonest, due)
+                elif running[0] in run.in_flight_indices(rank):
+                    self._time_out(run, rank, running[0])
+                    continue
+            silent = transport.silent_for(rank) if liveness is not None else None
+            if silent is not None and liveness is not None:
+                due = now - silent + liveness
+                if due > now:
+                    soonest = min(soonest, due)
+                    continue
+                task = running[0] if running is not None else None
+                slave = transport.end_slave(rank)
+                reason = (
+                    f"{slave} showed no sign of life for {silent:.0f} s and was stopped "
+                    f"(option liveness: {liveness:g} s)"
+                )
+                self._on_lost(run, rank, reason, task)
+        self._check_at = soonest
+
+    def _time_out(self, run: Run, rank: int, index: int) -> None:
+        """A command ran past the timeout: it fails, its slave is stopped and replaced."""
+        slave = self.transport.end_slave(rank)
+        command = describe(run.commands[index])
+        self._fail(run, index, CommandTimeoutError(rank, slave, command, self.timeout or 0.0))
+        run.statistics.slaves[rank].lost += 1
+        reason = f"{slave} was stopped: {command} ran past the timeout"
+        held = [i for i in run.in_flight_indices(rank) if i != index]
+        run.in_flight.pop(rank)
+        run.again(held)
+        self._replace_or_give_up(run, rank, reason, died_under_a_command=True)
 
     # Failures ------------------------------------------------------------------------------
 

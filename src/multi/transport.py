@@ -91,6 +91,11 @@ class Transport(ABC):
         None when it runs none or the transport cannot tell."""
         return None
 
+    def silent_for(self, rank: int) -> float | None:
+        """Seconds since the slave last gave a sign of life (a heartbeat), or None where the
+        transport cannot tell (slaves that cannot hang on their own, such as threads)."""
+        return None
+
     def end_slave(self, rank: int) -> str:
         """Stop one slave at once and forget it; return how it ended (for the report)."""
         raise NotImplementedError(f"{type(self).__name__} cannot stop one slave")
