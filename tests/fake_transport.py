@@ -240,7 +240,7 @@ class Fake_transport(Transport):
                 Slave_lost(rank, "(fake) exited with status 1", idle=True),
             )
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float, status: int = 0) -> None:
         self._slaves.clear()
 
     # The scheduler's promises ------------------------------------------------------------

@@ -92,6 +92,16 @@ def test_sys_exit_on_the_master_is_the_status_of_mpiexec(status: int) -> None:
     assert result.stdout.count("Overall runtime") == 1
 
 
+@pytest.mark.parametrize("where", ["python", "deaf"])
+@pytest.mark.parametrize("status", [0, 3])
+def test_exit_from_a_result_keeps_its_status_while_a_slave_is_busy(status: int, where: str) -> None:
+    result = under_mpiexec(str(ROOT / "tests" / "apps" / "mpi_exit.py"), str(status), where)
+    assert result.returncode == status, result.stderr
+    assert "not reached" not in result.stdout
+    if where == "deaf":  # nothing interrupts it: the job ends, with the program's status
+        assert f"did not stop within 2 s: ending the MPI job with status {status}" in result.stderr
+
+
 def test_an_unhandled_exception_aborts_the_job_with_a_failure() -> None:
     result = under_mpiexec("-c", UNHANDLED, "mpi4py")
     assert result.returncode == 1

@@ -35,8 +35,8 @@ def fabric_options() -> dict[str, list[Option]]:
     common = {option.name for option in Processor.options}
     for name, _ in registry.named():
         try:
-            options = registry.load(name).options
-        except (ImportError, LookupError):
+            options = list(registry.load(name).options)
+        except Exception:  # a fabric that does not load here has no flags; --list says why
             continue
         own = [option for option in options if option.name not in common]
         if own:

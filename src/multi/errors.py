@@ -185,13 +185,13 @@ class Failure:
         rank: int | str = "unknown",
         name: str = "unknown",
     ) -> None:
-        if isinstance(exception, SystemExit):
+        lines = traceback.format_exception(type(exception), exception, exception.__traceback__)
+        if isinstance(exception, SystemExit):  # its traceback, above, says where it was called
             exception = SlaveExitError(
                 f"a command called sys.exit({exception.code!r}) on a slave, which cannot end "
                 "the program: raise an exception instead, or let the master call sys.exit"
             )
         self._exception = exception
-        lines = traceback.format_exception(type(exception), exception, exception.__traceback__)
         self.text = header + "\n" + "".join(lines)
         self.rank = rank
         self.name = name

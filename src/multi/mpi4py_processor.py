@@ -36,6 +36,7 @@ import threading
 import time
 import types
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -125,6 +126,7 @@ class Mpi4py_transport(Transport):
         self.spawned = spawned
         self.offset = 1 if spawned else 0  # multi's rank = the slave's rank in comm + offset
         self._sending: list[tuple[Any, Any]] = []  # requests, with the buffers they send
+        self._work_sent: Counter[int] = Counter()  # batches sent to each slave
         self._status = MPI.Status()
 
     @property
@@ -134,6 +136,7 @@ class Mpi4py_transport(Transport):
     def send(self, rank: int, payload: Payload) -> None:
         frames = _out_of_band(payload)  # type: ignore[arg-type]
         self.traffic[rank, "sent"] += wire.size(frames)
+        self._work_sent[rank] += 1
         self._post(rank, frames, WORK)
 
     def _post(self, rank: int, obj: Any, tag: int) -> None:
@@ -151,40 +154,49 @@ class Mpi4py_transport(Transport):
         self.traffic[source + self.offset, "received"] += wire.size(frames)
         return source + self.offset, report
 
-    def stop(self, timeout: float) -> None:
-        self._farewell(STOP, timeout)
+    def stop(self, timeout: float, status: int = 0) -> None:
+        self._farewell(STOP, timeout, status)
 
-    def kill(self) -> None:
-        self._farewell(KILL, FAREWELL_SECONDS)
+    def kill(self, status: int = 1) -> None:
+        self._farewell(KILL, FAREWELL_SECONDS, status)
 
-    def _farewell(self, tag: int, timeout: float) -> None:
-        """Tell every slave to leave, and wait until each has said goodbye."""
+    def _farewell(self, tag: int, timeout: float, status: int) -> None:
+        """Tell every slave to leave (saying how many batches it was sent, which it takes
+        before it leaves, so that no send stays pending), and wait until each has said
+        goodbye. A slave that does not leave in time ends the MPI job, with ``status``: the
+        program's exit status survives a slow slave."""
         MPI = _mpi()
         if MPI.Is_finalized():
             return
         for rank in self.ranks:
-            self._post(rank, None, tag)
-        status, left = MPI.Status(), set()
+            self._post(rank, self._work_sent[rank], tag)
+        probe, left = MPI.Status(), set()
 
         def goodbye() -> bool:
-            while self.comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
-                source = status.Get_source()
-                self.comm.recv(None, source, status.Get_tag())  # outcomes nobody awaits now
-                if status.Get_tag() == BYE:
+            while self.comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, probe):
+                source = probe.Get_source()
+                self.comm.recv(None, source, probe.Get_tag())  # reports nobody awaits now
+                if probe.Get_tag() == BYE:
                     left.add(source + self.offset)
             return len(left) == self.slaves
 
-        if not _wait(goodbye, max(timeout, FAREWELL_SECONDS)):
-            late = ", ".join(str(rank) for rank in self.ranks if rank not in left)
+        def sent() -> bool:
+            self._sending = [(r, o) for r, o in self._sending if not r.test()[0]]
+            return not self._sending
+
+        seconds = max(timeout, FAREWELL_SECONDS)
+        if not _wait(goodbye, seconds) or not _wait(sent, seconds):
+            late = ", ".join(str(rank) for rank in self.ranks if rank not in left) or "all"
             print(
-                f"multi: slave(s) {late} did not stop within {timeout:g} s: ending the MPI job",
+                f"multi: slave(s) {late} did not stop within {seconds:g} s: ending the MPI job "
+                f"with status {status}",
                 file=sys.stderr,
                 flush=True,
             )
-            self.comm.Abort(1)
-        for request, _ in self._sending:
-            request.wait()
-        self._sending = []
+            time.sleep(ABORT_GRACE_SECONDS)  # mpiexec forwards what was printed before the end
+            # On COMM_WORLD itself: MPICH's mpiexec then exits with the status given, where an
+            # abort on a duplicate of it races with the ranks it kills (status 9 at times).
+            (self.comm if self.spawned else MPI.COMM_WORLD).Abort(status)
         if self.spawned:
             self.comm.Disconnect()
         else:
@@ -199,8 +211,9 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
 
     The main thread takes the master's messages in order. While it runs a command, a watcher
     thread looks every ``WATCH_SECONDS`` for KILL alone (MPI lets a message of another tag
-    overtake), and interrupts the command if it comes. A lock serialises the MPI calls
-    (MPI_THREAD_SERIALIZED is enough).
+    overtake), and interrupts the command if it comes. Told to leave, a slave first takes every
+    batch the master says it sent, so that none of the master's sends stays pending. A lock
+    serialises the MPI calls (MPI_THREAD_SERIALIZED is enough).
     """
     MPI = _mpi()
     lock = threading.Lock()
@@ -209,11 +222,12 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     finished = threading.Event()
     main = threading.main_thread().ident
     status = MPI.Status()
+    batches = {"received": 0, "sent": -1}  # WORK received; WORK sent, once the master says
 
     def take() -> tuple[int, Any] | None:
         """The next message from the master, if one is there (KILL if the watcher saw it)."""
         if killed.is_set():
-            return KILL, None
+            return KILL, batches["sent"]
         with lock:
             if not comm.Iprobe(MASTER, MPI.ANY_TAG, status):
                 return None
@@ -228,15 +242,17 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
             with lock:
                 if not comm.Iprobe(MASTER, KILL, status):
                     continue
-                comm.recv(None, MASTER, KILL)
+                batches["sent"] = comm.recv(None, MASTER, KILL)
             killed.set()
             if running.is_set() and main is not None:
                 signal.pthread_kill(main, signal.SIGINT)
 
     def receive() -> Batch | Exception | None:
         tag, payload = _wait(take, spin=SPIN_SECONDS)
-        if tag != WORK:
-            return None  # STOP, or KILL
+        if tag != WORK:  # STOP or KILL, with the number of batches the master sent
+            batches["sent"] = payload
+            return None
+        batches["received"] += 1
         try:
             return wire.loads(payload)
         except Exception as exc:  # the batch arrived, but does not unpickle here
@@ -250,6 +266,23 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
 
     def note(task_id: int) -> None:
         (running.set if task_id >= 0 else running.clear)()
+
+    def drained() -> bool:
+        """Take the batches still on their way; True once all the master sent are taken."""
+        if batches["sent"] < 0:  # leaving without the master's word (Ctrl-C): wait for it
+            message = take()
+            if message is not None and message[0] != WORK:
+                batches["sent"] = message[1]
+            elif message is not None:
+                batches["received"] += 1
+            return False
+        while batches["received"] < batches["sent"]:
+            with lock:
+                if not comm.Iprobe(MASTER, WORK, status):
+                    return False
+                comm.recv(None, MASTER, WORK)
+            batches["received"] += 1
+        return True
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher = threading.Thread(target=watch, name="multi-mpi-watcher", daemon=True)
@@ -266,6 +299,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         running.clear()
         finished.set()
         watcher.join()
+        _wait(drained, FAREWELL_SECONDS)
         with lock:
             request = comm.isend(None, MASTER, BYE)
         _wait(lambda: _tested(lock, request), FAREWELL_SECONDS)

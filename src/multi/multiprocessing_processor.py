@@ -219,7 +219,7 @@ class Multiprocessing_transport(Transport):
 
     # Stopping -----------------------------------------------------------------------------
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float, status: int = 0) -> None:
         goodbye = wire.dumps(None)
         for slave in self._slaves.values():
             slave.channel.put(goodbye)
@@ -227,7 +227,7 @@ class Multiprocessing_transport(Transport):
                 slave.channel.write()
         self._join(timeout)
 
-    def kill(self) -> None:
+    def kill(self, status: int = 1) -> None:
         for slave in self._slaves.values():
             _kill_group(slave.process)
         self._join(1.0)

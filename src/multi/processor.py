@@ -451,14 +451,16 @@ class Processor:
         """What a slave started afresh runs first, to hold the data the others hold."""
         return list(self._setup_commands)
 
-    def _drop_transport(self, kill: bool = False) -> None:
+    def _drop_transport(self, kill: bool = False, status: int = 0) -> None:
+        """Stop the slaves: at once with ``kill``, else once they have left; ``status`` is the
+        one the program ends with (see ``Transport.stop``)."""
         transport, self._transport = self._transport, None
         if transport is None:
             return
         if kill:
-            transport.kill()
+            transport.kill(status)
         else:
-            transport.stop(STOP_SECONDS)
+            transport.stop(STOP_SECONDS, status)
 
     def pre_run(self) -> None:
         """Note when the run started."""
@@ -492,17 +494,17 @@ class Processor:
             return
         self.pre_run()
         self._running = True
-        completed = False
+        completed, status = False, 1
         try:
             self._started_transport()  # slaves boot while the application prepares
             self._run_application()
-            completed = True
-        except SystemExit:
-            completed = True
+            completed, status = True, 0
+        except SystemExit as exc:
+            completed, status = True, exit_status(exc)
             raise
         finally:
             self._running = False
-            self._drop_transport(kill=not completed)
+            self._drop_transport(kill=not completed, status=status)
             if completed:
                 self.post_run()
 
@@ -514,8 +516,12 @@ class Processor:
             callback.handle_exception(self, exc)  # type: ignore[union-attr]
 
     def exit(self, status: int = 0) -> None:
-        """Stop the slaves and end the program with ``status``."""
-        self._drop_transport()
+        """Stop the slaves and end the program with ``status``.
+
+        Called while a run is under way (from a result command), it drops the work the slaves
+        hold rather than wait for it.
+        """
+        self._drop_transport(kill=self._run is not None, status=exit_status(SystemExit(status)))
         sys.exit(status)
 
     def abort(self) -> None:
@@ -540,6 +546,16 @@ class Processor:
         from multi.application import load_multiprocessor
 
         return load_multiprocessor(processor_name, callback, processor_size, verbosity, **options)
+
+
+def exit_status(exit: SystemExit) -> int:
+    """The status a process ends with for ``sys.exit(code)``, as Python maps it."""
+    code = exit.code
+    if code is None:
+        return 0
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code & 0xFF
+    return 1
 
 
 def usable_cores() -> int:

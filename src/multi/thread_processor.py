@@ -65,7 +65,7 @@ class Thread_transport(Transport):
             self._inboxes.pop(rank, None)
         return rank, message
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float, status: int = 0) -> None:
         for inbox in list(self._inboxes.values()):
             inbox.put(None)
         deadline = time.monotonic() + timeout

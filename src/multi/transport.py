@@ -79,12 +79,16 @@ class Transport(ABC):
         """Wait for a report or a lost slave from any slave; None after ``timeout`` seconds."""
 
     @abstractmethod
-    def stop(self, timeout: float) -> None:
-        """Stop every slave, waiting ``timeout`` seconds at most; forcing them if need be."""
+    def stop(self, timeout: float, status: int = 0) -> None:
+        """Stop every slave, waiting ``timeout`` seconds at most; forcing them if need be.
 
-    def kill(self) -> None:
+        ``status`` is the one the program ends with: a transport that can only force its
+        slaves by ending the whole job (MPI) ends it with that status.
+        """
+
+    def kill(self, status: int = 1) -> None:
         """Stop every slave at once, without waiting for their work."""
-        self.stop(0.0)
+        self.stop(0.0, status)
 
     def running(self, rank: int) -> tuple[int, float] | None:
         """The id of the command a slave runs and when it started (``time.monotonic()``), or

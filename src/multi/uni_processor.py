@@ -47,7 +47,7 @@ class Uni_transport(Transport):
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         return self._replies.popleft() if self._replies else None
 
-    def stop(self, timeout: float) -> None:
+    def stop(self, timeout: float, status: int = 0) -> None:
         self._replies.clear()
 
 
