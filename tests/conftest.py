@@ -47,7 +47,9 @@ SLAVES = 2
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Install the plug-in package, as a user would, where this session finds it."""
+    """Install the plug-in package, as a user would, where this session finds it; keep
+    orphaned processes in view."""
+    _adopt_orphans()
     work = tempfile.mkdtemp(prefix="multi-plugin-")
     config.stash[_plugin_dir] = work
     source, target = os.path.join(work, "source"), os.path.join(work, "installed")
@@ -138,21 +140,54 @@ def _slave(process: psutil.Process) -> bool:
     return not any(helper in command for helper in HELPERS)
 
 
+def _descendants() -> dict[int, psutil.Process]:
+    """The live processes below this one (orphans included, see ``_adopt_orphans``), but the
+    helpers a master keeps for its life."""
+    found = {}
+    for child in psutil.Process(os.getpid()).children(recursive=True):
+        if _slave(child):
+            found[child.pid] = child
+    return found
+
+
+def _adopt_orphans() -> None:
+    """Become the child subreaper of this session (Linux): a process whose parent ends is
+    re-parented here instead of to init, so that a grandchild left behind stays in view."""
+    if sys.platform == "linux":
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+
+
+#: Threads of libraries that live as long as the process once started, not the framework's.
+LIBRARY_THREADS = ("TMonitor",)
+
+
 @pytest.fixture(autouse=True)
-def no_slave_left_behind() -> Iterator[None]:
-    """Fail a test that leaves a slave process or thread running after it."""
+def nothing_left_behind() -> Iterator[None]:
+    """Fail a test that leaves behind a thread or a process that started during it: slaves,
+    their threads, and what their commands started, however deep."""
     verbosity = Verbosity().level()
+    threads_before = set(threading.enumerate())
+    processes_before = set(_descendants())
     yield
     Verbosity().set(verbosity)
     deadline = time.monotonic() + 5
     while True:
-        threads = [t for t in threading.enumerate() if t.name.startswith("multi-slave")]
-        alive = [c for c in psutil.Process(os.getpid()).children(recursive=True) if _slave(c)]
+        threads = [
+            thread
+            for thread in threading.enumerate()
+            if thread not in threads_before
+            and thread.is_alive()
+            and not thread.name.startswith(LIBRARY_THREADS)
+            and type(thread).__name__ not in LIBRARY_THREADS
+        ]
+        alive = [p for pid, p in _descendants().items() if pid not in processes_before]
         if not alive and not threads:
             return
         if time.monotonic() > deadline:
-            for child in alive:
-                child.kill()
+            for process in alive:
+                process.kill()
             pytest.fail(f"left behind: processes {alive}, threads {threads}")
         time.sleep(0.05)
 

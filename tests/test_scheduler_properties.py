@@ -44,9 +44,12 @@ def scenarios(draw: st.DrawFn) -> dict:
     hangs = draw(st.sets(indices, max_size=2)) if count and draw(st.booleans()) else set()
     frozen = draw(st.sets(indices, max_size=2)) - hangs if count and draw(st.booleans()) else set()
     timeout = max(lengths, default=1.0) * 2 + 1.0 if hangs else None
+    liveness = None
+    if frozen:  # strictly before or after the timeout, never tied with it
+        liveness = timeout * draw(st.sampled_from([0.5, 2.0])) if timeout else 5.0
     return {
         "script": Script(lengths, fails=fails, deaths=deaths, hangs=hangs, frozen=frozen),
-        "liveness": 5.0 if frozen else None,
+        "liveness": liveness,
         "slaves": slaves,
         "retries": draw(st.integers(0, 3)),
         "replaceable": draw(st.booleans()) or bool(hangs),
@@ -62,7 +65,7 @@ def expected_error(scenario: dict, index: int) -> type[BaseException] | None:
         return CommandTimeoutError
     if index in script.frozen:  # whichever bound comes first: its timeout, or liveness
         timeout = scenario["timeout"]
-        if timeout is not None and timeout <= scenario["liveness"]:
+        if timeout is not None and timeout < scenario["liveness"]:
             return CommandTimeoutError
         return SlaveDiedError
     if script.deaths.get(index, 0) > scenario["retries"]:
