@@ -192,31 +192,40 @@ def nothing_left_behind() -> Iterator[None]:
         time.sleep(0.05)
 
 
-def interrupt(command: list[str], env: dict[str, str] | None = None) -> tuple[int, str, set[int]]:
-    """Start a program that prints "queued" once its slaves have work, then press Ctrl-C.
+def interrupt(
+    command: list[str], running: int, env: dict[str, str] | None = None
+) -> tuple[int, str, set[int]]:
+    """Start a program whose commands note in $STARTED that they run (and the child process
+    each started); once ``running`` of them do, press Ctrl-C as a terminal does, to the
+    program's whole process group.
 
-    Return its status, its stderr, and the processes it had (for ``survivors``).
+    Return its status, its stderr, and its processes with the children of its commands (for
+    ``survivors``).
     """
+    started = Path(tempfile.mkdtemp(prefix="multi-started-"))
     process = subprocess.Popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).parent.parent,
-        env=env,
-        start_new_session=True,  # its group can be killed whole if it hangs
+        env={**(env or os.environ), "STARTED": str(started)},
+        start_new_session=True,  # a group of its own, as a terminal's foreground job
     )
     try:
-        assert process.stdout is not None
-        assert process.stdout.readline() == "queued\n"
-        time.sleep(0.3)
-        processes = family(process.pid)
-        process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while len(notes := list(started.iterdir())) < running:
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the commands did not start"
+            time.sleep(0.02)
+        processes = family(process.pid) | {int(note.read_text()) for note in notes}
+        os.killpg(process.pid, signal.SIGINT)
         status = process.wait(timeout=10)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        shutil.rmtree(started, ignore_errors=True)
     return status, process.stderr.read(), processes  # type: ignore[union-attr]
 
 

@@ -240,3 +240,86 @@ class Pid(Slave_command):
 
     def run(self, processor: Any, completed: bool) -> None:
         processor.return_object(Value(processor, os.getpid()))
+
+
+class Runs_queue(Result_command):
+    """A result that starts another run from the master (which is refused)."""
+
+    def run(self, processor: Any, memo: Any) -> None:
+        processor.add_to_queue(Square(100))
+        processor.run_queue()
+
+
+class Starts_a_run(Slave_command):
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Runs_queue(processor=processor, completed=True))
+
+
+class Fails_and_its_result_too(Slave_command):
+    """Returns a result that raises on the master, then raises itself."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Raising_result(processor=processor, completed=True))
+        raise ValueError("the command failed")
+
+
+class Halt(BaseException):
+    """An exception outside Exception, as some libraries raise."""
+
+
+class Interrupt_once(Slave_command):
+    """Raises KeyboardInterrupt the first time it runs (noted in ``marker``), which ends its
+    slave; then returns its index."""
+
+    def __init__(self, marker: str, index: int = 0, always: bool = False) -> None:
+        super().__init__()
+        self.marker = marker
+        self.index = index
+        self.always = always
+
+    def run(self, processor: Any, completed: bool) -> None:
+        if self.always or not os.path.exists(self.marker):
+            with open(self.marker, "w"):
+                pass
+            raise KeyboardInterrupt
+        processor.return_object(Value(processor, ("survived", self.index)))
+
+
+class Logged(Slave_command):
+    """Appends its index to a file each time it runs, then returns it."""
+
+    def __init__(self, log: str, index: int) -> None:
+        super().__init__()
+        self.log = log
+        self.index = index
+
+    def run(self, processor: Any, completed: bool) -> None:
+        with open(self.log, "a") as log:
+            log.write(f"{self.index}\n")
+        processor.return_object(Value(processor, self.index))
+
+
+class Stop_once(Slave_command):
+    """Stops its slave with SIGSTOP the first time it runs (noted in ``marker``): the slave
+    hangs, silent, until it is killed."""
+
+    def __init__(self, marker: str, index: int = 0) -> None:
+        super().__init__()
+        self.marker = marker
+        self.index = index
+
+    def run(self, processor: Any, completed: bool) -> None:
+        import signal
+
+        if not os.path.exists(self.marker):
+            with open(self.marker, "w"):
+                pass
+            os.kill(os.getpid(), signal.SIGSTOP)
+        processor.return_object(Value(processor, ("survived", self.index)))
+
+
+class Poison:
+    """Data whose unpickling kills the process that receives it."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os._exit, (3,))

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from multi import registry
+from multi.errors import FabricUnavailableError
 from multi.verbosity import Verbosity
 
 if TYPE_CHECKING:
@@ -68,6 +69,12 @@ def load_multiprocessor(
         _launched.callback = callback
         return _launched
     cls = registry.load(processor_name)
+    try:
+        cls.check_available()
+    except (ImportError, OSError) as exc:
+        raise FabricUnavailableError(
+            f"the fabric {processor_name!r} cannot run here: {exc}"
+        ) from exc
     Verbosity().set(verbosity)
     processor = cls(processor_size=processor_size, callback=callback, **options)
     box = Processor_box()

@@ -38,6 +38,7 @@ import types
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from typing import Any
 
 from multi import wire
@@ -305,6 +306,16 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         _wait(lambda: _tested(lock, request), FAREWELL_SECONDS)
 
 
+def _end_own_group() -> None:
+    """End what this slave's commands started and left running (SIGTERM to its process group,
+    which the slave itself ignores as it leaves)."""
+    if os.getpgid(0) != os.getpid():
+        return  # not the leader of a group of its own: the launcher ends the job's processes
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with suppress(OSError):
+        os.killpg(0, signal.SIGTERM)
+
+
 def _tested(lock: threading.Lock, request: Any) -> bool:
     with lock:
         return request.test()[0]
@@ -355,6 +366,8 @@ def _import_main(description: dict[str, Any]) -> None:
 
 def spawned_slave_main() -> None:
     """The program of a slave spawned by a master started alone."""
+    with suppress(OSError):  # a group of its own: what its commands start, it can end
+        os.setpgid(0, 0)
     MPI = _mpi()
     parent = MPI.Comm.Get_parent()
     description = parent.recv(None, MASTER, SETUP)
@@ -484,6 +497,7 @@ class Mpi4py_processor(Processor):
         _serve_master(self, comm, self.process_rank, self._processor_size)
         if self._spawned_slave:
             raw.Disconnect()
+            _end_own_group()
         else:
             raw.Free()
         sys.exit(0)

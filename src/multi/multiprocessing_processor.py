@@ -129,11 +129,22 @@ class Multiprocessing_transport(Transport):
         return time.monotonic() - self.heartbeat[rank]
 
     def send(self, rank: int, payload: Payload) -> None:
-        channel = self._slaves[rank].channel
+        slave = self._slaves.get(rank)
+        if slave is None:  # it ended, and its loss, queued, takes this batch back
+            return
+        channel = slave.channel
         writing = channel.pending()
         self.traffic[rank, "sent"] += channel.put(payload)  # type: ignore[arg-type]
-        if not writing and not channel.write():
+        if not writing and not self._write(rank):
             self._selector.modify(channel, WRITE, (rank, False))
+
+    def _write(self, rank: int) -> bool:
+        """Write to a slave what its socket takes; True if nothing is left (or it is gone:
+        its sentinel or the end of its socket will say so)."""
+        try:
+            return self._slaves[rank].channel.write()
+        except OSError:
+            return True
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -153,7 +164,7 @@ class Multiprocessing_transport(Transport):
                     if rank in self._slaves:
                         self._ready.append((rank, self._lost(rank)))
                     continue
-                if mask & selectors.EVENT_WRITE and self._slaves[rank].channel.write():
+                if mask & selectors.EVENT_WRITE and self._write(rank):
                     self._selector.modify(key.fileobj, READ, key.data)
                 if mask & selectors.EVENT_READ:
                     self._take(rank)
@@ -373,6 +384,15 @@ class Multiprocessing_processor(Processor):
             START_METHODS,
         ),
     )
+
+    @classmethod
+    def check_available(cls) -> None:
+        if sys.platform == "win32" or not hasattr(select, "poll"):
+            raise OSError(
+                "the multiprocessing fabric needs a POSIX system (Linux, macOS, BSD): its "
+                "master waits on slave processes and their sockets together; use the thread "
+                "fabric here, or mpi4py"
+            )
 
     def make_transport(self) -> Transport:
         return Multiprocessing_transport(self, self._processor_size)

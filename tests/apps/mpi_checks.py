@@ -5,6 +5,8 @@
 Every rank runs this program; the master runs the checks and prints "all checks passed".
 """
 
+import contextlib
+import io
 import re
 import sys
 from pathlib import Path
@@ -93,8 +95,16 @@ class Checks:
             assert numpy.array_equal(sent, got)
             got[0] = -1.0
 
-        # Output is replayed per command, with the rank prefix at verbosity 1.
-        run(processor, [w.Talk(i) for i in range(2)])
+        # Output is replayed per command, as one block, with the rank prefix at verbosity 1.
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            memo = run(processor, [w.Talk(i) for i in range(2)])
+        for block, (rank, _) in enumerate(memo.values):
+            lines = [f"command {block} line {n}" for n in range(3)]
+            lines += [f"command {block} in pieces", f"command {block} unfinished"]
+            expected = [f"{rank}  | {line}" for line in lines]
+            assert out.getvalue().splitlines()[5 * block : 5 * block + 5] == expected, out
+            assert err.getvalue().splitlines()[block] == f"{rank} E| command {block} to stderr"
         print("all checks passed")
 
 

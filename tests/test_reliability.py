@@ -1,0 +1,271 @@
+"""A run's state, shutdown and bad input hold on every path: nested runs, a command queued
+twice, a refused call, every slave lost, slaves ended by an interrupt or silent, options, a
+command that fails with its result, an application's own gc.freeze(), a BaseException."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multi import (
+    FabricUnavailableError,
+    MultiError,
+    SlaveDiedError,
+    UnpicklableError,
+    load_multiprocessor,
+)
+from multi.multiprocessing_processor import Multiprocessing_processor
+from tests import workloads as w
+from tests.conftest import PLUGIN_FABRIC, run_master
+
+
+def values(memo: w.Record) -> list[Any]:
+    return [value for _, value in memo.values]
+
+
+#: The fabrics whose slaves can end (and be replaced): processes, or threads that an interrupt
+#: raised in a command ends. MPI cannot start a slave again.
+ENDING = ("thread", "multiprocessing", PLUGIN_FABRIC)
+
+
+@pytest.fixture
+def ending(fabric: str) -> str:
+    if fabric not in ENDING:
+        pytest.skip(f"a slave of the {fabric} fabric that ends is not replaced")
+    return fabric
+
+
+# Run state -----------------------------------------------------------------------------------
+
+
+def test_run_queue_from_a_result_is_refused_and_the_outer_run_is_intact(fabric: str) -> None:
+    def body(processor: Any) -> tuple[list[Any], Any]:
+        memo = w.Record()
+        for i in range(10):
+            processor.add_to_queue(w.Starts_a_run() if i == 4 else w.Square(i), memo)
+        with pytest.raises(MultiError, match=r"run_queue\(\) was called while run_queue\(\)"):
+            processor.run_queue()
+        assert [record.index for record in processor.last_run.failures] == [4]
+        after = w.Record()  # what the refused result queued waits for the next run
+        processor.run_queue()
+        processor.add_to_queue(w.Square(5), after)
+        processor.run_queue()
+        return values(memo), values(after)
+
+    delivered, after = run_master(fabric, body)
+    assert delivered == [i * i for i in range(10) if i != 4]
+    assert after == [25]
+
+
+def test_one_command_queued_twice_with_two_memos_reaches_both(fabric: str) -> None:
+    def body(processor: Any) -> tuple[list[Any], list[Any]]:
+        command, first, second = w.Square(3), w.Record("first"), w.Record("second")
+        processor.add_to_queue(command, first)
+        processor.add_to_queue(command, second)
+        processor.run_queue()
+        assert processor.memo_map == {}
+        return values(first), values(second)
+
+    assert run_master(fabric, body) == ([9], [9])
+
+
+def test_a_refused_send_data_to_slaves_keeps_the_queue(fabric: str) -> None:
+    if fabric == "thread":
+        pytest.skip("threads share objects: a lock is fine data there")
+    options = {"pickle_check": True} if fabric == "uni" else {}
+
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        for i in range(4):
+            processor.add_to_queue(w.Square(i), memo)
+        with pytest.raises(UnpicklableError, match="lock"):
+            processor.send_data_to_slaves("lock", threading.Lock())
+        assert len(processor.command_queue) == 4
+        processor.run_queue()
+        processor.add_to_queue(w.Fetch("lock"))
+        with pytest.raises(AttributeError, match="no data named 'lock'"):
+            processor.run_queue()
+        return values(memo)
+
+    assert run_master(fabric, body, **options) == [0, 1, 4, 9]
+
+
+def test_when_every_slave_is_lost_the_next_run_starts_new_ones() -> None:
+    def body(processor: Any) -> tuple[BaseException, list[Any]]:
+        with pytest.raises(SlaveDiedError) as caught:  # every slave dies receiving this
+            processor.send_data_to_slaves("poison", w.Poison())
+        memo = w.Record()
+        for i in range(6):
+            processor.add_to_queue(w.Square(i), memo)
+        processor.run_queue()
+        return caught.value, values(memo)
+
+    error, after = run_master("multiprocessing", body)
+    assert "exited with status 3 before it could run Slave_storage_command" in str(error)
+    assert after == [i * i for i in range(6)]
+
+
+def test_a_command_that_fails_and_its_result_that_raises_are_both_counted(fabric: str) -> None:
+    def body(processor: Any) -> tuple[BaseException, list[BaseException]]:
+        processor.add_to_queue(w.Square(1))
+        processor.add_to_queue(w.Fails_and_its_result_too())
+        with pytest.raises(ValueError, match="the command failed") as caught:
+            processor.run_queue()
+        return caught.value, [record.error for record in processor.last_run.failures]
+
+    raised, failures = run_master(fabric, body)
+    assert [type(error) for error in failures] == [ValueError, KeyError]
+    assert failures[0] is raised
+    assert "1 more failure(s) in this run: KeyError from command 1" in raised.__notes__[0]
+
+
+def test_an_exception_outside_exception_fails_its_command_alone(fabric: str) -> None:
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        for i in range(20):
+            processor.add_to_queue(w.Fail(w.Halt(), index=i) if i == 9 else w.Square(i), memo)
+        with pytest.raises(w.Halt):
+            processor.run_queue()
+        return values(memo)
+
+    delivered = run_master(fabric, body)
+    assert delivered == [("before failing", 9) if i == 9 else i * i for i in range(20)]
+
+
+def test_an_application_gc_freeze_is_left_as_it_was(fabric: str) -> None:
+    def frozen(marker: list[Any]) -> bool:  # frozen objects are in no generation's list
+        return not any(candidate is marker for candidate in gc.get_objects())
+
+    def body(processor: Any) -> tuple[bool, bool, bool]:
+        marker: list[Any] = []
+        gc.freeze()
+        try:
+            before = frozen(marker)
+            for i in range(500):
+                processor.add_to_queue(w.Square(i), w.Record())
+            processor.run_queue()
+            return before, frozen(marker), gc.isenabled()
+        finally:
+            gc.unfreeze()
+
+    assert run_master(fabric, body) == (True, True, True)
+
+
+# Slaves that end ------------------------------------------------------------------------------
+
+
+def test_a_slave_ended_by_an_interrupt_is_replaced_and_nothing_runs_twice(
+    ending: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+
+    def body(processor: Any) -> tuple[list[Any], int]:
+        memo = w.Record()
+        for i in range(300):
+            command = w.Interrupt_once(str(tmp_path / "marker"), i) if i == 150 else None
+            processor.add_to_queue(command or w.Logged(str(log), i), memo)
+        processor.run_queue()
+        return values(memo), processor.last_run.retries
+
+    delivered, retries = run_master(ending, body)
+    assert delivered == [("survived", 150) if i == 150 else i for i in range(300)]
+    assert retries == 1
+    ran = [int(line) for line in log.read_text().split()]
+    assert sorted(ran) == [i for i in range(300) if i != 150]  # each exactly once
+
+
+def test_a_command_that_always_interrupts_its_slave_fails_after_its_retries(
+    ending: str, tmp_path: Path
+) -> None:
+    def body(processor: Any) -> tuple[BaseException, list[Any]]:
+        memo = w.Record()
+        processor.add_to_queue(w.Square(2), memo)
+        processor.add_to_queue(w.Interrupt_once(str(tmp_path / "m"), 1, always=True), memo)
+        processor.add_to_queue(w.Square(3), memo)
+        with pytest.raises(SlaveDiedError) as caught:
+            processor.run_queue()
+        return caught.value, values(memo)
+
+    error, delivered = run_master(ending, body, retries=1)
+    assert "was ended by KeyboardInterrupt while running Interrupt_once" in str(error)
+    assert error.attempts == 2
+    assert delivered == [4, 9]
+
+
+def test_a_slave_that_stops_answering_is_replaced_after_the_liveness_bound(
+    tmp_path: Path,
+) -> None:
+    def body(processor: Any) -> tuple[list[Any], Any]:
+        memo = w.Record()
+        for i in range(6):
+            command = w.Stop_once(str(tmp_path / "stopped"), i) if i == 2 else w.Square(i)
+            processor.add_to_queue(command, memo)
+        processor.run_queue()
+        return values(memo), processor.last_run
+
+    delivered, last_run = run_master("multiprocessing", body, liveness=1.5)
+    assert delivered == [0, 1, ("survived", 2), 9, 16, 25]
+    assert last_run.retries == 1 and sum(s.lost for s in last_run.slaves.values()) == 1
+
+
+def test_a_failed_run_after_large_batches_leaves_no_thread(fabric: str) -> None:
+    numpy = pytest.importorskip("numpy")
+
+    def body(processor: Any) -> None:
+        for seed in range(3):
+            processor.add_to_queue(w.Carries(numpy.random.default_rng(seed).random(2**19)))
+        processor.run_queue()
+        raise RuntimeError("the application fails")  # the slaves are killed, not stopped
+
+    with pytest.raises(RuntimeError, match="the application fails"):
+        run_master(fabric, body)
+    # (the leak check of conftest fails the test if a thread of the fabric lives on)
+
+
+# Bad input ------------------------------------------------------------------------------------
+
+BAD_OPTIONS = [
+    ("retries", -3, "a whole number >= 0"),
+    ("retries", 2.5, "a whole number >= 0"),
+    ("retries", "many", "a whole number >= 0"),
+    ("progress", "sometimes", "one of auto, yes, no"),
+    ("on_failure", "ignore", "one of continue, stop, run-all"),
+    ("liveness", 0, r"a number of seconds > 0, or none"),
+    ("liveness", "soon", r"a number of seconds > 0, or none"),
+]
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), BAD_OPTIONS)
+def test_every_option_is_checked_by_one_rule_whatever_its_source(
+    option: str, value: Any, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match=f"option '{option}': expected {expected}"):
+        load_multiprocessor("uni", None, -1, **{option: value})  # type: ignore[arg-type]
+    variable = f"MULTI_UNI_{option.upper()}"
+    monkeypatch.setenv(variable, str(value))
+    with pytest.raises(ValueError, match=f"{variable}: expected {expected}"):
+        load_multiprocessor("uni", None, -1)  # type: ignore[arg-type]
+
+
+def test_options_given_as_other_types_are_read_from_their_text() -> None:
+    processor = load_multiprocessor(
+        "uni", None, -1, progress=True, pickle_check=1, retries=0, liveness=None
+    )  # type: ignore[arg-type]
+    assert processor.settings["progress"] == "yes"
+    assert processor.settings["pickle_check"] is True
+    assert processor.settings["retries"] == 0
+    assert processor.settings["liveness"] is None
+
+
+def test_the_multiprocessing_fabric_refuses_clearly_where_it_cannot_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "platform", "win32")
+    with pytest.raises(FabricUnavailableError, match="needs a POSIX system"):
+        load_multiprocessor("multiprocessing", None, 2)  # type: ignore[arg-type]
+    assert isinstance(Multiprocessing_processor.options, tuple)
