@@ -102,6 +102,16 @@ def test_exit_from_a_result_keeps_its_status_while_a_slave_is_busy(status: int, 
         assert f"did not stop within 2 s: ending the MPI job with status {status}" in result.stderr
 
 
+def test_a_slave_that_stops_answering_is_given_up_and_its_command_runs_elsewhere(
+    tmp_path: Path,
+) -> None:
+    app = str(ROOT / "tests" / "apps" / "mpi_hung.py")
+    result = under_mpiexec(app, str(tmp_path / "stopped"), env={"MULTI_MPI4PY_LIVENESS": "2"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("[0, 1, ('survived', 2), 9, 16, 25] 1\n")
+    assert "were given up: ending the MPI job with status 0" in result.stderr
+
+
 def test_an_unhandled_exception_aborts_the_job_with_a_failure() -> None:
     result = under_mpiexec("-c", UNHANDLED, "mpi4py")
     assert result.returncode == 1

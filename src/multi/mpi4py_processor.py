@@ -57,7 +57,7 @@ HOW_TO_LAUNCH = (
 )
 
 # The tags of the messages, master to slave then slave to master: never a task id.
-SETUP, WORK, STOP, KILL, OUTCOMES, BYE = range(6)
+SETUP, WORK, STOP, KILL, OUTCOMES, BYE, BEAT = range(7)
 MASTER = 0
 
 #: A thread that waits for a message alone in its process (the master, an idle slave) looks
@@ -71,6 +71,8 @@ LONGEST_WAIT = 2e-3
 WAIT_GROWTH = 0.1
 #: How often a slave that runs a command looks for the master's KILL.
 WATCH_SECONDS = 0.05
+#: How often a slave that runs a command tells the master it lives (see option liveness).
+BEAT_SECONDS = 1.0
 #: How long the slaves have to leave once told to stop or to drop their work.
 FAREWELL_SECONDS = 2.0
 #: How long an aborting master leaves mpiexec to forward its last output (its traceback).
@@ -128,15 +130,26 @@ class Mpi4py_transport(Transport):
         self.offset = 1 if spawned else 0  # multi's rank = the slave's rank in comm + offset
         self._sending: list[tuple[Any, Any]] = []  # requests, with the buffers they send
         self._work_sent: Counter[int] = Counter()  # batches sent to each slave
+        self._answered: Counter[int] = Counter()  # and answered
+        self._heard: dict[int, float] = {}  # when each slave last gave a sign of life
+        self._gone: set[int] = set()  # slaves given up
         self._status = MPI.Status()
 
     @property
     def ranks(self) -> Sequence[int]:
-        return range(1, self.slaves + 1)
+        return [rank for rank in range(1, self.slaves + 1) if rank not in self._gone]
+
+    def end_slave(self, rank: int) -> str:
+        """Give a slave up: MPI cannot stop one process of a job, so it is forgotten, and the
+        job ends with the program's status at shutdown (see ``_farewell``)."""
+        self._gone.add(rank)
+        return f"(MPI rank {rank - self.offset})"
 
     def send(self, rank: int, payload: Payload) -> None:
         frames = _out_of_band(payload)  # type: ignore[arg-type]
         self.traffic[rank, "sent"] += wire.size(frames)
+        if self._work_sent[rank] == self._answered[rank]:  # it was idle: the clock starts now
+            self._heard[rank] = time.monotonic()
         self._work_sent[rank] += 1
         self._post(rank, frames, WORK)
 
@@ -145,15 +158,34 @@ class Mpi4py_transport(Transport):
         self._sending.append((self.comm.isend(obj, rank - self.offset, tag), obj))
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
-        MPI, status = _mpi(), self._status
-        probe = lambda: self.comm.Iprobe(MPI.ANY_SOURCE, OUTCOMES, status)  # noqa: E731
-        if not _wait(probe, timeout, spin=SPIN_SECONDS):
-            return None
-        source = status.Get_source()
-        frames = self.comm.recv(None, source, OUTCOMES)
+        MPI, status, comm = _mpi(), self._status, self.comm
+
+        def probe() -> bool:
+            """A report is there; a heartbeat is taken on the way."""
+            while comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
+                source = status.Get_source()
+                if status.Get_tag() != BEAT:
+                    return True
+                comm.recv(None, source, BEAT)
+                self._heard[source + self.offset] = time.monotonic()
+            return False
+
+        while True:
+            if not _wait(probe, timeout, spin=SPIN_SECONDS):
+                return None
+            source = status.Get_source()
+            frames = comm.recv(None, source, OUTCOMES)
+            rank = source + self.offset
+            if rank not in self._gone:  # (what a slave given up says comes too late)
+                break
         report: Report = wire.loads(frames)
-        self.traffic[source + self.offset, "received"] += wire.size(frames)
-        return source + self.offset, report
+        self._heard[rank] = time.monotonic()
+        self._answered[rank] += 1
+        self.traffic[rank, "received"] += wire.size(frames)
+        return rank, report
+
+    def silent_for(self, rank: int) -> float | None:
+        return time.monotonic() - self._heard[rank]
 
     def stop(self, timeout: float, status: int = 0) -> None:
         self._farewell(STOP, timeout, status)
@@ -179,18 +211,21 @@ class Mpi4py_transport(Transport):
                 self.comm.recv(None, source, probe.Get_tag())  # reports nobody awaits now
                 if probe.Get_tag() == BYE:
                     left.add(source + self.offset)
-            return len(left) == self.slaves
+            return set(self.ranks) <= left
 
         def sent() -> bool:
             self._sending = [(r, o) for r, o in self._sending if not r.test()[0]]
             return not self._sending
 
         seconds = max(timeout, FAREWELL_SECONDS)
-        if not _wait(goodbye, seconds) or not _wait(sent, seconds):
-            late = ", ".join(str(rank) for rank in self.ranks if rank not in left) or "all"
+        if not _wait(goodbye, seconds) or not _wait(sent, seconds) or self._gone:
+            late = ", ".join(str(rank) for rank in self.ranks if rank not in left)
+            if late:
+                why = f"slave(s) {late} did not stop within {seconds:g} s"
+            else:
+                why = f"slave(s) {', '.join(map(str, sorted(self._gone)))} were given up"
             print(
-                f"multi: slave(s) {late} did not stop within {seconds:g} s: ending the MPI job "
-                f"with status {status}",
+                f"multi: {why}: ending the MPI job with status {status}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -235,12 +270,19 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
             tag = status.Get_tag()
             return tag, comm.recv(None, MASTER, tag)
 
+    beats: list[Any] = []  # heartbeats on their way (their buffers must live until sent)
+
     def watch() -> None:
+        beat = time.monotonic()
         while not finished.is_set() and not killed.is_set():
             if not running.wait(WATCH_SECONDS):
                 continue
             time.sleep(WATCH_SECONDS)
             with lock:
+                if time.monotonic() - beat >= BEAT_SECONDS:  # alive, if busy
+                    beat = time.monotonic()
+                    beats[:] = [request for request in beats if not request.test()[0]]
+                    beats.append(comm.isend(None, MASTER, BEAT))
                 if not comm.Iprobe(MASTER, KILL, status):
                     continue
                 batches["sent"] = comm.recv(None, MASTER, KILL)
