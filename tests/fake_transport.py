@@ -104,6 +104,7 @@ class Fake_transport(Transport):
         self.replaceable = replaceable
         self.window = window
         self.pickled = pickled
+        self.heartbeats = True
         self.attempts: Counter[int] = Counter()
         self.sent: list[tuple[float, int, list[int]]] = []  # when, to whom, which commands
         self.replaced: list[int] = []

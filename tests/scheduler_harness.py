@@ -55,13 +55,19 @@ def simulate(
         )
         outcome = Outcome(transport=transport)
 
-        def deliver(run: Run, index: int, got: Report | BaseException, position: int) -> list:
-            outcome.delivered.append(index)
-            if isinstance(got, BaseException):
-                return [got]
-            outcome.results[index] = got.results_of(position)
-            failures = got.failures or {}
-            return [failures[position]] if position in failures else []  # type: ignore[list-item]
+        def deliver(run: Run, start: int, stop: int, got: Report | BaseException) -> list:
+            errors = []
+            for index in range(start, stop):
+                outcome.delivered.append(index)
+                if isinstance(got, BaseException):
+                    errors.append((index, got))
+                    continue
+                position = run.positions[index]
+                outcome.results[index] = got.results_of(position)
+                failures = got.failures or {}
+                if position in failures:
+                    errors.append((index, failures[position]))
+            return errors
 
         scheduler = Scheduler(
             transport,
@@ -79,7 +85,7 @@ def simulate(
         ranks = transport.ranks
         if pinned:
             commands = [Fake_command(index) for index in range(len(ranks))]
-        run = Run(commands, [None] * len(commands), ranks, ranks if pinned else None)
+        run = scheduler.new_run(commands, [None] * len(commands), ranks if pinned else None)
         transport.run = run
         outcome.run, outcome.scheduler = run, scheduler
         try:

@@ -16,8 +16,6 @@ from __future__ import annotations
 import io
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, TextIO
 
 Chunk = tuple[int, str]
@@ -80,22 +78,30 @@ class _Router(io.TextIOBase):
         return getattr(self.target, name)
 
 
-@contextmanager
-def routing() -> Iterator[None]:
-    """Install the routers on ``sys.stdout`` and ``sys.stderr`` while inside."""
-    with _install_lock:
-        installed = [
-            (name, stream)
-            for stream, name in enumerate(("stdout", "stderr"))
-            if not isinstance(getattr(sys, name), _Router)
-        ]
-        for name, stream in installed:
-            setattr(sys, name, _Router(getattr(sys, name), stream))
-    try:
-        yield
-    finally:
+class routing:  # a context manager, named as contextlib names its own
+    """Install the routers on ``sys.stdout`` and ``sys.stderr`` while inside (those already
+    installed stay as they are: entering costs a check then)."""
+
+    __slots__ = ("_installed",)
+
+    def __enter__(self) -> None:
+        if type(sys.stdout) is _Router and type(sys.stderr) is _Router:
+            self._installed: list[str] = []
+            return
         with _install_lock:
-            for name, _ in installed:
+            self._installed = [
+                name
+                for stream, name in enumerate(("stdout", "stderr"))
+                if not isinstance(getattr(sys, name), _Router)
+            ]
+            for name in self._installed:
+                setattr(sys, name, _Router(getattr(sys, name), 0 if name == "stdout" else 1))
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._installed:
+            return
+        with _install_lock:
+            for name in self._installed:
                 router = getattr(sys, name)
                 if isinstance(router, _Router):
                     setattr(sys, name, router.target)

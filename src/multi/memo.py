@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import threading
 
 _ids = itertools.count(1)
-_ids_lock = threading.Lock()
 
 
 class Memo:
@@ -17,10 +15,10 @@ class Memo:
     """
 
     def memo_id(self) -> int:
-        """Return the id that the commands of this memo carry."""
-        try:
-            return self.__dict__["_multi_memo_id"]
-        except KeyError:
-            with _ids_lock:
-                memo_id = self.__dict__.setdefault("_multi_memo_id", next(_ids))
-            return memo_id
+        """Return the id that the commands of this memo carry (given on first use: taking
+        the next number of a counter is atomic, so no lock is needed)."""
+        state = self.__dict__
+        memo_id = state.get("_multi_memo_id")
+        if memo_id is None:
+            memo_id = state.setdefault("_multi_memo_id", next(_ids))
+        return memo_id  # type: ignore[no-any-return]

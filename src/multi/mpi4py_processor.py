@@ -119,6 +119,7 @@ class Mpi4py_transport(Transport):
     """The slaves of one communicator: ranks 1 to P of the world, or the spawned ones."""
 
     pickled = True
+    heartbeats = True
 
     def __init__(self, comm: Any, slaves: int, spawned: bool) -> None:
         from mpi4py.util import pkl5

@@ -82,6 +82,7 @@ class Multiprocessing_transport(Transport):
 
     pickled = True
     replaceable = True
+    heartbeats = True
 
     def __init__(self, processor: Multiprocessing_processor, slaves: int) -> None:
         self.processor = processor

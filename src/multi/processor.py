@@ -15,8 +15,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from multi import capture, progress
@@ -204,15 +203,13 @@ class Processor:
     def _context(self) -> Slave_context | None:
         return getattr(self._local, "context", None)
 
-    @contextmanager
-    def slave_context(self, context: Slave_context) -> Iterator[None]:
-        """Run the code inside as the slave that ``context`` describes (on this thread)."""
-        previous = self._context()
-        self._local.context = context
-        try:
-            yield
-        finally:
-            self._local.context = previous
+    def swap_context(self, context: Slave_context | None) -> Slave_context | None:
+        """Make this thread run as the slave that ``context`` describes (None: as itself);
+        return what it ran as before, to be restored the same way."""
+        local = self._local
+        previous = getattr(local, "context", None)
+        local.context = context
+        return previous
 
     # The queue ---------------------------------------------------------------------------
 
@@ -284,7 +281,7 @@ class Processor:
         self, commands: list[Any], memo_ids: list[int | None], pinned: list[int] | None = None
     ) -> None:
         scheduler = self._started_scheduler()
-        run = Run(commands, memo_ids, scheduler.transport.ranks, pinned)
+        run = scheduler.new_run(commands, memo_ids, pinned)
         self._run = run
         self._progress = progress.Progress(self.settings["progress"], len(commands))
         try:
@@ -315,17 +312,80 @@ class Processor:
     # Delivery on the master --------------------------------------------------------------
 
     def _deliver(
+        self, run: Run, start: int, stop: int, outcome: Report | BaseException
+    ) -> list[tuple[int, BaseException]]:
+        """Deliver the commands ``start`` to ``stop`` (excluded) of a run, which share an
+        outcome; return the exceptions with their indices, each command's own first.
+
+        A report with no output and no failure, whose commands returned as many results each,
+        is delivered in one loop: the path of tiny commands. The progress bar leaves the screen
+        while results run, and comes back after.
+        """
+        if (
+            type(outcome) is Report
+            and outcome.output is None
+            and outcome.failures is None
+            and type(outcome.counts) is int
+        ):
+            return self._deliver_plain(run, start, stop, outcome)
+        errors: list[tuple[int, BaseException]] = []
+        positions = run.positions
+        for index in range(start, stop):
+            errors += [(index, e) for e in self._deliver_one(run, index, outcome, positions[index])]
+            run.delivered = index + 1
+        return errors
+
+    def _deliver_plain(
+        self, run: Run, start: int, stop: int, report: Report
+    ) -> list[tuple[int, BaseException]]:
+        errors: list[tuple[int, BaseException]] = []
+        results, each = report.results, report.counts
+        positions, memo_ids = run.positions, run.memo_ids
+        memo_map, users = self.memo_map, self._memo_users
+        bar = self._progress
+        if each:
+            bar.clear()
+        index = start
+        try:
+            for index in range(start, stop):
+                memo_id = memo_ids[index]
+                if each:
+                    first = positions[index] * each
+                    for result in results[first : first + each]:  # type: ignore[operator]
+                        own = result.memo_id
+                        target = memo_id if own is None else own
+                        try:
+                            if target is None:
+                                result.run(self, None)
+                            elif target in memo_map:
+                                result.run(self, memo_map[target])
+                            else:
+                                self._run_result(result, target)  # says which memo is missing
+                        except Exception as exc:
+                            errors.append((index, self._from_result(exc, result, run, index)))
+                if memo_id is not None:  # release the memo, inline: this loop is the hot path
+                    held = users.get(memo_id)
+                    if held is None:
+                        del memo_map[memo_id]
+                    elif held > 2:
+                        users[memo_id] = held - 1
+                    else:
+                        del users[memo_id]
+        except BaseException:
+            run.delivered = index + 1  # (its memo may be released already: it stays so)
+            raise
+        bar.advance(stop - start, redraw=bool(each))
+        return errors
+
+    def _deliver_one(
         self, run: Run, index: int, outcome: Report | BaseException, position: int
     ) -> list[BaseException]:
-        """Replay a command's output and run its results; return the exceptions: the command's
-        own first, then those its results raised on the master.
-
-        The progress bar leaves the screen while anything is written.
-        """
+        """Replay a command's output and run its results; the command's exception first, then
+        those its results raised on the master."""
         memo_id = run.memo_ids[index]
         if isinstance(outcome, BaseException):
             self._release_memo(memo_id)
-            self._progress.advance(redraw=False)
+            self._progress.advance(1, redraw=False)
             return [outcome]
         bar = self._progress
         cleared = False
@@ -347,15 +407,19 @@ class Processor:
             try:
                 self._run_result(result, memo_id)
             except Exception as exc:
-                add_note(
-                    exc,
-                    f"raised on the master by {describe(result)}, a result of "
-                    f"{describe(run.commands[index])}",
-                )
-                errors.append(exc)
+                errors.append(self._from_result(exc, result, run, index))
         self._release_memo(memo_id)
-        bar.advance(redraw=cleared)
+        bar.advance(1, redraw=cleared)
         return errors
+
+    @staticmethod
+    def _from_result(exc: Exception, result: Any, run: Run, index: int) -> Exception:
+        add_note(
+            exc,
+            f"raised on the master by {describe(result)}, a result of "
+            f"{describe(run.commands[index])}",
+        )
+        return exc
 
     def _run_result(self, result: Any, memo_id: int | None) -> None:
         own = result.memo_id
@@ -497,7 +561,11 @@ class Processor:
         completed, status = False, 1
         try:
             self._started_transport()  # slaves boot while the application prepares
-            self._run_application()
+            if self.slaves_in_process:  # routed once for the program, not at every run
+                with capture.routing():
+                    self._run_application()
+            else:
+                self._run_application()
             completed, status = True, 0
         except SystemExit as exc:
             completed, status = True, exit_status(exc)

@@ -54,10 +54,10 @@ class Progress:
         if self.bar is not None:
             self.bar.clear()
 
-    def advance(self, redraw: bool) -> None:
-        """Count one delivered command; draw the bar again if output took its place."""
+    def advance(self, count: int, redraw: bool) -> None:
+        """Count delivered commands; draw the bar again if output took its place."""
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(count)
             if redraw:
                 self.bar.refresh()
 

@@ -41,6 +41,7 @@ class Run:
         commands: list[Any],
         memo_ids: list[int | None],
         ranks: Sequence[int],
+        sizer: Batch_sizer,
         pinned: Sequence[int] | None = None,
     ) -> None:
         count = len(commands)
@@ -51,11 +52,11 @@ class Run:
         self.fresh = count if pinned is not None else 0
         self.returned: deque[int] = deque()
         self.alone: deque[int] = deque()
-        self.pinned: dict[int, deque[int]] = {rank: deque() for rank in ranks}
+        self.pinned: dict[int, deque[int]] = {}  # the commands that must run on a given slave
         self._rank_of = pinned  # the slave each command must run on, if any
         if pinned is not None:
             for index, rank in enumerate(pinned):
-                self.pinned[rank].append(index)
+                self.pinned.setdefault(rank, deque()).append(index)
         self.attempts: dict[int, int] = {}
         self.in_flight: dict[int, deque[Sent]] = {rank: deque() for rank in ranks}
         #: A finished command's report (or the exception that ended it) and its place there.
@@ -71,7 +72,7 @@ class Run:
         self.stopped: str | None = None
         self.started = time.perf_counter()
         #: What the run has learnt of its commands, for the size of its batches.
-        self.sizer = Batch_sizer(len(ranks), batching=False, pickled=False)
+        self.sizer = sizer
         self.statistics = Run_statistics({rank: Slave_statistics() for rank in ranks})
 
     # The queue ---------------------------------------------------------------------------

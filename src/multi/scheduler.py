@@ -54,8 +54,9 @@ ON_FAILURE = ("continue", "stop", "run-all")
 EARLY_STOP_FAILURES = 10
 START_FAILURES = 3
 
-#: Delivers the outcome of one command on the master; returns the exceptions it raised there.
-Deliver = Callable[[Run, int, Report | BaseException, int], list[BaseException]]
+#: Delivers on the master the commands of a run from one index to another (excluded), which
+#: share an outcome; returns the exceptions they raised, with their indices, in queue order.
+Deliver = Callable[[Run, int, int, Report | BaseException], list[tuple[int, BaseException]]]
 
 
 class Scheduler:
@@ -87,16 +88,25 @@ class Scheduler:
         #: Why no slave is left, once every one was lost for good.
         self.broken: str | None = None
 
+    def new_run(
+        self, commands: list[Any], memo_ids: list[int | None], pinned: list[int] | None = None
+    ) -> Run:
+        """The state of a run of ``commands`` on the slaves there are now."""
+        transport = self.transport
+        ranks = transport.ranks
+        sizer = Batch_sizer(len(ranks), transport.batching, transport.pickled)
+        return Run(commands, memo_ids, ranks, sizer, pinned)
+
     def run(self, run: Run) -> None:
         """Run every command of ``run`` and deliver each outcome; raise the first failure."""
         transport = self.transport
-        run.sizer = Batch_sizer(len(run.in_flight), transport.batching, transport.pickled)
         moved = dict(transport.traffic)
         if not run.in_flight:
             self._no_slave_left(run, self.broken or "no slave could be started")
         try:
             self._dispatch(run)
-            deadlines = self.timeout is not None or self.liveness is not None
+            liveness = self.liveness is not None and transport.heartbeats
+            deadlines = self.timeout is not None or liveness
             self._check_at = time.monotonic() if deadlines else None
             while run.busy():
                 message = transport.receive(self._wait_seconds())
@@ -322,7 +332,8 @@ class Scheduler:
     def _enforce_deadlines(self, run: Run) -> None:
         """Stop the commands past their timeout and the slaves that showed no sign of life for
         ``liveness`` seconds; note when to look again."""
-        timeout, liveness, transport = self.timeout, self.liveness, self.transport
+        timeout, transport = self.timeout, self.transport
+        liveness = self.liveness if transport.heartbeats else None
         now = time.monotonic()
         soonest = now + min(s for s in (timeout, liveness) if s is not None)
         for rank in [rank for rank, batches in run.in_flight.items() if batches]:
@@ -383,27 +394,30 @@ class Scheduler:
     # Delivery ------------------------------------------------------------------------------
 
     def _deliver_ready(self, run: Run, everything: bool = False) -> None:
-        """Deliver finished commands in queue order; at the end, past those that never ran."""
-        outcomes, positions = run.outcomes, run.positions
+        """Deliver finished commands in queue order, a stretch of them that share a report at
+        a time; at the end, pass over those that never ran."""
+        outcomes = run.outcomes
         index, count = run.delivered, run.count
         deliver = self.deliver
-        try:
-            while index < count:
-                outcome = outcomes[index]
-                if outcome is not None:
-                    outcomes[index] = None
-                    errors = deliver(run, index, outcome, positions[index])
-                    if errors:
-                        for error in errors:
-                            run.failures.append((index, error))
-                        if not isinstance(outcome, BaseException):
-                            self._failed(run)
-                elif not everything:
+        while index < count:
+            outcome = outcomes[index]
+            if outcome is None:
+                if not everything:
                     break
-                else:
-                    run.unrun.append(index)
+                run.unrun.append(index)
                 index += 1
-        finally:
+                run.delivered = index
+                continue
+            stop = index + 1
+            while stop < count and outcomes[stop] is outcome:
+                stop += 1
+            outcomes[index:stop] = [None] * (stop - index)
+            errors = deliver(run, index, stop, outcome)  # sets run.delivered as it goes
+            if errors:
+                run.failures += errors
+                if not isinstance(outcome, BaseException):
+                    self._failed(run)
+            index = stop
             run.delivered = index
 
     def _raise_first(self, run: Run) -> None:

@@ -139,35 +139,36 @@ def execute(
     started = time.time()
     chunks: list[capture.Chunk] = []
     previous = capture.redirect(chunks)
+    was = processor.swap_context(context)
     clock = time.perf_counter
     try:
-        with processor.slave_context(context):
-            for position, command in enumerate(commands):
-                if running is not None:
-                    running(ids[position])
-                before = len(results)
-                start = clock()
-                try:
-                    command.run(processor, True)
-                except KeyboardInterrupt as exc:
-                    if chunks:
-                        output[position] = chunks
-                    del results[before:]
-                    report = _report(context, results, counts, seconds, output, failures, started,
-                                     lost=f"was ended by KeyboardInterrupt while running "
-                                          f"{describe(command)}")  # fmt: skip
-                    report.interruption = exc
-                    return report
-                except BaseException as exc:
-                    failures[position] = _failure(context, ids[position], command, exc)
-                seconds.append(clock() - start)
-                counts.append(len(results) - before)
+        for position, command in enumerate(commands):
+            if running is not None:
+                running(ids[position])
+            before = len(results)
+            start = clock()
+            try:
+                command.run(processor, True)
+            except KeyboardInterrupt as exc:
                 if chunks:
                     output[position] = chunks
-                    chunks = []
-                    capture.redirect(chunks)
+                del results[before:]
+                report = _report(context, results, counts, seconds, output, failures, started,
+                                 lost=f"was ended by KeyboardInterrupt while running "
+                                      f"{describe(command)}")  # fmt: skip
+                report.interruption = exc
+                return report
+            except BaseException as exc:
+                failures[position] = _failure(context, ids[position], command, exc)
+            seconds.append(clock() - start)
+            counts.append(len(results) - before)
+            if chunks:
+                output[position] = chunks
+                chunks = []
+                capture.redirect(chunks)
     finally:
         capture.redirect(previous)
+        processor.swap_context(was)
         context.results = None
         if running is not None:
             running(-1)

@@ -56,6 +56,8 @@ class Transport(ABC):
     #: Whether ``end_slave`` and ``replace`` work: needed for per-command timeouts, and for a
     #: slave that dies to be replaced.
     replaceable: bool = False
+    #: Whether slaves beat (``silent_for`` tells), so that a silent one can be taken for hung.
+    heartbeats: bool = False
 
     @cached_property
     def traffic(self) -> Counter[tuple[int, str]]:
