@@ -66,6 +66,9 @@ class Runner:
     def queue_cost(self, count: int) -> dict[str, float]:
         raise NotImplementedError(f"{type(self).__name__} has no queue of its own")
 
+    def million(self, count: int) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} has no queue of its own")
+
     def run(self, jobs: Sequence[Callable[[Runner], dict[str, Any]]]) -> list[dict[str, Any]]:
         """Start, run each job (a failure is recorded, not raised), stop. Empty on a worker."""
         if not self.start():
@@ -356,6 +359,74 @@ class Multi(Runner):
         self.processor.add_to_queue(tasks.Noop_command())
         self.processor.run_queue()
 
+    def million(self, count: int) -> dict[str, float]:
+        """A run of ``count`` tiny commands as applications write them: each with its own memo,
+        a result run on the master. Measured: the application's own time to create and queue
+        them; run_queue's; the master's CPU per command beyond the application's objects (its
+        total, less pickling the commands, unpickling the results and running them, timed apart
+        on the same objects); and, under tracemalloc in a second pass, the bytes per command the
+        queue adds to the application's objects, the peak of the run over what was queued, and
+        how much more three runs after it leave than the first of them does."""
+        import pickle
+
+        figures: dict[str, float] = {}
+        tally = Tally()
+        start = time.perf_counter()
+        for _ in range(count):
+            self.processor.add_to_queue(tasks.Noop_command(), tasks.Share(tally))
+        figures["app_seconds"] = time.perf_counter() - start
+        cpu, start = time.process_time(), time.perf_counter()
+        self.processor.run_queue()
+        figures["seconds"] = time.perf_counter() - start
+        cpu = time.process_time() - cpu
+        if tally.count != count:
+            raise RuntimeError(f"expected {count} results, got {tally.count}")
+        # The application's share of the master's CPU, on objects of the same kinds.
+        commands = [tasks.Noop_command() for _ in range(count)]
+        results = pickle.dumps([tasks.Done_result(self.processor) for _ in range(count)], 5)
+        share = tasks.Share(Tally())
+        app_cpu = time.process_time()
+        pickle.dumps(commands, protocol=5)  # what the master does with the application's
+        for result in pickle.loads(results):  # objects: pickle commands, unpickle and run results
+            result.run(self.processor, share)
+        app_cpu = time.process_time() - app_cpu
+        del commands, results
+        figures["master_us_per_command"] = 1e6 * max(0.0, cpu - app_cpu) / count
+        figures["ratio"] = figures["seconds"] / figures["app_seconds"]
+        figures.update(self._million_memory(count))
+        return figures
+
+    def _million_memory(self, count: int) -> dict[str, float]:
+        tracemalloc.start()
+        try:
+            base = tracemalloc.get_traced_memory()[0]
+            tally = Tally()
+            pairs = [(tasks.Noop_command(), tasks.Share(tally)) for _ in range(count)]
+            objects = tracemalloc.get_traced_memory()[0] - base
+            for command, memo in pairs:
+                self.processor.add_to_queue(command, memo)
+            del command, memo
+            queued = tracemalloc.get_traced_memory()[0] - base
+            tracemalloc.reset_peak()
+            del pairs
+            self.processor.run_queue()
+            peak = tracemalloc.get_traced_memory()[1] - base
+            left = []
+            for _ in range(3):  # smaller runs after it: what each leaves behind
+                for _ in range(count // 10):
+                    self.processor.add_to_queue(tasks.Noop_command(), tasks.Share(tally))
+                self.processor.run_queue()
+                left.append(tracemalloc.get_traced_memory()[0] - base)
+        finally:
+            tracemalloc.stop()
+        return {
+            "bytes_per_command": (queued - objects) / count,
+            "app_bytes_per_command": objects / count,
+            "peak_over_queued": peak / queued,
+            "left_after_runs_mib": left[-1] / 2**20,
+            "growth_mib": (left[-1] - left[0]) / 2**20,
+        }
+
     def queue_cost(self, count: int) -> dict[str, float]:
         """Time ``add_to_queue`` alone, then (a second pass) the memory the queue holds, under
         tracemalloc, which would slow the timed pass down."""
@@ -424,7 +495,7 @@ BACKENDS: tuple[Backend, ...] = (
         "multi multiprocessing",
         MULTI,
         lambda n: Multi(n, "multiprocessing"),
-        (*ALL_TIMED, "example", "queue"),
+        (*ALL_TIMED, "example", "queue", "million"),
         fabric="multiprocessing",
     ),
     Backend(

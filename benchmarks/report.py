@@ -41,6 +41,13 @@ EXTRAS: dict[str, list[tuple[str, str, str]]] = {
         ("bytes_per_command", "bytes/command", "{:,.0f}"),
     ],
     "master_cpu": [("wall", "wall s", "{:.2f}")],
+    "million": [
+        ("ratio", "run / create+queue", "{:.2f}"),
+        ("master_us_per_command", "master's own µs/command", "{:.2f}"),
+        ("bytes_per_command", "queue bytes/command", "{:,.0f}"),
+        ("peak_over_queued", "peak / queued", "{:.2f}"),
+        ("growth_mib", "growth over a run, MiB", "{:.2f}"),
+    ],
 }  # fmt: skip
 
 

@@ -35,6 +35,9 @@ class Runner(Protocol):
     def queue_cost(self, count: int) -> dict[str, float]:
         """The master's time and memory for queuing ``count`` no-op commands (multi only)."""
 
+    def million(self, count: int) -> dict[str, float]:
+        """A run of ``count`` commands, each with its memo and result: time, memory (multi)."""
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -173,6 +176,12 @@ def measure_master_cpu(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
     return {"value": 100 * cpu / seconds, "wall": seconds}
 
 
+def measure_million(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
+    """A run of many tiny commands written as applications write them (see Multi.million)."""
+    figures = runner.million(p["count"])
+    return {"value": figures["seconds"], **figures}
+
+
 def measure_queue(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
     """The master's cost of queuing many commands: time, and memory per command."""
     cost = runner.queue_cost(p["count"])
@@ -284,6 +293,17 @@ WORKLOADS: tuple[Workload, ...] = (
         {"count": 100_000},
         {"count": 20_000},
         measure=measure_queue,
+    ),
+    Workload(
+        "million",
+        "A run of {count:,} commands, each with its own memo and a result run on the master",
+        "a million commands",
+        "run_queue wall time (its ratio to the application's time to create and queue them, "
+        "the master's own CPU per command, and memory beside it)",
+        "s",
+        {"count": 1_000_000},
+        {"count": 100_000},
+        measure=measure_million,
     ),
     Workload(
         "master_cpu",

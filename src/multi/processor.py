@@ -124,6 +124,7 @@ class Processor:
         self._queued_memo_ids: list[int | None] = []  # the memo of each queued command
         self._setup_commands: list[Slave_command] = []
         self._queueable: set[type] = set()  # command classes found fit to queue
+        self._returnable: set[type] = set()  # result classes found fit to return
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
         self._running = False
@@ -168,7 +169,7 @@ class Processor:
 
     def rank(self) -> int:
         """0 on the master, 1 to ``processor_size()`` on the slaves."""
-        context = self._context()
+        context = getattr(self._local, "context", None)
         return context.rank if context is not None else self.process_rank
 
     def on_master(self) -> bool:
@@ -350,8 +351,12 @@ class Processor:
             for index in range(start, stop):
                 memo_id = memo_ids[index]
                 if each:
-                    first = positions[index] * each
-                    for result in results[first : first + each]:  # type: ignore[operator]
+                    if each == 1:
+                        own_results: Any = (results[positions[index]],)
+                    else:
+                        first = positions[index] * each  # type: ignore[operator]
+                        own_results = results[first : first + each]  # type: ignore[operator]
+                    for result in own_results:
                         own = result.memo_id
                         target = memo_id if own is None else own
                         try:
@@ -453,17 +458,20 @@ class Processor:
 
     def return_object(self, result: Any) -> None:
         """Hand a result back to the master; called by a command while it runs on a slave."""
-        context = self._context()
+        context = getattr(self._local, "context", None)
         if context is None or context.results is None:
             self.process_result(result)
             return
-        if type(result) is Null_result_command:
-            return  # it would run as nothing on the master: it need not travel
-        if not callable(getattr(result, "run", None)):
-            raise TypeError(
-                f"return_object() takes a Result_command (an object with run(processor, memo)), "
-                f"not {describe(result)}"
-            )
+        kind = type(result)
+        if kind not in self._returnable:
+            if kind is Null_result_command:
+                return  # it would run as nothing on the master: it need not travel
+            if not callable(getattr(result, "run", None)):
+                raise TypeError(
+                    "return_object() takes a Result_command (an object with run(processor, "
+                    f"memo)), not {describe(result)}"
+                )
+            self._returnable.add(kind)
         context.results.append(result)
 
     # Data for the slaves -----------------------------------------------------------------

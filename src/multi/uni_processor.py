@@ -21,8 +21,7 @@ from multi.transport import Message, Payload, Transport
 class Uni_transport(Transport):
     """Runs each batch as it is sent; ``receive`` hands back what it gave."""
 
-    window = 1
-    batching = False
+    window = 1  # (batches: there is no message to save, but the engine's cost per batch)
 
     def __init__(self, processor: Processor, pickle_check: bool) -> None:
         self.processor = processor
