@@ -125,6 +125,7 @@ class Processor:
         self._setup_commands: list[Slave_command] = []
         self._queueable: set[type] = set()  # command classes found fit to queue
         self._returnable: set[type] = set()  # result classes found fit to return
+        self._routing: capture.routing | None = None  # output routed to slave threads' commands
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
         self._running = False
@@ -286,11 +287,7 @@ class Processor:
         self._run = run
         self._progress = progress.Progress(self.settings["progress"], len(commands))
         try:
-            if self.slaves_in_process:
-                with capture.routing():
-                    scheduler.run(run)
-            else:
-                scheduler.run(run)
+            scheduler.run(run)
         finally:
             self._run = None
             # Interrupted, slaves may still hold work; or every slave is lost: start afresh.
@@ -515,6 +512,9 @@ class Processor:
             transport = self.make_transport()
             transport.start()
             self._transport = transport
+            if self.slaves_in_process:  # routed while the slaves live, not at every run
+                self._routing = capture.routing()
+                self._routing.__enter__()
             for command in self._setup_commands:  # slaves started afresh get the data again
                 self.run_command_globally(command)
         return self._transport
@@ -529,10 +529,15 @@ class Processor:
         transport, self._transport = self._transport, None
         if transport is None:
             return
-        if kill:
-            transport.kill(status)
-        else:
-            transport.stop(STOP_SECONDS, status)
+        routing, self._routing = self._routing, None
+        try:
+            if kill:
+                transport.kill(status)
+            else:
+                transport.stop(STOP_SECONDS, status)
+        finally:
+            if routing is not None:
+                routing.__exit__(None, None, None)
 
     def pre_run(self) -> None:
         """Note when the run started."""
@@ -569,11 +574,7 @@ class Processor:
         completed, status = False, 1
         try:
             self._started_transport()  # slaves boot while the application prepares
-            if self.slaves_in_process:  # routed once for the program, not at every run
-                with capture.routing():
-                    self._run_application()
-            else:
-                self._run_application()
+            self._run_application()
             completed, status = True, 0
         except SystemExit as exc:
             completed, status = True, exit_status(exc)
