@@ -29,6 +29,7 @@ from multi.errors import (
     UnpicklableError,
     raise_unimplemented,
 )
+from multi.executor import Executor
 from multi.memo import Memo
 from multi.processor import Data_store, Processor
 from multi.result_queue import Immediate_result_queue, Threaded_result_queue
@@ -50,6 +51,7 @@ __all__ = [
     "Capturing_exception",
     "CommandTimeoutError",
     "Data_store",
+    "Executor",
     "Exit_command",
     "FabricNotFoundError",
     "FabricUnavailableError",

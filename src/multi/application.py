@@ -94,6 +94,11 @@ def launch(processor: Processor) -> None:
     _launched = processor
 
 
+def launched() -> Processor | None:
+    """The launcher's processor, when the program runs under ``multi``."""
+    return _launched
+
+
 def _processor() -> Processor:
     processor = Processor_box().processor
     if processor is None:

@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -220,16 +221,19 @@ class Processor:
         self.assert_on_master()
         if type(command) not in self._queueable:
             self._check_queueable(command)
-        memo_id = None
-        if memo is not None:
-            memo_id = memo.memo_id()
-            if memo_id in self.memo_map:
-                self._memo_users[memo_id] = self._memo_users.get(memo_id, 1) + 1
-            else:
-                self.memo_map[memo_id] = memo
+        memo_id = None if memo is None else self._hold_memo(memo)
         command.memo_id = memo_id  # as the original set it; the queue keeps its own
         self.command_queue.append(command)
         self._queued_memo_ids.append(memo_id)
+
+    def _hold_memo(self, memo: Memo) -> int:
+        """Keep a memo on the master for one more command; return its id."""
+        memo_id = memo.memo_id()
+        if memo_id in self.memo_map:
+            self._memo_users[memo_id] = self._memo_users.get(memo_id, 1) + 1
+        else:
+            self.memo_map[memo_id] = memo
+        return memo_id
 
     def _check_queueable(self, command: Slave_command) -> None:
         if isinstance(command, Exit_command):
@@ -279,13 +283,53 @@ class Processor:
                 "and run them with run_queue() once this one has returned"
             )
 
+    def run_stream(
+        self,
+        take: Callable[[int], list[tuple[Slave_command, Memo | None]] | None],
+        on_error: Callable[[Slave_command, BaseException], None],
+        on_failure: str | None = None,
+    ) -> None:
+        """Run commands as ``take`` hands them over, until it returns None and all have
+        finished: the engine of ``multi.Executor``.
+
+        ``take(wanted)`` is asked for up to ``wanted`` more (command, memo) pairs whenever the
+        slaves could use them; an empty list means none yet. Outcomes are delivered as
+        commands finish, not in queue order; each failure goes to ``on_error`` and none is
+        raised here. ``on_failure`` overrides the processor's failure policy for this run.
+        """
+        self.assert_on_master()
+        self._refuse_nested("run_stream")
+        if on_failure is not None and on_failure not in ON_FAILURE:
+            raise ValueError(
+                f"on_failure must be one of {', '.join(ON_FAILURE)}, not {on_failure!r}"
+            )
+        scheduler = self._started_scheduler()
+        run = scheduler.new_run([], [], in_order=False)
+
+        def source(run: Run, wanted: int) -> bool:
+            items = take(wanted)
+            if items is None:
+                return False
+            if items:
+                memo_ids = [None if memo is None else self._hold_memo(memo) for _, memo in items]
+                run.extend([command for command, _ in items], memo_ids)
+            return True
+
+        run.source = source
+        run.on_error = lambda index, error: on_error(run.commands[index], error)
+        run.on_failure = on_failure
+        self._execute_run(scheduler, run, show_progress=False)
+
     def _execute(
         self, commands: list[Any], memo_ids: list[int | None], pinned: list[int] | None = None
     ) -> None:
         scheduler = self._started_scheduler()
-        run = scheduler.new_run(commands, memo_ids, pinned)
+        self._execute_run(scheduler, scheduler.new_run(commands, memo_ids, pinned))
+
+    def _execute_run(self, scheduler: Scheduler, run: Run, show_progress: bool = True) -> None:
         self._run = run
-        self._progress = progress.Progress(self.settings["progress"], len(commands))
+        wanted = self.settings["progress"] if show_progress else "no"
+        self._progress = progress.Progress(wanted, run.count)
         try:
             scheduler.run(run)
         finally:
@@ -297,7 +341,7 @@ class Processor:
 
     def _close_run(self, run: Run) -> None:
         statistics = run.statistics
-        for index in (*run.unrun, *range(run.delivered, run.count)):
+        for index in run.undelivered():
             memo_id = run.memo_ids[index]
             statistics.not_run.append((run.commands[index], self.memo_map.get(memo_id)))  # type: ignore[arg-type]
             self._release_memo(memo_id)
@@ -522,6 +566,12 @@ class Processor:
     def setup_commands(self) -> list[Slave_command]:
         """What a slave started afresh runs first, to hold the data the others hold."""
         return list(self._setup_commands)
+
+    def stop_slaves(self, kill: bool = False) -> None:
+        """Stop the slaves (at once with ``kill``, else once they have left); the next run
+        starts fresh ones."""
+        self.assert_on_master()
+        self._drop_transport(kill=kill)
 
     def _drop_transport(self, kill: bool = False, status: int = 0) -> None:
         """Stop the slaves: at once with ``kill``, else once they have left; ``status`` is the

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ class Run:
         ranks: Sequence[int],
         sizer: Batch_sizer,
         pinned: Sequence[int] | None = None,
+        in_order: bool = True,
     ) -> None:
         count = len(commands)
         self.commands = commands
@@ -63,6 +64,18 @@ class Run:
         self.outcomes: list[Report | BaseException | None] = [None] * count
         self.positions: list[int] = [0] * count
         self.delivered = 0
+        #: Whether outcomes are delivered in queue order (else as they come), and, if not,
+        #: the finished commands waiting for delivery and a mark for each delivered command.
+        self.in_order = in_order
+        self.ready: list[int] = []
+        self.settled = bytearray(0 if in_order else count)
+        #: Where an open run gets more commands while it goes on (see ``extend``): called with
+        #: the run and how many it could take; False once nothing more will come.
+        self.source: Callable[[Run, int], bool] | None = None
+        #: Who is told of each failure as it is delivered; with one, the run raises none.
+        self.on_error: Callable[[int, BaseException], None] | None = None
+        #: The failure policy of this run, where it is not the scheduler's.
+        self.on_failure: str | None = None
         #: Commands passed over at the end because they never ran, in queue order.
         self.unrun: list[int] = []
         self.failures: list[tuple[int, BaseException]] = []
@@ -76,6 +89,23 @@ class Run:
         self.statistics = Run_statistics({rank: Slave_statistics() for rank in ranks})
 
     # The queue ---------------------------------------------------------------------------
+
+    def extend(self, commands: list[Any], memo_ids: list[int | None]) -> None:
+        """Add commands at the end of an open run's queue."""
+        added = len(commands)
+        self.commands += commands
+        self.memo_ids += memo_ids
+        self.count += added
+        self.outcomes += [None] * added
+        self.positions += [0] * added
+        if not self.in_order:
+            self.settled += bytes(added)
+
+    def undelivered(self) -> list[int]:
+        """The commands whose outcome was never delivered, in queue order."""
+        if self.in_order:
+            return [*self.unrun, *range(self.delivered, self.count)]
+        return [index for index in range(self.count) if not self.settled[index]]
 
     def waiting(self) -> int:
         """Commands not sent yet, pinned ones aside."""
@@ -130,6 +160,8 @@ class Run:
             index = indices[position]
             outcomes[index] = report
             positions[index] = position
+        if not self.in_order:
+            self.ready += indices[:count]
         failed = len(report.failures) if report.failures else 0
         self.failed += failed
         self.succeeded += count - failed
@@ -138,3 +170,5 @@ class Run:
         """Note that a command ended in ``error`` without a report (decided on the master)."""
         self.outcomes[index] = error
         self.failed += 1
+        if not self.in_order:
+            self.ready.append(index)

@@ -51,6 +51,10 @@ from multi.statistics import Failure_record, Slave_statistics
 from multi.transport import Slave_lost, Transport
 
 ON_FAILURE = ("continue", "stop", "run-all")
+#: An open run keeps at least this many commands waiting, when its source has them.
+REFILL_COMMANDS = 1024
+#: How often an open run looks for new commands while it waits for its slaves.
+SOURCE_SECONDS = 0.002
 EARLY_STOP_FAILURES = 10
 START_FAILURES = 3
 
@@ -89,13 +93,17 @@ class Scheduler:
         self.broken: str | None = None
 
     def new_run(
-        self, commands: list[Any], memo_ids: list[int | None], pinned: list[int] | None = None
+        self,
+        commands: list[Any],
+        memo_ids: list[int | None],
+        pinned: list[int] | None = None,
+        in_order: bool = True,
     ) -> Run:
         """The state of a run of ``commands`` on the slaves there are now."""
         transport = self.transport
         ranks = transport.ranks
         sizer = Batch_sizer(len(ranks), transport.batching, transport.pickled)
-        return Run(commands, memo_ids, ranks, sizer, pinned)
+        return Run(commands, memo_ids, ranks, sizer, pinned, in_order)
 
     def run(self, run: Run) -> None:
         """Run every command of ``run`` and deliver each outcome; raise the first failure."""
@@ -108,8 +116,15 @@ class Scheduler:
             liveness = self.liveness is not None and transport.heartbeats
             deadlines = self.timeout is not None or liveness
             self._check_at = time.monotonic() if deadlines else None
-            while run.busy():
-                message = transport.receive(self._wait_seconds())
+            while True:
+                open_run = run.source is not None and run.stopped is None
+                if open_run:
+                    self._refill(run)
+                    self._dispatch(run)
+                    open_run = run.source is not None
+                if not open_run and not run.busy():
+                    break
+                message = transport.receive(self._wait_seconds(run))
                 if message is not None:
                     rank, body = message
                     if isinstance(body, Slave_lost):
@@ -123,8 +138,17 @@ class Scheduler:
             self._deliver_ready(run, everything=True)
         finally:
             self._account(run, moved)
-        if run.failures:
+        if run.failures and run.on_error is None:
             self._raise_first(run)
+
+    def _refill(self, run: Run) -> None:
+        """Let an open run take what its source has, up to enough to keep every slave busy
+        for a while; the run closes once the source says nothing more will come."""
+        wanted = (
+            max(REFILL_COMMANDS, 4 * len(run.in_flight) * run.sizer.size(1 << 30)) - run.waiting()
+        )
+        if wanted > 0 and not run.source(run, wanted):  # type: ignore[misc]
+            run.source = None
 
     # Dispatch ------------------------------------------------------------------------------
 
@@ -323,11 +347,14 @@ class Scheduler:
 
     # Deadlines: timeouts and liveness ----------------------------------------------------
 
-    def _wait_seconds(self) -> float | None:
-        """How long to wait for a message before the next deadline must be checked."""
+    def _wait_seconds(self, run: Run) -> float | None:
+        """How long to wait for a message before the next deadline must be checked, or, in
+        an open run, before its source is looked at again."""
+        wait = None if run.source is None else SOURCE_SECONDS
         if self._check_at is None:
-            return None
-        return max(0.0, self._check_at - time.monotonic())
+            return wait
+        left = max(0.0, self._check_at - time.monotonic())
+        return left if wait is None else min(wait, left)
 
     def _enforce_deadlines(self, run: Run) -> None:
         """Stop the commands past their timeout and the slaves that showed no sign of life for
@@ -380,9 +407,10 @@ class Scheduler:
 
     def _failed(self, run: Run) -> None:
         """Apply the failure policy once a command failed."""
-        if run.stopped is not None or self.on_failure == "run-all":
+        policy = run.on_failure or self.on_failure
+        if run.stopped is not None or policy == "run-all":
             return
-        if self.on_failure == "stop":
+        if policy == "stop":
             run.stopped = "the run stopped at its first failure (on_failure='stop')"
         elif run.succeeded == 0 and run.failed >= EARLY_STOP_FAILURES:
             run.stopped = (
@@ -396,6 +424,9 @@ class Scheduler:
     def _deliver_ready(self, run: Run, everything: bool = False) -> None:
         """Deliver finished commands in queue order, a stretch of them that share a report at
         a time; at the end, pass over those that never ran."""
+        if not run.in_order:
+            self._deliver_as_finished(run, everything)
+            return
         outcomes = run.outcomes
         index, count = run.delivered, run.count
         deliver = self.deliver
@@ -414,11 +445,43 @@ class Scheduler:
             outcomes[index:stop] = [None] * (stop - index)
             errors = deliver(run, index, stop, outcome)  # sets run.delivered as it goes
             if errors:
-                run.failures += errors
-                if not isinstance(outcome, BaseException):
-                    self._failed(run)
+                self._delivered_errors(run, errors, outcome)
             index = stop
             run.delivered = index
+
+    def _deliver_as_finished(self, run: Run, everything: bool) -> None:
+        """Deliver finished commands in the order they finished, a stretch of consecutive
+        commands that share a report at a time; at the end, pass over those that never ran."""
+        outcomes, settled, deliver = run.outcomes, run.settled, self.deliver
+        while run.ready:
+            ready, run.ready = run.ready, []
+            at, end = 0, len(ready)
+            while at < end:
+                index = ready[at]
+                outcome = outcomes[index]
+                stop, at = index + 1, at + 1
+                while at < end and ready[at] == stop and outcomes[stop] is outcome:
+                    stop, at = stop + 1, at + 1
+                outcomes[index:stop] = [None] * (stop - index)
+                settled[index:stop] = b"\x01" * (stop - index)
+                errors = deliver(run, index, stop, outcome)  # type: ignore[arg-type]
+                if errors:
+                    self._delivered_errors(run, errors, outcome)  # type: ignore[arg-type]
+        if everything:
+            run.unrun = run.undelivered()
+            run.delivered = run.count
+
+    def _delivered_errors(
+        self, run: Run, errors: list[tuple[int, BaseException]], outcome: Report | BaseException
+    ) -> None:
+        """Keep the failures that delivery met (or hand each to the run's own handler), and
+        apply the failure policy."""
+        run.failures += errors
+        if run.on_error is not None:
+            for index, error in errors:
+                run.on_error(index, error)
+        if not isinstance(outcome, BaseException):
+            self._failed(run)
 
     def _raise_first(self, run: Run) -> None:
         _, first = run.failures[0]

@@ -1,0 +1,361 @@
+"""``multi.Executor``: the ``concurrent.futures`` interface on every fabric.
+
+Calls travel as commands and their values come back as result commands, through the same
+engine as the seed's API: batching, capture of output, remote tracebacks, retries of calls
+whose slave died, timeouts and the failure policy hold for calls as they hold for commands.
+
+A thread of the executor, the *engine thread*, plays the master: it feeds submitted calls to
+one open run of the processor (``Processor.run_stream``), which hands each call's outcome to
+its future as soon as it arrives, in the order calls finish. Futures are marked running when
+the engine takes their call, so a call still waiting in the executor can be cancelled.
+
+``map`` groups the items into chunks, one call each, so that many tiny calls cost little:
+the values come back in order, item by item.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import functools
+import itertools
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+from multi import application
+from multi.commands import Slave_command
+from multi.errors import MultiError
+from multi.memo import Memo
+from multi.processor import Processor
+from multi.results import Result_command
+
+#: The fabric of an executor made outside the launcher without one.
+DEFAULT_FABRIC = "multiprocessing"
+#: An open run takes at most this many calls: then it drains, and the next one starts. This
+#: bounds what a long-lived executor keeps of the calls it ran.
+CALLS_PER_RUN = 100_000
+#: ``map`` makes about this many chunks per slave, when it can count the items.
+CHUNKS_PER_SLAVE = 4
+MAX_CHUNK = 10_000
+
+
+class _Call(Slave_command):
+    """A function call, or with ``many`` a chunk of calls of one function, run on a slave."""
+
+    def __init__(
+        self,
+        key: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        many: list[tuple[Any, ...]] | None = None,
+    ) -> None:
+        self.key = key
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.many = many
+
+    def run(self, processor: Processor, completed: bool) -> None:
+        fn = self.fn
+        if self.many is None:
+            value = fn(*self.args, **self.kwargs)
+        else:
+            value = [fn(*args) for args in self.many]
+        processor.return_object(_Returned(self.key, value))
+
+    def __repr__(self) -> str:
+        name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        if self.many is not None:
+            return f"call of {name} on {len(self.many)} items (call {self.key})"
+        return f"call of {name} (call {self.key})"
+
+
+class _Returned(Result_command):
+    """A call's value, handed to its future on the master."""
+
+    def __init__(self, key: int, value: Any) -> None:
+        self.completed = True
+        self.memo_id = None
+        self.key = key
+        self.value = value
+
+    def run(self, processor: Processor, memo: Memo | None) -> None:
+        assert isinstance(memo, _Futures)
+        memo.settle(self.key, self.value)
+
+
+class _Futures(Memo):
+    """The futures of the calls under way, by call number: the memo of every call."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[int, Future[Any]] = {}
+
+    def settle(self, key: int, value: Any) -> None:
+        future = self.by_key.pop(key, None)
+        if future is not None:
+            future.set_result(value)
+
+    def fail(self, key: int, error: BaseException) -> None:
+        future = self.by_key.pop(key, None)
+        if future is not None:
+            future.set_exception(error)
+
+
+class Executor(concurrent.futures.Executor):
+    """Run calls on the slaves of a fabric: ``submit``, ``map`` and ``shutdown``.
+
+    ``fabric`` names the fabric (None: the launcher's under ``multi``, else
+    ``multiprocessing``); ``max_workers`` is the number of slaves (None: the fabric's default,
+    one per core or what ``mpiexec`` gave); ``fabric_options`` are the fabric's own options
+    (``retries``, ``timeout``, ``on_failure``, ...) and ``verbosity`` (1: each call's output
+    is replayed as one block with its slave's prefix). By default every call runs whatever
+    the others do (``on_failure="run-all"``).
+
+    Under ``mpiexec -n P+1 python app.py``, ``Executor("mpi4py")`` makes ranks 1 to P serve
+    the master there and end the process when it is done, as ``processor.run()`` does.
+    """
+
+    def __init__(
+        self,
+        fabric: str | None = None,
+        max_workers: int | None = None,
+        **fabric_options: Any,
+    ) -> None:
+        if max_workers is not None and max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, not {max_workers}")
+        self._on_failure = fabric_options.pop("on_failure", "run-all")
+        self._processor, self._owned = _processor(fabric, max_workers, fabric_options)
+        if self._processor.process_rank != 0:
+            self._processor.serve()  # a slave of an MPI job: serves, then ends the process
+        self._futures = _Futures()
+        self._keys = itertools.count()
+        self._waiting: deque[tuple[_Call, Future[Any]]] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._closed = False
+        self._abandon = False  # end the run under way at once, dropping the calls it holds
+        self._broken: BaseException | None = None
+        self._thread = threading.Thread(target=self._engine, name="multi-executor", daemon=True)
+        self._thread.start()
+        _executors.add(self)
+
+    # concurrent.futures.Executor ---------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Schedule ``fn(*args, **kwargs)`` on a slave; its future holds the value or the
+        exception (with the slave's traceback as ``__cause__``)."""
+        if not callable(fn):
+            raise TypeError(f"submit() takes a callable first, not {type(fn).__name__}")
+        return self._submit(_Call(next(self._keys), fn, args, kwargs))
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[Any]:
+        """``fn`` applied to the items of ``iterables`` on the slaves, values in order.
+
+        Items travel in chunks of ``chunksize`` calls (None: about ``CHUNKS_PER_SLAVE``
+        chunks per slave when the items can be counted, else 1). ``timeout`` bounds the
+        whole iteration from this call on; an exception raised by a call is raised when its
+        value would have been reached.
+        """
+        if not callable(fn):
+            raise TypeError(f"map() takes a callable first, not {type(fn).__name__}")
+        if chunksize is not None and chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+        end = None if timeout is None else time.monotonic() + timeout
+        size = chunksize or self._chunksize(iterables)
+        items = zip(*iterables)  # noqa: B905 (as map() stops at the shortest)
+        futures = [
+            self._submit(_Call(next(self._keys), fn, (), {}, list(chunk)))
+            for chunk in iter(lambda: tuple(itertools.islice(items, size)), ())
+        ]
+        return _values(futures, end)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more calls; with ``cancel_futures``, cancel those not taken yet; with
+        ``wait``, return once every call taken has finished and the slaves are stopped."""
+        with self._lock:
+            self._closed = True
+            if cancel_futures:
+                while self._waiting:
+                    _, future = self._waiting.popleft()
+                    future.cancel()
+            self._wake.notify_all()
+        if wait and threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool | None:
+        """Wait for the calls to finish; but if the block ended in Ctrl-C or another
+        ``BaseException`` that is no ``Exception``, drop them and stop the slaves at once."""
+        if error is not None and not isinstance(error, Exception):
+            self._abandon = True
+            self.shutdown(wait=True, cancel_futures=True)
+            return None
+        self.shutdown(wait=True)
+        return None
+
+    @property
+    def processor(self) -> Processor:
+        """The processor whose slaves run the calls (its ``last_run`` tells how they went)."""
+        return self._processor
+
+    # Feeding the engine -------------------------------------------------------------------
+
+    def _submit(self, call: _Call) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._broken is not None:
+                raise MultiError(f"this executor cannot run calls any more: {self._broken}")
+            if self._closed:
+                raise RuntimeError("cannot schedule new calls after shutdown")
+            self._waiting.append((call, future))
+            if len(self._waiting) == 1:
+                self._wake.notify()
+        return future
+
+    def _chunksize(self, iterables: tuple[Iterable[Any], ...]) -> int:
+        try:
+            count = min(len(items) for items in iterables)  # type: ignore[arg-type]
+        except TypeError:
+            return 1
+        slaves = max(1, self._processor.processor_size())
+        return max(1, min(MAX_CHUNK, -(-count // (CHUNKS_PER_SLAVE * slaves))))
+
+    def _take(
+        self, wanted: int, taken: list[int]
+    ) -> list[tuple[Slave_command, Memo | None]] | None:
+        """Up to ``wanted`` calls for the run under way; None once it should end."""
+        if self._abandon:
+            raise _Abandoned()
+        items: list[tuple[_Call, Memo | None]] = []
+        with self._lock:
+            waiting = self._waiting
+            if not waiting and (self._closed or taken[0] >= CALLS_PER_RUN):
+                return None
+            while waiting and len(items) < wanted and taken[0] < CALLS_PER_RUN:
+                call, future = waiting.popleft()
+                if future.set_running_or_notify_cancel():
+                    self._futures.by_key[call.key] = future
+                    items.append((call, self._futures))
+                    taken[0] += 1
+        return items
+
+    def _failed(self, command: Slave_command, error: BaseException) -> None:
+        assert isinstance(command, _Call)
+        self._futures.fail(command.key, error)
+
+    def _engine(self) -> None:
+        """Run the calls as they come, one open run after another, until shut down."""
+        try:
+            while True:
+                with self._lock:
+                    while not self._waiting and not self._closed:
+                        self._wake.wait()
+                    if not self._waiting and self._closed:
+                        break
+                taken = [0]  # calls this run took
+                take = functools.partial(self._take, taken=taken)
+                try:
+                    self._processor.run_stream(take, self._failed, self._on_failure)
+                except _Abandoned:
+                    break
+                except BaseException as exc:  # the slaves are gone, or the engine broke
+                    self._break(exc)
+                    break
+                finally:
+                    self._not_run("its run ended before it started")
+        finally:
+            self._not_run("the executor was shut down")
+            if self._owned:
+                self._processor.stop_slaves(kill=self._abandon)
+
+    def _break(self, error: BaseException) -> None:
+        with self._lock:
+            self._broken = error
+            self._closed = True
+
+    def _not_run(self, why: str) -> None:
+        """Fail the futures of calls that were taken but will never run (the run stopped on
+        a failure, or ended abruptly); cancel those never taken, if the executor ended."""
+        futures = self._futures.by_key
+        while futures:
+            key, future = futures.popitem()
+            error = self._broken or MultiError(f"call {key} was not run: {why}")
+            if not future.done():
+                future.set_exception(error)
+        with self._lock:
+            if self._closed:
+                while self._waiting:
+                    _, future = self._waiting.popleft()
+                    if self._broken is not None:
+                        future.set_exception(self._broken)
+                    else:
+                        future.cancel()
+
+
+class _Abandoned(BaseException):
+    """Raised in the engine thread to end the run under way at once (Ctrl-C on the caller)."""
+
+
+def _values(futures: list[Future[Any]], end: float | None) -> Iterator[Any]:
+    """The values of the chunks' futures, item by item; the rest are cancelled if the caller
+    stops early."""
+    futures.reverse()
+    try:
+        while futures:
+            future = futures.pop()
+            left = None if end is None else end - time.monotonic()
+            yield from future.result(left)
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _processor(
+    fabric: str | None, max_workers: int | None, options: dict[str, Any]
+) -> tuple[Processor, bool]:
+    """The processor to run on, and whether the executor made it (and so stops it)."""
+    launched = application.launched()
+    if launched is not None and fabric is None:
+        if options or max_workers is not None:
+            raise MultiError(
+                "under the multi launcher the executor runs on the launcher's slaves: give the "
+                "fabric's size and options to the launcher (multi -n N --option ...), not here"
+            )
+        return launched, False
+    verbosity = options.pop("verbosity", 1)
+    processor = application.load_multiprocessor(
+        fabric or DEFAULT_FABRIC,
+        None,  # type: ignore[arg-type]
+        processor_size=-1 if max_workers is None else max_workers,
+        verbosity=verbosity,
+        **options,
+    )
+    return processor, True
+
+
+_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+@atexit.register
+def _shut_down_at_exit() -> None:
+    """An executor left open ends with the program: its calls are finished first, as
+    ``concurrent.futures`` does; Ctrl-C meanwhile drops them."""
+    for executor in list(_executors):
+        try:
+            executor.shutdown(wait=True)
+        except KeyboardInterrupt:
+            executor._abandon = True
+            executor.shutdown(wait=True, cancel_futures=True)
+    sys.stdout.flush()
