@@ -266,15 +266,16 @@ class Executor(concurrent.futures.Executor):
                         break
                 taken = [0]  # calls this run took
                 take = functools.partial(self._take, taken=taken)
+                stopped = None
                 try:
-                    self._processor.run_stream(take, self._failed, self._on_failure)
+                    stopped = self._processor.run_stream(take, self._failed, self._on_failure)
                 except _Abandoned:
                     break
                 except BaseException as exc:  # the slaves are gone, or the engine broke
                     self._break(exc)
                     break
                 finally:
-                    self._not_run("its run ended before it started")
+                    self._not_run(stopped or "its run ended before it started", bool(stopped))
         finally:
             self._not_run("the executor was shut down")
             if self._owned:
@@ -285,9 +286,10 @@ class Executor(concurrent.futures.Executor):
             self._broken = error
             self._closed = True
 
-    def _not_run(self, why: str) -> None:
+    def _not_run(self, why: str, waiting_too: bool = False) -> None:
         """Fail the futures of calls that were taken but will never run (the run stopped on
-        a failure, or ended abruptly); cancel those never taken, if the executor ended."""
+        a failure, or ended abruptly), and with ``waiting_too`` those submitted meanwhile;
+        cancel those never taken, if the executor ended."""
         futures = self._futures.by_key
         while futures:
             key, future = futures.popitem()
@@ -295,6 +297,11 @@ class Executor(concurrent.futures.Executor):
             if not future.done():
                 future.set_exception(error)
         with self._lock:
+            if waiting_too:
+                while self._waiting:
+                    call, future = self._waiting.popleft()
+                    if future.set_running_or_notify_cancel():
+                        future.set_exception(MultiError(f"call {call.key} was not run: {why}"))
             if self._closed:
                 while self._waiting:
                     _, future = self._waiting.popleft()

@@ -288,7 +288,7 @@ class Processor:
         take: Callable[[int], list[tuple[Slave_command, Memo | None]] | None],
         on_error: Callable[[Slave_command, BaseException], None],
         on_failure: str | None = None,
-    ) -> None:
+    ) -> str | None:
         """Run commands as ``take`` hands them over, until it returns None and all have
         finished: the engine of ``multi.Executor``.
 
@@ -296,6 +296,7 @@ class Processor:
         slaves could use them; an empty list means none yet. Outcomes are delivered as
         commands finish, not in queue order; each failure goes to ``on_error`` and none is
         raised here. ``on_failure`` overrides the processor's failure policy for this run.
+        Returns why the run stopped before ``take`` ran dry (see ``on_failure``), or None.
         """
         self.assert_on_master()
         self._refuse_nested("run_stream")
@@ -319,6 +320,7 @@ class Processor:
         run.on_error = lambda index, error: on_error(run.commands[index], error)
         run.on_failure = on_failure
         self._execute_run(scheduler, run, show_progress=False)
+        return run.stopped
 
     def _execute(
         self, commands: list[Any], memo_ids: list[int | None], pinned: list[int] | None = None

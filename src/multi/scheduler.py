@@ -51,8 +51,9 @@ from multi.statistics import Failure_record, Slave_statistics
 from multi.transport import Slave_lost, Transport
 
 ON_FAILURE = ("continue", "stop", "run-all")
-#: An open run keeps at least this many commands waiting, when its source has them.
-REFILL_COMMANDS = 1024
+#: An open run takes from its source what makes this many batches per slave: enough to keep
+#: every slave busy, no more (what the source keeps can still be cancelled there).
+REFILL_BATCHES = 2
 #: How often an open run looks for new commands while it waits for its slaves.
 SOURCE_SECONDS = 0.002
 EARLY_STOP_FAILURES = 10
@@ -142,11 +143,10 @@ class Scheduler:
             self._raise_first(run)
 
     def _refill(self, run: Run) -> None:
-        """Let an open run take what its source has, up to enough to keep every slave busy
-        for a while; the run closes once the source says nothing more will come."""
-        wanted = (
-            max(REFILL_COMMANDS, 4 * len(run.in_flight) * run.sizer.size(1 << 30)) - run.waiting()
-        )
+        """Let an open run take what its source has, as much as keeps every slave busy; the
+        run closes once the source says nothing more will come."""
+        enough = REFILL_BATCHES * max(1, len(run.in_flight)) * run.sizer.size(1 << 30)
+        wanted = enough - run.waiting()
         if wanted > 0 and not run.source(run, wanted):  # type: ignore[misc]
             run.source = None
 

@@ -1,0 +1,334 @@
+"""``multi.Executor`` on every fabric: the ``concurrent.futures`` contract, and everything the
+framework's contract gives commands (output, remote tracebacks, deaths, timeouts, failures)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from concurrent.futures import FIRST_COMPLETED, CancelledError, as_completed, wait
+from pathlib import Path
+
+import pytest
+
+from multi import CommandTimeoutError, Executor, MultiError, RemoteTraceback, SlaveDiedError
+from tests.conftest import interrupt, slaves_for, survivors
+from tests.test_mpi import MPI_MISSING, mpiexec, run
+
+ROOT = Path(__file__).parent.parent
+PROCESS_FABRICS = ("multiprocessing", "mpi4py")
+
+
+def executor(fabric: str, **options: object) -> Executor:
+    size = slaves_for(fabric)
+    return Executor(fabric, None if size == -1 else size, verbosity=0, **options)  # type: ignore[arg-type]
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(x: int, y: int, z: int = 0) -> int:
+    return x + y + z
+
+
+def fails_on(x: int, bad: int) -> int:
+    if x == bad:
+        raise KeyError(f"no data for {x}")
+    return x
+
+
+def wait_for(path: str) -> str:
+    """Wait (boundedly) until the file exists: a call that ends only once the master says."""
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+    return "released"
+
+
+def talk(i: int) -> int:
+    print(f"call {i} line 1")
+    print(f"call {i} line 2")
+    print(f"call {i} to stderr", file=sys.stderr)
+    return i
+
+
+def die_once(flag: str) -> int:
+    """Kill its own slave the first time, return the second."""
+    if not os.path.exists(flag):
+        open(flag, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return os.getpid()
+
+
+def die_always() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+# concurrent.futures ---------------------------------------------------------------------------
+
+
+def test_submit_and_map_give_every_value_in_order(fabric: str) -> None:
+    with executor(fabric) as pool:
+        futures = [pool.submit(add, i, 1, z=i) for i in range(50)]
+        assert [f.result(timeout=60) for f in futures] == [2 * i + 1 for i in range(50)]
+        assert list(pool.map(square, range(1000))) == [i * i for i in range(1000)]
+        assert list(pool.map(add, range(30), range(40), chunksize=1)) == [2 * i for i in range(30)]
+        assert list(pool.map(square, iter(range(25)))) == [i * i for i in range(25)]
+        assert list(pool.map(square, [])) == []
+
+
+def test_futures_complete_as_their_calls_finish(fabric: str, tmp_path: Path) -> None:
+    if fabric == "uni":
+        pytest.skip("one slave runs one call at a time")
+    release = str(tmp_path / "release")
+    with executor(fabric) as pool:
+        held = pool.submit(wait_for, release)
+        quick = pool.submit(square, 4)
+        done, _ = wait([held, quick], timeout=60, return_when=FIRST_COMPLETED)
+        assert done == {quick}
+        open(release, "w").close()
+        assert [f.result() for f in as_completed([held, quick], timeout=60)] in (
+            [16, "released"],
+            ["released", 16],
+        )
+        assert held.result() == "released"
+
+
+def test_a_call_raises_its_own_exception_with_the_slave_traceback(fabric: str) -> None:
+    with executor(fabric) as pool:
+        future = pool.submit(fails_on, 3, 3)
+        with pytest.raises(KeyError, match="no data for 3") as raised:
+            future.result(timeout=60)
+        assert isinstance(raised.value.__cause__, RemoteTraceback)
+        assert "fails_on" in str(raised.value.__cause__)
+        assert pool.submit(square, 5).result(timeout=60) == 25  # the executor goes on
+
+
+def test_one_failing_call_among_many_costs_only_its_own_future(fabric: str) -> None:
+    with executor(fabric) as pool:
+        futures = [pool.submit(fails_on, i, 57) for i in range(300)]
+        wait(futures, timeout=60)
+    assert [f.exception() is None for f in futures].count(False) == 1
+    assert isinstance(futures[57].exception(), KeyError)
+    assert [f.result() for i, f in enumerate(futures) if i != 57] == [
+        i for i in range(300) if i != 57
+    ]
+
+
+def test_map_raises_a_call_exception_where_its_value_would_be(fabric: str) -> None:
+    with executor(fabric) as pool:
+        values = pool.map(fails_on, range(20), [7] * 20, chunksize=1)
+        assert [next(values) for _ in range(7)] == list(range(7))
+        with pytest.raises(KeyError):
+            next(values)
+
+
+def test_on_failure_stop_fails_the_calls_it_did_not_run(fabric: str) -> None:
+    with executor(fabric, on_failure="stop") as pool:
+        futures = [pool.submit(fails_on, i, 0) for i in range(2000)]
+        wait(futures, timeout=60)
+        assert pool.submit(square, 6).result(timeout=60) == 36  # later calls run again
+    errors = [f.exception() for f in futures]
+    assert isinstance(errors[0], KeyError)
+    not_run = [e for e in errors if isinstance(e, MultiError)]
+    assert len(not_run) > 1000
+    assert all("was not run: the run stopped at its first failure" in str(e) for e in not_run)
+    assert all(e is None or isinstance(e, (KeyError, MultiError)) for e in errors)
+
+
+def test_map_timeout_raises_timeout_error(fabric: str, tmp_path: Path) -> None:
+    release = str(tmp_path / "release")
+    with executor(fabric) as pool:
+        values = pool.map(wait_for, [release], timeout=0.2)
+        with pytest.raises(TimeoutError):
+            next(values)
+        open(release, "w").close()
+
+
+def test_shutdown_cancels_what_waits_and_refuses_new_calls(fabric: str, tmp_path: Path) -> None:
+    release = str(tmp_path / "release")
+    pool = executor(fabric)
+    held = [pool.submit(wait_for, release) for _ in range(12)]  # more than the slaves take
+    deadline = time.monotonic() + 30
+    while not held[0].running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    late = [pool.submit(square, i) for i in range(5)]
+    pool.shutdown(wait=False, cancel_futures=True)
+    open(release, "w").close()
+    pool.shutdown(wait=True)
+    assert all(f.cancelled() for f in late)
+    ran = [f for f in held if not f.cancelled()]
+    assert ran and len(ran) < len(held)
+    assert [f.result() for f in ran] == ["released"] * len(ran)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(square, 1)
+
+
+def test_a_cancelled_call_never_runs(fabric: str, tmp_path: Path) -> None:
+    release = str(tmp_path / "release")
+    mark = tmp_path / "ran"
+    with executor(fabric) as pool:
+        held = [pool.submit(wait_for, release) for _ in range(12)]  # more than the slaves take
+        late = pool.submit(open, str(mark), "w")
+        assert late.cancel()
+        open(release, "w").close()
+        wait(held, timeout=60)
+    assert late.cancelled()
+    with pytest.raises(CancelledError):
+        late.result()
+    assert not mark.exists()
+
+
+def test_bad_arguments_are_refused_with_the_reason(fabric: str) -> None:
+    with executor(fabric) as pool:
+        with pytest.raises(TypeError, match="callable"):
+            pool.submit(42)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="chunksize"):
+            pool.map(square, range(3), chunksize=0)
+    with pytest.raises(ValueError, match="max_workers"):
+        Executor(fabric, 0)
+
+
+# The framework's contract, for calls -------------------------------------------------------
+
+
+def test_the_output_of_a_call_is_replayed_as_one_block_with_its_prefix(
+    fabric: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    if fabric == "uni":
+        pytest.skip("one slave: lines go bare")
+    size = slaves_for(fabric)
+    with Executor(fabric, size) as pool:  # verbosity 1 by default
+        assert list(pool.map(talk, range(6), chunksize=1)) == list(range(6))
+    out, err = capfd.readouterr()
+    lines = [line for line in out.splitlines() if "call" in line]
+    assert len(lines) == 12
+    for block in range(0, 12, 2):
+        rank, text = re.match(r"\s*(\d+)  \| (.*)", lines[block]).groups()  # type: ignore[union-attr]
+        i = re.match(r"call (\d+)", text).group(1)  # type: ignore[union-attr]
+        assert lines[block + 1] == f"{rank:>{len(str(size))}}  | call {i} line 2"
+    assert sorted(re.findall(r"E\| call (\d+) to stderr", err)) == [str(i) for i in range(6)]
+
+
+def test_a_dead_slave_is_named_and_its_call_retried(fabric: str, tmp_path: Path) -> None:
+    if fabric != "multiprocessing":
+        pytest.skip(f"the {fabric} fabric does not replace a dead slave")
+    with executor(fabric) as pool:
+        survivor = pool.submit(die_once, str(tmp_path / "died")).result(timeout=60)
+        assert survivor != os.getpid()
+        dead = pool.submit(die_always)
+        with pytest.raises(SlaveDiedError, match=r"SIGKILL.*die_always"):
+            dead.result(timeout=60)
+        assert pool.submit(square, 3).result(timeout=60) == 9
+
+
+def test_a_call_past_the_timeout_fails_and_the_others_run(fabric: str) -> None:
+    if fabric != "multiprocessing":
+        pytest.skip(f"the {fabric} fabric cannot stop a running call")
+    with executor(fabric, timeout=1) as pool:
+        stuck = pool.submit(nap, 120)
+        quick = [pool.submit(square, i) for i in range(20)]
+        with pytest.raises(CommandTimeoutError):
+            stuck.result(timeout=60)
+        assert [f.result(timeout=60) for f in quick] == [i * i for i in range(20)]
+
+
+# Programs ------------------------------------------------------------------------------------
+
+PROGRAM = textwrap.dedent(
+    """
+    import sys
+    from multi import Executor
+
+    def cube(x):
+        return x ** 3
+
+    if __name__ == "__main__":
+        fabric = sys.argv[1] if len(sys.argv) > 1 else None
+        with Executor(fabric) as pool:
+            print(sum(pool.map(cube, range(100))), pool.processor.processor_size() >= 1)
+    """
+)
+
+
+def test_an_executor_under_the_launcher_runs_on_the_launcher_slaves(tmp_path: Path) -> None:
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM)
+    result = run(sys.executable, "-m", "multi", "-m", "multiprocessing", "-n", "2", str(script))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == "24502500 True"
+
+
+@pytest.mark.skipif(bool(MPI_MISSING), reason=f"MPI is not available: {MPI_MISSING}")
+def test_an_executor_under_mpiexec_serves_on_ranks_above_zero(tmp_path: Path) -> None:
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM)
+    result = run(mpiexec(), "-n", "3", sys.executable, str(script), "mpi4py")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["24502500 True"]  # printed by rank 0 alone
+
+
+INTERRUPTED = textwrap.dedent(
+    """
+    import os, subprocess, sys, threading, time
+    from multi import Executor
+
+    def forever(i):
+        child = subprocess.Popen(["sleep", "300"])
+        with open(os.path.join(os.environ["STARTED"], f"{os.getpid()}-{i}"), "w") as note:
+            note.write(str(child.pid))
+        time.sleep(600)
+
+    if __name__ == "__main__":
+        with Executor(sys.argv[1], 2) as pool:
+            list(pool.map(forever, range(4), chunksize=1))
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["multiprocessing", "thread"])
+def test_ctrl_c_ends_an_executor_program_and_every_slave(kind: str, tmp_path: Path) -> None:
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    status, stderr, processes = interrupt([sys.executable, str(script), kind], 2)
+    assert status != 0
+    assert "KeyboardInterrupt" in stderr
+    assert survivors(processes) == []
+
+
+def test_a_program_that_forgets_shutdown_still_gets_its_calls_run(tmp_path: Path) -> None:
+    script = tmp_path / "forgetful.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os, sys
+            from multi import Executor
+
+            def write(path):
+                with open(path, "w") as out:
+                    out.write("ran")
+
+            if __name__ == "__main__":
+                pool = Executor("multiprocessing", 2)
+                pool.submit(write, sys.argv[1])
+            """
+        )
+    )
+    mark = tmp_path / "mark"
+    result = subprocess.run(
+        [sys.executable, str(script), str(mark)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert mark.read_text() == "ran"
