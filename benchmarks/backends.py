@@ -156,6 +156,27 @@ class Executor(Pool_runner):
         return self.executor.submit(function, item).result()
 
 
+class Chunked_executor(Executor):
+    """``ProcessPoolExecutor.map`` with a chunk size of len/(4·workers), as ``Pool.map`` picks."""
+
+    def imap(self, function: Callable[[Any], Any], items: Sequence[Any]) -> Iterable[Any]:
+        chunksize = max(1, math.ceil(len(items) / (4 * self.slaves)))
+        return self.executor.map(function, items, chunksize=chunksize)
+
+
+class Multi_executor(Executor):
+    """``multi.Executor`` on a fabric: ``map`` with its own chunk size, ``submit``."""
+
+    def __init__(self, slaves: int, fabric: str) -> None:
+        super().__init__(slaves)
+        self.fabric = fabric
+
+    def make(self) -> Any:
+        from multi import Executor as Multi_executor_class
+
+        return Multi_executor_class(self.fabric, self.slaves, verbosity=0)
+
+
 class Loky(Executor):
     """loky's reusable executor, as joblib uses it."""
 
@@ -520,9 +541,24 @@ BACKENDS: tuple[Backend, ...] = (
         "multiprocessing.Pool imap, chunk len/4·workers",
         PEER,
         lambda n: Mp_pool(n, True),
-        ("noop",),
+        ("noop", "map"),
+    ),
+    Backend(
+        "multi-executor",
+        "multi.Executor, multiprocessing",
+        MULTI,
+        lambda n: Multi_executor(n, "multiprocessing"),
+        ("map",),
+        fabric="multiprocessing",
     ),
     Backend("ppe", "concurrent.futures.ProcessPoolExecutor", PEER, Executor, ALL_TIMED),
+    Backend(
+        "ppe-chunked",
+        "concurrent.futures.ProcessPoolExecutor map, chunk len/4·workers",
+        PEER,
+        Chunked_executor,
+        ("map",),
+    ),
     Backend("loky", "loky reusable executor", PEER, Loky, ALL_TIMED, requires=("loky",)),
     Backend(
         "schwimmbad-multi",

@@ -25,6 +25,7 @@ COLOURS = {"multi": "#1f77b4", "peer": "#ff7f0e", "limit": "#2ca02c"}
 #: Per workload, the secondary figures shown beside the headline one: (metric, heading, format).
 EXTRAS: dict[str, list[tuple[str, str, str]]] = {
     "noop": [("rate", "commands/s", "{:,.0f}")],
+    "map": [("rate", "calls/s", "{:,.0f}")],
     "latency": [("p99", "p99 µs", "{:,.0f}")],
     "arrays": [("mib_per_s", "MiB/s (both ways)", "{:,.0f}")],
     "arrays_after_tiny": [("mib_per_s", "MiB/s (both ways)", "{:,.0f}")],

@@ -190,6 +190,16 @@ def measure_queue(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
 
 WORKLOADS: tuple[Workload, ...] = (
     Workload(
+        "map",
+        "{count:,} tiny calls through an executor's map",
+        "map of tiny calls",
+        "wall time of map over them all, values in order",
+        "s",
+        {"count": 100_000},
+        {"count": 10_000},
+        measure=measure_noop,
+    ),
+    Workload(
         "noop",
         "{count:,} no-op commands",
         "no-op commands",

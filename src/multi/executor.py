@@ -54,20 +54,24 @@ class _Call(Slave_command):
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        many: list[tuple[Any, ...]] | None = None,
+        many: list[Any] | None = None,
+        spread: bool = False,
     ) -> None:
         self.key = key
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.many = many
+        self.spread = spread  # each item of ``many`` is a tuple of arguments, else one argument
 
     def run(self, processor: Processor, completed: bool) -> None:
-        fn = self.fn
-        if self.many is None:
+        fn, many = self.fn, self.many
+        if many is None:
             value = fn(*self.args, **self.kwargs)
+        elif self.spread:
+            value = list(itertools.starmap(fn, many))
         else:
-            value = [fn(*args) for args in self.many]
+            value = list(map(fn, many))
         processor.return_object(_Returned(self.key, value))
 
     def __repr__(self) -> str:
@@ -175,10 +179,11 @@ class Executor(concurrent.futures.Executor):
             raise ValueError(f"chunksize must be at least 1, not {chunksize}")
         end = None if timeout is None else time.monotonic() + timeout
         size = chunksize or self._chunksize(iterables)
-        items = zip(*iterables)  # noqa: B905 (as map() stops at the shortest)
+        spread = len(iterables) != 1
+        items = zip(*iterables) if spread else iter(iterables[0])  # noqa: B905 (as map() does)
         futures = [
-            self._submit(_Call(next(self._keys), fn, (), {}, list(chunk)))
-            for chunk in iter(lambda: tuple(itertools.islice(items, size)), ())
+            self._submit(_Call(next(self._keys), fn, (), {}, chunk, spread))
+            for chunk in iter(lambda: list(itertools.islice(items, size)), [])
         ]
         return _values(futures, end)
 
