@@ -135,10 +135,13 @@ def test_map_raises_a_call_exception_where_its_value_would_be(fabric: str) -> No
             next(values)
 
 
-def test_on_failure_stop_fails_the_calls_it_did_not_run(fabric: str) -> None:
+def test_on_failure_stop_fails_the_calls_it_did_not_run(fabric: str, tmp_path: Path) -> None:
+    release = str(tmp_path / "release")
     with executor(fabric, on_failure="stop") as pool:
+        held = [pool.submit(wait_for, release) for _ in range(12)]  # all in before any fails
         futures = [pool.submit(fails_on, i, 0) for i in range(2000)]
-        wait(futures, timeout=60)
+        open(release, "w").close()
+        wait(held + futures, timeout=60)
         assert pool.submit(square, 6).result(timeout=60) == 36  # later calls run again
     errors = [f.exception() for f in futures]
     assert isinstance(errors[0], KeyError)
