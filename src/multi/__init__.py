@@ -6,6 +6,7 @@ slaves over an interprocess communication fabric (``uni``, ``thread``, ``multipr
 back to the master.
 """
 
+from multi import joblib_hook
 from multi.application import (
     Application_callback,
     Processor_box,
@@ -43,6 +44,8 @@ from multi.results import (
 from multi.verbosity import Verbosity
 
 __version__ = "0.1.0"
+
+joblib_hook.install()
 
 __all__ = [
     "Application_callback",

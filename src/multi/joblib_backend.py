@@ -1,0 +1,99 @@
+"""A joblib backend, so that joblib and scikit-learn run on any fabric, MPI included::
+
+    import joblib
+    import multi  # registers the backend "multi" (once joblib is imported, if it is later)
+
+    with joblib.parallel_config(backend="multi", fabric="mpi4py", n_jobs=4):
+        values = joblib.Parallel()(joblib.delayed(fit)(x) for x in data)
+
+Every keyword that ``parallel_config`` does not know itself goes to ``multi.Executor``
+(``fabric``, ``retries``, ``timeout``, ``verbosity``, ...). joblib's batches of calls run as
+the executor's calls, with joblib's own batch sizing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
+
+from multi.executor import Executor
+
+
+class Multi_backend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
+    """joblib's calls on the slaves of a ``multi.Executor``."""
+
+    supports_retrieve_callback = True
+    supports_inner_max_num_threads = False
+
+    def __init__(
+        self,
+        fabric: str | None = None,
+        nesting_level: int | None = None,
+        inner_max_num_threads: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(nesting_level=nesting_level)
+        self.fabric = fabric
+        self.options = {"verbosity": 0, **options}
+        self._executor: Executor | None = None
+        self._n_jobs: int | None = None
+        #: Whether the calls share the caller's memory (joblib's require="sharedmem").
+        self.supports_sharedmem = fabric in ("uni", "thread")
+
+    def effective_n_jobs(self, n_jobs: int | None) -> int:
+        if n_jobs == 0:
+            raise ValueError("n_jobs == 0 in Parallel has no meaning")
+        if self._executor is not None:
+            return self._executor.processor.processor_size()
+        if n_jobs is None or n_jobs < 0:
+            return max(1, (os.cpu_count() or 1) + 1 + (n_jobs or -1))
+        return n_jobs
+
+    def configure(
+        self, n_jobs: int = 1, parallel: Any = None, prefer: Any = None, require: Any = None,
+        **backend_kwargs: Any,
+    ) -> int:  # fmt: skip
+        """Start the executor's slaves (once); return how many there are. With one, joblib
+        runs the calls itself, in order, and never stops the backend: none is started then."""
+        self.parallel = parallel
+        self._n_jobs = n_jobs
+        if self.fabric == "uni" or self.effective_n_jobs(n_jobs) == 1:
+            return 1
+        return self._started().processor.processor_size()
+
+    def _started(self) -> Executor:
+        if self._executor is None:
+            n_jobs = self._n_jobs
+            workers = None if n_jobs is None or n_jobs == -1 else self.effective_n_jobs(n_jobs)
+            self._executor = Executor(self.fabric, workers, **self.options)
+        return self._executor
+
+    def submit(self, func: Any, callback: Any = None) -> Any:
+        future = self._started().submit(func)
+        if callback is not None:
+            future.add_done_callback(callback)
+        return future
+
+    def retrieve_result_callback(self, future: Any) -> Any:
+        return future.result()
+
+    def terminate(self) -> None:
+        """Stop the slaves, once joblib is done with the backend."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def abort_everything(self, ensure_ready: bool = True) -> None:
+        """A call failed: drop the calls that wait; start afresh if more will come."""
+        executor, self._executor = self._executor, None  # (the next call starts afresh)
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def register() -> None:
+    """Make the backend known to joblib as ``"multi"``."""
+    import joblib
+
+    joblib.register_parallel_backend("multi", Multi_backend)

@@ -1,0 +1,63 @@
+"""The joblib backend ``"multi"`` on every fabric."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import slaves_for
+
+joblib = pytest.importorskip("joblib")
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fails_on_five(x: int) -> int:
+    if x == 5:
+        raise ValueError("no data for 5")
+    return x
+
+
+def n_jobs(fabric: str) -> int:
+    size = slaves_for(fabric)
+    return 1 if size == -1 else size
+
+
+def test_parallel_runs_every_call_on_the_fabric(fabric: str) -> None:
+    with joblib.parallel_config(backend="multi", fabric=fabric, n_jobs=n_jobs(fabric)):
+        values = joblib.Parallel()(joblib.delayed(square)(i) for i in range(500))
+        generated = joblib.Parallel(return_as="generator")(
+            joblib.delayed(square)(i) for i in range(20)
+        )
+        assert list(generated) == [i * i for i in range(20)]
+    assert values == [i * i for i in range(500)]
+
+
+def test_a_failing_call_raises_its_exception_and_the_backend_goes_on(fabric: str) -> None:
+    with joblib.parallel_config(backend="multi", fabric=fabric, n_jobs=n_jobs(fabric)):
+        with pytest.raises(ValueError, match="no data for 5"):
+            joblib.Parallel()(joblib.delayed(fails_on_five)(i) for i in range(50))
+        assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(5)) == [
+            0, 1, 4, 9, 16,
+        ]  # fmt: skip
+
+
+def test_the_backend_is_registered_whichever_is_imported_first() -> None:
+    for imports in ("import joblib, multi", "import multi, joblib"):
+        check = f"{imports}; from joblib.parallel import BACKENDS; print('multi' in BACKENDS)"
+        result = subprocess.run(
+            [sys.executable, "-c", check], capture_output=True, text=True, timeout=60
+        )
+        assert result.stdout.strip() == "True", result.stderr
+
+
+def test_importing_multi_does_not_import_joblib() -> None:
+    check = "import sys, multi; print('joblib' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "False", result.stderr
