@@ -74,6 +74,11 @@ class _Call(Slave_command):
             value = list(map(fn, many))
         processor.return_object(_Returned(self.key, value))
 
+    @property
+    def kind(self) -> str:
+        """The function's name, for the statistics and the timeline."""
+        return str(getattr(self.fn, "__qualname__", None) or type(self.fn).__name__)
+
     def __repr__(self) -> str:
         name = getattr(self.fn, "__qualname__", None) or repr(self.fn)
         if self.many is not None:

@@ -51,6 +51,12 @@ def seconds_or_none(text: str) -> float | None:
     return value
 
 
+def path_or_none(text: str) -> str | None:
+    """Read a file's path, or ``none`` (or nothing) for no file."""
+    text = str(text).strip()
+    return None if text.lower() in ("none", "") else text
+
+
 def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
     """A reader of a setting that takes one of ``choices``."""
 

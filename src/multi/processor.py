@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from multi import capture, progress
 from multi.commands import Exit_command, Slave_command, Slave_storage_command
 from multi.errors import MultiError, ProcessorSizeError, add_note, describe
-from multi.options import Option, count, one_of, resolve, seconds_or_none
+from multi.options import Option, count, one_of, path_or_none, resolve, seconds_or_none
 from multi.results import Null_result_command
 from multi.run import Run
 from multi.scheduler import ON_FAILURE, Scheduler
@@ -33,6 +33,7 @@ from multi.verbosity import Verbosity
 if TYPE_CHECKING:
     from multi.application import Application_callback
     from multi.memo import Memo
+    from multi.timeline import Timeline
     from multi.transport import Transport
 
 STOP_SECONDS = 2.0
@@ -88,6 +89,13 @@ class Processor:
             seconds_or_none,
         ),
         Option(
+            "timeline",
+            "write a Chrome trace of every run to this file (open it in ui.perfetto.dev, or "
+            "draw it with python -m multi.timeline FILE --png OUT.png); none: no trace",
+            None,
+            path_or_none,
+        ),
+        Option(
             "progress",
             "a progress bar while run_queue works: auto (on a terminal), yes or no",
             "auto",
@@ -126,6 +134,7 @@ class Processor:
         self._setup_commands: list[Slave_command] = []
         self._queueable: set[type] = set()  # command classes found fit to queue
         self._returnable: set[type] = set()  # result classes found fit to return
+        self._timeline: Timeline | None = None  # the trace of every run, with ``timeline``
         self._routing: capture.routing | None = None  # output routed to slave threads' commands
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
@@ -348,6 +357,8 @@ class Processor:
             statistics.not_run.append((run.commands[index], self.memo_map.get(memo_id)))  # type: ignore[arg-type]
             self._release_memo(memo_id)
         self._progress.close()
+        if self._timeline is not None:
+            self._timeline.write()
         self.last_run = statistics
         self.totals.add(statistics)
         if Verbosity().level() >= 2:
@@ -551,6 +562,12 @@ class Processor:
                 on_failure=settings["on_failure"],
                 liveness=settings["liveness"],
             )
+            if settings["timeline"] is not None:
+                if self._timeline is None:
+                    from multi.timeline import Timeline  # (python -m multi.timeline runs it)
+
+                    self._timeline = Timeline(settings["timeline"])
+                self._scheduler.timeline = self._timeline
         return self._scheduler
 
     def _started_transport(self) -> Transport:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multi import wire
 from multi.batching import Batch_sizer
@@ -49,6 +49,9 @@ from multi.run import Run, Sent
 from multi.slave import SETUP_ID, Report
 from multi.statistics import Failure_record, Slave_statistics
 from multi.transport import Slave_lost, Transport
+
+if TYPE_CHECKING:
+    from multi.timeline import Timeline
 
 ON_FAILURE = ("continue", "stop", "run-all")
 #: An open run takes from its source what makes this many batches per slave: enough to keep
@@ -92,6 +95,8 @@ class Scheduler:
         self._answered: set[int] = set()
         #: Why no slave is left, once every one was lost for good.
         self.broken: str | None = None
+        #: Where the runs' events are noted, with the option ``timeline``.
+        self.timeline: Timeline | None = None
 
     def new_run(
         self,
@@ -219,6 +224,8 @@ class Scheduler:
         timed = not batches and rank in self._answered
         batches.append(Sent(indices, time.perf_counter(), timed=timed))
         transport.send(rank, payload)
+        if self.timeline is not None:
+            self.timeline.sent(rank, indices, nbytes)
         return indices
 
     def _drop_unpicklable(self, run: Run, rank: int, indices: Sequence[int]) -> list[int]:
@@ -263,6 +270,9 @@ class Scheduler:
             self._start_failures[rank] = 0
             indices = sent.indices
             run.finish(indices, report, finished)
+            run.statistics.timed(run.commands, indices, report.seconds)
+            if self.timeline is not None:
+                self.timeline.ran(rank, indices, run.commands, report)
             busy = sum(report.seconds)
             slave = run.statistics.slaves[rank]
             slave.commands += finished
@@ -298,6 +308,8 @@ class Scheduler:
         """
         statistics = run.statistics.slaves.setdefault(rank, Slave_statistics())
         statistics.lost += 1
+        if self.timeline is not None:
+            self.timeline.lost(rank, reason)
         batches = run.in_flight.get(rank)
         starting = bool(batches) and batches[0].setup  # type: ignore[index]
         held = run.in_flight_indices(rank)
@@ -314,6 +326,8 @@ class Scheduler:
             else:
                 statistics.retries += 1
                 run.again([culprit], alone=True)
+                if self.timeline is not None:
+                    self.timeline.retried(rank, culprit, attempts)
         run.again([index for index in held if index != culprit])
         self._replace_or_give_up(run, rank, reason, died_under_a_command=culprit is not None)
 
@@ -443,7 +457,10 @@ class Scheduler:
             while stop < count and outcomes[stop] is outcome:
                 stop += 1
             outcomes[index:stop] = [None] * (stop - index)
+            began = time.time()
             errors = deliver(run, index, stop, outcome)  # sets run.delivered as it goes
+            if self.timeline is not None:
+                self.timeline.delivered(index, stop, began)
             if errors:
                 self._delivered_errors(run, errors, outcome)
             index = stop
@@ -464,7 +481,10 @@ class Scheduler:
                     stop, at = stop + 1, at + 1
                 outcomes[index:stop] = [None] * (stop - index)
                 settled[index:stop] = b"\x01" * (stop - index)
+                began = time.time()
                 errors = deliver(run, index, stop, outcome)  # type: ignore[arg-type]
+                if self.timeline is not None:
+                    self.timeline.delivered(index, stop, began)
                 if errors:
                     self._delivered_errors(run, errors, outcome)  # type: ignore[arg-type]
         if everything:

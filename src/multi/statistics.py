@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from statistics import fmean
 from typing import Any
 
 
@@ -49,6 +52,18 @@ class Run_statistics:
     not_run: list[tuple[Any, Any]] = field(default_factory=list)
     #: Failures of every run counted in (``add``), for the totals of a program.
     failed: int = 0
+    #: The run time of every finished command, by class name.
+    times: dict[str, array[float]] = field(default_factory=dict)
+
+    def timed(self, commands: Sequence[Any], indices: Sequence[int], seconds: list[float]) -> None:
+        """Note the run times of a batch's finished commands, by their class."""
+        times = self.times
+        for index, taken in zip(indices, seconds):  # noqa: B905 (the finished ones only)
+            name = kind(commands[index])
+            found = times.get(name)
+            if found is None:
+                found = times[name] = array("d")
+            found.append(taken)
 
     @property
     def commands(self) -> int:
@@ -71,6 +86,8 @@ class Run_statistics:
             self.slaves.setdefault(rank, Slave_statistics()).add(slave)
         self.seconds += other.seconds
         self.failed += len(other.failures)
+        for name, times in other.times.items():
+            self.times.setdefault(name, array("d")).extend(times)
 
     def one_line(self) -> str:
         batches = sum(slave.batches for slave in self.slaves.values())
@@ -106,7 +123,43 @@ class Run_statistics:
             f"Parallel efficiency: {self.efficiency():.0%} ({busy:.2f} s of work in "
             f"{self.seconds:.2f} s of run_queue on {len(self.slaves)} slaves)"
         )
+        if self.times:
+            lines += ["", self.class_table()]
         return "\n".join(lines)
+
+    def class_table(self) -> str:
+        """A table of the run times of each command class: count, mean, 95th percentile."""
+        rows = [("command", "count", "mean", "95th percentile")]
+        for name in sorted(self.times, key=lambda name: -sum(self.times[name])):
+            times = self.times[name]
+            rows.append((name, str(len(times)), _duration(fmean(times)),
+                         _duration(_percentile(times, 0.95))))  # fmt: skip
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return "\n".join(
+            "  ".join(
+                cell.ljust(width) if column == 0 else cell.rjust(width)
+                for column, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+            for row in rows
+        )
+
+
+def kind(command: Any) -> str:
+    """What a command is, for tables and timelines: its ``kind`` if it says, else its class."""
+    return getattr(command, "kind", None) or type(command).__name__
+
+
+def _percentile(values: Sequence[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered)) - 1))]
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
 
 
 def _size(count: int) -> str:

@@ -1,0 +1,180 @@
+"""Where the time of a run went: a Chrome trace of every command, and a Gantt chart of it.
+
+With the option ``timeline=FILE`` (launcher: ``--timeline FILE``) the engine notes, for every
+batch, when it left the master and, from the slave's report, when each of its commands ran;
+when results were delivered on the master; and the retries and deaths of slaves. The file is
+a Chrome trace (JSON ``traceEvents``), which Perfetto (ui.perfetto.dev) and chrome://tracing
+open: one track per slave with a span (``"ph": "X"``) per command, named by its class and
+number, and a track for the master's dispatch and delivery, with retries and deaths as
+instant events. It is written when the slaves stop (and at each run's end if the program
+ends another way).
+
+The spans of a batch's commands are laid end to end from the time the batch started on its
+slave, by the slave's clock (a slave on another host may disagree with the master's by its
+clock's offset).
+
+    python -m multi.timeline FILE --png OUT.png     # the trace as a Gantt chart (matplotlib)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from multi.statistics import kind
+
+MASTER_TRACK = 0
+PROCESS_ID = 1
+
+
+class Timeline:
+    """The events of a program's runs, kept until they are written to ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.events: list[dict[str, Any]] = []
+        self._tracks: set[int] = set()
+        self._written = 0  # events in the file already
+
+    # Notes from the engine -----------------------------------------------------------------
+
+    def sent(self, rank: int, indices: Sequence[int], nbytes: int) -> None:
+        """A batch left the master."""
+        self._instant(MASTER_TRACK, f"batch of {len(indices)} to slave {rank}", "dispatch",
+                      {"slave": rank, "first command": indices[0] if indices else None,
+                       "bytes": nbytes})  # fmt: skip
+
+    def ran(self, rank: int, indices: Sequence[int], commands: Sequence[Any], report: Any) -> None:
+        """A slave's report: a span per command it finished, laid end to end from its start."""
+        self._track(rank)
+        start = report.started
+        events = self.events
+        for position, seconds in enumerate(report.seconds):
+            index = indices[position]
+            command = commands[index]
+            failed = report.failures is not None and position in report.failures
+            events.append({
+                "name": f"{kind(command)} {index}",
+                "cat": "failed" if failed else "command",
+                "ph": "X", "ts": start * 1e6, "dur": seconds * 1e6,
+                "pid": PROCESS_ID, "tid": rank,
+                "args": {"command": index, "class": type(command).__qualname__},
+            })  # fmt: skip
+            start += seconds
+
+    def delivered(self, start: int, stop: int, began: float) -> None:
+        """Results of commands ``start`` to ``stop`` ran on the master from ``began`` on."""
+        now = time.time()
+        self._track(MASTER_TRACK)
+        self.events.append({
+            "name": f"deliver {start}" if stop == start + 1 else f"deliver {start}-{stop - 1}",
+            "cat": "deliver", "ph": "X", "ts": began * 1e6, "dur": (now - began) * 1e6,
+            "pid": PROCESS_ID, "tid": MASTER_TRACK,
+        })  # fmt: skip
+
+    def retried(self, rank: int, index: int, attempts: int) -> None:
+        self._instant(rank, f"retry of command {index}", "retry", {"attempts": attempts})
+
+    def lost(self, rank: int, reason: str) -> None:
+        self._instant(rank, f"slave {rank} lost", "death", {"reason": reason})
+
+    def _instant(self, track: int, name: str, category: str, args: dict[str, Any]) -> None:
+        self._track(track)
+        self.events.append({
+            "name": name, "cat": category, "ph": "i", "s": "t", "ts": time.time() * 1e6,
+            "pid": PROCESS_ID, "tid": track, "args": args,
+        })  # fmt: skip
+
+    def _track(self, track: int) -> None:
+        if track in self._tracks:
+            return
+        self._tracks.add(track)
+        name = "master" if track == MASTER_TRACK else f"slave {track}"
+        self.events.append({"name": "thread_name", "ph": "M", "pid": PROCESS_ID, "tid": track,
+                            "args": {"name": name}})  # fmt: skip
+        self.events.append({"name": "thread_sort_index", "ph": "M", "pid": PROCESS_ID,
+                            "tid": track, "args": {"sort_index": track}})  # fmt: skip
+
+    # The file ------------------------------------------------------------------------------
+
+    def write(self) -> None:
+        """Write every event noted so far (the whole file again, if anything is new)."""
+        if len(self.events) == self._written:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        trace = {
+            "traceEvents": [
+                {
+                    "name": "process_name",
+                    "ph": "M",
+                    "pid": PROCESS_ID,
+                    "args": {"name": "multi"},
+                },
+                *self.events,
+            ],
+            "displayTimeUnit": "ms",
+        }
+        temporary = self.path.with_name(self.path.name + ".part")
+        temporary.write_text(json.dumps(trace))
+        temporary.replace(self.path)
+        self._written = len(self.events)
+
+
+def draw(trace_path: str | os.PathLike[str], png: str | os.PathLike[str]) -> None:
+    """Draw a trace as a Gantt chart: a row per track, a bar per span."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trace = json.loads(Path(trace_path).read_text())
+    events = trace["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    spans = [e for e in events if e.get("ph") == "X"]
+    instants = [e for e in events if e.get("ph") == "i"]
+    if not spans:
+        raise ValueError(f"{trace_path} has no spans to draw")
+    origin = min(e["ts"] for e in spans)
+    tracks = sorted(names)
+    row = {track: len(tracks) - 1 - i for i, track in enumerate(tracks)}
+    colours = {"command": "#1f77b4", "failed": "#d62728", "deliver": "#2ca02c"}
+    figure, axis = plt.subplots(figsize=(10, 1 + 0.4 * len(tracks)))
+    for category, colour in colours.items():
+        chosen = [e for e in spans if e["cat"] == category]
+        for track in tracks:
+            bars = [((e["ts"] - origin) / 1e6, e["dur"] / 1e6) for e in chosen if e["tid"] == track]
+            if bars:
+                axis.broken_barh(bars, (row[track] - 0.4, 0.8), facecolors=colour,
+                                 edgecolor="white", linewidth=0.3)  # fmt: skip
+    for event in instants:
+        if event["cat"] in ("retry", "death"):
+            axis.plot((event["ts"] - origin) / 1e6, row.get(event["tid"], 0), "kx")
+    axis.set_yticks([row[t] for t in tracks], [names[t] for t in tracks])
+    axis.set_xlabel("seconds")
+    axis.set_title(f"{len([e for e in spans if e['cat'] != 'deliver'])} commands")
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m multi.timeline", description="Draw a timeline written by multi."
+    )
+    parser.add_argument("trace", help="the trace file (the option timeline=FILE)")
+    parser.add_argument("--png", required=True, help="where to write the Gantt chart")
+    args = parser.parse_args(argv)
+    try:
+        draw(args.trace, args.png)
+    except (OSError, ValueError, KeyError) as exc:
+        parser.error(f"cannot draw {args.trace}: {exc}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""The timeline of runs (option ``timeline``) and the statistics per command class."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import workloads as w
+from tests.conftest import run_master
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["traceEvents"]  # type: ignore[no-any-return]
+
+
+def test_a_timeline_has_a_span_per_command_on_its_slave_track(fabric: str, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+
+    def body(processor: Any) -> int:
+        memo = w.Record()
+        for i in range(30):
+            processor.add_to_queue(w.Square(i), memo)
+        processor.add_to_queue(w.Sleep(0.01, 30), memo)
+        processor.run_queue()
+        return processor.processor_size()
+
+    slaves = run_master(fabric, body, timeline=str(trace))
+    found = events(trace)
+    spans = [e for e in found if e.get("cat") == "command"]
+    assert sorted(e["name"] for e in spans) == sorted(
+        [f"Square {i}" for i in range(30)] + ["Sleep 30"]
+    )
+    assert all(e["ph"] == "X" and e["dur"] >= 0 and e["tid"] >= 1 for e in spans)
+    tracks = {e["tid"]: e["args"]["name"] for e in found if e.get("name") == "thread_name"}
+    assert {e["tid"] for e in spans} <= set(range(1, slaves + 1))
+    assert tracks[0] == "master" and all(tracks[e["tid"]] == f"slave {e['tid']}" for e in spans)
+    assert any(e.get("cat") == "deliver" for e in found)
+    assert any(e.get("cat") == "dispatch" for e in found)
+
+
+def test_a_death_and_its_retry_are_instants_of_the_timeline(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.json"
+
+    def body(processor: Any) -> None:
+        memo = w.Record()
+        processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal.SIGKILL), memo)
+        processor.run_queue()
+
+    run_master("multiprocessing", body, timeline=str(trace))
+    found = events(trace)
+    kinds = [e["cat"] for e in found if e.get("ph") == "i" and e["cat"] in ("death", "retry")]
+    assert kinds == ["death", "retry"]
+    assert [e["name"] for e in found if e.get("cat") == "command"] == ["Die_once 0"]
+
+
+def test_a_timeline_is_drawn_as_a_gantt_chart(tmp_path: Path) -> None:
+    trace, png = tmp_path / "trace.json", tmp_path / "trace.png"
+
+    def body(processor: Any) -> None:
+        for i in range(8):
+            processor.add_to_queue(w.Sleep(0.01, i))
+        processor.run_queue()
+
+    run_master("thread", body, timeline=str(trace))
+    drawn = subprocess.run(
+        [sys.executable, "-m", "multi.timeline", str(trace), "--png", str(png)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    missing = subprocess.run(
+        [sys.executable, "-m", "multi.timeline", str(tmp_path / "none.json"), "--png", str(png)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "cannot draw" in missing.stderr
+
+
+def test_the_statistics_have_a_table_per_command_class(fabric: str) -> None:
+    def body(processor: Any) -> str:
+        memo = w.Record()
+        for i in range(20):
+            processor.add_to_queue(w.Square(i), memo)
+        for i in range(3):
+            processor.add_to_queue(w.Sleep(0.02, i), memo)
+        processor.run_queue()
+        return processor.last_run.class_table()
+
+    table = run_master(fabric, body).splitlines()
+    assert table[0].split() == ["command", "count", "mean", "95th", "percentile"]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert rows["Square"][1] == "20" and rows["Sleep"][1] == "3"
+    assert seconds(*rows["Sleep"][2:4]) >= 0.02  # the mean of commands that sleep 20 ms
+    assert seconds(*rows["Square"][2:4]) < seconds(*rows["Sleep"][2:4])
+
+
+def seconds(value: str, unit: str) -> float:
+    return float(value) * {"s": 1.0, "ms": 1e-3, "µs": 1e-6}[unit]
+
+
+@pytest.mark.parametrize("text", ["none", ""])
+def test_no_timeline_is_written_without_a_path(text: str, tmp_path: Path) -> None:
+    def body(processor: Any) -> Any:
+        processor.add_to_queue(w.Square(2))
+        processor.run_queue()
+        return processor.settings["timeline"]
+
+    assert run_master("uni", body, timeline=text) is None
