@@ -19,7 +19,8 @@ test: $(INSTALLED)
 
 ## demo: fit relaxation rates with Monte Carlo errors on every core (writes results/)
 demo: $(INSTALLED)
-	$(BIN)/python examples/relaxation.py --fabric multiprocessing --output results
+	$(BIN)/python examples/relaxation.py --fabric multiprocessing --output results \
+		--timeline results/timeline.json
 
 lint: $(INSTALLED)
 	$(BIN)/ruff check src tests examples benchmarks

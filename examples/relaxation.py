@@ -14,6 +14,8 @@ are the same on every fabric and any number of slaves.
     python examples/relaxation.py [--fabric multiprocessing] [--slaves N] [--residues 300]
                                   [--simulations 100] [--batch 25] [--output results]
     multi -m mpi4py examples/relaxation.py        (or under mpiexec, see the README)
+
+``--timeline results/timeline.json`` writes where the time went (see the README).
 """
 
 from __future__ import annotations
@@ -259,12 +261,23 @@ def main() -> None:
     parser.add_argument("--output", default="results", help="folder for the table and figure")
     parser.add_argument("--no-plot", action="store_true", help="skip the figure")
     parser.add_argument("--verbosity", type=int, default=1)
+    parser.add_argument("--timeline", help="write the runs' timeline (a Chrome trace) here")
     options = parser.parse_args()
     callback = Application_callback(master=Relaxation_analysis(options))
     processor = load_multiprocessor(
-        options.fabric, callback, processor_size=options.slaves, verbosity=options.verbosity
+        options.fabric,
+        callback,
+        processor_size=options.slaves,
+        verbosity=options.verbosity,
+        timeline=options.timeline,
     )
     processor.run()
+    if options.timeline and not options.no_plot and Path(options.timeline).exists():
+        from multi.timeline import draw
+
+        chart = Path(options.timeline).with_suffix(".png")
+        draw(options.timeline, chart)
+        print(f"Timeline written to {options.timeline} and drawn in {chart}")
 
 
 if __name__ == "__main__":
