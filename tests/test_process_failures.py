@@ -210,19 +210,24 @@ def test_no_slave_outlives_its_master(process_fabric: str, tmp_path: Path, endin
     assert survivors(slaves) == []
 
 
-UNGUARDED = textwrap.dedent(
+UNIMPORTABLE = textwrap.dedent(
     """
-    import sys
-    from multi import Application_callback, Processor_box, Slave_command, load_multiprocessor
+    import sys, types
+    from multi import Application_callback, Processor_box, load_multiprocessor
 
-    class Local(Slave_command):
-        def run(self, processor, completed):
-            pass
+    only_here = sys.modules["only_on_the_master"] = types.ModuleType("only_on_the_master")
+    exec(
+        "from multi import Slave_command\\n"
+        "class Local(Slave_command):\\n"
+        "    def run(self, processor, completed):\\n"
+        "        pass\\n",
+        vars(only_here),
+    )
 
     class Main:
         def run(self):
             processor = Processor_box().processor
-            processor.add_to_queue(Local())
+            processor.add_to_queue(only_here.Local())
             processor.run_queue()
 
     load_multiprocessor(sys.argv[1], Application_callback(Main()), processor_size=1).run()
@@ -230,9 +235,11 @@ UNGUARDED = textwrap.dedent(
 )
 
 
-def test_commands_the_slaves_cannot_import_are_explained(process_fabric: str) -> None:
+def test_commands_from_a_module_the_slaves_cannot_import_are_explained(
+    process_fabric: str,
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", UNGUARDED, process_fabric],
+        [sys.executable, "-c", UNIMPORTABLE, process_fabric],
         capture_output=True,
         text=True,
         timeout=30,
@@ -242,4 +249,5 @@ def test_commands_the_slaves_cannot_import_are_explained(process_fabric: str) ->
     assert result.returncode == 1
     assert UnpicklableError.__name__ in result.stderr
     assert "could not rebuild the commands it received" in result.stderr
-    assert "if __name__ == '__main__':" in result.stderr
+    assert "No module named 'only_on_the_master'" in result.stderr
+    assert "must be importable there" in result.stderr

@@ -217,9 +217,12 @@ def _rebuild_failure(exception: BaseException, text: str, rank: int | str, name:
 
 
 def _portable(exc: BaseException, rank: int | str, name: str) -> BaseException:
-    """The exception itself when it survives a pickle round trip, else its text form."""
+    """The exception itself when it survives the trip to the master (its class travels by value
+    if the main script defines it), else its text form."""
+    from multi import wire  # (wire raises this module's errors)
+
     try:
-        pickle.loads(pickle.dumps(exc, protocol=pickle.HIGHEST_PROTOCOL))
+        wire.round_trip(exc)
     except Exception:
         return Capturing_exception((type(exc), exc, exc.__traceback__), rank=rank, name=name)
     return exc

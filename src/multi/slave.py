@@ -245,8 +245,9 @@ def _drop_unpicklable_results(report: Report, commands: Sequence[Any]) -> None:
 SETUP_ID = -2
 
 UNREADABLE_ADVICE = (
-    "The classes of commands must be importable on the slaves: define them in a module, or in "
-    "a script run as a file that starts its program under `if __name__ == '__main__':`."
+    "A slave imports the modules that the commands' classes come from: each must be importable "
+    "there, from the same environment and path (on every node of a cluster). Code of the main "
+    "script, or of a notebook, travels with the commands and needs no import."
 )
 
 

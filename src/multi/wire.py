@@ -2,6 +2,15 @@
 
 Large buffers (numpy arrays, bytes-like objects that support it) travel out of band, as
 separate frames that the transport sends without copying them into the pickle stream.
+
+Objects travel by reference to their module, as pickle does, except code that no slave can
+import: what the main module defines (a script, a program fed on standard input, a notebook's
+cells) and what is local to a function. That travels by value, with cloudpickle, as loky and
+ipyparallel send it; cloudpickle's class tracker makes a class that comes back (a result, an
+exception) the sender's own class again. Slaves never import the application's main module.
+The C pickler runs first, and cloudpickle only where its stream names the main module or
+where it cannot find a class or function by reference, so importable objects pay nothing.
+
 When something does not pickle, ``find_unpicklable`` names the attribute that failed, so the
 error says what to change.
 """
@@ -10,20 +19,28 @@ from __future__ import annotations
 
 import pickle
 import struct
+import sys
+import types
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+import cloudpickle
+
 from multi.errors import UnpicklableError
 
 PROTOCOL = 5
+#: The names under which a process knows the application's main module (``__mp_main__`` in a
+#: process that multiprocessing started for it): what they define travels by value.
+MAIN_MODULES = ("__main__", "__mp_main__")
+_MAIN, _MP_MAIN = (name.encode() for name in MAIN_MODULES)
 
 Frames = list[Any]  # the pickle stream, then its out-of-band buffers
 
 
 COMMAND_ADVICE = (
     "Commands travel to the slaves: keep objects that do not pickle in a Memo on the master, "
-    "or create them inside run()."
+    "or create them inside run(); code of the main script travels with the globals it uses."
 )
 
 
@@ -35,9 +52,39 @@ def dumps(obj: Any) -> Frames:
     buffers: list[pickle.PickleBuffer] = []
     try:
         head = pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
+    except (pickle.PicklingError, AttributeError):  # not found by reference: try by value
+        pass
+    except Exception as exc:
+        raise UnpicklableError(f"{type(exc).__name__}: {exc}") from exc
+    else:
+        # One scan for the end that both names share (``in`` on bytes costs twice ``find``).
+        if head.find(b"main__") < 0 or not _names_main(head):
+            return [head, *buffers]
+    return _dumps_by_value(obj)
+
+
+def _names_main(head: bytes) -> bool:
+    """Whether a pickle stream refers to the main module."""
+    return _MAIN in head or _MP_MAIN in head
+
+
+def _dumps_by_value(obj: Any) -> Frames:
+    """Pickle ``obj`` with cloudpickle: the code of the main module, and code that cannot be
+    found by reference, by value; the rest by reference, and buffers out of band as ever."""
+    mp_main = sys.modules.get("__mp_main__")
+    if mp_main is not None and not _by_value(mp_main):
+        cloudpickle.register_pickle_by_value(mp_main)
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        head = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
     except Exception as exc:
         raise UnpicklableError(f"{type(exc).__name__}: {exc}") from exc
     return [head, *buffers]
+
+
+def _by_value(module: types.ModuleType) -> bool:
+    """Whether cloudpickle sends what ``module`` defines by value."""
+    return module.__name__ in cloudpickle.list_registry_pickle_by_value()
 
 
 def loads(frames: Sequence[Any]) -> Any:
@@ -113,14 +160,48 @@ def find_unpicklable(obj: Any, depth: int = 4) -> tuple[str, Any, str] | None:
 
 
 def _parts(obj: Any) -> list[tuple[str, Any]]:
+    """The parts of ``obj`` that pickling it pickles, each with the step that reaches it.
+
+    Code that travels by value takes along what it uses: a function its variables and the
+    globals it names, a class its methods, an object its class.
+    """
     if isinstance(obj, dict):
         return [(f"[{key!r}]", value) for key, value in obj.items()]
     if isinstance(obj, (list, tuple, set, frozenset)):
         return [(f"[{index}]", value) for index, value in enumerate(obj)]
+    if isinstance(obj, types.FunctionType):
+        return _code_parts(obj)
+    if isinstance(obj, type):
+        if not _travels_by_value(obj):
+            return []
+        return [(f", method {name}", value) for name, value in vars(obj).items()
+                if isinstance(value, types.FunctionType)]  # fmt: skip
+    parts = []
     state = getattr(obj, "__dict__", None)
     if isinstance(state, dict):
-        return [(f".{name}", value) for name, value in state.items()]
-    return []
+        parts = [(f".{name}", value) for name, value in state.items()]
+    if _travels_by_value(type(obj)):
+        parts.append((f", class {type(obj).__qualname__}", type(obj)))
+    return parts
+
+
+def _code_parts(function: types.FunctionType) -> list[tuple[str, Any]]:
+    """What a function pickled by value takes along: its variables, the globals it names."""
+    parts: list[tuple[str, Any]] = []
+    for name, cell in zip(function.__code__.co_freevars, function.__closure__ or (), strict=True):
+        try:
+            parts.append((f", variable {name}", cell.cell_contents))
+        except ValueError:  # a variable not bound yet
+            continue
+    names = function.__code__.co_names
+    parts += [(f", global {name}", function.__globals__[name])
+              for name in names if name in function.__globals__]  # fmt: skip
+    return parts
+
+
+def _travels_by_value(cls: type) -> bool:
+    """Whether a class travels by value: one of the main module, or local to a function."""
+    return cls.__module__ in MAIN_MODULES or "<locals>" in cls.__qualname__
 
 
 def unpicklable_error(what: str, obj: Any, advice: str) -> UnpicklableError:
@@ -129,6 +210,18 @@ def unpicklable_error(what: str, obj: Any, advice: str) -> UnpicklableError:
     if found is None:
         return UnpicklableError(f"{what} does not pickle with the rest of its batch. {advice}")
     path, part, reason = found
-    where = f"its attribute {path.lstrip('.')}" if path else "it"
     kind = type(part).__qualname__
-    return UnpicklableError(f"{what} does not pickle: {where} (a {kind}) fails: {reason}. {advice}")
+    return UnpicklableError(
+        f"{what} does not pickle: {_where(path)} (a {kind}) fails: {reason}. {advice}"
+    )
+
+
+def _where(path: str) -> str:
+    """Words for a path that ``find_unpicklable`` gave: its attribute x[1], its global y ..."""
+    if not path:
+        return "it"
+    if path.startswith(", "):
+        return f"its {path[2:]}"
+    if path.startswith("["):
+        return f"its item {path}"
+    return f"its attribute {path[1:]}"

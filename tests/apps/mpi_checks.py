@@ -9,6 +9,7 @@ import contextlib
 import io
 import re
 import sys
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -76,7 +77,7 @@ class Checks:
 
         # A command that does not pickle is named, and the others run.
         try:
-            run(processor, [w.Square(3), w.Carries(lambda: 0)])
+            run(processor, [w.Square(3), w.Carries(threading.Lock())])
         except UnpicklableError as error:
             assert "does not pickle" in str(error), error
         else:
