@@ -3,10 +3,10 @@
     multi [-m FABRIC] [-n N] [-v LEVEL] [fabric options] script.py [script arguments]
     multi --list
 
-The script runs as ``__main__`` (keep its program under ``if __name__ == "__main__":`` so that
-slave processes can import its command classes); it finds the processor with
-``Processor_box().processor``, and its own ``load_multiprocessor`` calls get the same one.
-The exit status is the script's.
+The script runs as ``__main__``, on the master alone: the command classes it defines reach the
+slaves by value (see ``multi.wire``), so it needs no ``if __name__ == "__main__":`` guard. It
+finds the processor with ``Processor_box().processor``, and its own ``load_multiprocessor``
+calls get the same one. The exit status is the script's.
 """
 
 from __future__ import annotations
@@ -162,16 +162,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def as_main(script: Path, arguments: list[str]) -> types.ModuleType:
-    """Make the script the ``__main__`` module, as ``python script.py`` would.
-
-    Done before the slaves start, so that slave processes import it to find its classes.
-    """
+    """Make the script the ``__main__`` module, as ``python script.py`` would: its classes
+    are then the main module's, which travel to the slaves by value."""
     module = types.ModuleType("__main__")
     module.__file__ = str(script.resolve())
     module.__builtins__ = builtins  # type: ignore[attr-defined]
-    # Slave processes define the script's classes in a module named __mp_main__: the master
-    # must find them under that name too, as multiprocessing arranges for a script run by python.
-    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+    sys.modules["__main__"] = module
     sys.argv = [str(script), *arguments]
     sys.path.insert(0, str(script.resolve().parent))
     return module

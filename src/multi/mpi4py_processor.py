@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import os
 import pickle
-import runpy
 import shutil
 import signal
 import sys
@@ -34,7 +33,6 @@ import sysconfig
 import tempfile
 import threading
 import time
-import types
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -366,45 +364,24 @@ def _tested(lock: threading.Lock, request: Any) -> bool:
 
 # Slaves spawned by a master started alone ----------------------------------------------------
 
-_importing_main = False
-
 
 def _main_description() -> dict[str, Any]:
-    """What a spawned slave needs to find the master's classes: its path, directory, main."""
-    main = sys.modules["__main__"]
-    spec = getattr(main, "__spec__", None)
+    """What a spawned slave needs to import what the master imports by name: its module path,
+    its directory and its arguments. Not its main module, which the slave never runs: what it
+    defines travels by value (see ``multi.wire``)."""
     cwd = os.getcwd()
     return {
         "sys_path": [cwd if entry == "" else entry for entry in sys.path],
         "cwd": cwd,
         "argv": list(sys.argv),
-        "name": getattr(spec, "name", None),
-        "path": getattr(main, "__file__", None),
     }
 
 
-def _import_main(description: dict[str, Any]) -> None:
-    """Import the master's main module as ``__mp_main__``, without its ``__main__`` block."""
-    global _importing_main
+def _take_place(description: dict[str, Any]) -> None:
+    """Stand where the master stands: its module path, directory and arguments."""
     sys.path[:] = description["sys_path"]
-    os.chdir(description["cwd"])
     sys.argv[:] = description["argv"]
-    name, path = description["name"], description["path"]
-    if name is not None and (name == "__main__" or name.endswith(".__main__")):
-        return  # a package's __main__ (``python -m pytest``): nothing to import
-    if name is None and (path is None or not os.path.exists(path)):
-        return  # ``python -c``, or an interactive session
-    module = types.ModuleType("__mp_main__")
-    _importing_main = True
-    try:
-        if name is not None:
-            found = runpy.run_module(name, run_name="__mp_main__", alter_sys=True)
-        else:
-            found = runpy.run_path(path, run_name="__mp_main__")
-    finally:
-        _importing_main = False
-    module.__dict__.update(found)
-    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
+    os.chdir(description["cwd"])
 
 
 def spawned_slave_main() -> None:
@@ -415,11 +392,10 @@ def spawned_slave_main() -> None:
     parent = MPI.Comm.Get_parent()
     description = parent.recv(None, MASTER, SETUP)
     try:
-        _import_main(description)
-    except BaseException as exc:
+        _take_place(description)
+    except OSError as exc:  # its directory is not there: modules on the path still import
         print(
-            f"multi: slave {parent.Get_rank() + 1} could not import the master's main module "
-            f"{description['path'] or description['name']}: {type(exc).__name__}: {exc}",
+            f"multi: slave {parent.Get_rank() + 1} could not enter the master's directory: {exc}",
             file=sys.stderr,
             flush=True,
         )
@@ -471,11 +447,6 @@ class Mpi4py_processor(Processor):
     def __init__(
         self, processor_size: int | None = -1, callback: Any = None, **options: Any
     ) -> None:
-        if _importing_main:
-            raise RuntimeError(
-                "a spawned slave imported the main module, which started the mpi4py fabric "
-                "again: start the program under `if __name__ == '__main__':`"
-            )
         self.check_available()
         MPI = _mpi()
         world = MPI.COMM_WORLD

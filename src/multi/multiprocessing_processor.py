@@ -15,7 +15,8 @@ The master writes and reads every slave's socket without blocking, from one sele
 size of socket buffers, and needs no thread of its own. Each slave notes the command it runs,
 and since when, in shared memory, so that a crash or a timeout names its command. Slaves
 ignore SIGINT (Ctrl-C belongs to the master, which stops them), and end themselves if the
-master disappears.
+master disappears. A slave never runs the application's main script: what the script
+defines reaches it by value (see ``multi.wire``).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -110,11 +111,15 @@ class Multiprocessing_transport(Transport):
         process = self.context.Process(
             target=_slave_main,
             name=f"multi-slave-{rank}",
-            args=(type(self.processor), rank, self.slaves, theirs, self.task, self.since,
-                  self.heartbeat),
+            args=(wire.dumps(type(self.processor)), rank, self.slaves, theirs, self.task,
+                  self.since, self.heartbeat),
             daemon=True,
         )  # fmt: skip
-        process.start()
+        if self.context.get_start_method() == "fork":  # a copy: nothing of __main__ runs again
+            process.start()
+        else:
+            with _main_unseen():
+                process.start()
         theirs.close()
         ours.setblocking(False)
         channel = Channel(ours)
@@ -256,6 +261,25 @@ class Multiprocessing_transport(Transport):
         self._selector.close()
 
 
+@contextmanager
+def _main_unseen() -> Iterator[None]:
+    """Hide where the main module comes from while multiprocessing starts a process (or its
+    fork server): its preparation of the child would run the application's script there again,
+    top-level code and all (``__mp_main__``), or fail where the script has no file (standard
+    input, a notebook). What the slaves need of ``__main__`` travels by value instead."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: vars(main)[name] for name in ("__file__", "__spec__") if name in vars(main)}
+    vars(main).pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        vars(main).update(saved)
+
+
 def _kill_group(process: BaseProcess) -> None:
     """SIGKILL a slave's process group: itself and what its commands started. Called before the
     slave is reaped, so that its id cannot have passed to another process; a slave that has not
@@ -285,7 +309,7 @@ def _ending(exitcode: int | None) -> str:
 
 
 def _slave_main(
-    cls: type[Multiprocessing_processor],
+    fabric: wire.Frames,
     rank: int,
     slaves: int,
     sock: socket.socket,
@@ -293,9 +317,13 @@ def _slave_main(
     since: Any,
     heartbeat: Any,
 ) -> None:
-    """Run commands for the master until it says stop, or disappears."""
+    """Run commands for the master until it says stop, or disappears.
+
+    ``fabric`` is the processor's class, pickled by ``wire`` in case the main script defines it.
+    """
     _detach()
     _watch_master(rank, heartbeat, sock)
+    cls: type[Multiprocessing_processor] = wire.loads(fabric)
     processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
     Processor_box().processor = processor
     context = Slave_context(rank, slaves, processor.data_store)
