@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -133,6 +134,9 @@ class Mpi4py_transport(Transport):
         self._heard: dict[int, float] = {}  # when each slave last gave a sign of life
         self._gone: set[int] = set()  # slaves given up
         self._status = MPI.Status()
+        self._left = False  # the slaves have been told to leave
+        if spawned:
+            _stop_at_exit(self)
 
     @property
     def ranks(self) -> Sequence[int]:
@@ -197,6 +201,10 @@ class Mpi4py_transport(Transport):
         before it leaves, so that no send stays pending), and wait until each has said
         goodbye. A slave that does not leave in time ends the MPI job, with ``status``: the
         program's exit status survives a slow slave."""
+        if self._left:
+            return
+        self._left = True
+        _spawned_open.discard(self)
         MPI = _mpi()
         if MPI.Is_finalized():
             return
@@ -236,6 +244,30 @@ class Mpi4py_transport(Transport):
             self.comm.Disconnect()
         else:
             self.comm.Free()
+
+
+#: Spawned slaves not told to leave yet (see ``_stop_at_exit``).
+_spawned_open: weakref.WeakSet[Mpi4py_transport] = weakref.WeakSet()
+
+
+def _stop_at_exit(transport: Mpi4py_transport) -> None:
+    """Stop spawned slaves when the program ends, if it has not: a program that calls
+    ``run_queue`` without ``run()`` (a script's top level, a notebook) would otherwise leave
+    them serving a master that is gone. Registered after MPI starts, so that it runs before
+    MPI is finalised."""
+    global _exit_registered
+    if not _exit_registered:
+        atexit.register(_stop_spawned)
+        _exit_registered = True
+    _spawned_open.add(transport)
+
+
+_exit_registered = False
+
+
+def _stop_spawned() -> None:
+    for transport in list(_spawned_open):
+        transport.stop(FAREWELL_SECONDS)
 
 
 # The slave's side ----------------------------------------------------------------------------
