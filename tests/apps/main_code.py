@@ -1,0 +1,95 @@
+"""A program without an ``if __name__ == "__main__":`` guard: its classes and its whole program
+live at the top level of the main module, as in a notebook's cells.
+
+    python tests/apps/main_code.py FABRIC [STATUS]
+    python - FABRIC [STATUS] < tests/apps/main_code.py
+    multi -m FABRIC -n 2 tests/apps/main_code.py FABRIC [STATUS]
+
+Every process that runs this top level notes its pid in the file named by $MAIN_CODE_RAN: the
+master alone should. A slave that ran it would start a processor of its own.
+"""
+
+import os
+import sys
+import threading
+
+from multi import (
+    Application_callback,
+    Memo,
+    Result_command,
+    Slave_command,
+    UnpicklableError,
+    load_multiprocessor,
+)
+
+print("the top level ran", flush=True)
+with open(os.environ["MAIN_CODE_RAN"], "a") as ran:
+    ran.write(f"{os.getpid()}\n")
+
+LOCK = threading.Lock()
+
+
+class Point:
+    """A plain class of the main module, which results carry."""
+
+    def __init__(self, x):
+        self.x = x
+
+
+class Odd_error(Exception):
+    """An exception class of the main module, raised on the slaves."""
+
+
+class Cube(Slave_command):
+    def __init__(self, x):
+        super().__init__()
+        self.x = x
+
+    def run(self, processor, completed):
+        if self.x == 5:
+            raise Odd_error("5 is not wanted")
+        processor.return_object(Cubed(processor, completed, Point(self.x**3)))
+
+
+class Cubed(Result_command):
+    def __init__(self, processor, completed, point):
+        super().__init__(processor=processor, completed=completed)
+        self.point = point
+
+    def run(self, processor, memo):
+        memo.points.append(self.point)
+        memo.own_classes.append(type(self) is Cubed and isinstance(self.point, Point))
+
+
+class Collect(Memo):
+    def __init__(self):
+        self.points = []
+        self.own_classes = []
+
+
+class Uses_the_lock(Slave_command):
+    """Its code uses a global of the main module that cannot travel."""
+
+    def run(self, processor, completed):
+        with LOCK:
+            pass
+
+
+processor = load_multiprocessor(
+    sys.argv[1], Application_callback(master=None), processor_size=2, verbosity=0
+)
+memo = Collect()
+for x in range(6):
+    processor.add_to_queue(Cube(x), memo)
+try:
+    processor.run_queue()
+except Odd_error as error:
+    print(f"Odd_error from a slave: {type(error) is Odd_error}: {error}")
+print(f"cubes: {[point.x for point in memo.points]}, own classes: {all(memo.own_classes)}")
+
+processor.add_to_queue(Uses_the_lock())
+try:
+    processor.run_queue()
+except UnpicklableError as error:
+    print(f"UnpicklableError: {error}")
+sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
