@@ -92,7 +92,7 @@ def test_the_statistics_have_a_table_per_command_class(fabric: str) -> None:
         return processor.last_run.class_table()
 
     table = run_master(fabric, body).splitlines()
-    assert table[0].split() == ["command", "count", "mean", "95th", "percentile"]
+    assert table[0].split() == ["class", "count", "mean", "95th", "percentile"]
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert rows["Square"][1] == "20" and rows["Sleep"][1] == "3"
     assert seconds(*rows["Sleep"][2:4]) >= 0.02  # the mean of commands that sleep 20 ms

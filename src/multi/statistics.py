@@ -129,7 +129,7 @@ class Run_statistics:
 
     def class_table(self) -> str:
         """A table of the run times of each command class: count, mean, 95th percentile."""
-        rows = [("command", "count", "mean", "95th percentile")]
+        rows = [("class", "count", "mean", "95th percentile")]
         for name in sorted(self.times, key=lambda name: -sum(self.times[name])):
             times = self.times[name]
             rows.append((name, str(len(times)), _duration(fmean(times)),
