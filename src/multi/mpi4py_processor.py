@@ -42,6 +42,7 @@ from typing import Any
 
 from multi import wire
 from multi.application import Processor_box
+from multi.descriptors import Descriptor_capture
 from multi.errors import MultiError, MultiWarning, ProcessorSizeError
 from multi.options import Option
 from multi.processor import Processor, usable_cores
@@ -362,12 +363,16 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     watcher = threading.Thread(target=watch, name="multi-mpi-watcher", daemon=True)
     watcher.start()
     context = Slave_context(rank, slaves, processor.data_store)
+    output_directory = tempfile.mkdtemp(prefix="multi-output-")
+    context.descriptors = Descriptor_capture(output_directory, rank)
     try:
         serve(processor, context, receive, reply, note)
     except KeyboardInterrupt:  # told to drop the work (KILL), or Ctrl-C under mpiexec
         pass
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        context.descriptors.close()
+        shutil.rmtree(output_directory, ignore_errors=True)
         sys.stdout.flush()
         sys.stderr.flush()
         running.clear()

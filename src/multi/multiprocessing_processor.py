@@ -26,9 +26,11 @@ import multiprocessing.connection
 import os
 import select
 import selectors
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -37,7 +39,7 @@ from contextlib import contextmanager, suppress
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from multi import wire
+from multi import descriptors, wire
 from multi.application import Processor_box
 from multi.channel import Channel, Undecodable
 from multi.errors import Failure, UnpicklableError
@@ -95,6 +97,8 @@ class Multiprocessing_transport(Transport):
         self._slaves: dict[int, _Slave] = {}
         self._selector = selectors.DefaultSelector()
         self._ready: deque[tuple[int, Message]] = deque()
+        #: Where slaves' descriptors 1 and 2 point while they run commands (see descriptors).
+        self.output_directory = tempfile.mkdtemp(prefix="multi-output-")
 
     @property
     def ranks(self) -> Sequence[int]:
@@ -112,7 +116,7 @@ class Multiprocessing_transport(Transport):
             target=_slave_main,
             name=f"multi-slave-{rank}",
             args=(wire.dumps(type(self.processor)), rank, self.slaves, theirs, self.task,
-                  self.since, self.heartbeat),
+                  self.since, self.heartbeat, self.output_directory),
             daemon=True,
         )  # fmt: skip
         if self.context.get_start_method() == "fork":  # a copy: nothing of __main__ runs again
@@ -216,7 +220,8 @@ class Multiprocessing_transport(Transport):
         task = self.task[rank]
         slave = self._retire(rank)
         reason = f"{slave.name()} {_ending(slave.process.exitcode)}"
-        return Slave_lost(rank, reason, task if task >= 0 else None, idle=task < 0)
+        output = descriptors.read_left(self.output_directory, rank) if task >= 0 else None
+        return Slave_lost(rank, reason, task if task >= 0 else None, idle=task < 0, output=output)
 
     def _retire(self, rank: int) -> _Slave:
         """Forget a slave that ended, or is made to: its process group is killed (itself, if it
@@ -259,6 +264,7 @@ class Multiprocessing_transport(Transport):
         for rank in list(self._slaves):
             self._retire(rank)
         self._selector.close()
+        shutil.rmtree(self.output_directory, ignore_errors=True)
 
 
 @contextmanager
@@ -316,6 +322,7 @@ def _slave_main(
     task: Any,
     since: Any,
     heartbeat: Any,
+    output_directory: str,
 ) -> None:
     """Run commands for the master until it says stop, or disappears.
 
@@ -327,6 +334,7 @@ def _slave_main(
     processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
     Processor_box().processor = processor
     context = Slave_context(rank, slaves, processor.data_store)
+    context.descriptors = descriptors.Descriptor_capture(output_directory, rank)
     channel = Channel(sock)
 
     def receive() -> Batch | Exception | None:

@@ -376,6 +376,8 @@ class Processor:
         is delivered in one loop: the path of tiny commands. The progress bar leaves the screen
         while results run, and comes back after.
         """
+        if run.left_output:
+            self._replay_left(run, start, stop)
         if (
             type(outcome) is Report
             and outcome.output is None
@@ -389,6 +391,16 @@ class Processor:
             errors += [(index, e) for e in self._deliver_one(run, index, outcome, positions[index])]
             run.delivered = index + 1
         return errors
+
+    def _replay_left(self, run: Run, start: int, stop: int) -> None:
+        """Replay what commands wrote before their slave died under them, as each attempt's
+        block, before their outcome."""
+        left = run.left_output
+        for index in [index for index in left if start <= index < stop]:
+            self._progress.clear()
+            for rank, chunks in left.pop(index):
+                prefix = capture.prefixes(rank, self._processor_size, Verbosity().level())
+                capture.replay(chunks, prefix)
 
     def _deliver_plain(
         self, run: Run, start: int, stop: int, report: Report

@@ -59,6 +59,8 @@ class Run:
             for index, rank in enumerate(pinned):
                 self.pinned.setdefault(rank, deque()).append(index)
         self.attempts: dict[int, int] = {}
+        #: What commands wrote before their slave died under them: (rank, chunks) per attempt.
+        self.left_output: dict[int, list[tuple[int, list[tuple[int, str]]]]] = {}
         self.in_flight: dict[int, deque[Sent]] = {rank: deque() for rank in ranks}
         #: A finished command's report (or the exception that ended it) and its place there.
         self.outcomes: list[Report | BaseException | None] = [None] * count

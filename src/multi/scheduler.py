@@ -135,6 +135,8 @@ class Scheduler:
                     rank, body = message
                     if isinstance(body, Slave_lost):
                         self._on_lost(run, rank, body.reason, body.task_id, body.idle)
+                        if body.output and body.task_id in run.attempts:
+                            run.left_output.setdefault(body.task_id, []).append((rank, body.output))
                     else:
                         self._on_report(run, rank, body)
                 if deadlines and time.monotonic() >= self._check_at:  # type: ignore[operator]

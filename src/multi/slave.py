@@ -22,6 +22,7 @@ from multi.wire import unpicklable_error
 
 if TYPE_CHECKING:
     from multi.commands import Slave_command
+    from multi.descriptors import Descriptor_capture
     from multi.processor import Data_store, Processor
 
 #: A batch as it travels: the ids of its commands (their places in the run), and the commands.
@@ -110,6 +111,8 @@ class Slave_context:
     slaves: int
     data_store: Data_store
     results: list[Any] | None = None  # where return_object puts the current command's results
+    #: Where descriptors 1 and 2 point while a batch runs, on slaves that are processes.
+    descriptors: Descriptor_capture | None = None
     host: str = field(default_factory=socket.gethostname)
 
     def where(self) -> str:
@@ -137,10 +140,13 @@ def execute(
     output: dict[int, list[capture.Chunk]] = {}
     failures: dict[int, Failure | BaseException] = {}
     started = time.time()
-    chunks: list[capture.Chunk] = []
+    descriptors = context.descriptors
+    chunks: Any = [] if descriptors is None else descriptors  # Python's writes go there
     previous = capture.redirect(chunks)
     was = processor.swap_context(context)
     clock = time.perf_counter
+    if descriptors is not None:
+        descriptors.begin()
     try:
         for position, command in enumerate(commands):
             if running is not None:
@@ -150,6 +156,8 @@ def execute(
             try:
                 command.run(processor, True)
             except KeyboardInterrupt as exc:
+                if descriptors is not None:
+                    chunks = descriptors.take()
                 if chunks:
                     output[position] = chunks
                 del results[before:]
@@ -162,11 +170,17 @@ def execute(
                 failures[position] = _failure(context, ids[position], command, exc)
             seconds.append(clock() - start)
             counts.append(len(results) - before)
-            if chunks:
+            if descriptors is not None:
+                taken = descriptors.take()
+                if taken:
+                    output[position] = taken
+            elif chunks:
                 output[position] = chunks
                 chunks = []
                 capture.redirect(chunks)
     finally:
+        if descriptors is not None:
+            descriptors.end()
         capture.redirect(previous)
         processor.swap_context(was)
         context.results = None

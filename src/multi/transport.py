@@ -34,6 +34,9 @@ class Slave_lost:
     reason: str  # e.g. "(pid 123) was killed by signal 9 (SIGKILL)"
     task_id: int | None = None  # the command it was running, when the transport knows
     idle: bool = False  # the transport knows that it was running no command of the run
+    #: What the slave's command wrote before it ended (stream, text), where the transport
+    #: could read it.
+    output: list[tuple[int, str]] | None = None
 
 
 Message = Report | Slave_lost

@@ -1,0 +1,135 @@
+"""Capture at the file descriptors, for slaves that are processes of their own.
+
+What a command writes by any route (``print``, C's ``printf``, ``os.write``, a child process)
+ends up on descriptor 1 or 2. While a slave runs a batch, both point into files of its own,
+opened for appending (so that a child process sharing the descriptor never writes past a
+truncation), and Python's own writes go there too (``append``, which the stream routers of
+``multi.capture`` call), so that each stream keeps the order in which it was written. After
+each command the files are read, cut into chunks and emptied.
+
+Between the two streams the order is kept as far as this process can know it: where Python
+writes to the other stream than last time, the sizes of both files are noted, and the
+command's output is replayed interval by interval, the stream Python wrote to first.
+
+The files lie in a directory that the master knows: when a slave dies in the middle of a
+command, the master reads what the command wrote there (``read_left``), and it is replayed
+before the news of the death.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+from pathlib import Path
+
+from multi.capture import STDERR, STDOUT, Chunk
+
+_libc: ctypes.CDLL | None = None
+
+
+def _flush_c_streams() -> None:
+    """Flush C's stdio buffers (printf), which would otherwise reach the file much later."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None)
+    _libc.fflush(None)
+
+
+def paths(directory: str | os.PathLike[str], rank: int) -> tuple[Path, Path]:
+    """The files of a slave's stdout and stderr."""
+    return Path(directory, f"slave-{rank}.out"), Path(directory, f"slave-{rank}.err")
+
+
+class Descriptor_capture:
+    """Descriptors 1 and 2 of this process, pointed into files while a batch runs."""
+
+    def __init__(self, directory: str | os.PathLike[str], rank: int) -> None:
+        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        self.fds = tuple(os.open(path, flags, 0o600) for path in paths(directory, rank))
+        self._saved: tuple[int, int] | None = None
+        self._marks: list[tuple[int, int, int]] = []  # (stream Python wrote first, sizes)
+        self._last = -1  # the stream Python wrote to last
+
+    def begin(self) -> None:
+        """Point descriptors 1 and 2 into the files (the streams flushed first)."""
+        for stream in (sys.__stdout__, sys.__stderr__):
+            if stream is not None:
+                stream.flush()
+        _flush_c_streams()
+        self._saved = (os.dup(1), os.dup(2))
+        os.dup2(self.fds[STDOUT], 1)
+        os.dup2(self.fds[STDERR], 2)
+
+    def end(self) -> None:
+        """Point descriptors 1 and 2 back where they were."""
+        if self._saved is None:
+            return
+        _flush_c_streams()
+        for fd, saved in zip((1, 2), self._saved, strict=True):
+            os.dup2(saved, fd)
+            os.close(saved)
+        self._saved = None
+
+    def append(self, chunk: Chunk) -> None:
+        """A Python write of a command: to its stream's file, noting a change of stream."""
+        stream, text = chunk
+        if stream != self._last:
+            self._marks.append((stream, *self._sizes()))
+            self._last = stream
+        data = text.encode("utf-8", "backslashreplace")
+        fd = self.fds[stream]
+        while data:
+            data = data[os.write(fd, data) :]
+
+    def take(self) -> list[Chunk]:
+        """What the command wrote since the last ``take``, as chunks; the files are emptied."""
+        _flush_c_streams()
+        sizes = self._sizes()
+        marks, self._marks, self._last = self._marks, [], -1
+        if sizes == (0, 0):
+            return []
+        data = [os.pread(fd, size, 0) if size else b"" for fd, size in zip(self.fds, sizes)]  # noqa: B905
+        for fd in self.fds:
+            os.ftruncate(fd, 0)
+        return _interleave(data, marks, sizes)
+
+    def _sizes(self) -> tuple[int, int]:
+        """The sizes of both files (a seek to the end: far cheaper than fstat)."""
+        out, err = self.fds
+        return os.lseek(out, 0, os.SEEK_END), os.lseek(err, 0, os.SEEK_END)
+
+    def close(self) -> None:
+        self.end()
+        for fd in self.fds:
+            os.close(fd)
+
+
+def _interleave(
+    data: list[bytes], marks: list[tuple[int, int, int]], sizes: tuple[int, int]
+) -> list[Chunk]:
+    """Cut both streams at the marks; each interval gives its first stream, then the other."""
+    chunks: list[Chunk] = []
+    done = [0, 0]
+    first = STDOUT  # before Python wrote anything, the order of the streams is unknown
+    for stream, *at in [*marks, (STDOUT, *sizes)]:
+        for which in (first, 1 - first):
+            if at[which] > done[which]:
+                text = data[which][done[which] : at[which]].decode("utf-8", "replace")
+                chunks.append((which, text))
+                done[which] = at[which]
+        first = stream
+    return chunks
+
+
+def read_left(directory: str | os.PathLike[str], rank: int) -> list[Chunk]:
+    """What a slave that died left in its files: its stdout, then its stderr."""
+    chunks: list[Chunk] = []
+    for stream, path in enumerate(paths(directory, rank)):
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if data:
+            chunks.append((stream, data.decode("utf-8", "replace")))
+    return chunks
