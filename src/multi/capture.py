@@ -21,6 +21,7 @@ from typing import Any, TextIO
 Chunk = tuple[int, str]
 
 STDOUT, STDERR = 0, 1
+LOG = 2  # a logging record of a slave process (see multi.logs), among the chunks
 _MARKS = ("  | ", " E| ")
 
 _local = threading.local()
@@ -123,6 +124,9 @@ def replay(chunks: list[Chunk], prefix: tuple[str, str] | None) -> None:
     """
     if not chunks:
         return
+    records = [chunk for chunk in chunks if chunk[0] == LOG]
+    if records:
+        chunks = [chunk for chunk in chunks if chunk[0] != LOG]
     targets = (sys.stdout, sys.stderr)
     if prefix is None:
         for stream, text in chunks:
@@ -138,6 +142,11 @@ def replay(chunks: list[Chunk], prefix: tuple[str, str] | None) -> None:
                 targets[stream].write(f"{prefix[stream]}{rest}\n")
     for target in targets:
         target.flush()
+    if records:
+        from multi.logs import replay
+
+        for _, record in records:
+            replay(record)  # type: ignore[arg-type]
 
 
 class Redirect_text:

@@ -44,6 +44,7 @@ from multi import wire
 from multi.application import Processor_box
 from multi.descriptors import Descriptor_capture
 from multi.errors import MultiError, MultiWarning, ProcessorSizeError
+from multi.logs import Log_forwarding
 from multi.options import Option
 from multi.processor import Processor, usable_cores
 from multi.slave import Batch, Report, Slave_context, seal, serve
@@ -365,6 +366,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     context = Slave_context(rank, slaves, processor.data_store)
     output_directory = tempfile.mkdtemp(prefix="multi-output-")
     context.descriptors = Descriptor_capture(output_directory, rank)
+    context.logs = Log_forwarding(rank)
     try:
         serve(processor, context, receive, reply, note)
     except KeyboardInterrupt:  # told to drop the work (KILL), or Ctrl-C under mpiexec

@@ -21,6 +21,7 @@ defines reaches it by value (see ``multi.wire``).
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -43,6 +44,7 @@ from multi import descriptors, wire
 from multi.application import Processor_box
 from multi.channel import Channel, Undecodable
 from multi.errors import Failure, UnpicklableError
+from multi.logs import Log_forwarding
 from multi.options import Option
 from multi.processor import Processor
 from multi.slave import Batch, Report, Slave_context, seal, serve
@@ -116,7 +118,8 @@ class Multiprocessing_transport(Transport):
             target=_slave_main,
             name=f"multi-slave-{rank}",
             args=(wire.dumps(type(self.processor)), rank, self.slaves, theirs, self.task,
-                  self.since, self.heartbeat, self.output_directory),
+                  self.since, self.heartbeat, self.output_directory,
+                  logging.getLogger().getEffectiveLevel()),
             daemon=True,
         )  # fmt: skip
         if self.context.get_start_method() == "fork":  # a copy: nothing of __main__ runs again
@@ -323,6 +326,7 @@ def _slave_main(
     since: Any,
     heartbeat: Any,
     output_directory: str,
+    log_level: int,
 ) -> None:
     """Run commands for the master until it says stop, or disappears.
 
@@ -335,6 +339,7 @@ def _slave_main(
     Processor_box().processor = processor
     context = Slave_context(rank, slaves, processor.data_store)
     context.descriptors = descriptors.Descriptor_capture(output_directory, rank)
+    context.logs = Log_forwarding(rank, log_level)
     channel = Channel(sock)
 
     def receive() -> Batch | Exception | None:

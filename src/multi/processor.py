@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from multi import capture, progress
+from multi import capture, logs, progress
 from multi.commands import Exit_command, Slave_command, Slave_storage_command
 from multi.errors import MultiError, ProcessorSizeError, add_note, describe
 from multi.options import Option, count, one_of, path_or_none, resolve, seconds_or_none
@@ -145,6 +145,7 @@ class Processor:
         self.last_run: Run_statistics | None = None
         self.totals = Run_statistics()
         self._progress = progress.Progress("no", 0)
+        logs.give_records_their_slave()
 
     # What a fabric provides ------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from multi.wire import unpicklable_error
 if TYPE_CHECKING:
     from multi.commands import Slave_command
     from multi.descriptors import Descriptor_capture
+    from multi.logs import Log_forwarding
     from multi.processor import Data_store, Processor
 
 #: A batch as it travels: the ids of its commands (their places in the run), and the commands.
@@ -113,6 +114,8 @@ class Slave_context:
     results: list[Any] | None = None  # where return_object puts the current command's results
     #: Where descriptors 1 and 2 point while a batch runs, on slaves that are processes.
     descriptors: Descriptor_capture | None = None
+    #: What takes the records logged by commands, on slaves that are processes.
+    logs: Log_forwarding | None = None
     host: str = field(default_factory=socket.gethostname)
 
     def where(self) -> str:
@@ -145,12 +148,17 @@ def execute(
     previous = capture.redirect(chunks)
     was = processor.swap_context(context)
     clock = time.perf_counter
+    logs = context.logs
     if descriptors is not None:
         descriptors.begin()
+    if logs is not None:
+        logs.begin()
     try:
         for position, command in enumerate(commands):
             if running is not None:
                 running(ids[position])
+            if logs is not None:
+                logs.handler.command = f"{type(command).__name__} {ids[position]}"
             before = len(results)
             start = clock()
             try:
@@ -158,6 +166,8 @@ def execute(
             except KeyboardInterrupt as exc:
                 if descriptors is not None:
                     chunks = descriptors.take()
+                if logs is not None:
+                    chunks += logs.take()
                 if chunks:
                     output[position] = chunks
                 del results[before:]
@@ -172,6 +182,8 @@ def execute(
             counts.append(len(results) - before)
             if descriptors is not None:
                 taken = descriptors.take()
+                if logs is not None and logs.handler.records:
+                    taken += logs.take()
                 if taken:
                     output[position] = taken
             elif chunks:
@@ -179,6 +191,8 @@ def execute(
                 chunks = []
                 capture.redirect(chunks)
     finally:
+        if logs is not None:
+            logs.end()
         if descriptors is not None:
             descriptors.end()
         capture.redirect(previous)

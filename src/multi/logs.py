@@ -1,0 +1,100 @@
+"""Logging records of commands on slave processes, handed to the master's logging.
+
+While a slave process runs a batch, the root logger's handlers give way to one that keeps each
+record (its message formatted, its traceback as text, and ``slave`` and ``command`` attributes
+added) with the command's output. On the master the record goes to the logger of its name, in
+its place among what the command wrote, where the application's own handlers and formats apply
+(``%(slave)s`` and ``%(command)s`` can appear in them); the master's levels decide what shows.
+Slaves that are threads of the master log there directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+#: The stream number of a record among a command's chunks of output.
+LOG = 2
+_PLAIN = (str, int, float, bool, type(None))
+
+
+class Forwarding_handler(logging.Handler):
+    """Keeps the records of the command that runs, ready to travel to the master."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+        self.command = ""
+        self.records: list[tuple[int, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            record.msg = record.getMessage()
+            record.args = None
+            if record.exc_info:
+                if not record.exc_text:
+                    record.exc_text = logging.Formatter().formatException(record.exc_info)
+                record.exc_info = None
+            for name, value in record.__dict__.items():
+                if not isinstance(value, _PLAIN):
+                    record.__dict__[name] = repr(value)  # extras that might not pickle
+            record.slave = self.rank
+            record.command = self.command
+            self.records.append((LOG, record))
+        except Exception:
+            self.handleError(record)
+
+
+class Log_forwarding:
+    """The root logger's handlers replaced by the forwarding one while a batch runs."""
+
+    def __init__(self, rank: int, level: int | None = None) -> None:
+        self.handler = Forwarding_handler(rank)
+        self.level = level  # the master's, so that what it wants is logged here
+        self._saved: tuple[list[logging.Handler], int] | None = None
+
+    def begin(self) -> None:
+        root = logging.getLogger()
+        self._saved = (root.handlers[:], root.level)
+        root.handlers = [self.handler]
+        if self.level is not None:
+            root.setLevel(self.level)
+
+    def end(self) -> None:
+        if self._saved is not None:
+            root = logging.getLogger()
+            root.handlers, level = self._saved
+            root.setLevel(level)
+            self._saved = None
+
+    def take(self) -> list[tuple[int, Any]]:
+        """The records of the command that just ran."""
+        records, self.handler.records = self.handler.records, []
+        return records
+
+
+def give_records_their_slave() -> None:
+    """Give every record ``slave`` (the rank of the slave it was logged on, 0 on the master)
+    and ``command`` (filled in on slave processes) so that formats may name them anywhere."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "multi", False):
+        return
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        from multi.application import Processor_box
+
+        processor = Processor_box().processor
+        record.slave = processor.rank() if processor is not None else 0
+        record.command = ""
+        return record
+
+    factory.multi = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+def replay(record: logging.LogRecord) -> None:
+    """Hand a slave's record to the master's logger of its name, if its level is wanted."""
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
