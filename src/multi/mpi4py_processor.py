@@ -24,6 +24,7 @@ MPI ends the whole job when one of its processes dies, so a lost slave is not re
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import pickle
 import shutil
@@ -366,7 +367,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     context = Slave_context(rank, slaves, processor.data_store)
     output_directory = tempfile.mkdtemp(prefix="multi-output-")
     context.descriptors = Descriptor_capture(output_directory, rank)
-    context.logs = Log_forwarding(rank)
+    context.logs = Log_forwarding(rank, logging.DEBUG)  # the master's levels decide
     try:
         serve(processor, context, receive, reply, note)
     except KeyboardInterrupt:  # told to drop the work (KILL), or Ctrl-C under mpiexec

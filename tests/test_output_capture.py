@@ -1,0 +1,150 @@
+"""Output of compiled code, os.write and child processes, and logging, on slave processes."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from multi import Slave_command, SlaveDiedError
+from tests.conftest import MPI_MISSING, run_master
+from tests.workloads import Record, Value
+
+PROCESS_FABRICS = ["multiprocessing"] + ([] if MPI_MISSING else ["mpi4py"])
+
+
+class Mixed(Slave_command):
+    """Writes by every route a scientific command uses."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def run(self, processor: Any, completed: bool) -> None:
+        i = self.index
+        print(f"{i}: print")
+        ctypes.CDLL(None).printf(b"%d: printf\n", ctypes.c_int(i))
+        os.write(1, f"{i}: os.write\n".encode())
+        subprocess.run(["echo", f"{i}: child"], check=True)
+        print(f"{i}: to stderr", file=sys.stderr)
+        os.write(2, f"{i}: os.write to stderr\n".encode())
+        processor.return_object(Value(processor, i))
+
+
+class Crashes_mid_line(Slave_command):
+    def run(self, processor: Any, completed: bool) -> None:
+        print("a whole line")
+        print("half a line", end="")
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class Logs(Slave_command):
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def run(self, processor: Any, completed: bool) -> None:
+        logger = logging.getLogger("tests.science")
+        logger.info("fitting %d", self.index)
+        logger.debug("not wanted %d", self.index)
+        if self.index == 1:
+            try:
+                raise ValueError("no data")
+            except ValueError:
+                logger.exception("residue %d failed", self.index)
+
+
+@pytest.mark.parametrize("kind", PROCESS_FABRICS)
+def test_output_of_c_os_write_and_children_is_one_block_per_command(
+    kind: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def body(processor: Any) -> list[Any]:
+        memo = Record()
+        for i in range(6):
+            processor.add_to_queue(Mixed(i), memo)
+        processor.run_queue()
+        return [value for _, value in memo.values]
+
+    assert run_master(kind, body, verbosity=1) == list(range(6))
+    out, err = capfd.readouterr()
+    out_lines = [line for line in out.splitlines() if re.search(r"\| \d: ", line)]
+    err_lines = [line for line in err.splitlines() if re.search(r"E\| \d: ", line)]
+    routes = ["print", "printf", "os.write", "child"]
+    assert len(out_lines) == 6 * 4 and len(err_lines) == 6 * 2
+    for block in range(6):
+        lines = out_lines[4 * block : 4 * block + 4]
+        rank, i = re.match(r"\s*(\d+)  \| (\d): ", lines[0]).groups()  # type: ignore[union-attr]
+        assert lines == [f"{rank}  | {i}: {route}" for route in routes]
+        assert f"{rank} E| {i}: to stderr" in err_lines
+        assert err_lines.index(f"{rank} E| {i}: to stderr") + 1 == err_lines.index(
+            f"{rank} E| {i}: os.write to stderr"
+        )
+
+
+def test_what_a_command_wrote_before_its_slave_died_is_replayed(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    def body(processor: Any) -> BaseException:
+        processor.add_to_queue(Crashes_mid_line())
+        with pytest.raises(SlaveDiedError) as raised:
+            processor.run_queue()
+        return raised.value
+
+    error = run_master("multiprocessing", body, verbosity=1, retries=1)
+    out, _ = capfd.readouterr()
+    lines = [line for line in out.splitlines() if "line" in line]
+    assert [re.sub(r"^\s*\d+  \| ", "", line) for line in lines] == [
+        "a whole line",
+        "half a line",
+        "a whole line",
+        "half a line",
+    ]  # one block per attempt, the last line ended
+    assert "SIGKILL" in str(error)
+
+
+@pytest.mark.parametrize("kind", PROCESS_FABRICS)
+def test_records_logged_on_a_slave_reach_the_master_logging(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def body(processor: Any) -> None:
+        for i in range(3):
+            processor.add_to_queue(Logs(i))
+        processor.run_queue()
+
+    with caplog.at_level(logging.INFO):
+        run_master(kind, body)
+    records = [r for r in caplog.records if r.name == "tests.science"]
+    assert sorted(r.getMessage() for r in records) == [
+        "fitting 0", "fitting 1", "fitting 2", "residue 1 failed",
+    ]  # fmt: skip
+    assert all(r.slave >= 1 and re.fullmatch(r"Logs \d", r.command) for r in records)
+    failed = next(r for r in records if r.levelno == logging.ERROR)
+    assert failed.command == "Logs 1" and "ValueError: no data" in failed.exc_text
+
+
+def test_records_have_slave_and_command_attributes_on_the_master(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("tests.master").info("on the master")
+    (record,) = [r for r in caplog.records if r.name == "tests.master"]
+    assert (record.slave, record.command) == (0, "")
+
+
+def test_the_capture_files_of_the_slaves_are_removed(tmp_path: Path) -> None:
+    def body(processor: Any) -> str:
+        processor.add_to_queue(Mixed(0))
+        processor.run_queue()
+        return processor._transport.output_directory  # type: ignore[no-any-return]
+
+    directory = run_master("multiprocessing", body)
+    assert not os.path.exists(directory)
