@@ -26,6 +26,9 @@ from pathlib import Path
 from multi.capture import STDERR, STDOUT, Chunk
 
 _libc: ctypes.CDLL | None = None
+#: Whether C's stdout writes each line as it ends (set up once), so that no flush is needed
+#: after every command; else C's buffers are flushed after each.
+_line_buffered = False
 
 
 def _flush_c_streams() -> None:
@@ -34,6 +37,22 @@ def _flush_c_streams() -> None:
     if _libc is None:
         _libc = ctypes.CDLL(None)
     _libc.fflush(None)
+
+
+def _line_buffer_c_stdout() -> bool:
+    """Make C's stdout line buffered, as on a terminal (glibc: ``stdout``; macOS:
+    ``__stdoutp``); False where the stream cannot be found."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None)
+    for name in ("stdout", "__stdoutp"):
+        try:
+            stream = ctypes.c_void_p.in_dll(_libc, name)
+        except ValueError:
+            continue
+        _libc.fflush(stream)
+        return _libc.setvbuf(stream, None, 1, 0) == 0  # _IOLBF
+    return False
 
 
 def paths(directory: str | os.PathLike[str], rank: int) -> tuple[Path, Path]:
@@ -50,6 +69,9 @@ class Descriptor_capture:
         self._saved: tuple[int, int] | None = None
         self._marks: list[tuple[int, int, int]] = []  # (stream Python wrote first, sizes)
         self._last = -1  # the stream Python wrote to last
+        global _line_buffered
+        if not _line_buffered:
+            _line_buffered = _line_buffer_c_stdout()
 
     def begin(self) -> None:
         """Point descriptors 1 and 2 into the files (the streams flushed first)."""
@@ -84,7 +106,8 @@ class Descriptor_capture:
 
     def take(self) -> list[Chunk]:
         """What the command wrote since the last ``take``, as chunks; the files are emptied."""
-        _flush_c_streams()
+        if not _line_buffered:
+            _flush_c_streams()
         sizes = self._sizes()
         marks, self._marks, self._last = self._marks, [], -1
         if sizes == (0, 0):

@@ -24,7 +24,7 @@ class Forwarding_handler(logging.Handler):
     def __init__(self, rank: int) -> None:
         super().__init__()
         self.rank = rank
-        self.command = ""
+        self.running: tuple[Any, int] | None = None  # the command that runs, and its id
         self.records: list[tuple[int, Any]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -39,7 +39,9 @@ class Forwarding_handler(logging.Handler):
                 if not isinstance(value, _PLAIN):
                     record.__dict__[name] = repr(value)  # extras that might not pickle
             record.slave = self.rank
-            record.command = self.command
+            if self.running is not None:
+                command, index = self.running
+                record.command = f"{type(command).__name__} {index}"
             self.records.append((LOG, record))
         except Exception:
             self.handleError(record)

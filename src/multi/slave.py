@@ -158,7 +158,7 @@ def execute(
             if running is not None:
                 running(ids[position])
             if logs is not None:
-                logs.handler.command = f"{type(command).__name__} {ids[position]}"
+                logs.handler.running = (command, ids[position])
             before = len(results)
             start = clock()
             try:

@@ -58,6 +58,15 @@ class Run_statistics:
     def timed(self, commands: Sequence[Any], indices: Sequence[int], seconds: list[float]) -> None:
         """Note the run times of a batch's finished commands, by their class."""
         times = self.times
+        if type(indices) is range and len(seconds) == len(indices):
+            batch = commands[indices.start : indices.stop]
+            if len(set(map(type, batch))) == 1:  # the usual batch: one class, noted at once
+                name = kind(batch[0])
+                found = times.get(name)
+                if found is None:
+                    found = times[name] = array("d")
+                found.extend(seconds)
+                return
         for index, taken in zip(indices, seconds):  # noqa: B905 (the finished ones only)
             name = kind(commands[index])
             found = times.get(name)
