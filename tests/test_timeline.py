@@ -111,3 +111,25 @@ def test_no_timeline_is_written_without_a_path(text: str, tmp_path: Path) -> Non
         return processor.settings["timeline"]
 
     assert run_master("uni", body, timeline=text) is None
+
+
+def test_the_class_table_of_a_long_program_holds_a_bounded_sample() -> None:
+    from multi.statistics import SAMPLE, Run_statistics
+
+    class Fit:
+        pass
+
+    commands = [Fit() for _ in range(1000)]
+    run, program = Run_statistics(), Run_statistics()
+    run.timed(commands, range(1000), [0.001 * (i % 10 + 1) for i in range(1000)])
+    for _ in range(3 * SAMPLE // 1000):
+        program.add(run)
+    assert program.counts["Fit"] == 3 * SAMPLE
+    assert len(program.times["Fit"]) <= SAMPLE
+    assert program.totals["Fit"] == pytest.approx(3 * SAMPLE * 0.0055)
+    assert program.class_table().splitlines()[1].split()[:4] == [
+        "Fit",
+        str(3 * SAMPLE),
+        "5.5",
+        "ms",
+    ]

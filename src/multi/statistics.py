@@ -5,8 +5,10 @@ from __future__ import annotations
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from statistics import fmean
 from typing import Any
+
+#: Run times kept per command class for its percentile: beyond, a sample of them.
+SAMPLE = 20_000
 
 
 @dataclass(slots=True)
@@ -52,29 +54,36 @@ class Run_statistics:
     not_run: list[tuple[Any, Any]] = field(default_factory=list)
     #: Failures of every run counted in (``add``), for the totals of a program.
     failed: int = 0
-    #: The run time of every finished command, by class name.
+    #: Run times of finished commands, by class name: a sample of at most ``SAMPLE`` of
+    #: them (every other one is dropped when it is full), beside their count and total.
     times: dict[str, array[float]] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, float] = field(default_factory=dict)
 
     def timed(self, commands: Sequence[Any], indices: Sequence[int], seconds: list[float]) -> None:
         """Note the run times of a batch's finished commands, by their class."""
-        times = self.times
         if type(indices) is range and len(seconds) == len(indices):
             batch = commands[indices.start : indices.stop]
             if len(set(map(type, batch))) == 1:  # the usual batch: one class, noted at once
-                name = kind(batch[0])
-                found = times.get(name)
-                if found is None:
-                    found = times[name] = array("d")
-                found.extend(seconds)
+                self._keep(kind(batch[0]), seconds, len(seconds), sum(seconds))
                 return
+        by_kind: dict[str, list[float]] = {}
         for index, taken in zip(indices, seconds):  # noqa: B905 (the finished ones only)
-            name = kind(commands[index])
-            found = times.get(name)
-            if found is None:
-                found = times[name] = array("d")
-            found.append(taken)
+            by_kind.setdefault(kind(commands[index]), []).append(taken)
+        for name, times in by_kind.items():
+            self._keep(name, times, len(times), sum(times))
 
-    @property
+    def _keep(self, name: str, times: Sequence[float], count: int, total: float) -> None:
+        sample = self.times.get(name)
+        if sample is None:
+            sample = self.times[name] = array("d")
+            self.counts[name], self.totals[name] = 0, 0.0
+        self.counts[name] += count
+        self.totals[name] += total
+        sample.extend(times)
+        while len(sample) > SAMPLE:
+            sample = self.times[name] = sample[::2]
+
     def commands(self) -> int:
         return sum(slave.commands for slave in self.slaves.values())
 
@@ -96,7 +105,7 @@ class Run_statistics:
         self.seconds += other.seconds
         self.failed += len(other.failures)
         for name, times in other.times.items():
-            self.times.setdefault(name, array("d")).extend(times)
+            self._keep(name, times, other.counts[name], other.totals[name])
 
     def one_line(self) -> str:
         batches = sum(slave.batches for slave in self.slaves.values())
@@ -139,10 +148,10 @@ class Run_statistics:
     def class_table(self) -> str:
         """A table of the run times of each command class: count, mean, 95th percentile."""
         rows = [("class", "count", "mean", "95th percentile")]
-        for name in sorted(self.times, key=lambda name: -sum(self.times[name])):
-            times = self.times[name]
-            rows.append((name, str(len(times)), _duration(fmean(times)),
-                         _duration(_percentile(times, 0.95))))  # fmt: skip
+        for name in sorted(self.times, key=lambda name: -self.totals[name]):
+            count = self.counts[name]
+            rows.append((name, str(count), _duration(self.totals[name] / count),
+                         _duration(_percentile(self.times[name], 0.95))))  # fmt: skip
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         return "\n".join(
             "  ".join(
