@@ -278,6 +278,21 @@ def test_an_executor_under_the_launcher_runs_on_the_launcher_slaves(tmp_path: Pa
     assert result.stdout.splitlines()[0] == "24502500 True"
 
 
+def test_under_the_launcher_another_fabric_is_refused_with_the_way_to_run_it(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM)
+    launcher = [sys.executable, "-m", "multi", "-m", "multiprocessing", "-n", "2", str(script)]
+    same = run(*launcher, "multiprocessing")
+    assert same.returncode == 0, same.stderr
+    assert same.stdout.splitlines()[0] == "24502500 True"
+    other = run(*launcher, "thread")
+    assert other.returncode == 1
+    assert "runs this program on the multiprocessing fabric" in other.stderr
+    assert "multi -m thread" in other.stderr
+
+
 @pytest.mark.skipif(bool(MPI_MISSING), reason=f"MPI is not available: {MPI_MISSING}")
 def test_an_executor_under_mpiexec_serves_on_ranks_above_zero(tmp_path: Path) -> None:
     script = tmp_path / "program.py"

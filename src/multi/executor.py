@@ -344,7 +344,12 @@ def _processor(
 ) -> tuple[Processor, bool]:
     """The processor to run on, and whether the executor made it (and so stops it)."""
     launched = application.launched()
-    if launched is not None and fabric is None:
+    if launched is not None:
+        if fabric is not None and fabric != launched.fabric:
+            raise MultiError(
+                f"the multi launcher runs this program on the {launched.fabric} fabric: leave "
+                f"out the fabric {fabric!r} here, or launch with multi -m {fabric}"
+            )
         if options or max_workers is not None:
             raise MultiError(
                 "under the multi launcher the executor runs on the launcher's slaves: give the "
