@@ -84,6 +84,7 @@ class Run_statistics:
         while len(sample) > SAMPLE:
             sample = self.times[name] = sample[::2]
 
+    @property
     def commands(self) -> int:
         return sum(slave.commands for slave in self.slaves.values())
 
