@@ -251,8 +251,10 @@ class Executor(concurrent.futures.Executor):
         items: list[tuple[_Call, Memo | None]] = []
         with self._lock:
             waiting = self._waiting
-            if not waiting and (self._closed or taken[0] >= CALLS_PER_RUN):
-                return None
+            if not waiting and (
+                self._closed or taken[0] >= CALLS_PER_RUN or not self._futures.by_key
+            ):
+                return None  # (with no call under way: the engine sleeps until one comes)
             while waiting and len(items) < wanted and taken[0] < CALLS_PER_RUN:
                 call, future = waiting.popleft()
                 if future.set_running_or_notify_cancel():
