@@ -134,9 +134,7 @@ class Scheduler:
                 if message is not None:
                     rank, body = message
                     if isinstance(body, Slave_lost):
-                        self._on_lost(run, rank, body.reason, body.task_id, body.idle)
-                        if body.output and body.task_id in run.attempts:
-                            run.left_output.setdefault(body.task_id, []).append((rank, body.output))
+                        self._on_lost(run, rank, body.reason, body.task_id, body.idle, body.output)
                     else:
                         self._on_report(run, rank, body)
                 if deadlines and time.monotonic() >= self._check_at:  # type: ignore[operator]
@@ -301,7 +299,13 @@ class Scheduler:
         self._fail(run, indices[0], failure.exception())
 
     def _on_lost(
-        self, run: Run, rank: int, reason: str, task_id: int | None, idle: bool = False
+        self,
+        run: Run,
+        rank: int,
+        reason: str,
+        task_id: int | None,
+        idle: bool = False,
+        output: list[tuple[int, str]] | None = None,
     ) -> None:
         """A slave ended: its commands go back, the one it ran counts an attempt; replace it.
 
@@ -321,6 +325,8 @@ class Scheduler:
         else:
             culprit = None if idle or starting or not held else held[0]
         if culprit is not None:
+            if output:  # what it wrote before it died, replayed with its outcome
+                run.left_output.setdefault(culprit, []).append((rank, output))
             attempts = run.attempts[culprit] = run.attempts.get(culprit, 0) + 1
             if attempts > self.retries:
                 command = describe(run.commands[culprit])
@@ -445,7 +451,6 @@ class Scheduler:
             return
         outcomes = run.outcomes
         index, count = run.delivered, run.count
-        deliver = self.deliver
         while index < count:
             outcome = outcomes[index]
             if outcome is None:
@@ -459,19 +464,14 @@ class Scheduler:
             while stop < count and outcomes[stop] is outcome:
                 stop += 1
             outcomes[index:stop] = [None] * (stop - index)
-            began = time.time()
-            errors = deliver(run, index, stop, outcome)  # sets run.delivered as it goes
-            if self.timeline is not None:
-                self.timeline.delivered(index, stop, began)
-            if errors:
-                self._delivered_errors(run, errors, outcome)
+            self._deliver_stretch(run, index, stop, outcome)  # sets run.delivered as it goes
             index = stop
             run.delivered = index
 
     def _deliver_as_finished(self, run: Run, everything: bool) -> None:
         """Deliver finished commands in the order they finished, a stretch of consecutive
         commands that share a report at a time; at the end, pass over those that never ran."""
-        outcomes, settled, deliver = run.outcomes, run.settled, self.deliver
+        outcomes, settled = run.outcomes, run.settled
         while run.ready:
             ready, run.ready = run.ready, []
             at, end = 0, len(ready)
@@ -483,21 +483,23 @@ class Scheduler:
                     stop, at = stop + 1, at + 1
                 outcomes[index:stop] = [None] * (stop - index)
                 settled[index:stop] = b"\x01" * (stop - index)
-                began = time.time()
-                errors = deliver(run, index, stop, outcome)  # type: ignore[arg-type]
-                if self.timeline is not None:
-                    self.timeline.delivered(index, stop, began)
-                if errors:
-                    self._delivered_errors(run, errors, outcome)  # type: ignore[arg-type]
+                self._deliver_stretch(run, index, stop, outcome)  # type: ignore[arg-type]
         if everything:
             run.unrun = run.undelivered()
             run.delivered = run.count
 
-    def _delivered_errors(
-        self, run: Run, errors: list[tuple[int, BaseException]], outcome: Report | BaseException
+    def _deliver_stretch(
+        self, run: Run, start: int, stop: int, outcome: Report | BaseException
     ) -> None:
-        """Keep the failures that delivery met (or hand each to the run's own handler), and
-        apply the failure policy."""
+        """Deliver commands that share an outcome; keep the failures that delivery met (or
+        hand each to the run's own handler), and apply the failure policy."""
+        timeline = self.timeline
+        began = time.time() if timeline is not None else 0.0
+        errors = self.deliver(run, start, stop, outcome)
+        if timeline is not None:
+            timeline.delivered(start, stop, began)
+        if not errors:
+            return
         run.failures += errors
         if run.on_error is not None:
             for index, error in errors:
