@@ -31,27 +31,29 @@ _libc: ctypes.CDLL | None = None
 _line_buffered = False
 
 
-def _flush_c_streams() -> None:
-    """Flush C's stdio buffers (printf), which would otherwise reach the file much later."""
+def _c_library() -> ctypes.CDLL:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None)
-    _libc.fflush(None)
+    return _libc
+
+
+def _flush_c_streams() -> None:
+    """Flush C's stdio buffers (printf), which would otherwise reach the file much later."""
+    _c_library().fflush(None)
 
 
 def _line_buffer_c_stdout() -> bool:
     """Make C's stdout line buffered, as on a terminal (glibc: ``stdout``; macOS:
     ``__stdoutp``); False where the stream cannot be found."""
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None)
+    libc = _c_library()
     for name in ("stdout", "__stdoutp"):
         try:
-            stream = ctypes.c_void_p.in_dll(_libc, name)
+            stream = ctypes.c_void_p.in_dll(libc, name)
         except ValueError:
             continue
-        _libc.fflush(stream)
-        return _libc.setvbuf(stream, None, 1, 0) == 0  # _IOLBF
+        libc.fflush(stream)
+        return libc.setvbuf(stream, None, 1, 0) == 0  # _IOLBF
     return False
 
 

@@ -310,10 +310,11 @@ class Processor:
         """
         self.assert_on_master()
         self._refuse_nested("run_stream")
-        if on_failure is not None and on_failure not in ON_FAILURE:
-            raise ValueError(
-                f"on_failure must be one of {', '.join(ON_FAILURE)}, not {on_failure!r}"
-            )
+        if on_failure is not None:
+            try:
+                on_failure = one_of(ON_FAILURE)(str(on_failure))  # the option's own rule
+            except ValueError as exc:
+                raise ValueError(f"on_failure: {exc}") from None
         scheduler = self._started_scheduler()
         run = scheduler.new_run([], [], in_order=False)
 
