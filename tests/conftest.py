@@ -36,9 +36,25 @@ def _mpi_missing() -> str | None:
     return None
 
 
+def _pvm_missing() -> str | None:
+    """Why the pvm fabric cannot run here (PVM 3 not installed), or None."""
+    from multi.pvm_processor import Pvm_processor
+
+    try:
+        Pvm_processor.check_available()
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
 MPI_MISSING = _mpi_missing()
+PVM_MISSING = _pvm_missing()
+#: Why a fabric of the suite cannot run here, for those that cannot.
+MISSING = {name: why for name, why in (("mpi4py", MPI_MISSING), ("pvm", PVM_MISSING)) if why}
 #: The fabrics that every conformance test runs on: those that run here.
-FABRICS = ["uni", "thread", "multiprocessing"] + ([] if MPI_MISSING else ["mpi4py"])
+FABRICS = ["uni", "thread", "multiprocessing"] + [
+    name for name in ("mpi4py", "pvm") if name not in MISSING
+]
 PLUGIN = Path(__file__).parent / "plugin"
 PLUGIN_FABRIC = "pickled_threads"
 
@@ -72,11 +88,13 @@ _plugin_dir = pytest.StashKey[str]()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Bind every test that takes ``fabric`` to each fabric (MPI shown skipped if missing)."""
+    """Bind every test that takes ``fabric`` to each fabric (those missing here shown skipped,
+    with the reason)."""
     if "fabric" in metafunc.fixturenames:
-        missing = [] if not MPI_MISSING else [
-            pytest.param("mpi4py", marks=pytest.mark.skip(f"MPI is not available: {MPI_MISSING}"))
-        ]  # fmt: skip
+        missing = [
+            pytest.param(name, marks=pytest.mark.skip(f"{name} is not available: {why}"))
+            for name, why in MISSING.items()
+        ]
         metafunc.parametrize("fabric", FABRICS + missing)
 
 

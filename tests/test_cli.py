@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ SCRIPT = ROOT / "tests" / "apps" / "launched.py"
 SECONDS = 60
 
 
-def launch(*arguments: str) -> subprocess.CompletedProcess[str]:
+def launch(*arguments: str, **environment: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "multi", *arguments],
         capture_output=True,
@@ -23,6 +24,7 @@ def launch(*arguments: str) -> subprocess.CompletedProcess[str]:
         timeout=SECONDS,
         cwd=ROOT,
         check=False,
+        env={**os.environ, **environment},
     )
 
 
@@ -50,7 +52,10 @@ def test_list_shows_every_fabric_and_why_one_cannot_run() -> None:
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
     for fabric in FABRICS:
         assert lines[fabric].endswith("available")
-    assert "not available: " in lines["pvm"] and "mpi4py" in lines["pvm"]
+    # Where PVM's daemon cannot be found, the line says why and how to install it.
+    result = launch("--list", PATH=os.path.dirname(sys.executable), PVM_ROOT="/nowhere")
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert "not available: " in lines["pvm"] and "apt-get install pvm" in lines["pvm"]
 
 
 def test_help_shows_the_options_of_every_fabric() -> None:

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from multi import Slave_command, SlaveDiedError
-from tests.conftest import MPI_MISSING, run_master
+from tests.conftest import MISSING, run_master
 from tests.workloads import Record, Value
 
-PROCESS_FABRICS = ["multiprocessing"] + ([] if MPI_MISSING else ["mpi4py"])
+PROCESS_FABRICS = ["multiprocessing"] + [name for name in ("mpi4py", "pvm") if name not in MISSING]
 
 
 class Mixed(Slave_command):

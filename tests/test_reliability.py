@@ -21,7 +21,7 @@ from multi import (
 )
 from multi.multiprocessing_processor import Multiprocessing_processor
 from tests import workloads as w
-from tests.conftest import PLUGIN_FABRIC, run_master
+from tests.conftest import MISSING, PLUGIN_FABRIC, run_master
 
 
 def values(memo: w.Record) -> list[Any]:
@@ -30,7 +30,7 @@ def values(memo: w.Record) -> list[Any]:
 
 #: The fabrics whose slaves can end (and be replaced): processes, or threads that an interrupt
 #: raised in a command ends. MPI cannot start a slave again.
-ENDING = ("thread", "multiprocessing", PLUGIN_FABRIC)
+ENDING = ("thread", "multiprocessing", "pvm", PLUGIN_FABRIC)
 
 
 @pytest.fixture
@@ -197,9 +197,13 @@ def test_a_command_that_always_interrupts_its_slave_fails_after_its_retries(
     assert delivered == [4, 9]
 
 
+@pytest.mark.parametrize("kind", ["multiprocessing", "pvm"])
 def test_a_slave_that_stops_answering_is_replaced_after_the_liveness_bound(
-    tmp_path: Path,
+    kind: str, tmp_path: Path
 ) -> None:
+    if kind in MISSING:
+        pytest.skip(f"{kind} is not available: {MISSING[kind]}")
+
     def body(processor: Any) -> tuple[list[Any], Any]:
         memo = w.Record()
         for i in range(6):
@@ -208,7 +212,7 @@ def test_a_slave_that_stops_answering_is_replaced_after_the_liveness_bound(
         processor.run_queue()
         return values(memo), processor.last_run
 
-    delivered, last_run = run_master("multiprocessing", body, liveness=1.5)
+    delivered, last_run = run_master(kind, body, liveness=1.5)
     assert delivered == [0, 1, ("survived", 2), 9, 16, 25]
     assert last_run.retries == 1 and sum(s.lost for s in last_run.slaves.values()) == 1
 

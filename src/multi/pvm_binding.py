@@ -1,0 +1,305 @@
+"""The calls of PVM 3 that the ``pvm`` fabric needs, through ``ctypes`` (no compiler, no
+binding to maintain elsewhere: PVM has no maintained Python one).
+
+libpvm3 is not thread-safe: two threads inside it at once end the process. Every call here is
+made under one lock, and a message is received and unpacked under one hold of it, so a thread
+that waits (the slave's watcher) and one that works (the slave's main thread) can share it.
+Nothing here blocks in libpvm: callers wait on ``fds()`` with ``select`` (which Ctrl-C
+interrupts, where a blocking ``pvm_recv`` would not return before a message came), then take
+what arrived with ``receive``.
+
+A message of frames (``multi.wire``) is packed as the count of frames and their lengths, then
+each frame, left in place (``PvmDataInPlace``): libpvm reads the buffers when the message is
+sent, without copying them into a packing buffer first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+from collections.abc import MutableMapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+SONAME = "libpvm3.so.3"  # Debian's libpvm3 (the unversioned link comes with pvm-dev only)
+INSTALL_HINT = "install PVM 3 (Debian, Ubuntu: apt-get install pvm)"
+
+# From pvm3.h.
+DATA_IN_PLACE = 2
+TASK_DEFAULT, TASK_HOST = 0, 1
+TASK_EXIT = 1  # pvm_notify: a task ended
+ROUTE, ROUTE_DIRECT, DONT_ROUTE = 1, 3, 1  # pvm_setopt
+NO_PARENT = -23
+#: The largest message PVM takes: sizes are C ints.
+MAX_MESSAGE = 2**31 - 1024
+
+ERRORS = {
+    -2: "bad parameter",
+    -3: "parameter mismatch",
+    -4: "value too large",
+    -5: "end of buffer",
+    -6: "no such host",
+    -7: "no such file",
+    -8: "permission denied",
+    -10: "malloc failed",
+    -12: "cannot decode message",
+    -14: "cannot contact the local PVM daemon",
+    -15: "no current buffer",
+    -16: "no such buffer",
+    -22: "host failed",
+    -23: "no parent task",
+    -24: "not implemented",
+    -25: "PVM daemon system error",
+    -26: "version mismatch",
+    -27: "out of resources",
+    -28: "duplicate host",
+    -29: "cannot start the PVM daemon",
+    -30: "already in progress",
+    -31: "no such task",
+    -32: "not found",
+    -33: "already exists",
+    -36: "the master host's address is the loopback address",
+}
+
+
+class Pvm_error(OSError):
+    """A PVM call failed; ``code`` is PVM's error number."""
+
+    def __init__(self, call: str, code: int) -> None:
+        self.code = code
+        super().__init__(f"{call} failed: {ERRORS.get(code, 'PVM error')} ({code})")
+
+
+@dataclass(slots=True)
+class Message:
+    """What ``receive`` took: who sent it, its tag, and its body (frames, or the integers a
+    daemon's notification carries)."""
+
+    source: int
+    tag: int
+    frames: list[bytearray]
+    ints: list[int]
+
+
+class _Buffer(ctypes.Structure):
+    """CPython's ``Py_buffer``: the address of a buffer's memory, readable or not, uncopied."""
+
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.py_object),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    ]
+
+
+_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+_get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_Buffer), ctypes.c_int)
+_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer.argtypes = (ctypes.POINTER(_Buffer),)
+
+
+@cache
+def library() -> ctypes.CDLL:
+    """libpvm3, loaded once; ``OSError`` saying how to install it where it is missing."""
+    name = ctypes.util.find_library("pvm3") or SONAME
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError as exc:
+        raise OSError(f"PVM's library {SONAME} is not installed here: {INSTALL_HINT}") from exc
+    c_int, p_int = ctypes.c_int, ctypes.POINTER(ctypes.c_int)
+    signatures: dict[str, tuple[Any, ...]] = {
+        "pvm_mytid": (),
+        "pvm_parent": (),
+        "pvm_exit": (),
+        "pvm_setopt": (c_int, c_int),
+        "pvm_spawn": (
+            ctypes.c_char_p,
+            ctypes.POINTER(ctypes.c_char_p),
+            c_int,
+            ctypes.c_char_p,
+            c_int,
+            p_int,
+        ),
+        "pvm_notify": (c_int, c_int, c_int, p_int),
+        "pvm_kill": (c_int,),
+        "pvm_sendsig": (c_int, c_int),
+        "pvm_getfds": (ctypes.POINTER(p_int),),
+        "pvm_initsend": (c_int,),
+        "pvm_pkint": (p_int, c_int, c_int),
+        "pvm_pkbyte": (ctypes.c_void_p, c_int, c_int),
+        "pvm_send": (c_int, c_int),
+        "pvm_nrecv": (c_int, c_int),
+        "pvm_bufinfo": (c_int, p_int, p_int, p_int),
+        "pvm_upkint": (p_int, c_int, c_int),
+        "pvm_upkbyte": (ctypes.c_void_p, c_int, c_int),
+        "pvm_freebuf": (c_int,),
+        "pvm_tidtohost": (c_int,),
+    }
+    for function, argtypes in signatures.items():
+        getattr(lib, function).argtypes = argtypes
+        getattr(lib, function).restype = c_int
+    return lib
+
+
+def allow_root(environment: MutableMapping[str, str]) -> None:
+    """PVM refuses to run as root unless told that this is meant (a container, a CI runner):
+    the daemon exits, and a task's library ends the process."""
+    if os.getuid() == 0:
+        environment.setdefault("PVM_ALLOW_ROOT", "1")
+
+
+def _checked(call: str, code: int) -> int:
+    if code < 0:
+        raise Pvm_error(call, code)
+    return code
+
+
+class Pvm:
+    """This process's PVM task: every call to libpvm goes through one object, under its lock."""
+
+    def __init__(self) -> None:
+        self.lib = library()
+        self.lock = threading.RLock()
+
+    def mytid(self) -> int:
+        """Enrol in the virtual machine (connecting to the daemon), or this task's id."""
+        allow_root(os.environ)
+        with self.lock:
+            return _checked("pvm_mytid", self.lib.pvm_mytid())
+
+    def parent(self) -> int | None:
+        with self.lock:
+            tid = self.lib.pvm_parent()
+        if tid == NO_PARENT:
+            return None
+        return _checked("pvm_parent", tid)
+
+    def exit(self) -> None:
+        """Leave the virtual machine (the process goes on)."""
+        with self.lock:
+            self.lib.pvm_exit()
+
+    def route_directly(self, direct: bool) -> None:
+        """Messages between tasks go over a connection of their own, or through the daemons."""
+        with self.lock:
+            code = self.lib.pvm_setopt(ROUTE, ROUTE_DIRECT if direct else DONT_ROUTE)
+        _checked("pvm_setopt", code)
+
+    def spawn(self, program: str, arguments: Sequence[str], where: str | None = None) -> int:
+        """Start one task running ``program arguments...``; its id."""
+        argv = (ctypes.c_char_p * (len(arguments) + 1))(*(a.encode() for a in arguments), None)
+        tid = ctypes.c_int(0)
+        flag = TASK_DEFAULT if where is None else TASK_HOST
+        host = None if where is None else where.encode()
+        with self.lock:
+            started = self.lib.pvm_spawn(program.encode(), argv, flag, host, 1, ctypes.byref(tid))
+        if started < 0:
+            raise Pvm_error("pvm_spawn", started)
+        if started == 0:
+            raise Pvm_error("pvm_spawn", tid.value)
+        return tid.value
+
+    def notify_exit(self, tag: int, tids: Sequence[int]) -> None:
+        """Ask the daemon for a message with ``tag`` when any of ``tids`` ends."""
+        array = (ctypes.c_int * len(tids))(*tids)
+        with self.lock:
+            _checked("pvm_notify", self.lib.pvm_notify(TASK_EXIT, tag, len(tids), array))
+
+    def kill(self, tid: int) -> None:
+        """End a task (its daemon sends it SIGTERM); an unknown task is no error."""
+        with self.lock:
+            self.lib.pvm_kill(tid)
+
+    def signal(self, tid: int, number: int) -> None:
+        with self.lock:
+            self.lib.pvm_sendsig(tid, number)
+
+    def host_of(self, tid: int) -> int:
+        """The id of the daemon (host) where a task runs."""
+        with self.lock:
+            return _checked("pvm_tidtohost", self.lib.pvm_tidtohost(tid))
+
+    def fds(self) -> list[int]:
+        """The descriptors on which messages for this task arrive (to ``select`` on)."""
+        pointer = ctypes.POINTER(ctypes.c_int)()
+        with self.lock:
+            count = _checked("pvm_getfds", self.lib.pvm_getfds(ctypes.byref(pointer)))
+            return [pointer[i] for i in range(count)]
+
+    def send(self, tid: int, tag: int, frames: Sequence[Any] = ()) -> int:
+        """Send frames (bytes-like objects) to a task; the number of bytes they hold.
+
+        PVM drops a message to a task that has ended without saying so: a task's end is
+        learned from ``notify_exit``.
+        """
+        views = [memoryview(frame).cast("B") for frame in frames]
+        sizes = [view.nbytes for view in views]
+        total = sum(sizes)
+        if total > MAX_MESSAGE:
+            raise ValueError(
+                f"a PVM message holds at most {MAX_MESSAGE} bytes, this one {total}: split "
+                "the data between several commands"
+            )
+        header = (ctypes.c_int * (len(sizes) + 1))(len(sizes), *sizes)
+        lib = self.lib
+        with self.lock:
+            _checked("pvm_initsend", lib.pvm_initsend(DATA_IN_PLACE))
+            _checked("pvm_pkint", lib.pvm_pkint(header, len(sizes) + 1, 1))
+            held = []
+            try:
+                for view, size in zip(views, sizes, strict=True):
+                    if size:
+                        buffer = _Buffer()
+                        _get_buffer(view, ctypes.byref(buffer), 0)
+                        held.append(buffer)
+                        _checked("pvm_pkbyte", lib.pvm_pkbyte(buffer.buf, size, 1))
+                _checked("pvm_send", lib.pvm_send(tid, tag))
+            finally:
+                for buffer in held:
+                    _release_buffer(ctypes.byref(buffer))
+        return total
+
+    def receive(self, tid: int = -1, tag: int = -1) -> Message | None:
+        """The next message from ``tid`` with ``tag`` (-1: any) if one has arrived, else None.
+
+        A daemon's notification (its source is a daemon) carries integers; our messages,
+        frames.
+        """
+        lib = self.lib
+        size, got_tag, source = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+        with self.lock:
+            buffer = _checked("pvm_nrecv", lib.pvm_nrecv(tid, tag))
+            if buffer == 0:
+                return None
+            _checked(
+                "pvm_bufinfo",
+                lib.pvm_bufinfo(buffer, ctypes.byref(size), ctypes.byref(got_tag),
+                                ctypes.byref(source)),
+            )  # fmt: skip
+            if source.value < 0:  # from a daemon (its tid has the high bit set)
+                value = ctypes.c_int()
+                _checked("pvm_upkint", lib.pvm_upkint(ctypes.byref(value), 1, 1))
+                return Message(source.value, got_tag.value, [], [value.value])
+            count = ctypes.c_int()
+            _checked("pvm_upkint", lib.pvm_upkint(ctypes.byref(count), 1, 1))
+            sizes = (ctypes.c_int * count.value)()
+            if count.value:
+                _checked("pvm_upkint", lib.pvm_upkint(sizes, count.value, 1))
+            frames = []
+            for length in sizes:
+                frame = bytearray(length)
+                if length:
+                    target = (ctypes.c_char * length).from_buffer(frame)
+                    _checked("pvm_upkbyte", lib.pvm_upkbyte(target, length, 1))
+                frames.append(frame)
+            return Message(source.value, got_tag.value, frames, [])

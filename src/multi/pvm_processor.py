@@ -1,0 +1,562 @@
+"""The ``pvm`` fabric: slaves are tasks of a PVM 3 virtual machine, on one host or several.
+
+The master joins the PVM daemon that runs for its user, or starts one of its own (option
+``daemon``; see ``multi.pvm_daemon``), spawns its slaves as tasks running this package, and
+asks the daemon to tell it when any of them ends (``pvm_notify``)::
+
+    master (main thread)                                 slave task (rank r)
+    ────────────────────                                 ───────────────────
+    replace(r): pvm_spawn, notify(exit) ─ SETUP ──────>  takes the master's place (path, cwd)
+    send(r, frames) ──────── WORK (in place) ────────>   main thread: execute ──┐
+    receive() <── select on PVM's sockets, then take <── OUTCOMES <─────────────┘
+                 what came: OUTCOMES, NOTE (the command    watcher, while a command runs:
+                 a slave runs), BEAT, EXITED (a daemon     NOTE, BEAT; leaves if the master
+                 saw a slave end)                          is gone (a daemon's MASTER_GONE)
+
+Messages go straight from task to task (``route=direct``) or through the daemons. A slave
+that ends is named by its task id, host and process, with the command it ran (from its NOTE
+where it ran one long enough to send it, else the engine blames the first it held); the
+engine retries that command and starts another slave in its rank. Neither side ever waits
+inside libpvm: they wait in ``select`` on its sockets, which Ctrl-C interrupts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import pickle
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any
+
+from multi import descriptors, wire
+from multi.application import Processor_box
+from multi.errors import Failure, MultiError, UnpicklableError
+from multi.logs import Log_forwarding
+from multi.options import Option, one_of, path_or_none
+from multi.processor import Processor
+from multi.pvm_binding import Message as Pvm_message
+from multi.pvm_binding import Pvm, library
+from multi.pvm_daemon import Own_daemon, find_daemon, running_daemon
+from multi.slave import Batch, Report, Slave_context, seal, serve
+from multi.transport import Message, Payload, Slave_lost, Transport
+
+SETUP, WORK, STOP, OUTCOMES, NOTE, BEAT, HELLO, EXITED, MASTER_GONE = range(1, 10)
+DAEMONS = ("auto", "own", "running")
+ROUTES = ("direct", "daemon")
+#: How often a slave that runs a command says which (so that its death, or a timeout, names
+#: it) and looks whether its master is gone.
+WATCH_SECONDS = 0.02
+#: How often a busy slave that has said nothing else shows it is alive.
+BEAT_SECONDS = 0.5
+#: How long the master waits for a message in a tight loop before it sleeps in ``select``.
+SPIN_SECONDS = 100e-6
+
+#: The transport of this process, if one runs: a process is one task of one virtual machine.
+_current: Pvm_transport | None = None
+
+
+def _control(obj: Any) -> list[bytes]:
+    """A small control message (never code of the application)."""
+    return [pickle.dumps(obj, protocol=wire.PROTOCOL)]
+
+
+def _wait(pvm: Pvm, seconds: float | None) -> None:
+    """Sleep until something arrives on PVM's sockets, or ``seconds`` pass."""
+    select.select(pvm.fds(), [], [], seconds)
+
+
+@dataclass(slots=True)
+class _Slave:
+    """The master's handle on one slave task."""
+
+    tid: int
+    host: str = "?"  # from its HELLO
+    pid: int | None = None
+    task: int = -1  # the command it said it runs, and since when (the master's clock)
+    since: float = 0.0
+    heard: float = 0.0  # when it last gave a sign of life
+
+    def name(self) -> str:
+        process = f", pid {self.pid}" if self.pid is not None else ""
+        return f"(PVM task t{self.tid:x} on {self.host}{process})"
+
+
+class Pvm_transport(Transport):
+    """The slave tasks of one master, on the daemon it joined or started."""
+
+    pickled = True
+    replaceable = True
+    heartbeats = True
+
+    def __init__(self, processor: Pvm_processor, slaves: int) -> None:
+        self.processor = processor
+        self.slaves = slaves
+        self._slaves: dict[int, _Slave] = {}
+        self._ranks: dict[int, int] = {}  # rank of each live task id
+        self._daemon: Own_daemon | None = None
+        self._saved_tmp: str | None = None
+        self.pvm: Pvm | None = None
+        self.host = socket.gethostname()
+        #: Where slaves on this host point their descriptors 1 and 2 while they run commands.
+        self.output_directory = tempfile.mkdtemp(prefix="multi-output-")
+
+    @property
+    def ranks(self) -> Sequence[int]:
+        return sorted(self._slaves)
+
+    # Starting -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        global _current
+        if _current is not None:
+            raise MultiError(
+                "a program is one task of one PVM virtual machine: stop the other pvm "
+                "processor first (processor.stop_slaves())"
+            )
+        settings = self.processor.settings
+        own = settings["daemon"] == "own" or (
+            settings["daemon"] == "auto" and (settings["hostfile"] or not running_daemon())
+        )
+        if own:
+            self._daemon = Own_daemon(settings["hostfile"])
+            self._saved_tmp = os.environ.get("PVM_TMP")
+            os.environ["PVM_TMP"] = self._daemon.directory  # where libpvm finds the daemon
+        elif settings["hostfile"]:
+            raise ValueError(
+                "option hostfile: a daemon that runs already has its hosts; add hosts in "
+                "the PVM console (add HOST), or use daemon=own to start one with this file"
+            )
+        elif not running_daemon():
+            raise MultiError(
+                "no PVM daemon runs for this user: start one (pvm, then quit) or use the "
+                "option daemon=own (or auto)"
+            )
+        self.pvm = Pvm()
+        _current = self
+        atexit.register(self.kill)  # a program that ends without stopping its slaves
+        try:
+            self.pvm.mytid()
+            self.pvm.route_directly(settings["route"] == "direct")
+            for rank in range(1, self.slaves + 1):
+                self.replace(rank)
+        except BaseException:
+            self._leave()
+            raise
+
+    def replace(self, rank: int) -> None:
+        pvm = self._pvm()
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = (
+            f"import sys; sys.path.insert(0, {package!r}); "
+            "from multi.pvm_processor import slave_main; slave_main()"
+        )
+        tid = pvm.spawn(sys.executable, ["-c", code])
+        pvm.notify_exit(EXITED, [tid])
+        pvm.send(tid, SETUP, _control(self._description(rank)))
+        self._slaves[rank] = _Slave(tid, heard=time.monotonic())
+        self._ranks[tid] = rank
+
+    def _description(self, rank: int) -> dict[str, Any]:
+        """What a slave needs to stand where the master stands and serve it."""
+        cwd = os.getcwd()
+        return {
+            "rank": rank,
+            "slaves": self.slaves,
+            "fabric": wire.dumps(type(self.processor)),
+            "sys_path": [cwd if entry == "" else entry for entry in sys.path],
+            "cwd": cwd,
+            "argv": list(sys.argv),
+            "host": self.host,
+            "output_directory": self.output_directory,
+            "log_level": logging.getLogger().getEffectiveLevel(),
+            "direct": self.processor.settings["route"] == "direct",
+        }
+
+    def _pvm(self) -> Pvm:
+        if self.pvm is None:
+            raise MultiError("the pvm transport has not started")
+        return self.pvm
+
+    # Moving work ----------------------------------------------------------------------------
+
+    def send(self, rank: int, payload: Payload) -> None:
+        slave = self._slaves.get(rank)
+        if slave is None:  # it ended, and its loss, queued, takes this batch back
+            return
+        frames = [f.raw() if isinstance(f, pickle.PickleBuffer) else f for f in payload]  # type: ignore[union-attr]
+        self.traffic[rank, "sent"] += self._pvm().send(slave.tid, WORK, frames)
+
+    def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
+        pvm = self._pvm()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        spin_until = time.perf_counter() + SPIN_SECONDS
+        while True:
+            message = pvm.receive()
+            if message is not None:
+                taken = self._take(message)
+                if taken is not None:
+                    return taken
+                continue
+            if time.perf_counter() < spin_until:
+                continue
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            _wait(pvm, left)
+
+    def _take(self, message: Pvm_message) -> tuple[int, Message] | None:
+        """What a message says: a report or a lost slave for the engine, else None."""
+        if message.tag == EXITED:
+            tid = message.ints[0]
+            rank = self._ranks.get(tid)
+            return None if rank is None else (rank, self._lost(rank))
+        rank = self._ranks.get(message.source)
+        if rank is None:  # from a slave already forgotten
+            return None
+        slave = self._slaves[rank]
+        slave.heard = time.monotonic()
+        if message.tag == OUTCOMES:
+            slave.task = -1
+            self.traffic[rank, "received"] += sum(len(frame) for frame in message.frames)
+            return rank, self._report(rank, message.frames)
+        if message.tag == NOTE:
+            slave.task, running_for = pickle.loads(message.frames[0])
+            slave.since = slave.heard - running_for
+        elif message.tag == HELLO:
+            slave.pid, slave.host = pickle.loads(message.frames[0])
+        return None
+
+    def _report(self, rank: int, frames: list[bytearray]) -> Report:
+        try:
+            report: Report = wire.loads(frames)
+        except Exception as exc:
+            error = UnpicklableError(
+                f"the report of slave {rank} does not unpickle on the master: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            return Report(rank, [], 0, [], unreadable=Failure(error, "On the master:", rank))
+        if report.lost is not None:  # the slave ends after this report: forget it now
+            self._forget(rank)
+        return report
+
+    def running(self, rank: int) -> tuple[int, float] | None:
+        slave = self._slaves.get(rank)
+        return (slave.task, slave.since) if slave is not None and slave.task >= 0 else None
+
+    def silent_for(self, rank: int) -> float | None:
+        return time.monotonic() - self._slaves[rank].heard
+
+    # Losing slaves --------------------------------------------------------------------------
+
+    def _lost(self, rank: int) -> Slave_lost:
+        """Name a slave that ended, with the command it said it ran, and what it wrote."""
+        slave = self._forget(rank)
+        task = slave.task
+        output = None
+        if task >= 0 and slave.host == self.host:
+            output = descriptors.read_left(self.output_directory, rank)
+        reason = f"{slave.name()} ended"
+        return Slave_lost(rank, reason, task if task >= 0 else None, output=output)
+
+    def _forget(self, rank: int) -> _Slave:
+        slave = self._slaves.pop(rank)
+        self._ranks.pop(slave.tid, None)
+        return slave
+
+    def end_slave(self, rank: int) -> str:
+        slave = self._forget(rank)
+        self._end(slave)
+        return slave.name()
+
+    def _end(self, slave: _Slave) -> None:
+        """End a slave task at once, with what its commands started where that can be reached
+        (its process group, on this host); elsewhere its daemon ends it."""
+        if slave.pid is not None and slave.host == self.host:
+            with suppress(OSError):
+                os.killpg(slave.pid, signal.SIGKILL)
+        else:
+            self._pvm().kill(slave.tid)
+
+    # Stopping -------------------------------------------------------------------------------
+
+    def stop(self, timeout: float, status: int = 0) -> None:
+        try:
+            if self.pvm is not None:
+                for slave in self._slaves.values():
+                    self.pvm.send(slave.tid, STOP)
+                self._join(timeout)
+        finally:
+            self._leave()
+
+    def kill(self, status: int = 1) -> None:
+        try:
+            if self.pvm is not None:
+                for slave in self._slaves.values():
+                    self._end(slave)
+                self._join(1.0)
+        finally:
+            self._leave()
+
+    def _join(self, timeout: float) -> None:
+        """Wait until every slave has ended (its daemon says so), ``timeout`` at most; end the
+        ones left."""
+        pvm = self._pvm()
+        deadline = time.monotonic() + timeout
+        while self._slaves and (left := deadline - time.monotonic()) > 0:
+            message = pvm.receive()
+            if message is None:
+                _wait(pvm, left)
+            elif message.tag == EXITED and message.ints[0] in self._ranks:
+                self._forget(self._ranks[message.ints[0]])
+        for slave in list(self._slaves.values()):
+            self._end(slave)
+        self._slaves.clear()
+        self._ranks.clear()
+
+    def _leave(self) -> None:
+        """Leave the virtual machine, and halt the daemon if it is ours."""
+        global _current
+        if self.pvm is not None:
+            self.pvm.exit()
+            self.pvm = None
+        if self._daemon is not None:
+            self._daemon.halt()
+            self._daemon = None
+            if self._saved_tmp is None:
+                os.environ.pop("PVM_TMP", None)
+            else:
+                os.environ["PVM_TMP"] = self._saved_tmp
+        if _current is self:
+            _current = None
+        atexit.unregister(self.kill)
+        shutil.rmtree(self.output_directory, ignore_errors=True)
+
+
+# The slave task -----------------------------------------------------------------------------
+
+
+def slave_main() -> None:
+    """The program of a slave task: serve the master until it says stop, or is gone."""
+    with suppress(OSError):  # a group of its own: what its commands start, it can end
+        os.setpgid(0, 0)
+    _end_with_daemon()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the master
+    signal.signal(signal.SIGTERM, _end_own_group)  # the daemon halts, or kills this task
+    pvm = Pvm()
+    pvm.mytid()
+    master = pvm.parent()
+    if master is None:
+        print("multi: a pvm slave must be spawned by its master", file=sys.stderr)
+        sys.exit(2)
+    pvm.notify_exit(MASTER_GONE, [master])
+    pvm.send(master, HELLO, _control((os.getpid(), socket.gethostname())))
+    description = _setup(pvm, master)
+    if description is None:
+        _leave(pvm)
+        return
+    pvm.route_directly(description["direct"])
+    _take_place(description)
+    rank, slaves = description["rank"], description["slaves"]
+    cls: type[Pvm_processor] = wire.loads(description["fabric"])
+    processor = cls(processor_size=slaves, callback=None)
+    Processor_box().processor = processor
+    context = Slave_context(rank, slaves, processor.data_store)
+    own_output = None
+    directory = description["output_directory"]
+    if description["host"] != socket.gethostname() or not os.path.isdir(directory):
+        directory = own_output = tempfile.mkdtemp(prefix="multi-output-")
+    context.descriptors = descriptors.Descriptor_capture(directory, rank)
+    context.logs = Log_forwarding(rank, description["log_level"])
+    watcher = _Watcher(pvm, master)
+
+    def receive() -> Batch | Exception | None:
+        while True:
+            message = pvm.receive()
+            if message is None:
+                _wait(pvm, None)
+            elif message.tag == WORK:
+                try:
+                    return wire.loads(message.frames)  # type: ignore[no-any-return]
+                except Exception as exc:  # the batch arrived, but does not unpickle here
+                    return exc
+            elif message.tag in (STOP, MASTER_GONE):
+                return None
+
+    def reply(report: Report, batch: Batch | None) -> None:
+        frames = seal(report, batch[1] if batch is not None else ())
+        raw = [f.raw() if isinstance(f, pickle.PickleBuffer) else f for f in frames]
+        pvm.send(master, OUTCOMES, raw)
+        watcher.sent()
+
+    try:
+        serve(processor, context, receive, reply, watcher.note)
+    finally:
+        watcher.stop()
+        context.descriptors.close()
+        if own_output is not None:
+            shutil.rmtree(own_output, ignore_errors=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        _leave(pvm)
+
+
+def _setup(pvm: Pvm, master: int) -> dict[str, Any] | None:
+    """The master's description of this slave's place, or None if it is gone first."""
+    while True:
+        message = pvm.receive()
+        if message is None:
+            _wait(pvm, None)
+        elif message.tag == SETUP:
+            return pickle.loads(message.frames[0])  # type: ignore[no-any-return]
+        elif message.tag in (MASTER_GONE, STOP):
+            return None
+
+
+def _end_with_daemon() -> None:
+    """Have the kernel end this task if its parent, the daemon, ends (Linux)."""
+    if sys.platform == "linux":
+        with suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _take_place(description: dict[str, Any]) -> None:
+    """Stand where the master stands: its module path, directory and arguments."""
+    sys.path[:] = description["sys_path"]
+    sys.argv[:] = description["argv"]
+    try:
+        os.chdir(description["cwd"])
+    except OSError as exc:  # another host without that directory: modules on the path import
+        print(f"multi: a pvm slave could not enter the master's directory: {exc}", file=sys.stderr)
+
+
+def _leave(pvm: Pvm) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pvm.exit()
+
+
+def _end_own_group(signum: int = signal.SIGKILL, frame: Any = None) -> None:
+    """End this slave with every process its commands started (its process group)."""
+    os.killpg(0, signal.SIGKILL)
+
+
+class _Watcher:
+    """A thread that, while the slave's main thread runs a command, says which command it is
+    (once it has run ``WATCH_SECONDS``), beats every ``BEAT_SECONDS`` of silence, and ends
+    the slave's process group once its master is gone. When no command runs, the main thread
+    waits on PVM itself and sees the master go."""
+
+    def __init__(self, pvm: Pvm, master: int) -> None:
+        self.pvm = pvm
+        self.master = master
+        self.task = -1
+        self.started = 0.0
+        self.noted = -1
+        self.said = time.monotonic()  # when the slave last sent the master anything
+        self.busy = threading.Event()
+        self.finished = False
+        self.thread = threading.Thread(target=self._watch, name="multi-pvm-watcher", daemon=True)
+        self.thread.start()
+
+    def note(self, task: int) -> None:
+        """The main thread starts a command (or ends one: -1)."""
+        self.started = time.monotonic()
+        self.task = task
+        if task >= 0:
+            self.busy.set()
+        else:
+            self.busy.clear()
+
+    def sent(self) -> None:
+        self.said = time.monotonic()
+
+    def stop(self) -> None:
+        self.finished = True
+        self.busy.set()
+        self.thread.join()
+
+    def _watch(self) -> None:
+        pvm, master = self.pvm, self.master
+        while True:
+            self.busy.wait()
+            if self.finished:
+                return
+            time.sleep(WATCH_SECONDS)
+            task, started, now = self.task, self.started, time.monotonic()
+            if task < 0 or self.finished:
+                continue
+            if pvm.receive(-1, MASTER_GONE) is not None:
+                _end_own_group()
+            if task != self.noted:
+                self.noted = task
+                pvm.send(master, NOTE, _control((task, now - started)))
+                self.said = now
+            elif now - self.said >= BEAT_SECONDS:
+                pvm.send(master, BEAT)
+                self.said = now
+
+
+# The fabric ---------------------------------------------------------------------------------
+
+
+class Pvm_processor(Processor):
+    """Slaves are ``processor_size`` tasks of a PVM virtual machine (one per usable core of
+    this host by default), placed by PVM over its hosts."""
+
+    fabric = "pvm"
+    slaves_in_process = False
+    options = (
+        *Processor.options,
+        Option(
+            "daemon",
+            "the PVM daemon to use: auto (the one running for this user, else one of its "
+            "own), own (start one, halt it at the end) or running (the one running)",
+            "auto",
+            one_of(DAEMONS),
+            DAEMONS,
+        ),
+        Option(
+            "hostfile",
+            "a PVM host file: the hosts the daemon of its own adds (PVM's format: a host "
+            "per line, with options such as ep= wd= dx=)",
+            None,
+            path_or_none,
+        ),
+        Option(
+            "route",
+            "how messages travel: direct (task to task) or daemon (through the daemons)",
+            "direct",
+            one_of(ROUTES),
+            ROUTES,
+        ),
+    )
+
+    @classmethod
+    def check_available(cls) -> None:
+        library()
+        find_daemon()
+
+    def make_transport(self) -> Transport:
+        hostfile = self.settings["hostfile"]
+        if hostfile is not None and not os.path.isfile(hostfile):
+            raise FileNotFoundError(f"option hostfile: no file {hostfile!r}")
+        return Pvm_transport(self, self._processor_size)
+
+    def can_stop_commands(self) -> bool:
+        return True
+
+    def get_intro_string(self) -> str:
+        return f"PVM: {self._processor_size} slave tasks and 1 master."
