@@ -1,0 +1,151 @@
+"""The pvm fabric's own ways: the daemon it joins or starts, stale files, bad options.
+
+The conformance and fault suites run on it as on every fabric; these tests cover what only
+PVM has. Each master runs in a process of its own: libpvm reads ``PVM_TMP`` once per process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MISSING, survivors
+
+pytestmark = pytest.mark.skipif(
+    "pvm" in MISSING, reason=f"PVM is not available: {MISSING.get('pvm')}"
+)
+
+ROOT = Path(__file__).parent.parent
+
+MASTER = textwrap.dedent(
+    """
+    import os, sys
+    from multi import load_multiprocessor
+    from tests import workloads as w
+
+    processor = load_multiprocessor("pvm", None, 2, verbosity=0, **dict(
+        option.split("=", 1) for option in sys.argv[1:]))
+    memo = w.Record()
+    for i in range(20):
+        processor.add_to_queue(w.Square(i), memo)
+    processor.run_queue()
+    print(" ".join(str(value) for _, value in memo.values))
+    processor.add_to_queue(w.Pid(), memo)
+    processor.run_queue()
+    print(memo.values[-1][1], flush=True)
+    processor.stop_slaves()
+    """
+)
+
+
+def run_master(tmp_path: Path, pvm_tmp: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    script = tmp_path / "master.py"
+    script.write_text(MASTER)
+    return subprocess.run(
+        [sys.executable, str(script), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PVM_TMP": str(pvm_tmp)},
+        check=False,
+    )
+
+
+def squares(result: subprocess.CompletedProcess[str]) -> list[int]:
+    assert result.returncode == 0, result.stderr
+    return [int(value) for value in result.stdout.splitlines()[0].split()]
+
+
+@pytest.fixture
+def pvm_tmp() -> Iterator[Path]:
+    """A ``PVM_TMP`` of the test's own, short enough for the daemon's socket path."""
+    import shutil
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="pvmtest-", dir="/tmp"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def user_daemon(pvm_tmp: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A PVM daemon started as a user starts one, in ``pvm_tmp``."""
+    from multi.pvm_daemon import daemon_file, find_daemon
+
+    environment = {**os.environ, "PVM_TMP": str(pvm_tmp), "PVM_ALLOW_ROOT": "1"}
+    daemon = subprocess.Popen(
+        [find_daemon()],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=environment,
+        start_new_session=True,
+    )
+    socket_file = daemon_file(str(pvm_tmp))
+    deadline = time.monotonic() + 15
+    while not socket_file.exists() and daemon.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert socket_file.exists(), "the PVM daemon did not start"
+    yield daemon
+    daemon.send_signal(signal.SIGTERM)
+    daemon.wait(10)
+
+
+def test_a_running_daemon_is_joined_and_left_running(
+    tmp_path: Path, pvm_tmp: Path, user_daemon: subprocess.Popen[bytes]
+) -> None:
+    result = run_master(tmp_path, pvm_tmp, "daemon=running")
+    assert squares(result) == [i * i for i in range(20)]
+    slave = int(result.stdout.splitlines()[1])
+    assert survivors([slave]) == []  # the slaves left
+    assert user_daemon.poll() is None  # and the user's daemon runs on
+
+
+def test_auto_starts_a_daemon_of_its_own_where_none_runs_and_halts_it(
+    tmp_path: Path, pvm_tmp: Path
+) -> None:
+    result = run_master(tmp_path, pvm_tmp)  # daemon=auto
+    assert squares(result) == [i * i for i in range(20)]
+    assert list(pvm_tmp.iterdir()) == []  # not in the user's PVM_TMP
+    # (the leak check of conftest fails the test if its daemon or guardian lived on)
+
+
+def test_a_stale_daemon_file_is_removed_and_the_run_goes_on(tmp_path: Path, pvm_tmp: Path) -> None:
+    from multi.pvm_daemon import daemon_file
+
+    stale = daemon_file(str(pvm_tmp))
+    stale.write_text(str(pvm_tmp / "pvmtmp999999.0"))  # a daemon that is gone
+    result = run_master(tmp_path, pvm_tmp)
+    assert squares(result) == [i * i for i in range(20)]
+    assert not stale.exists()
+
+
+def test_daemon_running_where_none_runs_says_how_to_start_one(
+    tmp_path: Path, pvm_tmp: Path
+) -> None:
+    result = run_master(tmp_path, pvm_tmp, "daemon=running")
+    assert result.returncode == 1
+    assert "no PVM daemon runs for this user" in result.stderr
+    assert "daemon=own" in result.stderr
+
+
+def test_bad_options_are_refused_with_the_reason(tmp_path: Path, pvm_tmp: Path) -> None:
+    result = run_master(tmp_path, pvm_tmp, "hostfile=/no/such/hostfile")
+    assert (
+        result.returncode == 1 and "option hostfile: no file '/no/such/hostfile'" in result.stderr
+    )
+    result = run_master(tmp_path, pvm_tmp, "route=carrier-pigeon")
+    assert result.returncode == 1 and "expected one of direct, daemon" in result.stderr
+
+
+def test_messages_through_the_daemons_arrive_as_directly(tmp_path: Path, pvm_tmp: Path) -> None:
+    assert squares(run_master(tmp_path, pvm_tmp, "route=daemon")) == [i * i for i in range(20)]
