@@ -530,6 +530,14 @@ BACKENDS: tuple[Backend, ...] = (
         fabric="mpi4py",
     ),
     Backend(
+        "multi-pvm",
+        "multi pvm",
+        MULTI,
+        lambda n: Multi(n, "pvm"),
+        (*ALL_TIMED, "example"),
+        fabric="pvm",
+    ),
+    Backend(
         "pool-1",
         "multiprocessing.Pool imap, chunk 1",
         PEER,

@@ -328,6 +328,10 @@ def not_available(results: dict[str, Any]) -> list[str]:
     return ["## Not available", "", *lines, ""] if lines else []
 
 
+#: multi's fabrics whose slaves are processes, as the README's table shows them.
+MULTI_PROCESS_FABRICS = ("multi-multiprocessing", "multi-mpi4py", "multi-pvm")
+
+
 def readme_summary(results: dict[str, Any]) -> str:
     """The part of the report quoted in the README: the goals and, per workload, multi's
     process fabrics beside the best peer."""
@@ -339,7 +343,7 @@ def readme_summary(results: dict[str, Any]) -> str:
             continue
         best = best_peer(results, figures, key)
         cells = []
-        for name in ("multi-multiprocessing", "multi-mpi4py"):
+        for name in MULTI_PROCESS_FABRICS:
             cell = figures.get((key, name))
             if cell is None:
                 cells.append("—")
@@ -358,7 +362,10 @@ def readme_summary(results: dict[str, Any]) -> str:
         "ratio to the best peer. Details, method and machine: "
         "[docs/benchmarks.md](docs/benchmarks.md).",
         "",
-        *_table(["workload", "multi multiprocessing", "multi mpi4py", "best peer"], rows),
+        *_table(
+            ["workload", *(name.replace("-", " ") for name in MULTI_PROCESS_FABRICS), "best peer"],
+            rows,
+        ),
         "",
         *goals_table(results, figures, details="see docs/benchmarks.md"),
     ]

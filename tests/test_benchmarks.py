@@ -129,7 +129,7 @@ def test_write_renders_the_chart_and_the_readme_summary(tmp_path: Path) -> None:
     assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = readme.read_text()
     assert "old" not in summary and summary.endswith("after\n")
-    assert "| workload | multi multiprocessing | multi mpi4py | best peer |" in summary
+    assert "| workload | multi multiprocessing | multi mpi4py | multi pvm | best peer |" in summary
 
 
 def test_plan_groups_cells_per_backend_in_quick_mode() -> None:
