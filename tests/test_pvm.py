@@ -149,3 +149,14 @@ def test_bad_options_are_refused_with_the_reason(tmp_path: Path, pvm_tmp: Path) 
 
 def test_messages_through_the_daemons_arrive_as_directly(tmp_path: Path, pvm_tmp: Path) -> None:
     assert squares(run_master(tmp_path, pvm_tmp, "route=daemon")) == [i * i for i in range(20)]
+
+
+def test_a_host_file_is_given_to_the_daemon_of_its_own(tmp_path: Path, pvm_tmp: Path) -> None:
+    import socket
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"# the only host there is here\n{socket.gethostname()}\n")
+    result = run_master(tmp_path, pvm_tmp, f"hostfile={hosts}")
+    assert squares(result) == [i * i for i in range(20)]
+    result = run_master(tmp_path, pvm_tmp, f"hostfile={hosts}", "daemon=running")
+    assert result.returncode == 1 and "a daemon that runs already has its hosts" in result.stderr
