@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -215,6 +216,24 @@ def test_a_slave_that_stops_answering_is_replaced_after_the_liveness_bound(
     delivered, last_run = run_master(kind, body, liveness=1.5)
     assert delivered == [0, 1, ("survived", 2), 9, 16, 25]
     assert last_run.retries == 1 and sum(s.lost for s in last_run.slaves.values()) == 1
+
+
+@pytest.mark.parametrize("kind", ["multiprocessing", "pvm"])
+def test_a_slave_idle_for_longer_than_the_liveness_bound_is_not_taken_for_hung(kind: str) -> None:
+    if kind in MISSING:
+        pytest.skip(f"{kind} is not available: {MISSING[kind]}")
+
+    def body(processor: Any) -> int:
+        for _ in range(2):
+            processor.add_to_queue(w.Square(2))
+            processor.run_queue()
+            time.sleep(2.0)  # idle: no heartbeat is due
+        for i in range(2):
+            processor.add_to_queue(w.Sleep(0.3, i))
+        processor.run_queue()
+        return sum(slave.lost for slave in processor.totals.slaves.values())
+
+    assert run_master(kind, body, liveness=1.5) == 0
 
 
 def test_a_failed_run_after_large_batches_leaves_no_thread(fabric: str) -> None:

@@ -85,7 +85,8 @@ class _Slave:
     pid: int | None = None
     task: int = -1  # the command it said it runs, and since when (the master's clock)
     since: float = 0.0
-    heard: float = 0.0  # when it last gave a sign of life
+    heard: float = 0.0  # when it last gave a sign of life, or was given work while idle
+    batches: int = 0  # batches sent to it and not answered yet
 
     def name(self) -> str:
         process = f", pid {self.pid}" if self.pid is not None else ""
@@ -194,8 +195,10 @@ class Pvm_transport(Transport):
         slave = self._slaves.get(rank)
         if slave is None:  # it ended, and its loss, queued, takes this batch back
             return
-        frames = [f.raw() if isinstance(f, pickle.PickleBuffer) else f for f in payload]  # type: ignore[union-attr]
-        self.traffic[rank, "sent"] += self._pvm().send(slave.tid, WORK, frames)
+        if not slave.batches:  # it was idle: its silence counts from now
+            slave.heard = time.monotonic()
+        slave.batches += 1
+        self.traffic[rank, "sent"] += self._pvm().send(slave.tid, WORK, payload)  # type: ignore[arg-type]
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         pvm = self._pvm()
@@ -228,6 +231,7 @@ class Pvm_transport(Transport):
         slave.heard = time.monotonic()
         if message.tag == OUTCOMES:
             slave.task = -1
+            slave.batches -= 1
             self.traffic[rank, "received"] += sum(len(frame) for frame in message.frames)
             return rank, self._report(rank, message.frames)
         if message.tag == NOTE:
@@ -394,9 +398,7 @@ def slave_main() -> None:
                 return None
 
     def reply(report: Report, batch: Batch | None) -> None:
-        frames = seal(report, batch[1] if batch is not None else ())
-        raw = [f.raw() if isinstance(f, pickle.PickleBuffer) else f for f in frames]
-        pvm.send(master, OUTCOMES, raw)
+        pvm.send(master, OUTCOMES, seal(report, batch[1] if batch is not None else ()))
         watcher.sent()
 
     try:
