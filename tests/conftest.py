@@ -25,32 +25,20 @@ import pytest
 from multi import Application_callback, Processor, Processor_box, Verbosity, load_multiprocessor
 
 
-def _mpi_missing() -> str | None:
-    """Why the mpi4py fabric cannot run here, or None."""
-    from multi.mpi4py_processor import Mpi4py_processor
+def _missing(fabric: str) -> str | None:
+    """Why a built-in fabric cannot run here (what it needs is not installed), or None."""
+    from multi import registry
 
     try:
-        Mpi4py_processor.check_available()
-    except ImportError as exc:
+        registry.load(fabric).check_available()
+    except (ImportError, OSError) as exc:
         return str(exc)
     return None
 
 
-def _pvm_missing() -> str | None:
-    """Why the pvm fabric cannot run here (PVM 3 not installed), or None."""
-    from multi.pvm_processor import Pvm_processor
-
-    try:
-        Pvm_processor.check_available()
-    except OSError as exc:
-        return str(exc)
-    return None
-
-
-MPI_MISSING = _mpi_missing()
-PVM_MISSING = _pvm_missing()
 #: Why a fabric of the suite cannot run here, for those that cannot.
-MISSING = {name: why for name, why in (("mpi4py", MPI_MISSING), ("pvm", PVM_MISSING)) if why}
+MISSING = {name: why for name in ("mpi4py", "pvm") if (why := _missing(name))}
+MPI_MISSING = MISSING.get("mpi4py")
 #: The fabrics that every conformance test runs on: those that run here.
 FABRICS = ["uni", "thread", "multiprocessing"] + [
     name for name in ("mpi4py", "pvm") if name not in MISSING
