@@ -17,7 +17,7 @@ import pytest
 
 from multi import UnpicklableError, wire
 from tests import workloads as w
-from tests.conftest import MPI_MISSING, run_master
+from tests.conftest import MISSING, MPI_MISSING, run_master
 
 ROOT = Path(__file__).parent.parent
 APP = ROOT / "tests" / "apps" / "main_code.py"
@@ -25,8 +25,8 @@ SECONDS = 60
 METHODS = [
     m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods()
 ]
-#: Every fabric whose slaves are processes: multiprocessing under each start method, and
-#: mpi4py started alone (its slaves spawned).
+#: Every fabric whose slaves are processes: multiprocessing under each start method, mpi4py
+#: started alone (its slaves spawned), and pvm.
 PROCESS_FABRICS = [
     pytest.param("multiprocessing", {"MULTI_MULTIPROCESSING_START_METHOD": m}, id=m)
     for m in METHODS
@@ -36,7 +36,15 @@ PROCESS_FABRICS = [
         {},
         id="mpi4py",
         marks=pytest.mark.skipif(bool(MPI_MISSING), reason=f"MPI is not available: {MPI_MISSING}"),
-    )
+    ),
+    pytest.param(
+        "pvm",
+        {},
+        id="pvm",
+        marks=pytest.mark.skipif(
+            "pvm" in MISSING, reason=f"PVM is not available: {MISSING.get('pvm')}"
+        ),
+    ),
 ]
 #: How the program starts: a script, the same program on standard input, the launcher.
 WAYS = {
