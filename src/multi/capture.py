@@ -24,14 +24,22 @@ STDOUT, STDERR = 0, 1
 LOG = 2  # a logging record of a slave process (see multi.logs), among the chunks
 _MARKS = ("  | ", " E| ")
 
-_local = threading.local()
+
+class _Thread_route(threading.local):
+    """Where this thread's writes go: a command's chunks, or None (through). A class default,
+    so that a thread that never set it reads None without an exception raised and caught."""
+
+    chunks: list[Chunk] | None = None
+
+
+_local = _Thread_route()
 _install_lock = threading.Lock()
 
 
 def redirect(chunks: list[Chunk] | None) -> list[Chunk] | None:
     """Send this thread's writes to stdout and stderr into ``chunks`` (None: pass them
     through); return where they went before, to be restored the same way."""
-    previous = getattr(_local, "chunks", None)
+    previous = _local.chunks
     _local.chunks = chunks
     return previous
 
@@ -45,7 +53,7 @@ class _Router(io.TextIOBase):
         self.stream = stream
 
     def write(self, text: str) -> int:
-        chunks = getattr(_local, "chunks", None)
+        chunks = _local.chunks
         if chunks is None:
             return self.target.write(text)
         if not isinstance(text, str):
@@ -55,11 +63,11 @@ class _Router(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        if getattr(_local, "chunks", None) is None:
+        if _local.chunks is None:
             self.target.flush()
 
     def isatty(self) -> bool:
-        return getattr(_local, "chunks", None) is None and self.target.isatty()
+        return _local.chunks is None and self.target.isatty()
 
     def writable(self) -> bool:
         return True
