@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from multi import CommandTimeoutError, Executor, MultiError, RemoteTraceback, SlaveDiedError
-from tests.conftest import interrupt, slaves_for, survivors
+from tests.conftest import MISSING, interrupt, slaves_for, survivors
 from tests.test_mpi import MPI_MISSING, mpiexec, run
 
 ROOT = Path(__file__).parent.parent
@@ -325,8 +325,10 @@ INTERRUPTED = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", ["multiprocessing", "thread"])
+@pytest.mark.parametrize("kind", ["multiprocessing", "thread", "pvm"])
 def test_ctrl_c_ends_an_executor_program_and_every_slave(kind: str, tmp_path: Path) -> None:
+    if kind in MISSING:
+        pytest.skip(f"{kind} is not available: {MISSING[kind]}")
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED)
     status, stderr, processes = interrupt([sys.executable, str(script), kind], 2)
@@ -335,7 +337,12 @@ def test_ctrl_c_ends_an_executor_program_and_every_slave(kind: str, tmp_path: Pa
     assert survivors(processes) == []
 
 
-def test_a_program_that_forgets_shutdown_still_gets_its_calls_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["multiprocessing", "pvm"])
+def test_a_program_that_forgets_shutdown_still_gets_its_calls_run(
+    kind: str, tmp_path: Path
+) -> None:
+    if kind in MISSING:
+        pytest.skip(f"{kind} is not available: {MISSING[kind]}")
     script = tmp_path / "forgetful.py"
     script.write_text(
         textwrap.dedent(
@@ -348,14 +355,14 @@ def test_a_program_that_forgets_shutdown_still_gets_its_calls_run(tmp_path: Path
                     out.write("ran")
 
             if __name__ == "__main__":
-                pool = Executor("multiprocessing", 2)
+                pool = Executor(sys.argv[2], 2)
                 pool.submit(write, sys.argv[1])
             """
         )
     )
     mark = tmp_path / "mark"
     result = subprocess.run(
-        [sys.executable, str(script), str(mark)], capture_output=True, text=True, timeout=60
+        [sys.executable, str(script), str(mark), kind], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert mark.read_text() == "ran"

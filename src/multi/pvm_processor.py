@@ -66,6 +66,14 @@ SPIN_SECONDS = 100e-6
 _current: Pvm_transport | None = None
 
 
+@atexit.register  # at import: it runs after what later code registers (an Executor's shutdown)
+def _kill_at_exit() -> None:
+    """Stop the slaves of a program that ends without stopping them (a script's top level, a
+    notebook); its daemon's guardian would, but the slaves' files would stay."""
+    if _current is not None:
+        _current.kill()
+
+
 def _control(obj: Any) -> list[bytes]:
     """A small control message (never code of the application)."""
     return [pickle.dumps(obj, protocol=wire.PROTOCOL)]
@@ -145,7 +153,6 @@ class Pvm_transport(Transport):
             )
         self.pvm = Pvm()
         _current = self
-        atexit.register(self.kill)  # a program that ends without stopping its slaves
         try:
             self.pvm.mytid()
             self.pvm.route_directly(settings["route"] == "direct")
@@ -343,7 +350,6 @@ class Pvm_transport(Transport):
                 os.environ["PVM_TMP"] = self._saved_tmp
         if _current is self:
             _current = None
-        atexit.unregister(self.kill)
         shutil.rmtree(self.output_directory, ignore_errors=True)
 
 
