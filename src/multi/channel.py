@@ -229,6 +229,6 @@ class Channel:
 
 def _decode(stream: Any, buffers: list[bytearray]) -> Any:
     try:
-        return pickle.loads(stream, buffers=buffers)
+        return wire.unpickle(stream, buffers)
     except Exception as exc:
         return Undecodable(exc)

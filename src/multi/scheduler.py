@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from multi import wire
+from multi import sent_code, wire
 from multi.batching import Batch_sizer
 from multi.errors import (
     BrokenProcessorError,
@@ -93,6 +93,8 @@ class Scheduler:
         #: Ranks whose slave has answered once: the round trip of a slave's first batch
         #: includes its start-up, which says nothing of the round trips to come.
         self._answered: set[int] = set()
+        #: What each slave process holds of the script's code, sent once (``multi.sent_code``).
+        self._peers: dict[int, sent_code.Peer] = {}
         #: Why no slave is left, once every one was lost for good.
         self.broken: str | None = None
         #: Where the runs' events are noted, with the option ``timeline``.
@@ -199,22 +201,23 @@ class Scheduler:
         commands = run.commands
         batch = (indices, _pick(commands, indices))
         nbytes = 0
+        peer = self._peers.setdefault(rank, sent_code.Peer())
         if transport.pickled:
             try:
-                payload = wire.dumps(batch)
+                payload = wire.dumps(batch, peer)
             except UnpicklableError:
                 indices = self._drop_unpicklable(run, rank, indices)
                 if not indices:
                     return indices
                 batch = (indices, _pick(commands, indices))
-                payload = wire.dumps(batch)
+                payload = wire.dumps(batch, peer)
             nbytes = wire.size(payload)
             fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             while fit < len(indices):
                 run.put_back(indices[fit:])
                 indices = indices[:fit]
                 batch = (indices, _pick(commands, indices))
-                payload = wire.dumps(batch)
+                payload = wire.dumps(batch, peer)
                 nbytes = wire.size(payload)
                 fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             run.sizer.sent(len(indices), nbytes)
@@ -224,6 +227,7 @@ class Scheduler:
         timed = not batches and rank in self._answered
         batches.append(Sent(indices, time.perf_counter(), timed=timed))
         transport.send(rank, payload)
+        peer.confirm()
         if self.timeline is not None:
             self.timeline.sent(rank, indices, nbytes)
         return indices
@@ -246,10 +250,12 @@ class Scheduler:
             return
         ids = [SETUP_ID] * len(commands)
         payload: Any = (ids, commands)
+        peer = self._peers.setdefault(rank, sent_code.Peer())
         if self.transport.pickled:
-            payload = wire.dumps(payload)
+            payload = wire.dumps(payload, peer)
         run.in_flight[rank].append(Sent(ids, time.perf_counter(), timed=False, setup=True))
         self.transport.send(rank, payload)
+        peer.confirm()
 
     # Receipt -------------------------------------------------------------------------------
 
@@ -258,6 +264,8 @@ class Scheduler:
         batches = run.in_flight[rank]
         sent = batches[0]
         finished = report.finished()
+        if report.unreadable is not None:  # it may lack the code that the batch defined
+            self._peers.pop(rank, None)
         if sent.setup:
             batches.popleft()
             if report.failures or report.unreadable or report.lost:
@@ -346,6 +354,7 @@ class Scheduler:
         self._start_failures[rank] = failures
         self._answered.discard(rank)
         if self.transport.replaceable and failures < START_FAILURES:
+            self._peers.pop(rank, None)  # a new process, which has received nothing
             self.transport.replace(rank)
             run.in_flight[rank] = deque()
             self._send_setup(run, rank)

@@ -17,16 +17,16 @@ error says what to change.
 
 from __future__ import annotations
 
+import io
 import pickle
-import struct
 import sys
 import types
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
 from typing import Any
 
 import cloudpickle
 
+from multi import sent_code
 from multi.errors import UnpicklableError
 
 PROTOCOL = 5
@@ -44,10 +44,11 @@ COMMAND_ADVICE = (
 )
 
 
-def dumps(obj: Any) -> Frames:
+def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
     """Pickle ``obj`` into frames: the stream first, then each out-of-band buffer.
 
-    Raises ``UnpicklableError`` if it does not pickle.
+    ``peer`` is the slave process it goes to: the main script's code that travels by value
+    then goes once (see ``multi.sent_code``). Raises ``UnpicklableError`` if it does not pickle.
     """
     buffers: list[pickle.PickleBuffer] = []
     try:
@@ -60,7 +61,7 @@ def dumps(obj: Any) -> Frames:
         # One scan for the end that both names share (``in`` on bytes costs twice ``find``).
         if head.find(b"main__") < 0 or not _names_main(head):
             return [head, *buffers]
-    return _dumps_by_value(obj)
+    return _dumps_by_value(obj, peer)
 
 
 def _names_main(head: bytes) -> bool:
@@ -68,7 +69,7 @@ def _names_main(head: bytes) -> bool:
     return _MAIN in head or _MP_MAIN in head
 
 
-def _dumps_by_value(obj: Any) -> Frames:
+def _dumps_by_value(obj: Any, peer: sent_code.Peer | None) -> Frames:
     """Pickle ``obj`` with cloudpickle: the code of the main module, and code that cannot be
     found by reference, by value; the rest by reference, and buffers out of band as ever."""
     mp_main = sys.modules.get("__mp_main__")
@@ -76,7 +77,11 @@ def _dumps_by_value(obj: Any) -> Frames:
         cloudpickle.register_pickle_by_value(mp_main)
     buffers: list[pickle.PickleBuffer] = []
     try:
-        head = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffers.append)
+        with io.BytesIO() as file:
+            sent_code.Pickler(
+                file, peer, MAIN_MODULES, protocol=PROTOCOL, buffer_callback=buffers.append
+            ).dump(obj)
+            head = file.getvalue()
     except Exception as exc:
         raise UnpicklableError(f"{type(exc).__name__}: {exc}") from exc
     return [head, *buffers]
@@ -89,40 +94,21 @@ def _by_value(module: types.ModuleType) -> bool:
 
 def loads(frames: Sequence[Any]) -> Any:
     """Rebuild an object from the frames that ``dumps`` made."""
-    return pickle.loads(frames[0], buffers=frames[1:])
+    return unpickle(frames[0], frames[1:])
 
 
-def send(connection: Connection, frames: Frames) -> None:
-    """Send frames as one message: a header with the buffer sizes and the stream, then each
-    buffer as it lies in memory."""
-    buffers = [
-        memoryview(frame.raw() if isinstance(frame, pickle.PickleBuffer) else frame)
-        for frame in frames[1:]
-    ]
-    sizes = struct.pack(f"!I{len(buffers)}Q", len(buffers), *(b.nbytes for b in buffers))
-    connection.send_bytes(sizes + frames[0])
-    for buffer in buffers:
-        connection.send_bytes(buffer)
+def unpickle(stream: Any, buffers: Sequence[Any]) -> Any:
+    """Rebuild an object from a pickle stream and its out-of-band buffers.
 
-
-def receive(connection: Connection) -> tuple[Any, int]:
-    """Receive a message that ``send`` sent; return its object and the bytes received.
-
-    Buffers are received into fresh writable memory, so arrays arrive writable.
+    Streams that name code sent once (``multi.sent_code``) need an unpickler of ours; the
+    others, nearly all, are read by ``pickle.loads`` without a copy of the stream.
     """
-    message = connection.recv_bytes()
-    (count,) = struct.unpack_from("!I", message)
-    sizes = struct.unpack_from(f"!{count}Q", message, 4)
-    buffers = []
-    for size in sizes:
-        buffer = bytearray(size)
-        if size:
-            connection.recv_bytes_into(buffer)
-        else:
-            connection.recv_bytes()
-        buffers.append(buffer)
-    obj = pickle.loads(memoryview(message)[4 + 8 * count :], buffers=buffers)
-    return obj, len(message) + sum(sizes)
+    try:
+        return pickle.loads(stream, buffers=buffers)
+    except pickle.UnpicklingError as exc:
+        if "persistent" not in str(exc):
+            raise
+    return sent_code.Unpickler(io.BytesIO(stream), buffers=buffers).load()
 
 
 def size(frames: Frames) -> int:

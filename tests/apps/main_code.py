@@ -27,6 +27,8 @@ with open(os.environ["MAIN_CODE_RAN"], "a") as ran:
     ran.write(f"{os.getpid()}\n")
 
 LOCK = threading.Lock()
+#: Filled by the results on the master: their code must see the master's globals.
+SEEN_ON_THE_MASTER = []
 
 
 class Point:
@@ -59,6 +61,7 @@ class Cubed(Result_command):
     def run(self, processor, memo):
         memo.points.append(self.point)
         memo.own_classes.append(type(self) is Cubed and isinstance(self.point, Point))
+        SEEN_ON_THE_MASTER.append(self.point.x)
 
 
 class Collect(Memo):
@@ -86,6 +89,20 @@ try:
 except Odd_error as error:
     print(f"Odd_error from a slave: {type(error) is Odd_error}: {error}")
 print(f"cubes: {[point.x for point in memo.points]}, own classes: {all(memo.own_classes)}")
+print(f"the master's globals: {SEEN_ON_THE_MASTER}")
+
+
+def sent(run):
+    return sum(slave.bytes_sent for slave in run.slaves.values())
+
+
+first = sent(processor.last_run)
+for x in (0, 1, 2, 3, 4, 6):
+    processor.add_to_queue(Cube(x), Collect())
+processor.run_queue()
+# The script's classes went to each slave with the first run; the second names them.
+second = sent(processor.last_run)
+print(f"the second run sent a third of the first's bytes or less: {3 * second <= first}")
 
 processor.add_to_queue(Uses_the_lock())
 try:
