@@ -118,7 +118,8 @@ def _import(module_name: str, attribute: str, name: str) -> type[Processor]:
             ) from exc
         raise FabricNotFoundError(f"no module {module_name!r} for the fabric {name!r}") from exc
     try:
-        return getattr(module, attribute)
+        found: type[Processor] = getattr(module, attribute)
+        return found
     except AttributeError:
         raise FabricNotFoundError(
             f"the module {module_name!r} has no class {attribute!r} for the fabric {name!r}"
