@@ -18,6 +18,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+import multi
 from multi import registry
 from multi.application import Application_callback, launch, load_multiprocessor
 from multi.errors import FabricNotFoundError, FabricUnavailableError, ProcessorSizeError
@@ -75,6 +76,7 @@ def build_parser(groups: dict[str, list[Option]]) -> argparse.ArgumentParser:
         help="0 silent, 1 prefixes and summary (default), 2 statistics per run",
     )
     parser.add_argument("--list", action="store_true", help="list the fabrics and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {multi.__version__}")
     seen: set[str] = set()
     for title, options in groups.items():
         group = parser.add_argument_group(f"options of {title}")

@@ -27,7 +27,7 @@ BUILT_IN = ("uni", "thread", "multiprocessing", "mpi4py", "pvm")
 
 #: What to do about a built-in fabric whose module cannot be imported.
 INSTALL_HINTS = {
-    "mpi4py": "install it with pip install 'multi[mpi]' (mpi4py with MPICH from PyPI)",
+    "mpi4py": "install it with pip install 'multi-fabric[mpi]' (mpi4py with MPICH from PyPI)",
     "pvm": "PVM 3 has no maintained Python binding; the mpi4py fabric runs where PVM did",
 }
 
