@@ -9,30 +9,9 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from multi import registry
-from multi.cli import flag
-from multi.options import Option
-from multi.processor import Processor
+from multi.cli import fabric_options, flag, owner
 
 COLUMNS = ("option", "launcher", "environment", "default", "meaning")
-
-
-def fabric_options() -> list[tuple[str, str, list[Option]]]:
-    """(title, fabric name for the environment, options) for the engine and each fabric
-    whose class loads here, each option listed once, under the first that declares it."""
-    common = list(Processor.options)
-    groups = [("Every fabric", "<fabric>", common)]
-    seen = {option.name for option in common}
-    for name, _ in registry.named():
-        try:
-            options = registry.load(name).options
-        except Exception:  # a fabric whose module does not load here has no table
-            continue
-        own = [option for option in options if option.name not in seen]
-        seen.update(option.name for option in own)
-        if own:
-            groups.append((f"The {name} fabric", name, own))
-    return groups
 
 
 def _default(value: Any) -> str:
@@ -65,18 +44,18 @@ def _table(title: str, rows: list[list[nodes.Node]]) -> nodes.table:
 class FabricOptions(SphinxDirective):
     def run(self) -> list[nodes.Node]:
         tables: list[nodes.Node] = []
-        for title, fabric, options in fabric_options():
+        for fabric, options in fabric_options().items():
             rows = [
                 [
                     nodes.literal(option.name, option.name),
                     nodes.literal(flag(option), flag(option)),
-                    nodes.literal(text := f"MULTI_{fabric}_{option.name}".upper(), text),
+                    nodes.literal(env := option.env_name(fabric or "<fabric>"), env),
                     nodes.Text(_default(option.default)),
                     nodes.Text(option.help),
                 ]
                 for option in options
             ]
-            tables.append(_table(title, rows))
+            tables.append(_table(owner(fabric).capitalize(), rows))
         return tables
 
 
