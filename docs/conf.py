@@ -25,6 +25,6 @@ html_title = f"multi {release}"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-# Each page's examples start from a quiet verbosity and a fresh processor.
+# The examples print only what they print themselves: no rank prefixes, no summary.
 doctest_global_setup = "from multi import Verbosity\nVerbosity().set(0)"
 smartquotes = False  # option names such as --png stay as written
