@@ -14,7 +14,7 @@ from typing import Any
 
 from benchmarks.tasks import spin
 
-PACKAGES = ("multi", "numpy", "loky", "schwimmbad", "mpi4py", "mpich", "matplotlib")
+PACKAGES = ("multi-fabric", "numpy", "loky", "schwimmbad", "mpi4py", "mpich", "matplotlib")
 CALIBRATION_ITERATIONS = 1_000_000
 
 

@@ -75,7 +75,7 @@ def unavailable(backend: Backend) -> str | None:
     """Why a backend cannot run here, or None."""
     for module in backend.requires:
         if importlib.util.find_spec(module) is None:
-            return f"the module {module!r} is not installed (pip install -e '.[bench]')"
+            return f"the module {module!r} is not installed (pip install '.[bench]')"
     if backend.launch != LOCAL and mpiexec() is None:
         return "no mpiexec found (pip install mpich)"
     if backend.fabric is not None:

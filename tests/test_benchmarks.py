@@ -66,7 +66,7 @@ def synthetic_results() -> dict[str, Any]:
             "system": "Linux",
             "python": "CPython 3.11",
             "start_method": "fork",
-            "versions": {"multi": "0.1.0"},
+            "versions": {"multi-fabric": "0.1.0"},
             "mpi_library": "none",
             "load_average": [0.1, 0.1, 0.1],
             "load_average_end": [0.2, 0.1, 0.1],

@@ -18,6 +18,7 @@ import types
 from pathlib import Path
 from typing import Any
 
+import multi
 from multi import registry
 from multi.application import Application_callback, launch, load_multiprocessor
 from multi.errors import FabricNotFoundError, FabricUnavailableError, ProcessorSizeError
@@ -25,13 +26,14 @@ from multi.options import Option, boolean
 from multi.processor import Processor
 
 
-def fabric_options() -> dict[str, list[Option]]:
-    """The options of the engine (every fabric) and of each fabric whose class loads here.
+def fabric_options() -> dict[str | None, list[Option]]:
+    """The options of the engine (under None: every fabric has them) and those of its own of
+    each fabric whose class loads here, by fabric name.
 
     Only the classes are loaded, not their libraries: the launcher does not start MPI to
     build its parser.
     """
-    groups: dict[str, list[Option]] = {"every fabric": list(Processor.options)}
+    groups: dict[str | None, list[Option]] = {None: list(Processor.options)}
     common = {option.name for option in Processor.options}
     for name, _ in registry.named():
         try:
@@ -40,15 +42,20 @@ def fabric_options() -> dict[str, list[Option]]:
             continue
         own = [option for option in options if option.name not in common]
         if own:
-            groups[f"the {name} fabric"] = own
+            groups[name] = own
     return groups
+
+
+def owner(fabric: str | None) -> str:
+    """Who has the options of a group of ``fabric_options``."""
+    return "every fabric" if fabric is None else f"the {fabric} fabric"
 
 
 def flag(option: Option) -> str:
     return "--" + option.name.replace("_", "-")
 
 
-def build_parser(groups: dict[str, list[Option]]) -> argparse.ArgumentParser:
+def build_parser(groups: dict[str | None, list[Option]]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multi",
         description="Run a script as the master program of a multi processor.",
@@ -75,9 +82,10 @@ def build_parser(groups: dict[str, list[Option]]) -> argparse.ArgumentParser:
         help="0 silent, 1 prefixes and summary (default), 2 statistics per run",
     )
     parser.add_argument("--list", action="store_true", help="list the fabrics and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {multi.__version__}")
     seen: set[str] = set()
-    for title, options in groups.items():
-        group = parser.add_argument_group(f"options of {title}")
+    for fabric, options in groups.items():
+        group = parser.add_argument_group(f"options of {owner(fabric)}")
         for option in options:
             if option.name in seen:
                 continue
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, option.name, None) is not None
     }
     for name in given.keys() - declared:
-        owners = [title for title, options in groups.items() if name in {o.name for o in options}]
+        owners = [owner(f) for f, options in groups.items() if name in {o.name for o in options}]
         parser.error(
             f"{flag(Option(name, '', None))} is an option of {', '.join(owners)}, "
             f"not of the {args.fabric} fabric"

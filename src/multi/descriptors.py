@@ -53,7 +53,8 @@ def _line_buffer_c_stdout() -> bool:
         except ValueError:
             continue
         libc.fflush(stream)
-        return libc.setvbuf(stream, None, 1, 0) == 0  # _IOLBF
+        status: int = libc.setvbuf(stream, None, 1, 0)  # _IOLBF
+        return status == 0
     return False
 
 

@@ -248,7 +248,7 @@ class Executor(concurrent.futures.Executor):
         """Up to ``wanted`` calls for the run under way; None once it should end."""
         if self._abandon:
             raise _Abandoned()
-        items: list[tuple[_Call, Memo | None]] = []
+        items: list[tuple[Slave_command, Memo | None]] = []
         with self._lock:
             waiting = self._waiting
             if not waiting and (

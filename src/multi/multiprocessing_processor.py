@@ -139,7 +139,8 @@ class Multiprocessing_transport(Transport):
         return (task, self.since[rank]) if task >= 0 else None
 
     def silent_for(self, rank: int) -> float | None:
-        return time.monotonic() - self.heartbeat[rank]
+        beat: float = self.heartbeat[rank]
+        return time.monotonic() - beat
 
     def send(self, rank: int, payload: Payload) -> None:
         slave = self._slaves.get(rank)
@@ -280,7 +281,8 @@ def _main_unseen() -> Iterator[None]:
     if main is None:
         yield
         return
-    saved = {name: vars(main)[name] for name in ("__file__", "__spec__") if name in vars(main)}
+    names: tuple[str, ...] = ("__file__", "__spec__")
+    saved = {name: vars(main)[name] for name in names if name in vars(main)}
     vars(main).pop("__file__", None)
     main.__spec__ = None
     try:

@@ -85,16 +85,16 @@ class Option:
 
 def resolve(fabric: str, declared: Iterable[Option], given: Mapping[str, Any]) -> dict[str, Any]:
     """The value of every option: the keyword if given, else the environment, else the default."""
-    declared = {option.name: option for option in declared}
-    unknown = sorted(set(given) - set(declared))
+    by_name = {option.name: option for option in declared}
+    unknown = sorted(set(given) - set(by_name))
     if unknown:
-        known = ", ".join(sorted(declared)) or "none"
+        known = ", ".join(sorted(by_name)) or "none"
         raise TypeError(
             f"the {fabric!r} fabric has no option {', '.join(map(repr, unknown))}; "
             f"its options are: {known}"
         )
     values = {}
-    for name, option in declared.items():
+    for name, option in by_name.items():
         if name in given:
             values[name] = _parse(option, given[name], f"option {name!r}")
             continue

@@ -394,7 +394,7 @@ class Processor:
             and outcome.failures is None
             and type(outcome.counts) is int
         ):
-            return self._deliver_plain(run, start, stop, outcome)
+            return self._deliver_plain(run, start, stop, outcome.results, outcome.counts)
         errors: list[tuple[int, BaseException]] = []
         positions = run.positions
         for index in range(start, stop):
@@ -413,10 +413,9 @@ class Processor:
                 capture.replay(chunks, prefix)
 
     def _deliver_plain(
-        self, run: Run, start: int, stop: int, report: Report
+        self, run: Run, start: int, stop: int, results: list[Any], each: int
     ) -> list[tuple[int, BaseException]]:
         errors: list[tuple[int, BaseException]] = []
-        results, each = report.results, report.counts
         positions, memo_ids = run.positions, run.memo_ids
         memo_map, users = self.memo_map, self._memo_users
         bar = self._progress
@@ -430,8 +429,8 @@ class Processor:
                     if each == 1:
                         own_results: Any = (results[positions[index]],)
                     else:
-                        first = positions[index] * each  # type: ignore[operator]
-                        own_results = results[first : first + each]  # type: ignore[operator]
+                        first = positions[index] * each
+                        own_results = results[first : first + each]
                     for result in own_results:
                         own = result.memo_id
                         target = memo_id if own is None else own

@@ -35,7 +35,7 @@ class Progress:
         except ImportError:
             if wanted == "yes":
                 warnings.warn(
-                    "no progress bar: install tqdm (pip install 'multi[progress]')",
+                    "no progress bar: install tqdm (pip install 'multi-fabric[progress]')",
                     MultiWarning,
                     stacklevel=3,
                 )

@@ -27,7 +27,7 @@ BUILT_IN = ("uni", "thread", "multiprocessing", "mpi4py", "pvm")
 
 #: What to do about a built-in fabric whose module cannot be imported.
 INSTALL_HINTS = {
-    "mpi4py": "install it with pip install 'multi[mpi]' (mpi4py with MPICH from PyPI)",
+    "mpi4py": "install it with pip install 'multi-fabric[mpi]' (mpi4py with MPICH from PyPI)",
 }
 
 
@@ -117,7 +117,8 @@ def _import(module_name: str, attribute: str, name: str) -> type[Processor]:
             ) from exc
         raise FabricNotFoundError(f"no module {module_name!r} for the fabric {name!r}") from exc
     try:
-        return getattr(module, attribute)
+        found: type[Processor] = getattr(module, attribute)
+        return found
     except AttributeError:
         raise FabricNotFoundError(
             f"the module {module_name!r} has no class {attribute!r} for the fabric {name!r}"

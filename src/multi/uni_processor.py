@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
+from typing import cast
 
 from multi import wire
 from multi.errors import MultiWarning
 from multi.options import Option, boolean
 from multi.processor import Processor
-from multi.slave import Slave_context, execute, seal
+from multi.slave import Batch, Slave_context, execute, seal
 from multi.transport import Message, Payload, Transport
 
 
@@ -35,12 +36,13 @@ class Uni_transport(Transport):
         return (1,)
 
     def send(self, rank: int, payload: Payload) -> None:
-        batch = wire.loads(payload) if self.pickle_check else payload  # type: ignore[arg-type]
-        report = execute(self.processor, self.context, batch)  # type: ignore[arg-type]
+        # The batch itself, unless the engine pickled it (``pickled`` follows ``pickle_check``).
+        batch: Batch = wire.loads(payload) if self.pickle_check else cast(Batch, payload)
+        report = execute(self.processor, self.context, batch)
         if report.interruption is not None:  # Ctrl-C in a command: it interrupts the master
             raise report.interruption
         if self.pickle_check:
-            report = wire.loads(seal(report, batch[1]))  # type: ignore[index]
+            report = wire.loads(seal(report, batch[1]))
         self._replies.append((rank, report))
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
