@@ -205,7 +205,7 @@ class Pvm_transport(Transport):
         if not slave.batches:  # it was idle: its silence counts from now
             slave.heard = time.monotonic()
         slave.batches += 1
-        self.traffic[rank, "sent"] += self._pvm().send(slave.tid, WORK, payload)  # type: ignore[arg-type]
+        self.traffic[rank, "sent"] += self._pvm().send(slave.tid, WORK, payload)
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         pvm = self._pvm()

@@ -58,7 +58,7 @@ def _sent_once(obj: Any, main_modules: tuple[str, ...]) -> bool:
     )
 
 
-class Pickler(cloudpickle.Pickler):
+class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
     """cloudpickle's pickler, which defines a script's code once per slave and names it after."""
 
     def __init__(
