@@ -91,6 +91,7 @@ def test_a_program_without_a_main_guard_runs_its_top_level_once(
     assert "cubes: [0, 1, 8, 27, 64], own classes: True" in out
     assert "the master's globals: [0, 1, 8, 27, 64]" in out
     assert "the second run sent a third of the first's bytes or less: True" in out
+    assert "a global changed on the master reaches the slaves: True" in out
     assert "Odd_error from a slave: True: 5 is not wanted" in out
 
 

@@ -1,56 +1,66 @@
-"""Code that travels by value goes to each slave process once; later messages name it.
+"""Code that travels by value goes to each slave process once for as long as it is the same;
+later messages name it.
 
 The classes and functions of the application's main script (or notebook) reach slaves by value
-(see ``multi.wire``): pickled whole, methods and all, with every batch that uses them. A
-script's command class of a few hundred lines would then make up most of every batch of small
-commands, both ways. Instead, the first batch to a slave defines it (a persistent id
-``("d", key, obj)`` around its by-value pickle) and later ones name it (``("m", key)``); a slave
-names the code it received in what it sends back (``("s", key)``), which the master finds
-again as its own object.
+(see ``multi.wire``): pickled whole, methods, globals and all. A script's command class of a few
+hundred lines would make up most of every batch of small commands, and come back with every
+result. Instead, a message names such code by a key (the persistent id ``("m", key)``), and
+the first place that names it carries before it the definitions that the slave lacks
+(``("d", [(key, pickle), ...], key)``); a slave names the code it received in what it sends
+back (``("s", key)``), which the master finds again as its own object, whose code sees the
+master's globals.
 
-What is sent once is what a script defines at its top level: classes and functions of the
+The master still pickles the code for every batch: a definition is the same only if its
+pickle is, so a global that the program changes between runs (``THRESHOLD = 10`` in a cell)
+reaches the slaves as before. What is saved is the bytes on the wire and the slaves'
+unpickling, both ways.
+
+What is named so is what a script defines at its top level: classes and functions of the
 main module. Lambdas and local definitions, which a program may make anew at every call,
-travel by value each time, so nothing here grows with the number of calls. The master keeps
-what it gave a key weakly; a slave keeps what it received for its life.
+travel by value each time, so nothing here grows with the number of calls.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
 import pickle
 import types
-import weakref
 from typing import Any
 
 import cloudpickle
 
 _keys = itertools.count(1)
-#: The master's side: the key of each object sent once, and the object of each key.
-_key_of: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-_issued: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
-#: A slave's side: what it received, by key, and the key of each (by ``id``; kept alive here).
+#: The master's side: the key of each object (by ``id``), and the object of each key.
+_key_of: dict[int, int] = {}
+_issued: dict[int, Any] = {}
+#: A slave's side: what it received, by key, and the key of each (by ``id``), every version
+#: kept so that no ``id`` passes to another object.
 _received: dict[int, Any] = {}
 _received_key: dict[int, int] = {}
+_superseded: list[Any] = []
 
 
 class Peer:
-    """What one slave process holds of the code sent once: ``known`` once a batch that defined
-    it was sent, ``offered`` by the batch just pickled (confirmed when it is sent)."""
+    """What one slave process holds of the code sent once: the digest of each definition's
+    pickle, ``known`` once a batch that carried it was sent, ``offered`` by the batch just
+    pickled (known when it is sent)."""
 
     __slots__ = ("known", "offered")
 
     def __init__(self) -> None:
-        self.known: set[int] = set()
-        self.offered: set[int] = set()
+        self.known: dict[int, bytes] = {}
+        self.offered: dict[int, bytes] = {}
 
     def confirm(self) -> None:
         """The batch last pickled for this slave was sent: what it defined, the slave has."""
         if self.offered:
-            self.known |= self.offered
-            self.offered = set()
+            self.known.update(self.offered)
+            self.offered = {}
 
 
-def _sent_once(obj: Any, main_modules: tuple[str, ...]) -> bool:
+def _named(obj: Any, main_modules: tuple[str, ...]) -> bool:
     """Whether ``obj`` is code that a script defines at its top level."""
     return (
         getattr(obj, "__module__", None) in main_modules
@@ -58,18 +68,51 @@ def _sent_once(obj: Any, main_modules: tuple[str, ...]) -> bool:
     )
 
 
+def _key(obj: Any) -> int:
+    key = _key_of.get(id(obj))
+    if key is None:
+        key = _key_of[id(obj)] = next(_keys)
+        _issued[key] = obj  # (kept: its id stays its own, and a slave may name it later)
+    return key
+
+
+class _Message:
+    """What one message has decided of the code it names: the key of each object (by ``id``),
+    the digest of each key, what is being pickled now, and the definitions not yet placed."""
+
+    __slots__ = ("definitions", "digests", "in_progress", "keys", "uses")
+
+    def __init__(self) -> None:
+        self.keys: dict[int, int] = {}
+        self.digests: dict[int, bytes] = {}
+        self.in_progress: set[int] = set()
+        self.definitions: list[tuple[int, bytes]] = []
+        self.uses: list[bytes] = []  # the digests of what the definition being made names
+
+
 class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
-    """cloudpickle's pickler, which defines a script's code once per slave and names it after."""
+    """cloudpickle's pickler, which defines a script's code once per slave and names it after.
+
+    The message names each such object; the first place that names it also carries, before
+    it, the definitions that the slave lacks: of the object, and of the code that it names in
+    turn (a definition names the others, by key). A definition is the same if its pickle and
+    those of everything it names are: code that calls a function whose globals changed is
+    defined again, with it.
+    """
 
     def __init__(
-        self, file: Any, peer: Peer | None, main_modules: tuple[str, ...], **options: Any
+        self,
+        file: Any,
+        peer: Peer | None,
+        main_modules: tuple[str, ...],
+        message: _Message | None = None,
+        **options: Any,
     ) -> None:
         super().__init__(file, **options)
         self.peer = peer
         self.main_modules = main_modules
-        self.defining: set[int] = set()  # ids of what this stream defines (its memo names them)
-        if peer is not None:
-            peer.offered = set()
+        self.outer = message is None
+        self.message = _Message() if message is None else message
 
     def persistent_id(self, obj: Any) -> Any:
         if not isinstance(obj, (type, types.FunctionType)):
@@ -77,36 +120,63 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
         key = _received_key.get(id(obj))
         if key is not None:  # on a slave: code the master sent, named by its key
             return ("s", key)
-        peer = self.peer
-        if peer is None or id(obj) in self.defining or not _sent_once(obj, self.main_modules):
+        message = self.message
+        if self.peer is None or id(obj) in message.in_progress:  # (a cycle: by value here)
             return None
-        key = _key_of.get(obj)
+        if not _named(obj, self.main_modules):
+            return None
+        key = message.keys.get(id(obj))
         if key is None:
-            key = _key_of[obj] = next(_keys)
-            _issued[key] = obj
-        if key in peer.known:
+            key = self._define(obj)
+        if not self.outer:
+            message.uses.append(message.digests[key])
             return ("m", key)
-        self.defining.add(id(obj))
-        peer.offered.add(key)
-        return ("d", key, obj)  # the object inside is pickled by value, as ever
+        if message.definitions:
+            definitions, message.definitions = message.definitions, []
+            return ("d", definitions, key)
+        return ("m", key)
+
+    def _define(self, obj: Any) -> int:
+        """Pickle ``obj`` by value, naming the code it names (defined first where needed);
+        queue its definition if the slave lacks it."""
+        message, peer = self.message, self.peer
+        assert peer is not None
+        key = message.keys[id(obj)] = _key(obj)
+        message.in_progress.add(id(obj))
+        outer_uses, message.uses = message.uses, []
+        with io.BytesIO() as file:
+            Pickler(file, peer, self.main_modules, message, protocol=self.proto).dump(obj)
+            data = file.getvalue()
+        digest = hashlib.blake2b(data + b"".join(message.uses), digest_size=16).digest()
+        message.uses = outer_uses
+        message.in_progress.discard(id(obj))
+        message.digests[key] = digest
+        if peer.known.get(key) != digest and peer.offered.get(key) != digest:
+            peer.offered[key] = digest
+            message.definitions.append((key, data))
+        return key
 
 
 class Unpickler(pickle.Unpickler):
     """Resolves the names of code sent once (see the module)."""
 
     def persistent_load(self, pid: Any) -> Any:
-        kind, key = pid[0], pid[1]
+        kind, key = pid[0], pid[-1]
         try:
-            if kind == "d":  # a definition: keep it, for the messages that will name it
-                obj = pid[2]
-                _received[key] = obj
-                _received_key[id(obj)] = key
-                return obj
+            if kind == "d":  # definitions, kept for the messages that will name them
+                for defined, data in pid[1]:
+                    obj = Unpickler(io.BytesIO(data)).load()
+                    old = _received.get(defined)
+                    if old is not None:
+                        _superseded.append(old)
+                    _received[defined] = obj
+                    _received_key[id(obj)] = defined
+                key = pid[2]
+                return _received[key]
             if kind == "m":
                 return _received[key]
             if kind == "s":  # (a slave's own round trip finds what it received)
-                obj = _issued.get(key)
-                return obj if obj is not None else _received[key]
+                return _issued[key] if key in _issued else _received[key]
         except KeyError:
             raise pickle.UnpicklingError(
                 f"code sent once under key {key} is not known in this process"

@@ -76,6 +76,8 @@ def _dumps_by_value(obj: Any, peer: sent_code.Peer | None) -> Frames:
     if mp_main is not None and not _by_value(mp_main):
         cloudpickle.register_pickle_by_value(mp_main)
     buffers: list[pickle.PickleBuffer] = []
+    if peer is not None:
+        peer.offered = {}  # (a batch pickled again, smaller, defines what it defines itself)
     try:
         with io.BytesIO() as file:
             sent_code.Pickler(

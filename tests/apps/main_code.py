@@ -29,6 +29,12 @@ with open(os.environ["MAIN_CODE_RAN"], "a") as ran:
 LOCK = threading.Lock()
 #: Filled by the results on the master: their code must see the master's globals.
 SEEN_ON_THE_MASTER = []
+#: Read on the slaves by a function that the commands call: a new value must reach them.
+FACTOR = 1
+
+
+def scaled(value):
+    return FACTOR * value
 
 
 class Point:
@@ -64,6 +70,37 @@ class Cubed(Result_command):
         SEEN_ON_THE_MASTER.append(self.point.x)
 
 
+class Square(Slave_command):
+    """A command whose code, and its result's, uses no global that changes."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x = x
+
+    def run(self, processor, completed):
+        processor.return_object(Squared(processor, completed, self.x * self.x))
+
+
+class Squared(Result_command):
+    def __init__(self, processor, completed, value):
+        super().__init__(processor=processor, completed=completed)
+        self.value = value
+
+    def run(self, processor, memo):
+        memo.points.append(self.value)
+
+
+class Scale(Slave_command):
+    """Its own code never changes; the function it calls reads a global that does."""
+
+    def __init__(self, x):
+        super().__init__()
+        self.x = x
+
+    def run(self, processor, completed):
+        processor.return_object(Squared(processor, completed, scaled(self.x)))
+
+
 class Collect(Memo):
     def __init__(self):
         self.points = []
@@ -96,13 +133,21 @@ def sent(run):
     return sum(slave.bytes_sent for slave in run.slaves.values())
 
 
-first = sent(processor.last_run)
-for x in (0, 1, 2, 3, 4, 6):
-    processor.add_to_queue(Cube(x), Collect())
-processor.run_queue()
+sizes = []
+for _ in range(2):
+    for x in range(6):
+        processor.add_to_queue(Square(x), Collect())
+    processor.run_queue()
+    sizes.append(sent(processor.last_run))
 # The script's classes went to each slave with the first run; the second names them.
-second = sent(processor.last_run)
+first, second = sizes
 print(f"the second run sent a third of the first's bytes or less: {3 * second <= first}")
+scales = Collect()
+for factor in (1, 2):
+    FACTOR = factor
+    processor.add_to_queue(Scale(3), scales)
+    processor.run_queue()
+print(f"a global changed on the master reaches the slaves: {scales.points == [3, 6]}")
 
 processor.add_to_queue(Uses_the_lock())
 try:
