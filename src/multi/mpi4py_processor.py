@@ -13,12 +13,18 @@ or runs the program again under ``mpiexec -n P+1`` (``launch=mpiexec``)::
     kill():  KILL to all, wait for BYE ──────────> interrupt the command (SIGINT), BYE ...
 
 Messages travel on a communicator of their own (a duplicate of ``COMM_WORLD``, or the
-intercommunicator of the spawned slaves) under a fixed set of tags, and as pickle protocol 5
+intercommunicator of each spawned slave) under a fixed set of tags, and as pickle protocol 5
 frames whose large buffers go out of band (``mpi4py.util.pkl5``). Nobody waits in a blocking
 MPI call, which spins: an idle master or slave probes with a backoff from 10 µs to 2 ms.
 
-MPI ends the whole job when one of its processes dies, so a lost slave is not replaced here:
-``mpiexec`` names it and stops every rank.
+A slave's death (a signal, an exit) ends the whole job under a plain ``mpiexec``, which a
+slave's guard (see ``_guard``) names on the way, saying how to launch for survival. Under
+``mpiexec -disable-auto-cleanup`` (MPICH), the guard lets the job survive, the master hears of
+the death at once (SIGUSR1, then ``MPIX_Comm_get_failed``) and the run goes on on the other
+slaves. Spawned slaves tell their master themselves; a master started alone (an MPI
+singleton) cannot go on after a death, and says so. MPI cannot start a slave again in the
+rank of a dead one: it is not replaced. The heartbeat (option ``liveness``) is the backstop
+for what nobody reports: a hung slave, a lost node.
 """
 
 from __future__ import annotations
@@ -90,9 +96,8 @@ LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_
 #: MPICH's mpiexec option that lets a job go on when one of its processes ends badly.
 SURVIVE = "-disable-auto-cleanup"
 SURVIVAL_HINT = (
-    f"for the run to go on without it, launch with `mpiexec {SURVIVE} -n P+1 python app.py`, "
-    f"or start the program as `mpiexec {SURVIVE} -n 1 python app.py` for slaves to be "
-    "replaced (MPICH; see the README)"
+    f"for the run to go on without it, launch with `mpiexec {SURVIVE} -n P+1 python app.py` "
+    "(MPICH), or start the program alone with the option launch=mpiexec, which does so"
 )
 SINGLETON_DEATH = (
     "MPI cannot go on in a master started alone (a singleton) once one of its slaves has died: "
@@ -218,7 +223,7 @@ def _name_death(what: str, rank: int, notes: str | None, master: str | None) -> 
 class Mpi4py_transport(Transport):
     """The slaves of one MPI job: ranks 1 to P of the world, or slaves the master spawned,
     one ``MPI_Comm_spawn`` each (a communicator of its own, which the master can let go of
-    when its slave dies, and replace).
+    when its slave dies).
 
     A slave's death reaches the master in two ways besides the heartbeat: MPICH's launcher
     sends the survivors SIGUSR1 where the job survives deaths (``-disable-auto-cleanup``), and
@@ -260,22 +265,20 @@ class Mpi4py_transport(Transport):
             _stop_at_exit(self)
 
     @property
-    def replaceable(self) -> bool:  # type: ignore[override]
-        return self.spawned and self.survives
-
-    @property
     def ranks(self) -> Sequence[int]:
         return sorted(self._links)
 
     def start(self) -> None:
+        """Spawn the slaves, one at a time: a communicator that lost a member cannot
+        disconnect, but one of its own per slave can be let go of.
+
+        A dead slave is not replaced: after a death, MPICH's mpiexec ends the master when it
+        spawns again (most times; and a singleton master hangs in the spawn).
+        """
         if self._spawn is not None:
             for rank in range(1, self.slaves + 1):
-                self.replace(rank)
-
-    def replace(self, rank: int) -> None:
-        self._links[rank] = (_pkl5(self._spawn(rank, self.notes), spawned=True), 0)  # type: ignore[misc]
-        self._work_sent[rank] = self._answered[rank] = 0
-        self._heard[rank] = time.monotonic()
+                self._links[rank] = (_pkl5(self._spawn(rank, self.notes), spawned=True), 0)
+                self._heard[rank] = time.monotonic()
 
     def end_slave(self, rank: int) -> str:
         """Give a slave up: MPI cannot stop one process of a job, so it is forgotten, and the
