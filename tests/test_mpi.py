@@ -246,3 +246,13 @@ def test_spawned_under_mpiexec_that_survives_deaths_the_run_goes_on(
     # (Not the status: MPICH's mpiexec, under this option with spawned processes, at times
     # dies of a SIGPIPE as the job ends, whatever the program did.)
     assert result.stdout == SURVIVED
+
+
+def test_started_alone_with_launch_mpiexec_a_dead_slave_is_named_and_the_run_goes_on(
+    tmp_path: Path,
+) -> None:
+    env = {"MULTI_MPI4PY_LAUNCH": "mpiexec"}
+    result = run(sys.executable, DEATH, str(tmp_path / "died"), str(signal.SIGKILL), "2", env=env)
+    assert result.stdout == SURVIVED
+    assert re.search(f"multi: {named(signal.SIGKILL)}", result.stderr), result.stderr
+    assert result.returncode == 128 + signal.SIGKILL

@@ -314,10 +314,15 @@ class Mpi4py_transport(Transport):
         """The rank of a slave with a message there (its tag in ``status``), if any."""
         MPI = _mpi()
         if self._world is not None:
-            while self._world.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
-                if status.Get_source() in self._links:
-                    return status.Get_source()  # type: ignore[no-any-return]
-                self._world.recv(None, status.Get_source(), status.Get_tag())  # a dead one's
+            try:
+                while self._world.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
+                    if status.Get_source() in self._links:
+                        return status.Get_source()  # type: ignore[no-any-return]
+                    self._world.recv(None, status.Get_source(), status.Get_tag())  # a dead one's
+            except MPI.Exception as error:  # a process failed (an MPI with ULFM says so)
+                if error.Get_error_class() != MPI.ERR_PROC_FAILED:
+                    raise
+                self._signalled = True
             return None
         for rank, (comm, peer) in self._links.items():
             if comm.Iprobe(peer, MPI.ANY_TAG, status):
@@ -369,7 +374,7 @@ class Mpi4py_transport(Transport):
         """
         global _singleton_broken
         named = _notes(self.notes) if self.notes is not None else {}
-        failed = set(named) | (_failed_in_world() if self._world is not None else set())
+        failed = set(named) | (_failed_in(self._world) if self._world is not None else set())
         dead = [rank for rank in self.ranks if rank in failed]
         if not dead:
             return []
@@ -487,14 +492,26 @@ def _notes(directory: str) -> dict[int, str]:
     return notes
 
 
-def _failed_in_world() -> set[int]:
-    """The ranks of COMM_WORLD that MPICH knows have failed (``MPIX_Comm_get_failed``); none
-    where the MPI library has no such call."""
+def _failed_in(world: Any) -> set[int]:
+    """The ranks of ``world`` (a duplicate of COMM_WORLD) that MPI knows have failed: through
+    ULFM where the MPI has it (Open MPI 5 under ``mpiexec --with-ft ulfm``), acknowledged so
+    that its receives from any source work again; through MPICH's ``MPIX_Comm_get_failed``
+    (on COMM_WORLD, through ctypes: mpi4py's ULFM calls are stand-ins with MPICH)."""
+    MPI = _mpi()
+    if MPI.get_vendor()[0] == "MPICH":
+        return _failed_in_mpich()
+    try:
+        group = world.Get_failed()
+        world.Ack_failed()
+    except (NotImplementedError, MPI.Exception):
+        return set()
+    return _ranks_of(group, world)
+
+
+def _failed_in_mpich() -> set[int]:
     import ctypes
 
     MPI = _mpi()
-    if MPI.get_vendor()[0] != "MPICH":
-        return set()
     try:
         library = ctypes.CDLL("libmpi.so.12", mode=os.RTLD_NOLOAD)
         get_failed = library.MPIX_Comm_get_failed
@@ -503,11 +520,18 @@ def _failed_in_world() -> set[int]:
     handle = ctypes.c_int()
     if get_failed(ctypes.c_int(MPI._handleof(MPI.COMM_WORLD)), ctypes.byref(handle)) != 0:
         return set()
-    group = MPI.Group.f2py(handle.value)
+    return _ranks_of(MPI.Group.f2py(handle.value), MPI.COMM_WORLD)
+
+
+def _ranks_of(group: Any, comm: Any) -> set[int]:
+    """The ranks in ``comm`` of the members of ``group`` (which is freed)."""
+    MPI = _mpi()
+    whole = comm.Get_group()
     try:
-        ranks = group.Translate_ranks(list(range(group.Get_size())), MPI.COMM_WORLD.Get_group())
+        ranks = MPI.Group.Translate_ranks(group, list(range(group.Get_size())), whole)
     finally:
         group.Free()
+        whole.Free()
     return set(ranks)
 
 
