@@ -256,3 +256,13 @@ def test_started_alone_with_launch_mpiexec_a_dead_slave_is_named_and_the_run_goe
     assert result.stdout == SURVIVED
     assert re.search(f"multi: {named(signal.SIGKILL)}", result.stderr), result.stderr
     assert result.returncode == 128 + signal.SIGKILL
+
+
+def test_under_mpiexec_that_survives_deaths_the_master_names_a_dead_slave(tmp_path: Path) -> None:
+    marker = str(tmp_path / "died")
+    command = [sys.executable, DEATH, marker, str(signal.SIGSEGV), "-1"]
+    result = run(mpiexec(), SURVIVE, "-n", "3", *command, env={"MULTI_MPI4PY_RETRIES": "0"})
+    assert re.search(
+        f"SlaveDiedError: {named(signal.SIGSEGV)} while running Die_once", result.stderr
+    )
+    assert result.returncode == 1

@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import atexit
 import logging
+import mmap
 import os
 import pickle
 import shutil
 import signal
 import socket
+import struct
 import sys
 import sysconfig
 import tempfile
@@ -155,20 +157,28 @@ def _guard(
     MPICH's launcher ends every process of a job as soon as one of its own children dies by a
     signal, even under ``mpiexec -disable-auto-cleanup``, which survives only a plain exit. The
     guard, the launcher's child, outlives the slave and ends with an exit status instead (128 +
-    the signal). It names the death: on stderr, and for a master that spawned it, in a note
-    in ``notes`` with a SIGUSR1 to ``master`` ("host:pid") where it runs on the same host.
+    the signal). It names the death on stderr, and for its master in a note in ``notes``, with
+    a SIGUSR1 to ``master`` ("host:pid") where it runs on the same host. A slave of mpiexec
+    learns those two from its master once MPI runs, and passes them on (``_tell_guard``).
     Where the master ``survives`` the death, so named, the guard ends with status 0: a failed
     process would make the status of mpiexec its own.
     """
+    global _guard_pipe, _guard_task
     if "mpi4py.MPI" in sys.modules or not hasattr(os, "fork"):
         return  # MPI runs already in this process: the launcher knows it by its own pid
     sys.stdout.flush()
     sys.stderr.flush()
     guard = os.getpid()
+    read, write = os.pipe()
+    task = mmap.mmap(-1, TASK.size)  # shared with the child: the command it runs, or -1
+    TASK.pack_into(task, 0, -1)
     child = os.fork()
     if child == 0:
+        os.close(read)
+        _guard_pipe, _guard_task = write, task
         _die_with(guard)
         return
+    os.close(write)
     signal.signal(FAILED, signal.SIG_IGN)  # the launcher's news of a failure is the master's
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the slave takes Ctrl-C itself
     signal.signal(signal.SIGTERM, lambda number, frame: os.kill(child, number))
@@ -179,9 +189,28 @@ def _guard(
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
-        if _name_death(what, rank, notes, master) and survives:
+        spawned = notes is not None
+        if notes is None:  # what the slave passed on, if it did
+            os.set_blocking(read, False)
+            with suppress(OSError, ValueError):
+                notes, master = os.read(read, 4096).decode().splitlines()[:2]
+        running = TASK.unpack_from(task, 0)[0]
+        if _name_death(what, rank, running, notes, master, spawned) and survives:
             code = 0
     os._exit(128 - code if code < 0 else code)
+
+
+def _note_task(task_id: int) -> None:
+    """Show this slave's guard the command it runs (-1: none), for the note of its death."""
+    if _guard_task is not None:
+        TASK.pack_into(_guard_task, 0, task_id)
+
+
+def _tell_guard(notes: str, master: str) -> None:
+    """Pass on to this slave's guard, if it has one, where to note its death and whom to tell."""
+    if _guard_pipe is not None:
+        with suppress(OSError):
+            os.write(_guard_pipe, f"{notes}\n{master}\n".encode())
 
 
 def _die_with(guard: int) -> None:
@@ -197,24 +226,26 @@ def _die_with(guard: int) -> None:
         os._exit(1)
 
 
-def _name_death(what: str, rank: int, notes: str | None, master: str | None) -> bool:
-    """Tell how a slave died: to the master that spawned it on this host, in a note with a
-    signal (True); else on stderr, and the master learns it from MPI."""
+def _name_death(
+    what: str, rank: int, task: int, notes: str | None, master: str | None, spawned: bool
+) -> bool:
+    """Tell how a slave died: on stderr (where a slave of mpiexec says how to launch for the
+    job to survive it), and to its master on this host, in a note with a signal: the command
+    it ran (``task``) and how it died (True if told; else the master learns it from MPI, or
+    from the heartbeat)."""
+    hint = "" if spawned else f". Unless mpiexec runs with {SURVIVE}, this ends the MPI job: "
+    print(f"multi: {what}{hint}{'' if spawned else SURVIVAL_HINT}", file=sys.stderr, flush=True)
     host, _, pid = (master or "").rpartition(":")
-    if notes is not None and host == socket.gethostname():
-        with suppress(OSError):
-            with open(os.path.join(notes, f".{rank}"), "w") as note:
-                note.write(what.partition(" ")[2].partition(" ")[2])  # what follows "slave R "
-            os.replace(os.path.join(notes, f".{rank}"), os.path.join(notes, str(rank)))
-            os.kill(int(pid), FAILED)
-            return True
-    print(
-        f"multi: {what}. Unless mpiexec runs with {SURVIVE}, this ends the MPI job: "
-        f"{SURVIVAL_HINT}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return False
+    if notes is None or host != socket.gethostname():
+        return False
+    try:
+        with open(os.path.join(notes, f".{rank}"), "w") as note:
+            note.write(f"{task}\n{what.partition(' ')[2].partition(' ')[2]}")  # after "slave R"
+        os.replace(os.path.join(notes, f".{rank}"), os.path.join(notes, str(rank)))
+        os.kill(int(pid), FAILED)
+    except OSError:
+        return False
+    return True
 
 
 # The master's side ---------------------------------------------------------------------------
@@ -234,9 +265,12 @@ class Mpi4py_transport(Transport):
     pickled = True
     heartbeats = True
 
-    def __init__(self, slaves: int, world: Any = None, spawn: Any = None) -> None:
-        """Slaves of ``world`` (a duplicate of COMM_WORLD), or made by ``spawn(rank)``,
-        which returns the intercommunicator of one new slave."""
+    def __init__(
+        self, slaves: int, world: Any = None, spawn: Any = None, notes: str | None = None
+    ) -> None:
+        """Slaves of ``world`` (a duplicate of COMM_WORLD), whose guards note their deaths in
+        ``notes``, or made by ``spawn(rank, notes)``, which returns the intercommunicator of
+        one new slave."""
         MPI = _mpi()
         self.slaves = slaves
         self.spawned = spawn is not None
@@ -255,8 +289,8 @@ class Mpi4py_transport(Transport):
         self._signalled = False  # a process of the job failed, says SIGUSR1
         self._status = MPI.Status()
         self._left = False  # the slaves have been told to leave
-        #: Where spawned slaves' guards leave word of their deaths, one file per rank.
-        self.notes = tempfile.mkdtemp(prefix="multi-mpi-deaths-") if self.spawned else None
+        #: Where slaves' guards leave word of their deaths, one file per rank.
+        self.notes = _notes_directory() if self.spawned else notes
         #: Whether a job that loses a slave goes on (MPI cannot go on in a singleton master).
         self.survives = _under_launcher()
         if threading.current_thread() is threading.main_thread():
@@ -379,7 +413,7 @@ class Mpi4py_transport(Transport):
         if not dead:
             return []
         reasons = {
-            rank: named.get(rank, f"(MPI rank {rank}) died, as MPI's launcher reports")
+            rank: named[rank][1] if rank in named else f"(MPI rank {rank}) died, as MPI reports"
             for rank in dead
         }
         if self.spawned and not self.survives:
@@ -394,7 +428,8 @@ class Mpi4py_transport(Transport):
         deaths = []
         for rank, reason in reasons.items():
             idle = self._work_sent[rank] == self._answered[rank]
-            deaths.append((rank, Slave_lost(rank, reason, idle=idle)))
+            task = named[rank][0] if rank in named and named[rank][0] >= 0 else None
+            deaths.append((rank, Slave_lost(rank, reason, task, idle=idle)))
             comm, _ = self._forget(rank)
             if self.spawned:  # (a communicator with a dead member cannot disconnect)
                 comm.Free()
@@ -467,6 +502,11 @@ class Mpi4py_transport(Transport):
         self._links.clear()
 
 
+def _master_address() -> str:
+    """How a slave's guard finds this master: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def _pkl5(comm: Any, spawned: bool) -> Any:
     """A communicator that sends pickles with their large buffers out of band."""
     from mpi4py.util import pkl5
@@ -479,15 +519,24 @@ def _under_launcher() -> bool:
     return any(name in os.environ for name in LAUNCHER_VARIABLES)
 
 
-def _notes(directory: str) -> dict[int, str]:
-    """What spawned slaves' guards wrote of their deaths, by rank; each note is read once."""
+def _notes_directory() -> str:
+    """A directory for the notes of slaves' deaths, which lives as long as the master."""
+    directory = tempfile.mkdtemp(prefix="multi-mpi-deaths-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
+def _notes(directory: str) -> dict[int, tuple[int, str]]:
+    """What slaves' guards wrote of their deaths, by rank: the command each ran (-1: none) and
+    how it died. Each note is read once."""
     notes = {}
     with suppress(OSError):
         for name in os.listdir(directory):
             if name.isdigit():
                 path = os.path.join(directory, name)
-                with suppress(OSError), open(path) as note:
-                    notes[int(name)] = note.read()
+                with suppress(OSError, ValueError), open(path) as note:
+                    task, _, reason = note.read().partition("\n")
+                    notes[int(name)] = int(task), reason
                     os.unlink(path)
     return notes
 
@@ -629,6 +678,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
 
     def note(task_id: int) -> None:
         (running.set if task_id >= 0 else running.clear)()
+        _note_task(task_id)
 
     def drained() -> bool:
         """Take the batches still on their way; True once all the master sent are taken."""
@@ -744,6 +794,12 @@ def _end_unfinalized() -> None:
     os._exit(_exit_status or 1)
 
 
+#: Where a slave passes on to its guard what the guard needs to tell its master (``_guard``).
+_guard_pipe: int | None = None
+#: The memory this slave shares with its guard: the command it runs (``_note_task``).
+_guard_task: mmap.mmap | None = None
+#: How that memory holds the command's id.
+TASK = struct.Struct("q")
 #: The status a master last gave its slaves as it stopped them (see ``_end_unfinalized``).
 _exit_status: int | None = None
 #: The rank and number of slaves of this process, a spawned slave.
@@ -800,6 +856,7 @@ class Mpi4py_processor(Processor):
         world = MPI.COMM_WORLD
         self._parent = MPI.Comm.Get_parent()
         self._comm: Any = None
+        self._notes: str | None = None  # where the guards of mpiexec's slaves note deaths
         self._spawned_slave = self._parent != MPI.COMM_NULL
         self._launched = world.Get_size() > 1 and not self._spawned_slave
         if self._spawned_slave:
@@ -807,6 +864,10 @@ class Mpi4py_processor(Processor):
         elif self._launched:
             self.process_rank = world.Get_rank()
             self._comm = world.Dup()  # every rank makes the processor: the collective is safe
+            self._notes = _notes_directory() if self.process_rank == 0 else None
+            where = self._comm.bcast((self._notes, _master_address()), root=MASTER)
+            if self.process_rank != 0:
+                _tell_guard(*where)
         super().__init__(processor_size, callback, **options)
         self._served = False
 
@@ -875,7 +936,7 @@ class Mpi4py_processor(Processor):
                     "they cannot be started again"
                 )
             comm, self._comm = self._comm, None
-            return Mpi4py_transport(self._processor_size, world=comm)
+            return Mpi4py_transport(self._processor_size, world=comm, notes=self._notes)
         if _singleton_broken is not None:
             raise MultiError(f"no slave can be spawned again: {_singleton_broken}")
         return Mpi4py_transport(self._processor_size, spawn=self._spawn)
@@ -891,7 +952,7 @@ class Mpi4py_processor(Processor):
             f"import sys; sys.path.insert(0, {package!r}); "
             "from multi.mpi4py_processor import spawned_slave_main; spawned_slave_main()"
         )
-        master = f"{socket.gethostname()}:{os.getpid()}"
+        master = _master_address()
         survives = "survives" if _under_launcher() else "ends"
         arguments = ["-c", code, str(rank), str(self._processor_size), notes, master, survives]
         try:
