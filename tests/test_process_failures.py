@@ -26,8 +26,8 @@ PROCESS_FABRICS = ["multiprocessing", "mpi4py", "pvm"]
 #: The fabrics that report a lost slave and start another in its place.
 REPLACING = ["multiprocessing", "pvm"]
 NOT_REPLACED = (
-    "MPI ends the whole job when one of its processes dies (mpiexec names it): a lost slave "
-    "is neither reported to the master nor replaced"
+    "MPI cannot start a slave again in the rank of a dead one, and a master started alone (as "
+    "here) cannot go on after a death: test_mpi.py checks what a death does in each launch mode"
 )
 ROOT = Path(__file__).parent.parent
 #: How each fabric names a slave that ended. A PVM slave's parent is its daemon, whose

@@ -9,6 +9,7 @@ arrives as a ``Capturing_exception`` holding its type name, message and tracebac
 from __future__ import annotations
 
 import pickle
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -112,6 +113,20 @@ def add_note(exc: BaseException, note: str) -> None:
         exc.add_note(note)
     else:  # Python 3.10 keeps the note where 3.11 would show it
         exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+
+
+def ending(exitcode: int | None) -> str:
+    """How a process ended, for a message: ``exitcode`` as ``multiprocessing`` gives it (the
+    negative signal number for a death by a signal; None while it runs)."""
+    if exitcode is None:
+        return "stopped answering"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"was killed by signal {-exitcode} ({name})"
+    return f"exited with status {exitcode}"
 
 
 def describe(obj: object, limit: int = 120) -> str:

@@ -13,22 +13,31 @@ or runs the program again under ``mpiexec -n P+1`` (``launch=mpiexec``)::
     kill():  KILL to all, wait for BYE ──────────> interrupt the command (SIGINT), BYE ...
 
 Messages travel on a communicator of their own (a duplicate of ``COMM_WORLD``, or the
-intercommunicator of the spawned slaves) under a fixed set of tags, and as pickle protocol 5
+intercommunicator of each spawned slave) under a fixed set of tags, and as pickle protocol 5
 frames whose large buffers go out of band (``mpi4py.util.pkl5``). Nobody waits in a blocking
 MPI call, which spins: an idle master or slave probes with a backoff from 10 µs to 2 ms.
 
-MPI ends the whole job when one of its processes dies, so a lost slave is not replaced here:
-``mpiexec`` names it and stops every rank.
+A slave's death (a signal, an exit) ends the whole job under a plain ``mpiexec``, which a
+slave's guard (see ``_guard``) names on the way, saying how to launch for survival. Under
+``mpiexec -disable-auto-cleanup`` (MPICH), the guard lets the job survive, the master hears of
+the death at once (SIGUSR1, then ``MPIX_Comm_get_failed``) and the run goes on on the other
+slaves. Spawned slaves tell their master themselves; a master started alone (an MPI
+singleton) cannot go on after a death, and says so. MPI cannot start a slave again in the
+rank of a dead one: it is not replaced. The heartbeat (option ``liveness``) is the backstop
+for what nobody reports: a hung slave, a lost node.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import mmap
 import os
 import pickle
 import shutil
 import signal
+import socket
+import struct
 import sys
 import sysconfig
 import tempfile
@@ -36,7 +45,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
@@ -44,12 +53,12 @@ from typing import Any
 from multi import wire
 from multi.application import Processor_box
 from multi.descriptors import Descriptor_capture
-from multi.errors import MultiError, MultiWarning, ProcessorSizeError
+from multi.errors import MultiError, MultiWarning, ProcessorSizeError, ending
 from multi.logs import Log_forwarding
 from multi.options import Option
 from multi.processor import Processor, usable_cores
 from multi.slave import Batch, Report, Slave_context, seal, serve
-from multi.transport import Message, Payload, Transport
+from multi.transport import Message, Payload, Slave_lost, Transport
 
 INSTALL_HINT = "pip install 'multi[mpi]' (mpi4py with MPICH from PyPI)"
 LAUNCHES = ("spawn", "mpiexec", "none")
@@ -81,10 +90,33 @@ FAREWELL_SECONDS = 2.0
 ABORT_GRACE_SECONDS = 0.2
 #: Set in the environment of a program that relaunched itself under mpiexec.
 RELAUNCHED = "MULTI_MPI4PY_RELAUNCHED"
+#: How MPICH's launcher tells the survivors that a process of the job failed (where the job
+#: survives it); a spawned slave's guard tells its master so too.
+FAILED = signal.SIGUSR1
+#: What an MPI launcher sets in the environment of the processes it starts.
+LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE")
+#: MPICH's mpiexec option that lets a job go on when one of its processes ends badly.
+SURVIVE = "-disable-auto-cleanup"
+SURVIVAL_HINT = (
+    f"for the run to go on without it, launch with `mpiexec {SURVIVE} -n P+1 python app.py` "
+    "(MPICH), or start the program alone with the option launch=mpiexec, which does so"
+)
+SINGLETON_DEATH = (
+    "MPI cannot go on in a master started alone (a singleton) once one of its slaves has died: "
+    + SURVIVAL_HINT
+)
 
 
 def _mpi() -> Any:
-    """The ``mpi4py.MPI`` module (MPI is initialised when it is first imported)."""
+    """The ``mpi4py.MPI`` module (MPI is initialised when it is first imported).
+
+    Before MPI starts, a slave that mpiexec started gets a guard (see ``_guard``), and MPICH
+    is told not to wait at the end for processes that died (it would wait for ever).
+    """
+    if "mpi4py.MPI" not in sys.modules:
+        os.environ.setdefault("MPIR_CVAR_NO_COLLECTIVE_FINALIZE", "1")
+        if _under_launcher() and os.environ.get("PMI_RANK", "0") != "0":
+            _guard(int(os.environ["PMI_RANK"]))
     from mpi4py import MPI
 
     return MPI
@@ -114,44 +146,192 @@ def _out_of_band(frames: wire.Frames) -> list[pickle.PickleBuffer]:
     return [f if isinstance(f, pickle.PickleBuffer) else pickle.PickleBuffer(f) for f in frames]
 
 
+# A slave's guard -----------------------------------------------------------------------------
+
+
+def _guard(
+    rank: int, notes: str | None = None, master: str | None = None, survives: bool = False
+) -> None:
+    """Fork before MPI starts: the child goes on as the slave, the parent stays as its guard.
+
+    MPICH's launcher ends every process of a job as soon as one of its own children dies by a
+    signal, even under ``mpiexec -disable-auto-cleanup``, which survives only a plain exit. The
+    guard, the launcher's child, outlives the slave and ends with an exit status instead (128 +
+    the signal). It names the death on stderr, and for its master in a note in ``notes``, with
+    a SIGUSR1 to ``master`` ("host:pid") where it runs on the same host. A slave of mpiexec
+    learns those two from its master once MPI runs, and passes them on (``_tell_guard``).
+    Where the master ``survives`` the death, so named, the guard ends with status 0: a failed
+    process would make the status of mpiexec its own.
+    """
+    global _guard_pipe, _guard_task
+    if "mpi4py.MPI" in sys.modules or not hasattr(os, "fork"):
+        return  # MPI runs already in this process: the launcher knows it by its own pid
+    sys.stdout.flush()
+    sys.stderr.flush()
+    guard = os.getpid()
+    read, write = os.pipe()
+    task = mmap.mmap(-1, TASK.size)  # shared with the child: the command it runs, or -1
+    TASK.pack_into(task, 0, -1)
+    child = os.fork()
+    if child == 0:
+        os.close(read)
+        _guard_pipe, _guard_task = write, task
+        _die_with(guard)
+        return
+    os.close(write)
+    signal.signal(FAILED, signal.SIG_IGN)  # the launcher's news of a failure is the master's
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the slave takes Ctrl-C itself
+    signal.signal(signal.SIGTERM, lambda number, frame: os.kill(child, number))
+    while True:
+        with suppress(InterruptedError):
+            _, status = os.waitpid(child, 0)
+            break
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
+        spawned = notes is not None
+        if notes is None:  # what the slave passed on, if it did
+            os.set_blocking(read, False)
+            with suppress(OSError, ValueError):
+                notes, master = os.read(read, 4096).decode().splitlines()[:2]
+        running = TASK.unpack_from(task, 0)[0]
+        if _name_death(what, rank, running, notes, master, spawned) and survives:
+            code = 0
+    os._exit(128 - code if code < 0 else code)
+
+
+def _note_task(task_id: int) -> None:
+    """Show this slave's guard the command it runs (-1: none), for the note of its death."""
+    if _guard_task is not None:
+        TASK.pack_into(_guard_task, 0, task_id)
+
+
+def _tell_guard(notes: str, master: str) -> None:
+    """Pass on to this slave's guard, if it has one, where to note its death and whom to tell."""
+    if _guard_pipe is not None:
+        with suppress(OSError):
+            os.write(_guard_pipe, f"{notes}\n{master}\n".encode())
+
+
+def _die_with(guard: int) -> None:
+    """Let the kernel end this process when its guard ends (Linux): nothing outlives a job
+    that the launcher ends by killing the guards."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != guard:  # it ended before the kernel was told
+        os._exit(1)
+
+
+def _name_death(
+    what: str, rank: int, task: int, notes: str | None, master: str | None, spawned: bool
+) -> bool:
+    """Tell how a slave died: on stderr (where a slave of mpiexec says how to launch for the
+    job to survive it), and to its master on this host, in a note with a signal: the command
+    it ran (``task``) and how it died (True if told; else the master learns it from MPI, or
+    from the heartbeat)."""
+    hint = "" if spawned else f". Unless mpiexec runs with {SURVIVE}, this ends the MPI job: "
+    print(f"multi: {what}{hint}{'' if spawned else SURVIVAL_HINT}", file=sys.stderr, flush=True)
+    host, _, pid = (master or "").rpartition(":")
+    if notes is None or host != socket.gethostname():
+        return False
+    try:
+        with open(os.path.join(notes, f".{rank}"), "w") as note:
+            note.write(f"{task}\n{what.partition(' ')[2].partition(' ')[2]}")  # after "slave R"
+        os.replace(os.path.join(notes, f".{rank}"), os.path.join(notes, str(rank)))
+        os.kill(int(pid), FAILED)
+    except OSError:
+        return False
+    return True
+
+
 # The master's side ---------------------------------------------------------------------------
 
 
 class Mpi4py_transport(Transport):
-    """The slaves of one communicator: ranks 1 to P of the world, or the spawned ones."""
+    """The slaves of one MPI job: ranks 1 to P of the world, or slaves the master spawned,
+    one ``MPI_Comm_spawn`` each (a communicator of its own, which the master can let go of
+    when its slave dies).
+
+    A slave's death reaches the master in two ways besides the heartbeat: MPICH's launcher
+    sends the survivors SIGUSR1 where the job survives deaths (``-disable-auto-cleanup``), and
+    a spawned slave's guard (see ``_guard``) leaves a note naming how it died, and signals the
+    master too. MPI calls themselves say nothing of a dead peer.
+    """
 
     pickled = True
     heartbeats = True
 
-    def __init__(self, comm: Any, slaves: int, spawned: bool) -> None:
-        from mpi4py.util import pkl5
-
+    def __init__(
+        self, slaves: int, world: Any = None, spawn: Any = None, notes: str | None = None
+    ) -> None:
+        """Slaves of ``world`` (a duplicate of COMM_WORLD), whose guards note their deaths in
+        ``notes``, or made by ``spawn(rank, notes)``, which returns the intercommunicator of
+        one new slave."""
         MPI = _mpi()
-        self.comm = (pkl5.Intercomm if spawned else pkl5.Intracomm)(comm)
         self.slaves = slaves
-        self.spawned = spawned
-        self.offset = 1 if spawned else 0  # multi's rank = the slave's rank in comm + offset
-        self._sending: list[tuple[Any, Any]] = []  # requests, with the buffers they send
+        self.spawned = spawn is not None
+        self._spawn = spawn
+        self._world = None if world is None else _pkl5(world, spawned=False)
+        #: Each slave's communicator, and its rank there.
+        self._links: dict[int, tuple[Any, int]] = {}
+        if self._world is not None:
+            self._links = {rank: (self._world, rank) for rank in range(1, slaves + 1)}
+        self._sending: list[tuple[int, Any, Any]] = []  # rank, request, the buffers it sends
         self._work_sent: Counter[int] = Counter()  # batches sent to each slave
         self._answered: Counter[int] = Counter()  # and answered
         self._heard: dict[int, float] = {}  # when each slave last gave a sign of life
-        self._gone: set[int] = set()  # slaves given up
+        self._given_up: list[tuple[Any, int]] = []  # slaves given up alive (hung)
+        self._lost: deque[tuple[int, Slave_lost]] = deque()  # deaths not reported yet
+        self._signalled = False  # a process of the job failed, says SIGUSR1
         self._status = MPI.Status()
         self._left = False  # the slaves have been told to leave
-        if spawned:
+        #: Where slaves' guards leave word of their deaths, one file per rank.
+        self.notes = _notes_directory() if self.spawned else notes
+        #: Whether a job that loses a slave goes on (MPI cannot go on in a singleton master).
+        self.survives = _under_launcher()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(FAILED, self._on_failure_signal)
+        if self.spawned:
             _stop_at_exit(self)
 
     @property
     def ranks(self) -> Sequence[int]:
-        return [rank for rank in range(1, self.slaves + 1) if rank not in self._gone]
+        return sorted(self._links)
+
+    def start(self) -> None:
+        """Spawn the slaves, one at a time: a communicator that lost a member cannot
+        disconnect, but one of its own per slave can be let go of.
+
+        A dead slave is not replaced: after a death, MPICH's mpiexec ends the master when it
+        spawns again (most times; and a singleton master hangs in the spawn).
+        """
+        if self._spawn is not None:
+            for rank in range(1, self.slaves + 1):
+                self._links[rank] = (_pkl5(self._spawn(rank, self.notes), spawned=True), 0)
+                self._heard[rank] = time.monotonic()
 
     def end_slave(self, rank: int) -> str:
         """Give a slave up: MPI cannot stop one process of a job, so it is forgotten, and the
         job ends with the program's status at shutdown (see ``_farewell``)."""
-        self._gone.add(rank)
-        return f"(MPI rank {rank - self.offset})"
+        self._given_up.append(self._forget(rank))
+        return f"(MPI rank {self._links_rank(rank)})"
+
+    def _links_rank(self, rank: int) -> int:
+        return 0 if self.spawned else rank
+
+    def _forget(self, rank: int) -> tuple[Any, int]:
+        """Stop talking to a slave: its sends that are pending stay so for ever."""
+        self._sending = [entry for entry in self._sending if entry[0] != rank]
+        self._lost = deque(item for item in self._lost if item[0] != rank)
+        return self._links.pop(rank)
 
     def send(self, rank: int, payload: Payload) -> None:
+        if rank not in self._links:  # it died, and its loss, queued, takes this batch back
+            return
         frames = _out_of_band(payload)  # type: ignore[arg-type]
         self.traffic[rank, "sent"] += wire.size(frames)
         if self._work_sent[rank] == self._answered[rank]:  # it was idle: the clock starts now
@@ -160,35 +340,100 @@ class Mpi4py_transport(Transport):
         self._post(rank, frames, WORK)
 
     def _post(self, rank: int, obj: Any, tag: int) -> None:
-        self._sending = [(r, o) for r, o in self._sending if not r.test()[0]]
-        self._sending.append((self.comm.isend(obj, rank - self.offset, tag), obj))
+        self._sending = [entry for entry in self._sending if not entry[1].test()[0]]
+        comm, peer = self._links[rank]
+        self._sending.append((rank, comm.isend(obj, peer, tag), obj))
+
+    def _probe(self, status: Any) -> int | None:
+        """The rank of a slave with a message there (its tag in ``status``), if any."""
+        MPI = _mpi()
+        if self._world is not None:
+            try:
+                while self._world.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
+                    if status.Get_source() in self._links:
+                        return status.Get_source()  # type: ignore[no-any-return]
+                    self._world.recv(None, status.Get_source(), status.Get_tag())  # a dead one's
+            except MPI.Exception as error:  # a process failed (an MPI with ULFM says so)
+                if error.Get_error_class() != MPI.ERR_PROC_FAILED:
+                    raise
+                self._signalled = True
+            return None
+        for rank, (comm, peer) in self._links.items():
+            if comm.Iprobe(peer, MPI.ANY_TAG, status):
+                return rank
+        return None
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
-        MPI, status, comm = _mpi(), self._status, self.comm
+        status = self._status
+        found: list[int] = []
 
         def probe() -> bool:
-            """A report is there; a heartbeat is taken on the way."""
-            while comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
-                source = status.Get_source()
+            """A report is there, or news of a death; a heartbeat is taken on the way."""
+            if self._signalled:
+                return True
+            while (rank := self._probe(status)) is not None:
+                comm, peer = self._links[rank]
                 if status.Get_tag() != BEAT:
+                    found[:] = [rank]
                     return True
-                comm.recv(None, source, BEAT)
-                self._heard[source + self.offset] = time.monotonic()
+                comm.recv(None, peer, BEAT)
+                self._heard[rank] = time.monotonic()
             return False
 
-        while True:
+        while not self._lost:
             if not _wait(probe, timeout, spin=SPIN_SECONDS):
                 return None
-            source = status.Get_source()
-            frames = comm.recv(None, source, OUTCOMES)
-            rank = source + self.offset
-            if rank not in self._gone:  # (what a slave given up says comes too late)
-                break
-        report: Report = wire.loads(frames)
-        self._heard[rank] = time.monotonic()
-        self._answered[rank] += 1
-        self.traffic[rank, "received"] += wire.size(frames)
-        return rank, report
+            if self._signalled:
+                self._signalled = False
+                deaths = self._deaths()  # (which forgets the dead, and their news)
+                self._lost.extend(deaths)
+                continue
+            rank = found[0]
+            comm, peer = self._links[rank]
+            frames = comm.recv(None, peer, OUTCOMES)
+            report: Report = wire.loads(frames)
+            self._heard[rank] = time.monotonic()
+            self._answered[rank] += 1
+            self.traffic[rank, "received"] += wire.size(frames)
+            return rank, report
+        return self._lost.popleft()
+
+    def _on_failure_signal(self, number: int, frame: Any) -> None:
+        self._signalled = True
+
+    def _deaths(self) -> list[tuple[int, Slave_lost]]:
+        """The slaves that died since last asked: named by their guards' notes, or by MPI.
+
+        In a singleton master, MPI cannot go on once a slave died: every slave is lost.
+        """
+        global _singleton_broken
+        named = _notes(self.notes) if self.notes is not None else {}
+        failed = set(named) | (_failed_in(self._world) if self._world is not None else set())
+        dead = [rank for rank in self.ranks if rank in failed]
+        if not dead:
+            return []
+        reasons = {
+            rank: named[rank][1] if rank in named else f"(MPI rank {rank}) died, as MPI reports"
+            for rank in dead
+        }
+        if self.spawned and not self.survives:
+            first = f"slave {dead[0]} {reasons[dead[0]]}"
+            if _singleton_broken is None:
+                atexit.register(_end_unfinalized)  # (runs before mpi4py finalizes MPI)
+            _singleton_broken = f"{first}. {SINGLETON_DEATH}"
+            reasons = {
+                rank: f"{reasons.get(rank, f'was ended by MPI when {first}')}. {SINGLETON_DEATH}"
+                for rank in self.ranks
+            }
+        deaths = []
+        for rank, reason in reasons.items():
+            idle = self._work_sent[rank] == self._answered[rank]
+            task = named[rank][0] if rank in named and named[rank][0] >= 0 else None
+            deaths.append((rank, Slave_lost(rank, reason, task, idle=idle)))
+            comm, _ = self._forget(rank)
+            if self.spawned:  # (a communicator with a dead member cannot disconnect)
+                comm.Free()
+        return deaths
 
     def silent_for(self, rank: int) -> float | None:
         return time.monotonic() - self._heard[rank]
@@ -204,36 +449,42 @@ class Mpi4py_transport(Transport):
         before it leaves, so that no send stays pending), and wait until each has said
         goodbye. A slave that does not leave in time ends the MPI job, with ``status``: the
         program's exit status survives a slow slave."""
+        global _exit_status
         if self._left:
             return
         self._left = True
+        _exit_status = status
         _spawned_open.discard(self)
+        if threading.current_thread() is threading.main_thread():  # slaves that leave are
+            signal.signal(FAILED, signal.SIG_IGN)  # taken for failed: no news is for us now
         MPI = _mpi()
         if MPI.Is_finalized():
             return
+        if self.notes is not None:
+            shutil.rmtree(self.notes, ignore_errors=True)
         for rank in self.ranks:
             self._post(rank, self._work_sent[rank], tag)
         probe, left = MPI.Status(), set()
 
         def goodbye() -> bool:
-            while self.comm.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, probe):
-                source = probe.Get_source()
-                self.comm.recv(None, source, probe.Get_tag())  # reports nobody awaits now
+            while (rank := self._probe(probe)) is not None:
+                comm, peer = self._links[rank]
+                comm.recv(None, peer, probe.Get_tag())  # reports nobody awaits now
                 if probe.Get_tag() == BYE:
-                    left.add(source + self.offset)
+                    left.add(rank)
             return set(self.ranks) <= left
 
         def sent() -> bool:
-            self._sending = [(r, o) for r, o in self._sending if not r.test()[0]]
+            self._sending = [entry for entry in self._sending if not entry[1].test()[0]]
             return not self._sending
 
         seconds = max(timeout, FAREWELL_SECONDS)
-        if not _wait(goodbye, seconds) or not _wait(sent, seconds) or self._gone:
+        if not _wait(goodbye, seconds) or not _wait(sent, seconds) or self._given_up:
             late = ", ".join(str(rank) for rank in self.ranks if rank not in left)
             if late:
                 why = f"slave(s) {late} did not stop within {seconds:g} s"
             else:
-                why = f"slave(s) {', '.join(map(str, sorted(self._gone)))} were given up"
+                why = f"{len(self._given_up)} slave(s) were given up"
             print(
                 f"multi: {why}: ending the MPI job with status {status}",
                 file=sys.stderr,
@@ -242,11 +493,95 @@ class Mpi4py_transport(Transport):
             time.sleep(ABORT_GRACE_SECONDS)  # mpiexec forwards what was printed before the end
             # On COMM_WORLD itself: MPICH's mpiexec then exits with the status given, where an
             # abort on a duplicate of it races with the ranks it kills (status 9 at times).
-            (self.comm if self.spawned else MPI.COMM_WORLD).Abort(status)
+            MPI.COMM_WORLD.Abort(status)
         if self.spawned:
-            self.comm.Disconnect()
-        else:
-            self.comm.Free()
+            for comm, _ in self._links.values():
+                comm.Disconnect()
+        elif self._world is not None:
+            self._world.Free()
+        self._links.clear()
+
+
+def _master_address() -> str:
+    """How a slave's guard finds this master: "host:pid"."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pkl5(comm: Any, spawned: bool) -> Any:
+    """A communicator that sends pickles with their large buffers out of band."""
+    from mpi4py.util import pkl5
+
+    return (pkl5.Intercomm if spawned else pkl5.Intracomm)(comm)
+
+
+def _under_launcher() -> bool:
+    """Whether this process was started by an MPI launcher (mpiexec), not as a singleton."""
+    return any(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
+def _notes_directory() -> str:
+    """A directory for the notes of slaves' deaths, which lives as long as the master."""
+    directory = tempfile.mkdtemp(prefix="multi-mpi-deaths-")
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
+def _notes(directory: str) -> dict[int, tuple[int, str]]:
+    """What slaves' guards wrote of their deaths, by rank: the command each ran (-1: none) and
+    how it died. Each note is read once."""
+    notes = {}
+    with suppress(OSError):
+        for name in os.listdir(directory):
+            if name.isdigit():
+                path = os.path.join(directory, name)
+                with suppress(OSError, ValueError), open(path) as note:
+                    task, _, reason = note.read().partition("\n")
+                    notes[int(name)] = int(task), reason
+                    os.unlink(path)
+    return notes
+
+
+def _failed_in(world: Any) -> set[int]:
+    """The ranks of ``world`` (a duplicate of COMM_WORLD) that MPI knows have failed: through
+    ULFM where the MPI has it (Open MPI 5 under ``mpiexec --with-ft ulfm``), acknowledged so
+    that its receives from any source work again; through MPICH's ``MPIX_Comm_get_failed``
+    (on COMM_WORLD, through ctypes: mpi4py's ULFM calls are stand-ins with MPICH)."""
+    MPI = _mpi()
+    if MPI.get_vendor()[0] == "MPICH":
+        return _failed_in_mpich()
+    try:
+        group = world.Get_failed()
+        world.Ack_failed()
+    except (NotImplementedError, MPI.Exception):
+        return set()
+    return _ranks_of(group, world)
+
+
+def _failed_in_mpich() -> set[int]:
+    import ctypes
+
+    MPI = _mpi()
+    try:
+        library = ctypes.CDLL("libmpi.so.12", mode=os.RTLD_NOLOAD)
+        get_failed = library.MPIX_Comm_get_failed
+    except (OSError, AttributeError):
+        return set()
+    handle = ctypes.c_int()
+    if get_failed(ctypes.c_int(MPI._handleof(MPI.COMM_WORLD)), ctypes.byref(handle)) != 0:
+        return set()
+    return _ranks_of(MPI.Group.f2py(handle.value), MPI.COMM_WORLD)
+
+
+def _ranks_of(group: Any, comm: Any) -> set[int]:
+    """The ranks in ``comm`` of the members of ``group`` (which is freed)."""
+    MPI = _mpi()
+    whole = comm.Get_group()
+    try:
+        ranks = MPI.Group.Translate_ranks(group, list(range(group.Get_size())), whole)
+    finally:
+        group.Free()
+        whole.Free()
+    return set(ranks)
 
 
 #: Spawned slaves not told to leave yet (see ``_stop_at_exit``).
@@ -343,6 +678,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
 
     def note(task_id: int) -> None:
         (running.set if task_id >= 0 else running.clear)()
+        _note_task(task_id)
 
     def drained() -> bool:
         """Take the batches still on their way; True once all the master sent are taken."""
@@ -425,7 +761,13 @@ def _take_place(description: dict[str, Any]) -> None:
 
 
 def spawned_slave_main() -> None:
-    """The program of a slave spawned by a master started alone."""
+    """The program of a slave spawned by a master started alone, with arguments its rank, the
+    number of slaves, where to note its death, its master ("host:pid"), and whether the master
+    survives its death."""
+    global _spawned_as
+    rank, slaves, notes, master, survives = sys.argv[1:6]
+    _spawned_as = int(rank), int(slaves)
+    _guard(int(rank), notes, master, survives == "survives")
     with suppress(OSError):  # a group of its own: what its commands start, it can end
         os.setpgid(0, 0)
     MPI = _mpi()
@@ -435,13 +777,35 @@ def spawned_slave_main() -> None:
         _take_place(description)
     except OSError as exc:  # its directory is not there: modules on the path still import
         print(
-            f"multi: slave {parent.Get_rank() + 1} could not enter the master's directory: {exc}",
+            f"multi: slave {rank} could not enter the master's directory: {exc}",
             file=sys.stderr,
             flush=True,
         )
     processor = Mpi4py_processor(callback=None)
     Processor_box().processor = processor
     processor.serve()
+
+
+def _end_unfinalized() -> None:
+    """End a singleton master whose slaves died without finalising MPI, which would crash
+    there (MPICH), with the status the program gave its processor (1 if it gave none)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_exit_status or 1)
+
+
+#: Where a slave passes on to its guard what the guard needs to tell its master (``_guard``).
+_guard_pipe: int | None = None
+#: The memory this slave shares with its guard: the command it runs (``_note_task``).
+_guard_task: mmap.mmap | None = None
+#: How that memory holds the command's id.
+TASK = struct.Struct("q")
+#: The status a master last gave its slaves as it stopped them (see ``_end_unfinalized``).
+_exit_status: int | None = None
+#: The rank and number of slaves of this process, a spawned slave.
+_spawned_as: tuple[int, int] | None = None
+#: Why a master started alone cannot spawn slaves again: one died (see ``SINGLETON_DEATH``).
+_singleton_broken: str | None = None
 
 
 # The fabric ----------------------------------------------------------------------------------
@@ -492,20 +856,25 @@ class Mpi4py_processor(Processor):
         world = MPI.COMM_WORLD
         self._parent = MPI.Comm.Get_parent()
         self._comm: Any = None
+        self._notes: str | None = None  # where the guards of mpiexec's slaves note deaths
         self._spawned_slave = self._parent != MPI.COMM_NULL
         self._launched = world.Get_size() > 1 and not self._spawned_slave
         if self._spawned_slave:
-            self.process_rank = world.Get_rank() + 1
+            self.process_rank = _spawned_as[0] if _spawned_as else world.Get_rank() + 1
         elif self._launched:
             self.process_rank = world.Get_rank()
             self._comm = world.Dup()  # every rank makes the processor: the collective is safe
+            self._notes = _notes_directory() if self.process_rank == 0 else None
+            where = self._comm.bcast((self._notes, _master_address()), root=MASTER)
+            if self.process_rank != 0:
+                _tell_guard(*where)
         super().__init__(processor_size, callback, **options)
         self._served = False
 
     def slave_count(self, requested: int | None) -> int:
         world = _mpi().COMM_WORLD.Get_size()
         if self._spawned_slave:
-            return world
+            return _spawned_as[1] if _spawned_as else world
         if self._launched:
             if requested is not None and requested != world - 1 and self.process_rank == 0:
                 warnings.warn(
@@ -534,7 +903,8 @@ class Mpi4py_processor(Processor):
         sys.stdout.flush()
         sys.stderr.flush()
         os.environ[RELAUNCHED] = "1"
-        command = [mpiexec, "-n", str(slaves + 1), sys.executable, *sys.orig_argv[1:]]
+        survive = [SURVIVE] if _mpi().get_vendor()[0] == "MPICH" else []
+        command = [mpiexec, *survive, "-n", str(slaves + 1), sys.executable, *sys.orig_argv[1:]]
         os.execv(mpiexec, command)
 
     # The slave's side --------------------------------------------------------------------
@@ -566,10 +936,13 @@ class Mpi4py_processor(Processor):
                     "they cannot be started again"
                 )
             comm, self._comm = self._comm, None
-            return Mpi4py_transport(comm, self._processor_size, spawned=False)
-        return Mpi4py_transport(self._spawn(), self._processor_size, spawned=True)
+            return Mpi4py_transport(self._processor_size, world=comm, notes=self._notes)
+        if _singleton_broken is not None:
+            raise MultiError(f"no slave can be spawned again: {_singleton_broken}")
+        return Mpi4py_transport(self._processor_size, spawn=self._spawn)
 
-    def _spawn(self) -> Any:
+    def _spawn(self, rank: int, notes: str) -> Any:
+        """Start the slave of one rank, in a job of its own under its guard."""
         MPI = _mpi()
         path = os.environ.get("PATH", "")
         if MPI.get_vendor()[0] == "MPICH":  # its singleton start runs mpiexec from PATH
@@ -579,13 +952,14 @@ class Mpi4py_processor(Processor):
             f"import sys; sys.path.insert(0, {package!r}); "
             "from multi.mpi4py_processor import spawned_slave_main; spawned_slave_main()"
         )
+        master = _master_address()
+        survives = "survives" if _under_launcher() else "ends"
+        arguments = ["-c", code, str(rank), str(self._processor_size), notes, master, survives]
         try:
-            comm = MPI.COMM_SELF.Spawn(sys.executable, ["-c", code], self._processor_size)
+            comm = MPI.COMM_SELF.Spawn(sys.executable, arguments, 1)
         finally:
             os.environ["PATH"] = path
-        description = _main_description()
-        for slave in range(self._processor_size):
-            comm.send(description, slave, SETUP)
+        comm.send(_main_description(), 0, SETUP)
         return comm
 
     def abort(self) -> None:

@@ -43,7 +43,7 @@ from typing import Any
 from multi import descriptors, wire
 from multi.application import Processor_box
 from multi.channel import Channel, Undecodable
-from multi.errors import Failure, UnpicklableError
+from multi.errors import Failure, UnpicklableError, ending
 from multi.logs import Log_forwarding
 from multi.options import Option
 from multi.processor import Processor
@@ -223,7 +223,7 @@ class Multiprocessing_transport(Transport):
         """Name how a slave ended, and the command it was running."""
         task = self.task[rank]
         slave = self._retire(rank)
-        reason = f"{slave.name()} {_ending(slave.process.exitcode)}"
+        reason = f"{slave.name()} {ending(slave.process.exitcode)}"
         output = descriptors.read_left(self.output_directory, rank) if task >= 0 else None
         return Slave_lost(rank, reason, task if task >= 0 else None, idle=task < 0, output=output)
 
@@ -302,18 +302,6 @@ def _kill_group(process: BaseProcess) -> None:
     except ProcessLookupError:
         if process.exitcode is None:
             process.kill()
-
-
-def _ending(exitcode: int | None) -> str:
-    if exitcode is None:
-        return "stopped answering"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"was killed by signal {-exitcode} ({name})"
-    return f"exited with status {exitcode}"
 
 
 # The slave process --------------------------------------------------------------------------

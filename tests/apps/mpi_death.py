@@ -1,0 +1,33 @@
+"""A slave dies mid-command (SIGKILL or a segfault), under each launch of the mpi4py fabric:
+
+    python tests/apps/mpi_death.py MARKER SIGNAL SLAVES                 # spawned, singleton
+    mpiexec -disable-auto-cleanup -n 1 python tests/apps/mpi_death.py MARKER SIGNAL SLAVES
+    mpiexec [-disable-auto-cleanup] -n 3 python tests/apps/mpi_death.py MARKER SIGNAL -1
+
+The seventh of twelve commands kills its slave the first time it runs (noted in MARKER). The
+master prints what every command returned and how many were retried.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from multi import Application_callback, Processor_box, load_multiprocessor
+from tests import workloads as w
+
+
+class Main:
+    def run(self):
+        processor = Processor_box().processor
+        memo = w.Record()
+        for i in range(12):
+            command = w.Die_once(sys.argv[1], int(sys.argv[2]), index=i) if i == 6 else w.Square(i)
+            processor.add_to_queue(command, memo)
+        processor.run_queue()
+        print([value for _, value in memo.values], processor.last_run.retries, flush=True)
+
+
+if __name__ == "__main__":
+    slaves = int(sys.argv[3])
+    load_multiprocessor("mpi4py", Application_callback(Main()), slaves, verbosity=0).run()
