@@ -60,7 +60,7 @@ from multi.processor import Processor, usable_cores
 from multi.slave import Batch, Report, Slave_context, seal, serve
 from multi.transport import Message, Payload, Slave_lost, Transport
 
-INSTALL_HINT = "pip install 'multi[mpi]' (mpi4py with MPICH from PyPI)"
+INSTALL_HINT = "pip install 'multi-fabric[mpi]' (mpi4py with MPICH from PyPI)"
 LAUNCHES = ("spawn", "mpiexec", "none")
 HOW_TO_LAUNCH = (
     "launch the program with P slaves as `mpiexec -n P+1 python app.py ...`, or start it "
@@ -666,7 +666,8 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
             return None
         batches["received"] += 1
         try:
-            return wire.loads(payload)
+            batch: Batch = wire.loads(payload)
+            return batch
         except Exception as exc:  # the batch arrived, but does not unpickle here
             return exc
 
@@ -735,7 +736,7 @@ def _end_own_group() -> None:
 
 def _tested(lock: threading.Lock, request: Any) -> bool:
     with lock:
-        return request.test()[0]
+        return bool(request.test()[0])
 
 
 # Slaves spawned by a master started alone ----------------------------------------------------
@@ -872,7 +873,7 @@ class Mpi4py_processor(Processor):
         self._served = False
 
     def slave_count(self, requested: int | None) -> int:
-        world = _mpi().COMM_WORLD.Get_size()
+        world: int = _mpi().COMM_WORLD.Get_size()
         if self._spawned_slave:
             return _spawned_as[1] if _spawned_as else world
         if self._launched:
