@@ -79,9 +79,13 @@ def _control(obj: Any) -> list[bytes]:
     return [pickle.dumps(obj, protocol=wire.PROTOCOL)]
 
 
-def _wait(pvm: Pvm, seconds: float | None) -> None:
-    """Sleep until something arrives on PVM's sockets, or ``seconds`` pass."""
-    select.select(pvm.fds(), [], [], seconds)
+def _wait(pvm: Pvm, seconds: float | None, wake: int | None = None) -> None:
+    """Sleep until something arrives on PVM's sockets, or on ``wake`` (another thread's word
+    that libpvm may have taken in a message), or ``seconds`` pass."""
+    readable, _, _ = select.select([*pvm.fds(), *([] if wake is None else [wake])], [], [], seconds)
+    if wake is not None and wake in readable:
+        with suppress(BlockingIOError):
+            os.read(wake, 4096)
 
 
 @dataclass(slots=True)
@@ -391,10 +395,12 @@ def slave_main() -> None:
     watcher = _Watcher(pvm, master)
 
     def receive() -> Batch | Exception | None:
+        spin_until = time.perf_counter() + SPIN_SECONDS
         while True:
             message = pvm.receive()
             if message is None:
-                _wait(pvm, None)
+                if time.perf_counter() >= spin_until:
+                    _wait(pvm, None, watcher.wake)
             elif message.tag == WORK:
                 try:
                     return wire.loads(message.frames)  # type: ignore[no-any-return]
@@ -462,10 +468,15 @@ def _end_own_group(signum: int = signal.SIGKILL, frame: Any = None) -> None:
 
 
 class _Watcher:
-    """A thread that, while the slave's main thread runs a command, says which command it is
-    (once it has run ``WATCH_SECONDS``), beats every ``BEAT_SECONDS`` of silence, and ends
-    the slave's process group once its master is gone. When no command runs, the main thread
-    waits on PVM itself and sees the master go."""
+    """A thread that, while the slave's main thread runs commands, says which command runs
+    (once it has run ``WATCH_SECONDS``), beats every ``BEAT_SECONDS`` of silence, and ends the
+    slave's process group once its master is gone. When no command runs, the main thread waits
+    on PVM itself and sees the master go.
+
+    libpvm takes in every message that has arrived whenever it is called: after its calls the
+    watcher writes to a pipe (``wake``) that the main thread waits on beside PVM's sockets, so
+    that a batch it took in is not left waiting while the main thread sleeps.
+    """
 
     def __init__(self, pvm: Pvm, master: int) -> None:
         self.pvm = pvm
@@ -474,19 +485,21 @@ class _Watcher:
         self.started = 0.0
         self.noted = -1
         self.said = time.monotonic()  # when the slave last sent the master anything
-        self.busy = threading.Event()
+        self.busy = threading.Event()  # set when a command starts; cleared by the watcher
         self.finished = False
+        self.wake, self._poke = os.pipe()
+        os.set_blocking(self.wake, False)
+        os.set_blocking(self._poke, False)
         self.thread = threading.Thread(target=self._watch, name="multi-pvm-watcher", daemon=True)
         self.thread.start()
 
     def note(self, task: int) -> None:
-        """The main thread starts a command (or ends one: -1)."""
+        """The main thread starts a command (or has finished a batch: -1). The watcher wakes
+        once for a stretch of commands, not once per batch."""
         self.started = time.monotonic()
         self.task = task
-        if task >= 0:
+        if task >= 0 and not self.busy.is_set():
             self.busy.set()
-        else:
-            self.busy.clear()
 
     def sent(self) -> None:
         self.said = time.monotonic()
@@ -495,16 +508,21 @@ class _Watcher:
         self.finished = True
         self.busy.set()
         self.thread.join()
+        os.close(self.wake)
+        os.close(self._poke)
 
     def _watch(self) -> None:
         pvm, master = self.pvm, self.master
         while True:
             self.busy.wait()
-            if self.finished:
-                return
             time.sleep(WATCH_SECONDS)
             task, started, now = self.task, self.started, time.monotonic()
-            if task < 0 or self.finished:
+            if self.finished:
+                return
+            if task < 0:  # idle again: sleep until a command starts
+                self.busy.clear()
+                if self.task >= 0:  # (one started meanwhile)
+                    self.busy.set()
                 continue
             if pvm.receive(-1, MASTER_GONE) is not None:
                 _end_own_group()
@@ -515,6 +533,8 @@ class _Watcher:
             elif now - self.said >= BEAT_SECONDS:
                 pvm.send(master, BEAT)
                 self.said = now
+            with suppress(BlockingIOError):
+                os.write(self._poke, b"\0")
 
 
 # The fabric ---------------------------------------------------------------------------------
