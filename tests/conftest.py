@@ -86,6 +86,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("fabric", FABRICS + missing)
 
 
+@pytest.fixture(params=["multiprocessing", "pvm"])
+def replacing_fabric(request: pytest.FixtureRequest) -> str:
+    """Each fabric whose slaves are processes that the master replaces (skipped where it cannot
+    run here)."""
+    if request.param in MISSING:
+        pytest.skip(f"{request.param} is not available: {MISSING[request.param]}")
+    return request.param  # type: ignore[no-any-return]
+
+
 def slaves_for(fabric: str, wanted: int = SLAVES) -> int:
     """The processor_size to ask of a fabric: -1 (its only slave) for uni."""
     return -1 if fabric == "uni" else wanted

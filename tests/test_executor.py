@@ -337,12 +337,9 @@ def test_ctrl_c_ends_an_executor_program_and_every_slave(kind: str, tmp_path: Pa
     assert survivors(processes) == []
 
 
-@pytest.mark.parametrize("kind", ["multiprocessing", "pvm"])
 def test_a_program_that_forgets_shutdown_still_gets_its_calls_run(
-    kind: str, tmp_path: Path
+    replacing_fabric: str, tmp_path: Path
 ) -> None:
-    if kind in MISSING:
-        pytest.skip(f"{kind} is not available: {MISSING[kind]}")
     script = tmp_path / "forgetful.py"
     script.write_text(
         textwrap.dedent(
@@ -362,7 +359,10 @@ def test_a_program_that_forgets_shutdown_still_gets_its_calls_run(
     )
     mark = tmp_path / "mark"
     result = subprocess.run(
-        [sys.executable, str(script), str(mark), kind], capture_output=True, text=True, timeout=60
+        [sys.executable, str(script), str(mark), replacing_fabric],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert mark.read_text() == "ran"

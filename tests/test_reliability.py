@@ -22,7 +22,7 @@ from multi import (
 )
 from multi.multiprocessing_processor import Multiprocessing_processor
 from tests import workloads as w
-from tests.conftest import MISSING, PLUGIN_FABRIC, run_master
+from tests.conftest import PLUGIN_FABRIC, run_master
 
 
 def values(memo: w.Record) -> list[Any]:
@@ -198,12 +198,9 @@ def test_a_command_that_always_interrupts_its_slave_fails_after_its_retries(
     assert delivered == [4, 9]
 
 
-@pytest.mark.parametrize("kind", ["multiprocessing", "pvm"])
 def test_a_slave_that_stops_answering_is_replaced_after_the_liveness_bound(
-    kind: str, tmp_path: Path
+    replacing_fabric: str, tmp_path: Path
 ) -> None:
-    if kind in MISSING:
-        pytest.skip(f"{kind} is not available: {MISSING[kind]}")
 
     def body(processor: Any) -> tuple[list[Any], Any]:
         memo = w.Record()
@@ -213,15 +210,14 @@ def test_a_slave_that_stops_answering_is_replaced_after_the_liveness_bound(
         processor.run_queue()
         return values(memo), processor.last_run
 
-    delivered, last_run = run_master(kind, body, liveness=1.5)
+    delivered, last_run = run_master(replacing_fabric, body, liveness=1.5)
     assert delivered == [0, 1, ("survived", 2), 9, 16, 25]
     assert last_run.retries == 1 and sum(s.lost for s in last_run.slaves.values()) == 1
 
 
-@pytest.mark.parametrize("kind", ["multiprocessing", "pvm"])
-def test_a_slave_idle_for_longer_than_the_liveness_bound_is_not_taken_for_hung(kind: str) -> None:
-    if kind in MISSING:
-        pytest.skip(f"{kind} is not available: {MISSING[kind]}")
+def test_a_slave_idle_for_longer_than_the_liveness_bound_is_not_taken_for_hung(
+    replacing_fabric: str,
+) -> None:
 
     def body(processor: Any) -> int:
         for _ in range(2):
@@ -233,7 +229,7 @@ def test_a_slave_idle_for_longer_than_the_liveness_bound_is_not_taken_for_hung(k
         processor.run_queue()
         return sum(slave.lost for slave in processor.totals.slaves.values())
 
-    assert run_master(kind, body, liveness=1.5) == 0
+    assert run_master(replacing_fabric, body, liveness=1.5) == 0
 
 
 def test_a_failed_run_after_large_batches_leaves_no_thread(fabric: str) -> None:
