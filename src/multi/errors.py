@@ -63,11 +63,9 @@ class SlaveDiedError(MultiError):
 class BrokenProcessorError(SlaveDiedError):
     """Every slave was lost for good: nothing is left to run commands on."""
 
-    def __init__(self, command: str, reason: str) -> None:
-        MultiError.__init__(
-            self,
-            f"no slave is left to run {command}: {reason}; the next run_queue starts new slaves",
-        )
+    def __init__(self, command: str, reason: str, restartable: bool = True) -> None:
+        then = "; the next run_queue starts new slaves" if restartable else ""
+        MultiError.__init__(self, f"no slave is left to run {command}: {reason}{then}")
         self.rank = 0
         self.reason = reason
         self.command = command

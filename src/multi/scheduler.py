@@ -374,7 +374,10 @@ class Scheduler:
         run.returned.clear()
         run.fresh = run.count
         for index in waiting:
-            self._fail(run, index, BrokenProcessorError(describe(run.commands[index]), reason))
+            error = BrokenProcessorError(
+                describe(run.commands[index]), reason, restartable=self.transport.replaceable
+            )
+            self._fail(run, index, error)
 
     # Deadlines: timeouts and liveness ----------------------------------------------------
 
