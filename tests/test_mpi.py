@@ -217,7 +217,8 @@ def test_under_plain_mpiexec_a_dead_slave_ends_the_job_saying_how_to_survive(
     tmp_path: Path, signal_number: int
 ) -> None:
     result = under_mpiexec(DEATH, str(tmp_path / "died"), str(signal_number), "-1")
-    assert "survived" not in result.stdout
+    # (Whether the master retried the command before mpiexec ended the job is a race: the
+    # job ends some 0.4 s after the death, which the master may or may not outrun.)
     assert re.search(f"multi: {named(signal_number)}", result.stderr), result.stderr
     assert f"mpiexec {SURVIVE} -n P+1 python app.py" in result.stderr
     assert result.returncode != 0  # (MPICH's mpiexec says 9 most times, at times 137 or 255)
