@@ -58,6 +58,7 @@ from multi.logs import Log_forwarding
 from multi.options import Option
 from multi.processor import Processor, usable_cores
 from multi.slave import Batch, Report, Slave_context, seal, serve
+from multi.slave_process import end_with_parent, master_place, program, take_place
 from multi.transport import Message, Payload, Slave_lost, Transport
 
 INSTALL_HINT = "pip install 'multi-fabric[mpi]' (mpi4py with MPICH from PyPI)"
@@ -218,10 +219,7 @@ def _die_with(guard: int) -> None:
     that the launcher ends by killing the guards."""
     if sys.platform != "linux":
         return
-    import ctypes
-
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    end_with_parent()
     if os.getppid() != guard:  # it ended before the kernel was told
         os._exit(1)
 
@@ -742,25 +740,6 @@ def _tested(lock: threading.Lock, request: Any) -> bool:
 # Slaves spawned by a master started alone ----------------------------------------------------
 
 
-def _main_description() -> dict[str, Any]:
-    """What a spawned slave needs to import what the master imports by name: its module path,
-    its directory and its arguments. Not its main module, which the slave never runs: what it
-    defines travels by value (see ``multi.wire``)."""
-    cwd = os.getcwd()
-    return {
-        "sys_path": [cwd if entry == "" else entry for entry in sys.path],
-        "cwd": cwd,
-        "argv": list(sys.argv),
-    }
-
-
-def _take_place(description: dict[str, Any]) -> None:
-    """Stand where the master stands: its module path, directory and arguments."""
-    sys.path[:] = description["sys_path"]
-    sys.argv[:] = description["argv"]
-    os.chdir(description["cwd"])
-
-
 def spawned_slave_main() -> None:
     """The program of a slave spawned by a master started alone, with arguments its rank, the
     number of slaves, where to note its death, its master ("host:pid"), and whether the master
@@ -773,15 +752,7 @@ def spawned_slave_main() -> None:
         os.setpgid(0, 0)
     MPI = _mpi()
     parent = MPI.Comm.Get_parent()
-    description = parent.recv(None, MASTER, SETUP)
-    try:
-        _take_place(description)
-    except OSError as exc:  # its directory is not there: modules on the path still import
-        print(
-            f"multi: slave {rank} could not enter the master's directory: {exc}",
-            file=sys.stderr,
-            flush=True,
-        )
+    take_place(parent.recv(None, MASTER, SETUP), f"slave {rank}")
     processor = Mpi4py_processor(callback=None)
     Processor_box().processor = processor
     processor.serve()
@@ -948,19 +919,17 @@ class Mpi4py_processor(Processor):
         path = os.environ.get("PATH", "")
         if MPI.get_vendor()[0] == "MPICH":  # its singleton start runs mpiexec from PATH
             os.environ["PATH"] = _mpich_launcher() + os.pathsep + path
-        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = (
-            f"import sys; sys.path.insert(0, {package!r}); "
-            "from multi.mpi4py_processor import spawned_slave_main; spawned_slave_main()"
-        )
         master = _master_address()
         survives = "survives" if _under_launcher() else "ends"
-        arguments = ["-c", code, str(rank), str(self._processor_size), notes, master, survives]
+        arguments = [
+            *program("multi.mpi4py_processor:spawned_slave_main"),
+            *(str(rank), str(self._processor_size), notes, master, survives),
+        ]
         try:
             comm = MPI.COMM_SELF.Spawn(sys.executable, arguments, 1)
         finally:
             os.environ["PATH"] = path
-        comm.send(_main_description(), 0, SETUP)
+        comm.send(master_place(), 0, SETUP)
         return comm
 
     def abort(self) -> None:

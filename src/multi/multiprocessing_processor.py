@@ -43,11 +43,12 @@ from typing import Any
 from multi import descriptors, wire
 from multi.application import Processor_box
 from multi.channel import Channel, Undecodable
-from multi.errors import Failure, UnpicklableError, ending
+from multi.errors import ending
 from multi.logs import Log_forwarding
 from multi.options import Option
 from multi.processor import Processor
-from multi.slave import Batch, Report, Slave_context, seal, serve
+from multi.slave import Batch, Report, Slave_context, seal, serve, unreadable_on_master
+from multi.slave_process import end_with_parent
 from multi.transport import Message, Payload, Slave_lost, Transport
 
 START_METHODS = ("forkserver", "spawn", "fork")
@@ -213,10 +214,7 @@ class Multiprocessing_transport(Transport):
 
     def _report(self, rank: int, message: Any) -> Report:
         if isinstance(message, Undecodable):
-            error = UnpicklableError(
-                f"the report of slave {rank} does not unpickle on the master: {message.error}"
-            )
-            return Report(rank, [], 0, [], unreadable=Failure(error, "On the master:", rank))
+            return unreadable_on_master(rank, message.error)
         return message  # type: ignore[no-any-return]
 
     def _lost(self, rank: int) -> Slave_lost:
@@ -377,11 +375,7 @@ def _watch_master(rank: int, heartbeat: Any, sock: socket.socket) -> None:
     The parent is no sign: with forkserver it is the fork server, which lives as long as any
     slave does.
     """
-    if sys.platform == "linux":  # the kernel ends this process if the watch cannot run
-        with suppress(OSError, AttributeError):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    end_with_parent()  # (the kernel ends this process if the watch cannot run)
     hangup = select.poll()
     hangup.register(sock.fileno(), select.POLLHUP)  # never the data, which the slave reads
 

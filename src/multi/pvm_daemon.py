@@ -27,6 +27,7 @@ from functools import cache
 from pathlib import Path
 
 from multi.pvm_binding import INSTALL_HINT, allow_root
+from multi.slave_process import program
 
 #: Debian's name for the daemon (other builds install ``pvmd3`` under ``$PVM_ROOT/lib``).
 DAEMONS = ("pvmd", "pvmd3")
@@ -94,20 +95,15 @@ class Own_daemon:
     """A daemon started for one master, halted when the master ends (see the module)."""
 
     def __init__(self, hostfile: str | None = None) -> None:
-        program = find_daemon()
+        daemon = find_daemon()
         self.directory = own_directory()
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         environment = dict(os.environ, PVM_TMP=self.directory)
         environment.pop("PVM_VMID", None)
         allow_root(environment)
-        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = (
-            f"import sys; sys.path.insert(0, {package!r}); "
-            "from multi.pvm_daemon import guard; guard()"
-        )
-        arguments = [program] + ([os.path.abspath(hostfile)] if hostfile else [])
+        arguments = [daemon] + ([os.path.abspath(hostfile)] if hostfile else [])
         self.guardian = subprocess.Popen(
-            [sys.executable, "-c", code, self.directory, *arguments],
+            [sys.executable, *program("multi.pvm_daemon:guard"), self.directory, *arguments],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=environment,

@@ -41,14 +41,15 @@ from typing import Any
 
 from multi import descriptors, wire
 from multi.application import Processor_box
-from multi.errors import Failure, MultiError, UnpicklableError
+from multi.errors import MultiError
 from multi.logs import Log_forwarding
 from multi.options import Option, one_of, path_or_none
 from multi.processor import Processor
 from multi.pvm_binding import Message as Pvm_message
 from multi.pvm_binding import Pvm, library
 from multi.pvm_daemon import Own_daemon, find_daemon, running_daemon
-from multi.slave import Batch, Report, Slave_context, seal, serve
+from multi.slave import Batch, Report, Slave_context, seal, serve, unreadable_on_master
+from multi.slave_process import end_with_parent, master_place, program, take_place
 from multi.transport import Message, Payload, Slave_lost, Transport
 
 SETUP, WORK, STOP, OUTCOMES, NOTE, BEAT, HELLO, EXITED, MASTER_GONE = range(1, 10)
@@ -168,12 +169,7 @@ class Pvm_transport(Transport):
 
     def replace(self, rank: int) -> None:
         pvm = self._pvm()
-        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = (
-            f"import sys; sys.path.insert(0, {package!r}); "
-            "from multi.pvm_processor import slave_main; slave_main()"
-        )
-        tid = pvm.spawn(sys.executable, ["-c", code])
+        tid = pvm.spawn(sys.executable, program("multi.pvm_processor:slave_main"))
         pvm.notify_exit(EXITED, [tid])
         pvm.send(tid, SETUP, _control(self._description(rank)))
         self._slaves[rank] = _Slave(tid, heard=time.monotonic())
@@ -181,14 +177,11 @@ class Pvm_transport(Transport):
 
     def _description(self, rank: int) -> dict[str, Any]:
         """What a slave needs to stand where the master stands and serve it."""
-        cwd = os.getcwd()
         return {
             "rank": rank,
             "slaves": self.slaves,
             "fabric": wire.dumps(type(self.processor)),
-            "sys_path": [cwd if entry == "" else entry for entry in sys.path],
-            "cwd": cwd,
-            "argv": list(sys.argv),
+            "place": master_place(),
             "host": self.host,
             "output_directory": self.output_directory,
             "log_level": logging.getLogger().getEffectiveLevel(),
@@ -256,11 +249,7 @@ class Pvm_transport(Transport):
         try:
             report: Report = wire.loads(frames)
         except Exception as exc:
-            error = UnpicklableError(
-                f"the report of slave {rank} does not unpickle on the master: "
-                f"{type(exc).__name__}: {exc}"
-            )
-            return Report(rank, [], 0, [], unreadable=Failure(error, "On the master:", rank))
+            return unreadable_on_master(rank, exc)
         if report.lost is not None:  # the slave ends after this report: forget it now
             self._forget(rank)
         return report
@@ -364,7 +353,7 @@ def slave_main() -> None:
     """The program of a slave task: serve the master until it says stop, or is gone."""
     with suppress(OSError):  # a group of its own: what its commands start, it can end
         os.setpgid(0, 0)
-    _end_with_daemon()
+    end_with_parent()  # (its parent is the daemon)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the master
     signal.signal(signal.SIGTERM, _end_own_group)  # the daemon halts, or kills this task
     pvm = Pvm()
@@ -380,8 +369,8 @@ def slave_main() -> None:
         _leave(pvm)
         return
     pvm.route_directly(description["direct"])
-    _take_place(description)
     rank, slaves = description["rank"], description["slaves"]
+    take_place(description["place"], f"pvm slave {rank}")
     cls: type[Pvm_processor] = wire.loads(description["fabric"])
     processor = cls(processor_size=slaves, callback=None)
     Processor_box().processor = processor
@@ -435,25 +424,6 @@ def _setup(pvm: Pvm, master: int) -> dict[str, Any] | None:
             return pickle.loads(message.frames[0])  # type: ignore[no-any-return]
         elif message.tag in (MASTER_GONE, STOP):
             return None
-
-
-def _end_with_daemon() -> None:
-    """Have the kernel end this task if its parent, the daemon, ends (Linux)."""
-    if sys.platform == "linux":
-        with suppress(OSError, AttributeError):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _take_place(description: dict[str, Any]) -> None:
-    """Stand where the master stands: its module path, directory and arguments."""
-    sys.path[:] = description["sys_path"]
-    sys.argv[:] = description["argv"]
-    try:
-        os.chdir(description["cwd"])
-    except OSError as exc:  # another host without that directory: modules on the path import
-        print(f"multi: a pvm slave could not enter the master's directory: {exc}", file=sys.stderr)
 
 
 def _leave(pvm: Pvm) -> None:

@@ -279,6 +279,15 @@ UNREADABLE_ADVICE = (
 )
 
 
+def unreadable_on_master(rank: int, error: Exception) -> Report:
+    """The report of a slave that arrived whole but does not unpickle on the master."""
+    exc = UnpicklableError(
+        f"the report of slave {rank} does not unpickle on the master: "
+        f"{type(error).__name__}: {error}"
+    )
+    return Report(rank, [], 0, [], unreadable=Failure(exc, "On the master:", rank))
+
+
 def unreadable(context: Slave_context, error: Exception) -> Report:
     """The report of a batch that could not be rebuilt: a failure for each of its commands."""
     exc = UnpicklableError(
