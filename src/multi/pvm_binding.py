@@ -29,7 +29,7 @@ INSTALL_HINT = "install PVM 3 (Debian, Ubuntu: apt-get install pvm)"
 
 # From pvm3.h.
 DATA_IN_PLACE = 2
-TASK_DEFAULT, TASK_HOST = 0, 1
+TASK_DEFAULT = 0  # pvm_spawn: PVM places the task on its hosts in turn
 TASK_EXIT = 1  # pvm_notify: a task ended
 ROUTE, ROUTE_DIRECT, DONT_ROUTE = 1, 3, 1  # pvm_setopt
 NO_PARENT = -23
@@ -132,7 +132,6 @@ def library() -> ctypes.CDLL:
         ),
         "pvm_notify": (c_int, c_int, c_int, p_int),
         "pvm_kill": (c_int,),
-        "pvm_sendsig": (c_int, c_int),
         "pvm_getfds": (ctypes.POINTER(p_int),),
         "pvm_initsend": (c_int,),
         "pvm_pkint": (p_int, c_int, c_int),
@@ -142,8 +141,6 @@ def library() -> ctypes.CDLL:
         "pvm_bufinfo": (c_int, p_int, p_int, p_int),
         "pvm_upkint": (p_int, c_int, c_int),
         "pvm_upkbyte": (ctypes.c_void_p, c_int, c_int),
-        "pvm_freebuf": (c_int,),
-        "pvm_tidtohost": (c_int,),
     }
     for function, argtypes in signatures.items():
         getattr(lib, function).argtypes = argtypes
@@ -195,14 +192,14 @@ class Pvm:
             code = self.lib.pvm_setopt(ROUTE, ROUTE_DIRECT if direct else DONT_ROUTE)
         _checked("pvm_setopt", code)
 
-    def spawn(self, program: str, arguments: Sequence[str], where: str | None = None) -> int:
-        """Start one task running ``program arguments...``; its id."""
+    def spawn(self, program: str, arguments: Sequence[str]) -> int:
+        """Start one task running ``program arguments...``, where PVM places it; its id."""
         argv = (ctypes.c_char_p * (len(arguments) + 1))(*(a.encode() for a in arguments), None)
         tid = ctypes.c_int(0)
-        flag = TASK_DEFAULT if where is None else TASK_HOST
-        host = None if where is None else where.encode()
         with self.lock:
-            started = self.lib.pvm_spawn(program.encode(), argv, flag, host, 1, ctypes.byref(tid))
+            started = self.lib.pvm_spawn(
+                program.encode(), argv, TASK_DEFAULT, None, 1, ctypes.byref(tid)
+            )
         if started < 0:
             raise Pvm_error("pvm_spawn", started)
         if started == 0:
@@ -219,15 +216,6 @@ class Pvm:
         """End a task (its daemon sends it SIGTERM); an unknown task is no error."""
         with self.lock:
             self.lib.pvm_kill(tid)
-
-    def signal(self, tid: int, number: int) -> None:
-        with self.lock:
-            self.lib.pvm_sendsig(tid, number)
-
-    def host_of(self, tid: int) -> int:
-        """The id of the daemon (host) where a task runs."""
-        with self.lock:
-            return _checked("pvm_tidtohost", self.lib.pvm_tidtohost(tid))
 
     def fds(self) -> list[int]:
         """The descriptors on which messages for this task arrive (to ``select`` on)."""

@@ -80,6 +80,21 @@ def _control(obj: Any) -> list[bytes]:
     return [pickle.dumps(obj, protocol=wire.PROTOCOL)]
 
 
+def _next(pvm: Pvm, seconds: float | None, wake: int | None = None) -> Pvm_message | None:
+    """The next message: looked for in a tight loop for ``SPIN_SECONDS`` (a quick answer costs
+    no sleep and wake-up), then waited for in the kernel; None once ``seconds`` have passed."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    spin_until = time.perf_counter() + SPIN_SECONDS
+    while (message := pvm.receive()) is None:
+        if time.perf_counter() < spin_until:
+            continue
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return None
+        _wait(pvm, left, wake)
+    return message
+
+
 def _wait(pvm: Pvm, seconds: float | None, wake: int | None = None) -> None:
     """Sleep until something arrives on PVM's sockets, or on ``wake`` (another thread's word
     that libpvm may have taken in a message), or ``seconds`` pass."""
@@ -207,20 +222,14 @@ class Pvm_transport(Transport):
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         pvm = self._pvm()
         deadline = None if timeout is None else time.monotonic() + timeout
-        spin_until = time.perf_counter() + SPIN_SECONDS
         while True:
-            message = pvm.receive()
-            if message is not None:
-                taken = self._take(message)
-                if taken is not None:
-                    return taken
-                continue
-            if time.perf_counter() < spin_until:
-                continue
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            message = _next(pvm, left)
+            if message is None:
                 return None
-            _wait(pvm, left)
+            taken = self._take(message)
+            if taken is not None:
+                return taken
 
     def _take(self, message: Pvm_message) -> tuple[int, Message] | None:
         """What a message says: a report or a lost slave for the engine, else None."""
@@ -318,10 +327,8 @@ class Pvm_transport(Transport):
         pvm = self._pvm()
         deadline = time.monotonic() + timeout
         while self._slaves and (left := deadline - time.monotonic()) > 0:
-            message = pvm.receive()
-            if message is None:
-                _wait(pvm, left)
-            elif message.tag == EXITED and message.ints[0] in self._ranks:
+            message = _next(pvm, left)
+            if message is not None and message.tag == EXITED and message.ints[0] in self._ranks:
                 self._forget(self._ranks[message.ints[0]])
         for slave in list(self._slaves.values()):
             self._end(slave)
@@ -384,13 +391,10 @@ def slave_main() -> None:
     watcher = _Watcher(pvm, master)
 
     def receive() -> Batch | Exception | None:
-        spin_until = time.perf_counter() + SPIN_SECONDS
         while True:
-            message = pvm.receive()
-            if message is None:
-                if time.perf_counter() >= spin_until:
-                    _wait(pvm, None, watcher.wake)
-            elif message.tag == WORK:
+            message = _next(pvm, None, watcher.wake)
+            assert message is not None  # (no time limit)
+            if message.tag == WORK:
                 try:
                     return wire.loads(message.frames)  # type: ignore[no-any-return]
                 except Exception as exc:  # the batch arrived, but does not unpickle here
@@ -409,18 +413,15 @@ def slave_main() -> None:
         context.descriptors.close()
         if own_output is not None:
             shutil.rmtree(own_output, ignore_errors=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
         _leave(pvm)
 
 
 def _setup(pvm: Pvm, master: int) -> dict[str, Any] | None:
     """The master's description of this slave's place, or None if it is gone first."""
     while True:
-        message = pvm.receive()
-        if message is None:
-            _wait(pvm, None)
-        elif message.tag == SETUP:
+        message = _next(pvm, None)
+        assert message is not None  # (no time limit)
+        if message.tag == SETUP:
             return pickle.loads(message.frames[0])  # type: ignore[no-any-return]
         elif message.tag in (MASTER_GONE, STOP):
             return None
