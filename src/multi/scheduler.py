@@ -201,7 +201,7 @@ class Scheduler:
         commands = run.commands
         batch = (indices, _pick(commands, indices))
         nbytes = 0
-        peer = self._peers.setdefault(rank, sent_code.Peer())
+        peer = self._peer(rank)
         if transport.pickled:
             try:
                 payload = wire.dumps(batch, peer)
@@ -232,6 +232,13 @@ class Scheduler:
             self.timeline.sent(rank, indices, nbytes)
         return indices
 
+    def _peer(self, rank: int) -> sent_code.Peer:
+        """What the slave of ``rank`` holds of the code sent once (made on first use)."""
+        peer = self._peers.get(rank)
+        if peer is None:
+            peer = self._peers[rank] = sent_code.Peer()
+        return peer
+
     def _drop_unpicklable(self, run: Run, rank: int, indices: Sequence[int]) -> list[int]:
         sendable = []
         for index in indices:
@@ -250,7 +257,7 @@ class Scheduler:
             return
         ids = [SETUP_ID] * len(commands)
         payload: Any = (ids, commands)
-        peer = self._peers.setdefault(rank, sent_code.Peer())
+        peer = self._peer(rank)
         if self.transport.pickled:
             payload = wire.dumps(payload, peer)
         run.in_flight[rank].append(Sent(ids, time.perf_counter(), timed=False, setup=True))
