@@ -199,14 +199,20 @@ def named(signal_number: int) -> str:
     return rf"slave [12] \(pid \d+ on \S+\) was killed by signal {signal_number} \({name}\)"
 
 
+def die(
+    tmp_path: Path, signal_number: int, slaves: str, *launcher: str, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the program whose seventh command kills its slave once by ``signal_number``, under
+    ``launcher`` (none: started alone)."""
+    died = str(tmp_path / "died")
+    return run(*launcher, sys.executable, DEATH, died, str(signal_number), slaves, env=env)
+
+
 @pytest.mark.parametrize("signal_number", DEATHS, ids=lambda number: signal.Signals(number).name)
 def test_under_mpiexec_that_survives_deaths_a_dead_slave_is_named_and_the_run_goes_on(
     tmp_path: Path, signal_number: int
 ) -> None:
-    marker = str(tmp_path / "died")
-    result = run(
-        mpiexec(), SURVIVE, "-n", "3", sys.executable, DEATH, marker, str(signal_number), "-1"
-    )
+    result = die(tmp_path, signal_number, "-1", mpiexec(), SURVIVE, "-n", "3")
     assert result.stdout == SURVIVED  # its command ran again on the other slave
     assert re.search(f"multi: {named(signal_number)}", result.stderr), result.stderr
     assert result.returncode == 128 + signal_number  # mpiexec reports the death
@@ -228,7 +234,7 @@ def test_under_plain_mpiexec_a_dead_slave_ends_the_job_saying_how_to_survive(
 def test_started_alone_a_dead_slave_is_named_and_the_program_ends_saying_how_to_survive(
     tmp_path: Path, signal_number: int
 ) -> None:
-    result = run(sys.executable, DEATH, str(tmp_path / "died"), str(signal_number), "2")
+    result = die(tmp_path, signal_number, "2")
     assert result.returncode == 1
     assert "survived" not in result.stdout
     assert re.search(f"BrokenProcessorError: .*{named(signal_number)}", result.stderr)
@@ -241,10 +247,7 @@ def test_started_alone_a_dead_slave_is_named_and_the_program_ends_saying_how_to_
 def test_spawned_under_mpiexec_that_survives_deaths_the_run_goes_on(
     tmp_path: Path, signal_number: int
 ) -> None:
-    marker = str(tmp_path / "died")
-    result = run(
-        mpiexec(), SURVIVE, "-n", "1", sys.executable, DEATH, marker, str(signal_number), "2"
-    )
+    result = die(tmp_path, signal_number, "2", mpiexec(), SURVIVE, "-n", "1")
     # (Not the status: MPICH's mpiexec, under this option with spawned processes, at times
     # dies of a SIGPIPE as the job ends, whatever the program did.)
     assert result.stdout == SURVIVED
@@ -253,17 +256,15 @@ def test_spawned_under_mpiexec_that_survives_deaths_the_run_goes_on(
 def test_started_alone_with_launch_mpiexec_a_dead_slave_is_named_and_the_run_goes_on(
     tmp_path: Path,
 ) -> None:
-    env = {"MULTI_MPI4PY_LAUNCH": "mpiexec"}
-    result = run(sys.executable, DEATH, str(tmp_path / "died"), str(signal.SIGKILL), "2", env=env)
+    result = die(tmp_path, signal.SIGKILL, "2", MULTI_MPI4PY_LAUNCH="mpiexec")
     assert result.stdout == SURVIVED
     assert re.search(f"multi: {named(signal.SIGKILL)}", result.stderr), result.stderr
     assert result.returncode == 128 + signal.SIGKILL
 
 
 def test_under_mpiexec_that_survives_deaths_the_master_names_a_dead_slave(tmp_path: Path) -> None:
-    marker = str(tmp_path / "died")
-    command = [sys.executable, DEATH, marker, str(signal.SIGSEGV), "-1"]
-    result = run(mpiexec(), SURVIVE, "-n", "3", *command, env={"MULTI_MPI4PY_RETRIES": "0"})
+    launcher = (mpiexec(), SURVIVE, "-n", "3")
+    result = die(tmp_path, signal.SIGSEGV, "-1", *launcher, MULTI_MPI4PY_RETRIES="0")
     assert re.search(
         f"SlaveDiedError: {named(signal.SIGSEGV)} while running Die_once", result.stderr
     )
