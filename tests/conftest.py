@@ -86,7 +86,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("fabric", FABRICS + missing)
 
 
-@pytest.fixture(params=["multiprocessing", "pvm"])
+@pytest.fixture(params=["multiprocessing", "mpi4py", "pvm"])
 def replacing_fabric(request: pytest.FixtureRequest) -> str:
     """Each fabric whose slaves are processes that the master replaces (skipped where it cannot
     run here)."""
@@ -139,7 +139,7 @@ def run_master(
 HELPERS = (
     "multiprocessing.forkserver",
     "multiprocessing.resource_tracker",
-    "mpiexec -pmi_args",
+    "-pmi_args",  # (mpiexec)
     "hydra_pmi_proxy",
 )
 

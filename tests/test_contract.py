@@ -377,7 +377,7 @@ def test_on_failure_stop_says_how_many_commands_were_not_run(fabric: str) -> Non
 
 
 #: The fabrics that can stop one command without stopping the master (option ``timeout``).
-STOPS_COMMANDS = ("multiprocessing", "pvm")
+STOPS_COMMANDS = ("multiprocessing", "mpi4py", "pvm")
 
 
 def test_a_command_past_the_timeout_fails_and_nothing_else_is_lost(fabric: str) -> None:

@@ -24,6 +24,7 @@ ROOT = Path(__file__).parent.parent
 #: known where the master is its parent.
 REPLACING = {
     "multiprocessing": r"SIGKILL.*die_always",
+    "mpi4py": r"\(pid \d+ on \S+\) was killed by signal 9 \(SIGKILL\).*die_always",
     "pvm": r"PVM task t[0-9a-f]+ on .*die_always",
 }
 

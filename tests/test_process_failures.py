@@ -1,7 +1,8 @@
 """What happens when slave processes fail: killed, crashed, gone; and the master with them.
 
-Bound to every fabric whose slaves are processes. The tests of a lost slave apply only where
-the processor can replace it (see ``NOT_REPLACED``).
+Bound to every fabric whose slaves are processes, each of which replaces a slave that it
+lost (the mpi4py fabric, started alone here, spawns its slaves: test_mpi.py checks what a
+death does in each launch mode).
 """
 
 from __future__ import annotations
@@ -23,17 +24,12 @@ from tests import workloads as w
 from tests.conftest import MISSING, run_master, survivors
 
 PROCESS_FABRICS = ["multiprocessing", "mpi4py", "pvm"]
-#: The fabrics that report a lost slave and start another in its place.
-REPLACING = ["multiprocessing", "pvm"]
-NOT_REPLACED = (
-    "MPI cannot start a slave again in the rank of a dead one, and a master started alone (as "
-    "here) cannot go on after a death: test_mpi.py checks what a death does in each launch mode"
-)
 ROOT = Path(__file__).parent.parent
 #: How each fabric names a slave that ended. A PVM slave's parent is its daemon, whose
 #: notification says that a task ended, not how: the master names the task, host and process.
 ENDED = {
     "multiprocessing": r"\(pid \d+\) {how}",
+    "mpi4py": r"\(pid \d+ on \S+\) {how}",
     "pvm": r"\(PVM task t[0-9a-f]+ on .+, pid \d+\) ended",
 }
 
@@ -45,19 +41,10 @@ def process_fabric(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture
-def replacing(process_fabric: str) -> str:
-    """A fabric that replaces lost slaves; the others skip the test."""
-    if process_fabric not in REPLACING:
-        pytest.skip(NOT_REPLACED)
-    return process_fabric
-
-
 def values(memo: w.Record) -> list[Any]:
     return [value for _, value in memo.values]
 
 
-@pytest.mark.usefixtures("replacing")
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGSEGV, signal.SIGTERM])
 def test_a_killed_slave_is_replaced_and_its_command_retried(
     process_fabric: str, tmp_path: Path, signal_number: int
@@ -79,7 +66,6 @@ def test_a_killed_slave_is_replaced_and_its_command_retried(
     assert retries == 1
 
 
-@pytest.mark.usefixtures("replacing")
 def test_a_command_that_always_crashes_is_named_after_its_retries(process_fabric: str) -> None:
     def body(processor: Any) -> tuple[SlaveDiedError, list[Any], list[Any]]:
         memo = w.Record()
@@ -103,18 +89,17 @@ def test_a_command_that_always_crashes_is_named_after_its_retries(process_fabric
     assert after == [25]  # and the processor goes on
 
 
-@pytest.mark.usefixtures("replacing")
-def test_a_slave_that_exits_is_reported_with_its_status(process_fabric: str) -> None:
+@pytest.mark.parametrize("status", [3, 0])
+def test_a_slave_that_exits_is_reported_with_its_status(process_fabric: str, status: int) -> None:
     def body(processor: Any) -> None:
-        processor.add_to_queue(w.Exit_hard(3))
-        how = ENDED[process_fabric].format(how="exited with status 3")
+        processor.add_to_queue(w.Exit_hard(status))
+        how = ENDED[process_fabric].format(how=f"exited with status {status}")
         with pytest.raises(SlaveDiedError, match=f"{how} while running Exit_hard"):
             processor.run_queue()
 
     run_master(process_fabric, body, retries=0)
 
 
-@pytest.mark.usefixtures("replacing")
 def test_retries_come_from_the_environment(
     process_fabric: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,7 +114,6 @@ def test_retries_come_from_the_environment(
     assert run_master(process_fabric, body) == 1
 
 
-@pytest.mark.usefixtures("replacing")
 def test_a_replaced_slave_gets_the_data_again(process_fabric: str, tmp_path: Path) -> None:
     def body(processor: Any) -> list[Any]:
         processor.send_data_to_slaves("table", {"a": 1})

@@ -29,9 +29,9 @@ def values(memo: w.Record) -> list[Any]:
     return [value for _, value in memo.values]
 
 
-#: The fabrics whose slaves can end (and be replaced): processes, or threads that an interrupt
-#: raised in a command ends. MPI cannot start a slave again.
-ENDING = ("thread", "multiprocessing", "pvm", PLUGIN_FABRIC)
+#: The fabrics whose slaves can end (and be replaced): processes (mpi4py spawns them here), or
+#: threads that an interrupt raised in a command ends.
+ENDING = ("thread", "multiprocessing", "mpi4py", "pvm", PLUGIN_FABRIC)
 
 
 @pytest.fixture

@@ -235,6 +235,18 @@ class Exit_hard(Slave_command):
         os._exit(self.status)
 
 
+class Where(Slave_command):
+    """Sleeps, then returns the rank and process id of its slave."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def run(self, processor: Any, completed: bool) -> None:
+        time.sleep(self.seconds)
+        processor.return_object(Value(processor, (processor.rank(), os.getpid())))
+
+
 class Pid(Slave_command):
     """Returns the process id of its slave."""
 

@@ -17,23 +17,25 @@ intercommunicator of each spawned slave) under a fixed set of tags, and as pickl
 frames whose large buffers go out of band (``mpi4py.util.pkl5``). Nobody waits in a blocking
 MPI call, which spins: an idle master or slave probes with a backoff from 10 µs to 2 ms.
 
-A slave's death (a signal, an exit) ends the whole job under a plain ``mpiexec``, which a
-slave's guard (see ``_guard``) names on the way, saying how to launch for survival. Under
-``mpiexec -disable-auto-cleanup`` (MPICH), the guard lets the job survive, the master hears of
-the death at once (SIGUSR1, then ``MPIX_Comm_get_failed``) and the run goes on on the other
-slaves. Spawned slaves tell their master themselves; a master started alone (an MPI
-singleton) cannot go on after a death, and says so. MPI cannot start a slave again in the
-rank of a dead one: it is not replaced. The heartbeat (option ``liveness``) is the backstop
-for what nobody reports: a hung slave, a lost node.
+A slave's death (a signal, an exit) ends the whole job under a plain ``mpiexec -n P+1``,
+which a slave's guard (see ``_guard``) names on the way, saying how to launch for survival.
+Under ``mpiexec -disable-auto-cleanup`` (MPICH), the guard lets the job survive, the master
+hears of the death at once (SIGUSR1, then ``MPIX_Comm_get_failed``) and the run goes on on the
+other slaves: the ranks of a job cannot be started again. Spawned slaves' guards tell their
+master themselves and close the dead slave's session with the launcher, which then lets the
+others be; the master spawns a slave in its place. The heartbeat (option ``liveness``) is the
+backstop for what nobody reports: a hung slave, a lost node.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import mmap
 import os
 import pickle
+import select
 import shutil
 import signal
 import socket
@@ -89,6 +91,8 @@ BEAT_SECONDS = 1.0
 FAREWELL_SECONDS = 2.0
 #: How long an aborting master leaves mpiexec to forward its last output (its traceback).
 ABORT_GRACE_SECONDS = 0.2
+#: How often a master that cannot hear SIGUSR1 looks at the notes of its slaves' deaths.
+NOTES_SECONDS = 0.1
 #: Set in the environment of a program that relaunched itself under mpiexec.
 RELAUNCHED = "MULTI_MPI4PY_RELAUNCHED"
 #: How MPICH's launcher tells the survivors that a process of the job failed (where the job
@@ -103,8 +107,9 @@ SURVIVAL_HINT = (
     "(MPICH), or start the program alone with the option launch=mpiexec, which does so"
 )
 SINGLETON_DEATH = (
-    "MPI cannot go on in a master started alone (a singleton) once one of its slaves has died: "
-    + SURVIVAL_HINT
+    "this MPI cannot go on in a master started alone (a singleton) once one of its slaves has "
+    "died: with MPICH, the slave would be replaced; with Open MPI, launch with `mpiexec "
+    "--with-ft ulfm -n P+1 python app.py` for the run to go on without it"
 )
 
 
@@ -114,13 +119,20 @@ def _mpi() -> Any:
     Before MPI starts, a slave that mpiexec started gets a guard (see ``_guard``), and MPICH
     is told not to wait at the end for processes that died (it would wait for ever).
     """
+    global _MPI
+    if _MPI is not None:  # (taken in every probe of a wait: an import would cost 1.5 µs)
+        return _MPI
     if "mpi4py.MPI" not in sys.modules:
         os.environ.setdefault("MPIR_CVAR_NO_COLLECTIVE_FINALIZE", "1")
         if _under_launcher() and os.environ.get("PMI_RANK", "0") != "0":
             _guard(int(os.environ["PMI_RANK"]))
     from mpi4py import MPI
 
+    _MPI = MPI
     return MPI
+
+
+_MPI: Any = None
 
 
 def _wait(test: Callable[[], Any], seconds: float | None = None, spin: float = 0.0) -> Any:
@@ -151,7 +163,11 @@ def _out_of_band(frames: wire.Frames) -> list[pickle.PickleBuffer]:
 
 
 def _guard(
-    rank: int, notes: str | None = None, master: str | None = None, survives: bool = False
+    rank: int,
+    notes: str | None = None,
+    master: str | None = None,
+    survives: bool = False,
+    key: int | None = None,
 ) -> None:
     """Fork before MPI starts: the child goes on as the slave, the parent stays as its guard.
 
@@ -163,6 +179,10 @@ def _guard(
     learns those two from its master once MPI runs, and passes them on (``_tell_guard``).
     Where the master ``survives`` the death, so named, the guard ends with status 0: a failed
     process would make the status of mpiexec its own.
+
+    A spawned slave's guard, which knows ``notes`` from the start, notes there its slave's pid
+    (``_slave_pid``) under its ``key`` (the slave's rank where none is given): the master ends
+    a slave that way, and then the guard leaves quietly.
     """
     global _guard_pipe, _guard_task
     if "mpi4py.MPI" in sys.modules or not hasattr(os, "fork"):
@@ -171,8 +191,7 @@ def _guard(
     sys.stderr.flush()
     guard = os.getpid()
     read, write = os.pipe()
-    task = mmap.mmap(-1, TASK.size)  # shared with the child: the command it runs, or -1
-    TASK.pack_into(task, 0, -1)
+    task = _task_memory(notes, rank if key is None else key)  # shared with the slave
     child = os.fork()
     if child == 0:
         os.close(read)
@@ -180,31 +199,130 @@ def _guard(
         _die_with(guard)
         return
     os.close(write)
+    key = rank if key is None else key
     signal.signal(FAILED, signal.SIG_IGN)  # the launcher's news of a failure is the master's
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the slave takes Ctrl-C itself
     signal.signal(signal.SIGTERM, lambda number, frame: os.kill(child, number))
-    while True:
-        with suppress(InterruptedError):
-            _, status = os.waitpid(child, 0)
-            break
-    code = os.waitstatus_to_exitcode(status)
+    if notes is not None:
+        os._exit(_guard_spawned(rank, key, child, task, notes, master, survives))
+    code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
     if code != 0:
         what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
-        spawned = notes is not None
-        if notes is None:  # what the slave passed on, if it did
-            os.set_blocking(read, False)
-            with suppress(OSError, ValueError):
-                notes, master = os.read(read, 4096).decode().splitlines()[:2]
-        running = TASK.unpack_from(task, 0)[0]
-        if _name_death(what, rank, running, notes, master, spawned) and survives:
+        os.set_blocking(read, False)  # where to note the death, if the slave passed it on
+        with suppress(OSError, ValueError):
+            notes, master = os.read(read, 4096).decode().splitlines()[:2]
+        running = _read_task(task)[0]
+        print(
+            f"multi: {what}. Unless mpiexec runs with {SURVIVE}, this ends the MPI job: "
+            f"{SURVIVAL_HINT}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if _note_death(what, key, running, notes, master) and survives:
             code = 0
     os._exit(128 - code if code < 0 else code)
 
 
+def _guard_spawned(
+    rank: int,
+    key: int,
+    child: int,
+    task: mmap.mmap,
+    notes: str,
+    master: str | None,
+    survives: bool,
+) -> int:
+    """Guard a slave that a master spawned; return the guard's exit status.
+
+    On the master's host the guard notes its slave's pid, so that the master can end it (see
+    ``end_slave``), and ends it if the master dies (a master killed outright tells no one).
+    A death, which the slave did not mark as a leave (``LEFT``), is named on stderr and to
+    the master, after the slave's session with its launcher is closed (``_end_pmi_session``):
+    a replacement that the master spawns must not start before.
+    """
+    local = os.path.isdir(notes)
+    if local:
+        _write_note(notes, f"{key}.pid", _address(child))
+    try:
+        if not _outlived(child, master):
+            with suppress(OSError):
+                os.killpg(child, signal.SIGKILL)  # the slave, and what its commands started
+            shutil.rmtree(notes, ignore_errors=True)
+            return 0
+        code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+        running = _read_task(task)[0]
+        if code == 0 and running == LEFT:
+            return 0
+        _end_pmi_session()
+        if local and os.path.exists(_note_path(notes, key, ".ended")):
+            return 0  # the master ended it
+        what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
+        print(f"multi: {what}", file=sys.stderr, flush=True)
+        if _note_death(what, key, running, notes, master) and survives:
+            return 0
+        return 128 - code if code < 0 else code or 1
+    finally:
+        for suffix in (".pid", ".task", ".ended"):
+            with suppress(OSError):
+                os.unlink(_note_path(notes, key, suffix))
+
+
+def _outlived(child: int, master: str | None) -> bool:
+    """Wait until the slave ``child`` ends (True) or its master ("host:pid", if on this host)
+    does (False), where the kernel can say (Linux: pidfd)."""
+    pid = _local_pid(master)
+    if pid is None or not hasattr(os, "pidfd_open"):
+        return True
+    try:
+        watched = [os.pidfd_open(child), os.pidfd_open(pid)]
+    except OSError:
+        return True
+    return watched[0] in select.select(watched, [], [])[0]
+
+
+def _end_pmi_session() -> None:
+    """End the session of a dead spawned slave with its launcher, as its MPI would have.
+
+    MPICH's launcher ends every process it runs once the session of one (a socket, which the
+    guard shares with its slave) closes without a word; where it is told to let the others
+    live (``-disable-auto-cleanup``), it sends them all SIGUSR1 instead, which kills a
+    replacement still starting, and breaks its own mpiexec where a slave leaves at the same
+    time. Told "finalize" first (PMI-1, MPICH's default), it lets the session close quietly.
+    """
+    fd = os.environ.get("PMI_FD", "")
+    if not fd.isdigit() or os.environ.get("PMI_VERSION", "1") != "1":
+        return
+    with suppress(OSError):
+        os.write(int(fd), b"cmd=finalize\n")
+        if select.select([int(fd)], [], [], FAREWELL_SECONDS)[0]:
+            os.read(int(fd), 4096)  # cmd=finalize_ack
+
+
+def _task_memory(notes: str | None, key: int) -> mmap.mmap:
+    """The memory where a slave shows the command it runs, and since when (-1: none): to its
+    guard, for the note of its death, and where ``notes`` are known from the start (spawned
+    slaves), in a file there, to its master on the same host (for its timeouts)."""
+    if notes is None or not os.path.isdir(notes):  # (not on the master's host)
+        memory = mmap.mmap(-1, TASK.size)
+    else:
+        with open(_note_path(notes, key, ".task"), "w+b") as file:
+            file.truncate(TASK.size)
+            memory = mmap.mmap(file.fileno(), TASK.size)
+    TASK.pack_into(memory, 0, -1, 0.0)
+    return memory
+
+
+def _read_task(memory: mmap.mmap) -> tuple[int, float]:
+    """The command a slave runs and since when, read until two reads agree (it may write)."""
+    while (found := TASK.unpack_from(memory, 0)) != TASK.unpack_from(memory, 0):
+        pass
+    return found
+
+
 def _note_task(task_id: int) -> None:
-    """Show this slave's guard the command it runs (-1: none), for the note of its death."""
+    """Show this slave's guard (and master) the command it runs (-1: none)."""
     if _guard_task is not None:
-        TASK.pack_into(_guard_task, 0, task_id)
+        TASK.pack_into(_guard_task, 0, task_id, time.monotonic())
 
 
 def _tell_guard(notes: str, master: str) -> None:
@@ -224,26 +342,38 @@ def _die_with(guard: int) -> None:
         os._exit(1)
 
 
-def _name_death(
-    what: str, rank: int, task: int, notes: str | None, master: str | None, spawned: bool
-) -> bool:
-    """Tell how a slave died: on stderr (where a slave of mpiexec says how to launch for the
-    job to survive it), and to its master on this host, in a note with a signal: the command
-    it ran (``task``) and how it died (True if told; else the master learns it from MPI, or
-    from the heartbeat)."""
-    hint = "" if spawned else f". Unless mpiexec runs with {SURVIVE}, this ends the MPI job: "
-    print(f"multi: {what}{hint}{'' if spawned else SURVIVAL_HINT}", file=sys.stderr, flush=True)
-    host, _, pid = (master or "").rpartition(":")
-    if notes is None or host != socket.gethostname():
+def _note_death(what: str, key: int, task: int, notes: str | None, master: str | None) -> bool:
+    """Tell the master on this host how a slave died, in a note named ``key`` with a signal:
+    the command it ran (``task``) and how it died. True if told; else the master learns it
+    from MPI, or from the heartbeat. The signal waits for the master's word that it hears it
+    (SIGUSR1 would end a process that does not)."""
+    pid = _local_pid(master)
+    if notes is None or pid is None:
         return False
     try:
-        with open(os.path.join(notes, f".{rank}"), "w") as note:
-            note.write(f"{task}\n{what.partition(' ')[2].partition(' ')[2]}")  # after "slave R"
-        os.replace(os.path.join(notes, f".{rank}"), os.path.join(notes, str(rank)))
-        os.kill(int(pid), FAILED)
+        _write_note(notes, str(key), f"{task}\n{what.partition(' ')[2].partition(' ')[2]}")
+        if os.path.exists(_note_path(notes, LISTENING)):
+            os.kill(pid, FAILED)
     except OSError:
         return False
     return True
+
+
+def _note_path(notes: str, key: int | str, suffix: str = "") -> str:
+    return os.path.join(notes, f"{key}{suffix}")
+
+
+def _write_note(notes: str, name: str, text: str) -> None:
+    """Write a note whole: a reader sees it complete or not at all."""
+    with open(os.path.join(notes, f".{name}"), "w") as note:
+        note.write(text)
+    os.replace(os.path.join(notes, f".{name}"), os.path.join(notes, name))
+
+
+def _local_pid(address: str | None) -> int | None:
+    """The pid of a process "host:pid", where that host is this one."""
+    host, _, pid = (address or "").rpartition(":")
+    return int(pid) if host == socket.gethostname() and pid.isdigit() else None
 
 
 # The master's side ---------------------------------------------------------------------------
@@ -258,6 +388,10 @@ class Mpi4py_transport(Transport):
     sends the survivors SIGUSR1 where the job survives deaths (``-disable-auto-cleanup``), and
     a spawned slave's guard (see ``_guard``) leaves a note naming how it died, and signals the
     master too. MPI calls themselves say nothing of a dead peer.
+
+    Spawned slaves can be replaced where the job survives a death: a new one is spawned in the
+    rank of the dead. Their guards' notes are named by a key of their own, never reused, so
+    that a late note of a slave that was replaced is not taken for its successor's.
     """
 
     pickled = True
@@ -267,8 +401,9 @@ class Mpi4py_transport(Transport):
         self, slaves: int, world: Any = None, spawn: Any = None, notes: str | None = None
     ) -> None:
         """Slaves of ``world`` (a duplicate of COMM_WORLD), whose guards note their deaths in
-        ``notes``, or made by ``spawn(rank, notes)``, which returns the intercommunicator of
-        one new slave."""
+        ``notes``, or made by ``spawn(rank, notes, key, survives)``, which returns the
+        intercommunicator of one new slave, whose guard notes under ``key`` (and ends with
+        status 0 where the master ``survives`` its death)."""
         MPI = _mpi()
         self.slaves = slaves
         self.spawned = spawn is not None
@@ -284,15 +419,26 @@ class Mpi4py_transport(Transport):
         self._heard: dict[int, float] = {}  # when each slave last gave a sign of life
         self._given_up: list[tuple[Any, int]] = []  # slaves given up alive (hung)
         self._lost: deque[tuple[int, Slave_lost]] = deque()  # deaths not reported yet
-        self._signalled = False  # a process of the job failed, says SIGUSR1
         self._status = MPI.Status()
         self._left = False  # the slaves have been told to leave
-        #: Where slaves' guards leave word of their deaths, one file per rank.
+        #: Where slaves' guards leave word of their deaths, one file per slave.
         self.notes = _notes_directory() if self.spawned else notes
-        #: Whether a job that loses a slave goes on (MPI cannot go on in a singleton master).
-        self.survives = _under_launcher()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(FAILED, self._on_failure_signal)
+        #: The key of each slave's notes: its rank, or for a spawned slave a key of its own.
+        self._keys = {rank: rank for rank in self._links}
+        self._new_keys = itertools.count(1)
+        #: What each spawned slave shows that it runs, by key (see ``running``).
+        self._tasks: dict[int, mmap.mmap] = {}
+        #: Whether a job that loses a slave goes on (see ``_spawned_slaves_survive``).
+        self.survives = _under_launcher() or (self.spawned and _spawned_slaves_survive())
+        self.replaceable = self.spawned and _spawned_slaves_survive()
+        #: Where SIGUSR1 cannot be heard (no handler: the transport of a thread that is not
+        #: the main one, in a program whose main thread made no processor), when to look at
+        #: the guards' notes next.
+        self._look_at = None if _listen_for_failures() else time.monotonic()
+        self._news = _failures.count  # the SIGUSR1 heard so far
+        if self._look_at is None and self.notes is not None:
+            with suppress(OSError):
+                _write_note(self.notes, LISTENING, "")
         if self.spawned:
             _stop_at_exit(self)
 
@@ -302,29 +448,44 @@ class Mpi4py_transport(Transport):
 
     def start(self) -> None:
         """Spawn the slaves, one at a time: a communicator that lost a member cannot
-        disconnect, but one of its own per slave can be let go of.
-
-        A dead slave is not replaced: after a death, MPICH's mpiexec ends the master when it
-        spawns again (most times; and a singleton master hangs in the spawn).
-        """
+        disconnect, but one of its own per slave can be let go of."""
         if self._spawn is not None:
             for rank in range(1, self.slaves + 1):
-                self._links[rank] = (_pkl5(self._spawn(rank, self.notes), spawned=True), 0)
-                self._heard[rank] = time.monotonic()
+                self.replace(rank)
+
+    def replace(self, rank: int) -> None:
+        """Spawn a slave in ``rank``, whose guard notes under a key never used before."""
+        assert self._spawn is not None and self.notes is not None
+        key = self._keys[rank] = next(self._new_keys)
+        comm = self._spawn(rank, self.notes, key, self.survives)
+        self._links[rank] = (_pkl5(comm, spawned=True), 0)
+        self._work_sent[rank] = self._answered[rank] = 0
+        self._heard[rank] = time.monotonic()
 
     def end_slave(self, rank: int) -> str:
-        """Give a slave up: MPI cannot stop one process of a job, so it is forgotten, and the
-        job ends with the program's status at shutdown (see ``_farewell``)."""
+        """End a slave: a spawned one on this host is killed (its guard, told so, leaves
+        quietly). Any other is given up: MPI cannot stop one process of a job, so it is
+        forgotten, and the job ends with the program's status at shutdown (``_farewell``)."""
+        slave = _slave_pid(self.notes, self._keys[rank]) if self.replaceable else None
+        if slave is not None and self.notes is not None:
+            try:
+                _write_note(self.notes, f"{self._keys[rank]}.ended", "")
+                os.killpg(slave, signal.SIGKILL)  # the slave, and what its commands started
+            except OSError:
+                pass
+            else:
+                _let_go(*self._forget(rank))
+                return f"(pid {slave})"
         self._given_up.append(self._forget(rank))
-        return f"(MPI rank {self._links_rank(rank)})"
-
-    def _links_rank(self, rank: int) -> int:
-        return 0 if self.spawned else rank
+        return f"(MPI rank {rank})"
 
     def _forget(self, rank: int) -> tuple[Any, int]:
         """Stop talking to a slave: its sends that are pending stay so for ever."""
         self._sending = [entry for entry in self._sending if entry[0] != rank]
         self._lost = deque(item for item in self._lost if item[0] != rank)
+        memory = self._tasks.pop(self._keys.pop(rank, -1), None)
+        if memory is not None:
+            memory.close()
         return self._links.pop(rank)
 
     def send(self, rank: int, payload: Payload) -> None:
@@ -338,9 +499,15 @@ class Mpi4py_transport(Transport):
         self._post(rank, frames, WORK)
 
     def _post(self, rank: int, obj: Any, tag: int) -> None:
-        self._sending = [entry for entry in self._sending if not entry[1].test()[0]]
+        self._sent()
         comm, peer = self._links[rank]
         self._sending.append((rank, comm.isend(obj, peer, tag), obj))
+
+    def _sent(self, rank: int | None = None) -> bool:
+        """Whether every send to ``rank`` (to any slave, by default) is done; the sends that
+        are done are dropped."""
+        self._sending = [entry for entry in self._sending if not entry[1].test()[0]]
+        return all(rank is not None and entry[0] != rank for entry in self._sending)
 
     def _probe(self, status: Any) -> int | None:
         """The rank of a slave with a message there (its tag in ``status``), if any."""
@@ -354,7 +521,7 @@ class Mpi4py_transport(Transport):
             except MPI.Exception as error:  # a process failed (an MPI with ULFM says so)
                 if error.Get_error_class() != MPI.ERR_PROC_FAILED:
                     raise
-                self._signalled = True
+                _failures.count += 1
             return None
         for rank, (comm, peer) in self._links.items():
             if comm.Iprobe(peer, MPI.ANY_TAG, status):
@@ -367,7 +534,7 @@ class Mpi4py_transport(Transport):
 
         def probe() -> bool:
             """A report is there, or news of a death; a heartbeat is taken on the way."""
-            if self._signalled:
+            if _failures.count != self._news or self._time_to_look():
                 return True
             while (rank := self._probe(status)) is not None:
                 comm, peer = self._links[rank]
@@ -378,11 +545,14 @@ class Mpi4py_transport(Transport):
                 self._heard[rank] = time.monotonic()
             return False
 
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self._lost:
-            if not _wait(probe, timeout, spin=SPIN_SECONDS):
+            found.clear()
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not _wait(probe, left, spin=SPIN_SECONDS):
                 return None
-            if self._signalled:
-                self._signalled = False
+            if not found:
+                self._news = _failures.count
                 deaths = self._deaths()  # (which forgets the dead, and their news)
                 self._lost.extend(deaths)
                 continue
@@ -393,19 +563,51 @@ class Mpi4py_transport(Transport):
             self._heard[rank] = time.monotonic()
             self._answered[rank] += 1
             self.traffic[rank, "received"] += wire.size(frames)
+            if report.lost is not None:  # the slave leaves after this report
+                self._retire(rank)
             return rank, report
         return self._lost.popleft()
 
-    def _on_failure_signal(self, number: int, frame: Any) -> None:
-        self._signalled = True
+    def _retire(self, rank: int) -> None:
+        """Let go of a slave that leaves on its own (an interrupt ended it), as the farewell
+        does: it is told how many batches it was sent, which it takes, and says goodbye."""
+        MPI = _mpi()
+        comm, peer = self._links[rank]
+        self._post(rank, self._work_sent[rank], STOP)
+        status = MPI.Status()
+
+        def goodbye() -> bool:
+            while comm.Iprobe(peer, MPI.ANY_TAG, status):
+                comm.recv(None, peer, status.Get_tag())
+                if status.Get_tag() == BYE:
+                    return True
+            return False
+
+        left = _wait(goodbye, FAREWELL_SECONDS) and _wait(
+            lambda: self._sent(rank), FAREWELL_SECONDS
+        )
+        self._forget(rank)
+        if self.spawned and left:
+            comm.Disconnect()
+        elif self.spawned:
+            _let_go(comm, peer)
+
+    def _time_to_look(self) -> bool:
+        """Whether to look at the guards' notes now, where no SIGUSR1 says when."""
+        if self._look_at is None or time.monotonic() < self._look_at:
+            return False
+        self._look_at = time.monotonic() + NOTES_SECONDS
+        return True
 
     def _deaths(self) -> list[tuple[int, Slave_lost]]:
         """The slaves that died since last asked: named by their guards' notes, or by MPI.
 
-        In a singleton master, MPI cannot go on once a slave died: every slave is lost.
+        Where spawned slaves cannot survive a death (an MPI other than MPICH, in a master
+        started alone), every slave is lost with the first.
         """
         global _singleton_broken
-        named = _notes(self.notes) if self.notes is not None else {}
+        noted = _notes(self.notes) if self.notes is not None else {}
+        named = {rank: noted[key] for rank, key in self._keys.items() if key in noted}
         failed = set(named) | (_failed_in(self._world) if self._world is not None else set())
         dead = [rank for rank in self.ranks if rank in failed]
         if not dead:
@@ -428,10 +630,27 @@ class Mpi4py_transport(Transport):
             idle = self._work_sent[rank] == self._answered[rank]
             task = named[rank][0] if rank in named and named[rank][0] >= 0 else None
             deaths.append((rank, Slave_lost(rank, reason, task, idle=idle)))
-            comm, _ = self._forget(rank)
-            if self.spawned:  # (a communicator with a dead member cannot disconnect)
-                comm.Free()
+            link = self._forget(rank)
+            if self.spawned:
+                _let_go(*link)
         return deaths
+
+    def running(self, rank: int) -> tuple[int, float] | None:
+        """What a spawned slave on this host shows that it runs (see ``_task_memory``)."""
+        key = self._keys.get(rank)
+        if not self.spawned or key is None:
+            return None
+        if key not in self._tasks:
+            with (
+                suppress(OSError, ValueError),
+                open(_note_path(self.notes or "", key, ".task"), "rb") as file,
+            ):
+                self._tasks[key] = mmap.mmap(file.fileno(), TASK.size, access=mmap.ACCESS_READ)
+        memory = self._tasks.get(key)
+        if memory is None:
+            return None
+        task, since = _read_task(memory)
+        return (task, since) if task >= 0 else None
 
     def silent_for(self, rank: int) -> float | None:
         return time.monotonic() - self._heard[rank]
@@ -453,18 +672,19 @@ class Mpi4py_transport(Transport):
         self._left = True
         _exit_status = status
         _spawned_open.discard(self)
-        if threading.current_thread() is threading.main_thread():  # slaves that leave are
-            signal.signal(FAILED, signal.SIG_IGN)  # taken for failed: no news is for us now
+        _stop_listening()  # slaves that leave are taken for failed: no news is for us now
+        self._look_at = time.monotonic()  # (so deaths are found in the notes)
         MPI = _mpi()
         if MPI.Is_finalized():
             return
-        if self.notes is not None:
-            shutil.rmtree(self.notes, ignore_errors=True)
+        self._deaths()  # (slaves that died since: no word is for them)
         for rank in self.ranks:
             self._post(rank, self._work_sent[rank], tag)
         probe, left = MPI.Status(), set()
 
         def goodbye() -> bool:
+            if self._time_to_look():
+                self._deaths()
             while (rank := self._probe(probe)) is not None:
                 comm, peer = self._links[rank]
                 comm.recv(None, peer, probe.Get_tag())  # reports nobody awaits now
@@ -472,12 +692,8 @@ class Mpi4py_transport(Transport):
                     left.add(rank)
             return set(self.ranks) <= left
 
-        def sent() -> bool:
-            self._sending = [entry for entry in self._sending if not entry[1].test()[0]]
-            return not self._sending
-
         seconds = max(timeout, FAREWELL_SECONDS)
-        if not _wait(goodbye, seconds) or not _wait(sent, seconds) or self._given_up:
+        if not _wait(goodbye, seconds) or not _wait(self._sent, seconds) or self._given_up:
             late = ", ".join(str(rank) for rank in self.ranks if rank not in left)
             if late:
                 why = f"slave(s) {late} did not stop within {seconds:g} s"
@@ -498,11 +714,58 @@ class Mpi4py_transport(Transport):
         elif self._world is not None:
             self._world.Free()
         self._links.clear()
+        for memory in self._tasks.values():
+            memory.close()
+        self._tasks.clear()
+        if self.notes is not None:
+            shutil.rmtree(self.notes, ignore_errors=True)
 
 
-def _master_address() -> str:
-    """How a slave's guard finds this master: "host:pid"."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def _let_go(comm: Any, peer: int) -> None:
+    """Free the communicator of a spawned slave that died (with a dead member, it cannot
+    disconnect), taking first what the slave sent that nobody received: MPI would complain
+    of it as it ends."""
+    MPI = _mpi()
+    status = MPI.Status()
+    while comm.Iprobe(peer, MPI.ANY_TAG, status):
+        size = status.Get_count(MPI.BYTE)
+        MPI.Comm.Recv(comm, [bytearray(size), MPI.BYTE], peer, status.Get_tag())
+    comm.Free()
+
+
+class _failures:
+    """What this process heard of failures: a count of SIGUSR1, which each transport compares
+    with the count it last saw."""
+
+    count = 0
+    listening = False
+    ends = False  # whether the program stops listening at its end
+
+
+def _listen_for_failures() -> bool:
+    """Hear SIGUSR1 from now on, if this is the main thread (or it did already)."""
+    if not _failures.listening and threading.current_thread() is threading.main_thread():
+        signal.signal(FAILED, _on_failure_signal)
+        _failures.listening = True
+        if not _failures.ends:  # (Python's handlers are gone by its very end)
+            _failures.ends = bool(atexit.register(_stop_listening))
+    return _failures.listening
+
+
+def _on_failure_signal(number: int, frame: Any) -> None:
+    _failures.count += 1
+
+
+def _stop_listening() -> None:
+    if _failures.listening and threading.current_thread() is threading.main_thread():
+        signal.signal(FAILED, signal.SIG_IGN)
+        _failures.listening = False
+
+
+def _address(pid: int) -> str:
+    """How a process of this host is found from another process: "host:pid" (the master by
+    its slaves' guards, a spawned slave by its master; see ``_local_pid``)."""
+    return f"{socket.gethostname()}:{pid}"
 
 
 def _pkl5(comm: Any, spawned: bool) -> Any:
@@ -510,6 +773,13 @@ def _pkl5(comm: Any, spawned: bool) -> Any:
     from mpi4py.util import pkl5
 
     return (pkl5.Intercomm if spawned else pkl5.Intracomm)(comm)
+
+
+def _spawned_slaves_survive() -> bool:
+    """Whether a master goes on when a slave it spawned dies, and can spawn another: under
+    MPICH, whose launcher lets the others be once the slave's guard ended its session (see
+    ``_end_pmi_session``)."""
+    return _mpi().get_vendor()[0] == "MPICH"  # type: ignore[no-any-return]
 
 
 def _under_launcher() -> bool:
@@ -537,6 +807,13 @@ def _notes(directory: str) -> dict[int, tuple[int, str]]:
                     notes[int(name)] = int(task), reason
                     os.unlink(path)
     return notes
+
+
+def _slave_pid(notes: str | None, key: int) -> int | None:
+    """The pid of a spawned slave, from its guard's note, where it runs on this host."""
+    with suppress(OSError), open(_note_path(notes or "", key, ".pid")) as file:
+        return _local_pid(file.read())
+    return None
 
 
 def _failed_in(world: Any) -> set[int]:
@@ -742,12 +1019,12 @@ def _tested(lock: threading.Lock, request: Any) -> bool:
 
 def spawned_slave_main() -> None:
     """The program of a slave spawned by a master started alone, with arguments its rank, the
-    number of slaves, where to note its death, its master ("host:pid"), and whether the master
-    survives its death."""
+    number of slaves, where to note its death and under which key, its master ("host:pid"),
+    and whether the master survives its death."""
     global _spawned_as
-    rank, slaves, notes, master, survives = sys.argv[1:6]
+    rank, slaves, notes, key, master, survives = sys.argv[1:7]
     _spawned_as = int(rank), int(slaves)
-    _guard(int(rank), notes, master, survives == "survives")
+    _guard(int(rank), notes, master, survives == "survives", int(key))
     with suppress(OSError):  # a group of its own: what its commands start, it can end
         os.setpgid(0, 0)
     MPI = _mpi()
@@ -770,8 +1047,12 @@ def _end_unfinalized() -> None:
 _guard_pipe: int | None = None
 #: The memory this slave shares with its guard: the command it runs (``_note_task``).
 _guard_task: mmap.mmap | None = None
-#: How that memory holds the command's id.
-TASK = struct.Struct("q")
+#: How that memory holds the command's id, and when it started (``time.monotonic()``).
+TASK = struct.Struct("qd")
+#: The "command" of a slave that left as told: its guard then knows that it did not die.
+LEFT = -2
+#: The note by which a master says that it hears SIGUSR1 (see ``_note_death``).
+LISTENING = "listening"
 #: The status a master last gave its slaves as it stopped them (see ``_end_unfinalized``).
 _exit_status: int | None = None
 #: The rank and number of slaves of this process, a spawned slave.
@@ -837,11 +1118,13 @@ class Mpi4py_processor(Processor):
             self.process_rank = world.Get_rank()
             self._comm = world.Dup()  # every rank makes the processor: the collective is safe
             self._notes = _notes_directory() if self.process_rank == 0 else None
-            where = self._comm.bcast((self._notes, _master_address()), root=MASTER)
+            where = self._comm.bcast((self._notes, _address(os.getpid())), root=MASTER)
             if self.process_rank != 0:
                 _tell_guard(*where)
         super().__init__(processor_size, callback, **options)
         self._served = False
+        if self.process_rank == 0:
+            _listen_for_failures()  # here, where it may be the main thread (see Executor)
 
     def slave_count(self, requested: int | None) -> int:
         world: int = _mpi().COMM_WORLD.Get_size()
@@ -866,6 +1149,10 @@ class Mpi4py_processor(Processor):
         if launch == "mpiexec":
             self._relaunch(wanted)
         return wanted
+
+    def can_stop_commands(self) -> bool:
+        """A slave that a master started alone spawned (MPICH) can be ended and replaced."""
+        return not self._launched and _spawned_slaves_survive()
 
     def _relaunch(self, slaves: int) -> None:
         """Run this program again, from the start, as the master of mpiexec -n P+1."""
@@ -893,6 +1180,7 @@ class Mpi4py_processor(Processor):
         _serve_master(self, comm, self.process_rank, self._processor_size)
         if self._spawned_slave:
             raw.Disconnect()
+            _note_task(LEFT)
             _end_own_group()
         else:
             raw.Free()
@@ -913,17 +1201,18 @@ class Mpi4py_processor(Processor):
             raise MultiError(f"no slave can be spawned again: {_singleton_broken}")
         return Mpi4py_transport(self._processor_size, spawn=self._spawn)
 
-    def _spawn(self, rank: int, notes: str) -> Any:
-        """Start the slave of one rank, in a job of its own under its guard."""
+    def _spawn(self, rank: int, notes: str, key: int, survives: bool) -> Any:
+        """Start the slave of one rank, in a job of its own under its guard, which notes its
+        death under ``key``."""
         MPI = _mpi()
         path = os.environ.get("PATH", "")
         if MPI.get_vendor()[0] == "MPICH":  # its singleton start runs mpiexec from PATH
             os.environ["PATH"] = _mpich_launcher() + os.pathsep + path
-        master = _master_address()
-        survives = "survives" if _under_launcher() else "ends"
+        master = _address(os.getpid())
         arguments = [
             *program("multi.mpi4py_processor:spawned_slave_main"),
-            *(str(rank), str(self._processor_size), notes, master, survives),
+            *(str(rank), str(self._processor_size), notes, str(key), master),
+            "survives" if survives else "ends",
         ]
         try:
             comm = MPI.COMM_SELF.Spawn(sys.executable, arguments, 1)

@@ -127,9 +127,9 @@ class Processor:
         self.settings = resolve(self.fabric, self.options, options)
         if self.settings["timeout"] is not None and not self.can_stop_commands():
             raise ValueError(
-                f"the {self.fabric} fabric cannot stop a command that runs too long, as its "
-                "slaves are not processes of their own: leave the option timeout unset here, "
-                "or run on the multiprocessing fabric"
+                f"the {self.fabric} fabric cannot stop a command that runs too long here, as it "
+                "cannot stop one of its slaves alone: leave the option timeout unset here, or "
+                "run on the multiprocessing fabric"
             )
         self._processor_size = self.slave_count(_checked_size(processor_size))
         self.command_queue: list[Slave_command] = []
