@@ -115,7 +115,9 @@ class Channel:
         """The messages completed by what has arrived (perhaps none), without blocking.
 
         A message that does not unpickle comes as ``Undecodable``. Raises ``EOFError`` once
-        the other end has closed and everything it sent has been read.
+        the other end has closed and everything it sent has been read. A peer that ends with
+        bytes of ours unread resets the socket, and the read after its last message fails: the
+        messages completed before are returned first (a slave's last report says how it ended).
         """
         done: list[Any] = []
         while True:
@@ -124,6 +126,10 @@ class Channel:
                 received = self._receive()
             except (BlockingIOError, InterruptedError):
                 return done
+            except OSError:
+                if done:
+                    return done
+                raise
             if not received:
                 if done:
                     return done
