@@ -1,6 +1,7 @@
 """A run's state, shutdown and bad input hold on every path: nested runs, a command queued
 twice, a refused call, every slave lost, slaves ended by an interrupt or silent, options, a
-command that fails with its result, an application's own gc.freeze(), a BaseException."""
+command that fails with its result, an application's own gc.freeze() and collector threshold, a
+BaseException."""
 
 from __future__ import annotations
 
@@ -155,6 +156,52 @@ def test_an_application_gc_freeze_is_left_as_it_was(fabric: str) -> None:
             gc.unfreeze()
 
     assert run_master(fabric, body) == (True, True, True)
+
+
+def test_a_run_of_tiny_commands_sets_off_no_young_collection_on_the_master(fabric: str) -> None:
+    # Results arrive a batch at a time, and live until delivered: a collection per 700 new
+    # objects would find nothing to free.
+    collections: list[int] = []
+
+    def counted(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(info["generation"])
+
+    def body(processor: Any) -> tuple[list[int], list[int], tuple[int, ...], tuple[int, ...]]:
+        processor.add_to_queue(w.Tiny())
+        processor.run_queue()  # the slaves start, to live on
+        memos = [w.Tally() for _ in range(5000)]  # each command its own, as applications do
+        for memo in memos:
+            processor.add_to_queue(w.Tiny(), memo)
+        before = gc.get_threshold()
+        gc.collect()  # (what that left for the young generation)
+        gc.callbacks.append(counted)
+        try:
+            processor.run_queue()
+        finally:
+            gc.callbacks.remove(counted)
+        return [memo.count for memo in memos], collections, before, gc.get_threshold()
+
+    counts, collected, before, after = run_master(fabric, body)
+    assert counts == [1] * 5000
+    assert len(collected) <= 1  # the one, at most, that the threshold set back may set off
+    assert after == before  # the application's own threshold again once the run is over
+
+
+@pytest.mark.parametrize("threshold", [(5000, 7, 7), (0, 10, 10)])
+def test_a_collector_threshold_the_application_sets_during_a_run_is_kept(
+    fabric: str, threshold: tuple[int, int, int]
+) -> None:
+    def body(processor: Any) -> tuple[int, ...]:
+        processor.add_to_queue(w.Set_gc_threshold(threshold))
+        before = gc.get_threshold()
+        try:
+            processor.run_queue()
+            return gc.get_threshold()
+        finally:
+            gc.set_threshold(*before)
+
+    assert run_master(fabric, body) == threshold
 
 
 # Slaves that end ------------------------------------------------------------------------------

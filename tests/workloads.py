@@ -5,6 +5,7 @@ They live in a module of their own so that slaves in other processes can import 
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -36,6 +37,48 @@ class Value(Result_command):
             else processor.data_store.__dict__.setdefault("unclaimed", [])
         )
         target.append((self.rank, self.value))
+
+
+class Tally(Memo):
+    """A memo that counts the results of its commands, keeping none of them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class Counted(Result_command):
+    def run(self, processor: Any, memo: Tally | None) -> None:
+        if memo is not None:
+            memo.count += 1
+
+
+class Tiny(Slave_command):
+    """Does nothing but say it is done, as the tiniest commands of an application."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Counted(processor))
+
+
+class Gc_threshold(Result_command):
+    """Sets the collector's thresholds on the master, as an application may."""
+
+    def __init__(self, processor: Any, threshold: tuple[int, ...]) -> None:
+        super().__init__(processor=processor, completed=True)
+        self.threshold = threshold
+
+    def run(self, processor: Any, memo: Any) -> None:
+        gc.set_threshold(*self.threshold)
+
+
+class Set_gc_threshold(Slave_command):
+    """Returns a result that sets the collector's thresholds on the master."""
+
+    def __init__(self, threshold: tuple[int, ...]) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Gc_threshold(processor, self.threshold))
 
 
 class Square(Slave_command):

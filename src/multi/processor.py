@@ -19,7 +19,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from multi import capture, logs, progress
+from multi import capture, collector, logs, progress
 from multi.commands import Exit_command, Slave_command, Slave_storage_command
 from multi.errors import MultiError, ProcessorSizeError, add_note, describe
 from multi.options import Option, count, one_of, path_or_none, resolve, seconds_or_none
@@ -352,7 +352,8 @@ class Processor:
         wanted = self.settings["progress"] if show_progress else "no"
         self._progress = progress.Progress(wanted, run.count)
         try:
-            scheduler.run(run)
+            with collector.sized_for_batches():
+                scheduler.run(run)
         finally:
             self._run = None
             # Interrupted, slaves may still hold work; or every slave is lost: start afresh.

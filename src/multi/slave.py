@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from multi import capture, wire
+from multi import capture, collector, wire
 from multi.errors import Failure, UnpicklableError, describe
 from multi.wire import unpicklable_error
 
@@ -307,6 +307,7 @@ def serve(
     running: Callable[[int], None] | None = None,
 ) -> None:
     """The loop of a slave process: receive a batch, run it, reply; until told to stop."""
+    collector.size_for_batches()
     with capture.routing():
         while (batch := receive()) is not None:
             if isinstance(batch, Exception):
