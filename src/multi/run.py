@@ -158,10 +158,15 @@ class Run:
     def finish(self, indices: Sequence[int], report: Report, count: int) -> None:
         """Note the report of the first ``count`` commands of a batch."""
         outcomes, positions = self.outcomes, self.positions
-        for position in range(count):
-            index = indices[position]
-            outcomes[index] = report
-            positions[index] = position
+        if type(indices) is range and indices.step == 1:  # the usual batch: a stretch at once
+            start = indices.start
+            outcomes[start : start + count] = [report] * count
+            positions[start : start + count] = range(count)
+        else:
+            for position in range(count):
+                index = indices[position]
+                outcomes[index] = report
+                positions[index] = position
         if not self.in_order:
             self.ready += indices[:count]
         failed = len(report.failures) if report.failures else 0
