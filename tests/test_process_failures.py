@@ -144,6 +144,20 @@ def test_large_arrays_cross_intact_and_writable(process_fabric: str) -> None:
         array[0] = -1.0  # writable
 
 
+def test_payloads_in_the_pickle_stream_cross_intact_at_every_size(process_fabric: str) -> None:
+    # Without out-of-band buffers, small messages and those past a MiB travel differently.
+    sizes = [0, 10, 100_000, 140_000, 400_000]  # floats: ~0.9 and ~1.3 MiB pickled, and more
+
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        for size in sizes:
+            processor.add_to_queue(w.Carries([i + 0.5 for i in range(size)]), memo)
+        processor.run_queue()
+        return values(memo)
+
+    assert run_master(process_fabric, body) == [[i + 0.5 for i in range(n)] for n in sizes]
+
+
 SCRIPT_HEAD = textwrap.dedent(
     """
     import os, sys, time

@@ -14,8 +14,9 @@ or runs the program again under ``mpiexec -n P+1`` (``launch=mpiexec``)::
 
 Messages travel on a communicator of their own (a duplicate of ``COMM_WORLD``, or the
 intercommunicator of each spawned slave) under a fixed set of tags, and as pickle protocol 5
-frames whose large buffers go out of band (``mpi4py.util.pkl5``). Nobody waits in a blocking
-MPI call, which spins: an idle master or slave probes with a backoff from 10 µs to 2 ms.
+frames whose large buffers go out of band (``mpi4py.util.pkl5``); a small batch or report is
+its pickle stream alone, in one message. Nobody waits in a blocking MPI call, which spins: an
+idle master or slave probes with a backoff from 10 µs to 2 ms.
 
 A slave's death (a signal, an exit) ends the whole job under a plain ``mpiexec -n P+1``,
 which a slave's guard (see ``_guard``) names on the way, saying how to launch for survival.
@@ -72,6 +73,11 @@ HOW_TO_LAUNCH = (
 
 # The tags of the messages, master to slave then slave to master: never a task id.
 SETUP, WORK, STOP, KILL, OUTCOMES, BYE, BEAT = range(7)
+#: Added to the tag of a batch or a report that is one small pickle stream, sent as it is:
+#: pkl5 spends three messages on it, some 17 µs each way. One with out-of-band buffers, or
+#: larger than ``PLAIN_BYTES``, goes through pkl5.
+PLAIN = 8
+PLAIN_BYTES = 1 << 20
 MASTER = 0
 
 #: A thread that waits for a message alone in its process (the master, an idle slave) looks
@@ -157,6 +163,30 @@ def _wait(test: Callable[[], Any], seconds: float | None = None, spin: float = 0
 def _out_of_band(frames: wire.Frames) -> list[pickle.PickleBuffer]:
     """Frames as buffers that pkl5 sends as they are, the pickle stream included."""
     return [f if isinstance(f, pickle.PickleBuffer) else pickle.PickleBuffer(f) for f in frames]
+
+
+def _isend(comm: Any, obj: Any, peer: int, tag: int) -> Any:
+    """Start sending a message: a batch or a report (``WORK``, ``OUTCOMES``) is the frames
+    that ``wire`` made, which a small lone stream leaves as it is (``PLAIN``); anything else is
+    an object for pkl5 to pickle."""
+    if tag not in (WORK, OUTCOMES):
+        return comm.isend(obj, peer, tag)
+    if len(obj) == 1 and len(obj[0]) <= PLAIN_BYTES:
+        return comm.Isend(obj[0], peer, tag + PLAIN)
+    return comm.isend(_out_of_band(obj), peer, tag)
+
+
+def _recv(comm: Any, peer: int, tag: int) -> tuple[int, Any]:
+    """Receive the message that a probe found there under ``tag``: its tag without ``PLAIN``,
+    and the object, or the frames of a batch or a report."""
+    if tag < PLAIN:
+        return tag, comm.recv(None, peer, tag)
+    MPI = _mpi()
+    status = MPI.Status()
+    comm.Probe(peer, tag, status)
+    stream = bytearray(status.Get_count(MPI.BYTE))
+    comm.Recv(stream, peer, tag)
+    return tag - PLAIN, [stream]
 
 
 # A slave's guard -----------------------------------------------------------------------------
@@ -491,7 +521,7 @@ class Mpi4py_transport(Transport):
     def send(self, rank: int, payload: Payload) -> None:
         if rank not in self._links:  # it died, and its loss, queued, takes this batch back
             return
-        frames = _out_of_band(payload)  # type: ignore[arg-type]
+        frames: wire.Frames = payload  # type: ignore[assignment]
         self.traffic[rank, "sent"] += wire.size(frames)
         if self._work_sent[rank] == self._answered[rank]:  # it was idle: the clock starts now
             self._heard[rank] = time.monotonic()
@@ -501,7 +531,7 @@ class Mpi4py_transport(Transport):
     def _post(self, rank: int, obj: Any, tag: int) -> None:
         self._sent()
         comm, peer = self._links[rank]
-        self._sending.append((rank, comm.isend(obj, peer, tag), obj))
+        self._sending.append((rank, _isend(comm, obj, peer, tag), obj))
 
     def _sent(self, rank: int | None = None) -> bool:
         """Whether every send to ``rank`` (to any slave, by default) is done; the sends that
@@ -517,7 +547,7 @@ class Mpi4py_transport(Transport):
                 while self._world.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
                     if status.Get_source() in self._links:
                         return status.Get_source()  # type: ignore[no-any-return]
-                    self._world.recv(None, status.Get_source(), status.Get_tag())  # a dead one's
+                    _recv(self._world, status.Get_source(), status.Get_tag())  # a dead one's
             except MPI.Exception as error:  # a process failed (an MPI with ULFM says so)
                 if error.Get_error_class() != MPI.ERR_PROC_FAILED:
                     raise
@@ -558,7 +588,7 @@ class Mpi4py_transport(Transport):
                 continue
             rank = found[0]
             comm, peer = self._links[rank]
-            frames = comm.recv(None, peer, OUTCOMES)
+            _, frames = _recv(comm, peer, status.Get_tag())
             report: Report = wire.loads(frames)
             self._heard[rank] = time.monotonic()
             self._answered[rank] += 1
@@ -578,7 +608,7 @@ class Mpi4py_transport(Transport):
 
         def goodbye() -> bool:
             while comm.Iprobe(peer, MPI.ANY_TAG, status):
-                comm.recv(None, peer, status.Get_tag())
+                _recv(comm, peer, status.Get_tag())
                 if status.Get_tag() == BYE:
                     return True
             return False
@@ -687,7 +717,7 @@ class Mpi4py_transport(Transport):
                 self._deaths()
             while (rank := self._probe(probe)) is not None:
                 comm, peer = self._links[rank]
-                comm.recv(None, peer, probe.Get_tag())  # reports nobody awaits now
+                _recv(comm, peer, probe.Get_tag())  # reports nobody awaits now
                 if probe.Get_tag() == BYE:
                     left.add(rank)
             return set(self.ranks) <= left
@@ -911,8 +941,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         with lock:
             if not comm.Iprobe(MASTER, MPI.ANY_TAG, status):
                 return None
-            tag = status.Get_tag()
-            return tag, comm.recv(None, MASTER, tag)
+            return _recv(comm, MASTER, status.Get_tag())
 
     beats: list[Any] = []  # heartbeats on their way (their buffers must live until sent)
 
@@ -949,7 +978,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     def reply(report: Report, batch: Batch | None) -> None:
         frames = seal(report, batch[1] if batch is not None else ())
         with lock:
-            request = comm.isend(_out_of_band(frames), MASTER, OUTCOMES)
+            request = _isend(comm, frames, MASTER, OUTCOMES)
         _wait(lambda: _tested(lock, request))
 
     def note(task_id: int) -> None:
@@ -967,9 +996,11 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
             return False
         while batches["received"] < batches["sent"]:
             with lock:
-                if not comm.Iprobe(MASTER, WORK, status):
+                if not (
+                    comm.Iprobe(MASTER, WORK + PLAIN, status) or comm.Iprobe(MASTER, WORK, status)
+                ):
                     return False
-                comm.recv(None, MASTER, WORK)
+                _recv(comm, MASTER, status.Get_tag())
             batches["received"] += 1
         return True
 
