@@ -69,7 +69,10 @@ class Descriptor_capture:
     def __init__(self, directory: str | os.PathLike[str], rank: int) -> None:
         flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
         self.fds = tuple(os.open(path, flags, 0o600) for path in paths(directory, rank))
+        #: Where descriptors 1 and 2 pointed first, kept for the process's life: pointing them
+        #: back after a batch is then two calls, not six.
         self._saved: tuple[int, int] | None = None
+        self._pointed = False  # into the files
         self._marks: list[tuple[int, int, int]] = []  # (stream Python wrote first, sizes)
         self._last = -1  # the stream Python wrote to last
         global _line_buffered
@@ -82,19 +85,20 @@ class Descriptor_capture:
             if stream is not None:
                 stream.flush()
         _flush_c_streams()
-        self._saved = (os.dup(1), os.dup(2))
+        if self._saved is None:
+            self._saved = (os.dup(1), os.dup(2))
         os.dup2(self.fds[STDOUT], 1)
         os.dup2(self.fds[STDERR], 2)
+        self._pointed = True
 
     def end(self) -> None:
         """Point descriptors 1 and 2 back where they were."""
-        if self._saved is None:
+        if not self._pointed or self._saved is None:
             return
         _flush_c_streams()
         for fd, saved in zip((1, 2), self._saved, strict=True):
             os.dup2(saved, fd)
-            os.close(saved)
-        self._saved = None
+        self._pointed = False
 
     def append(self, chunk: Chunk) -> None:
         """A Python write of a command: to its stream's file, noting a change of stream."""
@@ -127,8 +131,9 @@ class Descriptor_capture:
 
     def close(self) -> None:
         self.end()
-        for fd in self.fds:
+        for fd in (*self.fds, *(self._saved or ())):
             os.close(fd)
+        self._saved = None
 
 
 def _interleave(

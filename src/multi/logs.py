@@ -59,14 +59,15 @@ class Log_forwarding:
         root = logging.getLogger()
         self._saved = (root.handlers[:], root.level)
         root.handlers = [self.handler]
-        if self.level is not None:
-            root.setLevel(self.level)
+        if self.level is not None and root.level != self.level:
+            root.setLevel(self.level)  # (which empties every logger's cache: only if it must)
 
     def end(self) -> None:
         if self._saved is not None:
             root = logging.getLogger()
             root.handlers, level = self._saved
-            root.setLevel(level)
+            if root.level != level:
+                root.setLevel(level)
             self._saved = None
 
     def take(self) -> list[tuple[int, Any]]:
