@@ -982,7 +982,8 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         _wait(lambda: _tested(lock, request))
 
     def note(task_id: int) -> None:
-        (running.set if task_id >= 0 else running.clear)()
+        if (task_id >= 0) != running.is_set():  # (setting an Event takes its lock: once a batch)
+            (running.set if task_id >= 0 else running.clear)()
         _note_task(task_id)
 
     def drained() -> bool:
