@@ -40,6 +40,14 @@ def test_the_installed_package_has_every_file_of_the_source() -> None:
     assert (INSTALLED / "py.typed").exists()
 
 
+def test_the_distribution_carries_the_text_of_its_license() -> None:
+    distribution = metadata.distribution(DISTRIBUTION)
+    assert distribution.metadata["License-Expression"] == "GPL-3.0-or-later"
+    texts = [file for file in distribution.files or () if file.name == "LICENSE"]
+    assert texts, "no LICENSE among the installed files"
+    assert texts[0].read_text().split()[:3] == ["GNU", "GENERAL", "PUBLIC"]
+
+
 def test_the_suite_imports_the_installed_package() -> None:
     if _editable():
         pytest.skip("an editable install: the source is the package")
