@@ -221,7 +221,8 @@ def _guard(
     sys.stderr.flush()
     guard = os.getpid()
     read, write = os.pipe()
-    task = _task_memory(notes, rank if key is None else key)  # shared with the slave
+    key = rank if key is None else key
+    task = _task_memory(notes, key)  # shared with the slave
     child = os.fork()
     if child == 0:
         os.close(read)
@@ -229,7 +230,6 @@ def _guard(
         _die_with(guard)
         return
     os.close(write)
-    key = rank if key is None else key
     signal.signal(FAILED, signal.SIG_IGN)  # the launcher's news of a failure is the master's
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the slave takes Ctrl-C itself
     signal.signal(signal.SIGTERM, lambda number, frame: os.kill(child, number))
@@ -458,9 +458,9 @@ class Mpi4py_transport(Transport):
         self._new_keys = itertools.count(1)
         #: What each spawned slave shows that it runs, by key (see ``running``).
         self._tasks: dict[int, mmap.mmap] = {}
-        #: Whether a job that loses a slave goes on (see ``_spawned_slaves_survive``).
-        self.survives = _under_launcher() or (self.spawned and _spawned_slaves_survive())
         self.replaceable = self.spawned and _spawned_slaves_survive()
+        #: Whether a job that loses a slave goes on: under mpiexec, or where it replaces it.
+        self.survives = _under_launcher() or self.replaceable
         #: Where SIGUSR1 cannot be heard (no handler: the transport of a thread that is not
         #: the main one, in a program whose main thread made no processor), when to look at
         #: the guards' notes next.
