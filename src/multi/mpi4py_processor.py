@@ -176,15 +176,14 @@ def _isend(comm: Any, obj: Any, peer: int, tag: int) -> Any:
     return comm.isend(_out_of_band(obj), peer, tag)
 
 
-def _recv(comm: Any, peer: int, tag: int) -> tuple[int, Any]:
-    """Receive the message that a probe found there under ``tag``: its tag without ``PLAIN``,
-    and the object, or the frames of a batch or a report."""
+def _recv(comm: Any, peer: int, status: Any) -> tuple[int, Any]:
+    """Receive the message from ``peer`` that a probe described in ``status``: its tag without
+    ``PLAIN``, and the object, or the frames of a batch or a report. (The probe's status gives
+    the size of a plain message: probing again would cost a call to MPI's progress engine.)"""
+    tag = status.Get_tag()
     if tag < PLAIN:
         return tag, comm.recv(None, peer, tag)
-    MPI = _mpi()
-    status = MPI.Status()
-    comm.Probe(peer, tag, status)
-    stream = bytearray(status.Get_count(MPI.BYTE))
+    stream = bytearray(status.Get_count(_mpi().BYTE))
     comm.Recv(stream, peer, tag)
     return tag - PLAIN, [stream]
 
@@ -547,7 +546,7 @@ class Mpi4py_transport(Transport):
                 while self._world.Iprobe(MPI.ANY_SOURCE, MPI.ANY_TAG, status):
                     if status.Get_source() in self._links:
                         return status.Get_source()  # type: ignore[no-any-return]
-                    _recv(self._world, status.Get_source(), status.Get_tag())  # a dead one's
+                    _recv(self._world, status.Get_source(), status)  # a dead one's
             except MPI.Exception as error:  # a process failed (an MPI with ULFM says so)
                 if error.Get_error_class() != MPI.ERR_PROC_FAILED:
                     raise
@@ -588,7 +587,7 @@ class Mpi4py_transport(Transport):
                 continue
             rank = found[0]
             comm, peer = self._links[rank]
-            _, frames = _recv(comm, peer, status.Get_tag())
+            _, frames = _recv(comm, peer, status)
             report: Report = wire.loads(frames)
             self._heard[rank] = time.monotonic()
             self._answered[rank] += 1
@@ -608,7 +607,7 @@ class Mpi4py_transport(Transport):
 
         def goodbye() -> bool:
             while comm.Iprobe(peer, MPI.ANY_TAG, status):
-                _recv(comm, peer, status.Get_tag())
+                _recv(comm, peer, status)
                 if status.Get_tag() == BYE:
                     return True
             return False
@@ -717,7 +716,7 @@ class Mpi4py_transport(Transport):
                 self._deaths()
             while (rank := self._probe(probe)) is not None:
                 comm, peer = self._links[rank]
-                _recv(comm, peer, probe.Get_tag())  # reports nobody awaits now
+                _recv(comm, peer, probe)  # reports nobody awaits now
                 if probe.Get_tag() == BYE:
                     left.add(rank)
             return set(self.ranks) <= left
@@ -941,7 +940,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         with lock:
             if not comm.Iprobe(MASTER, MPI.ANY_TAG, status):
                 return None
-            return _recv(comm, MASTER, status.Get_tag())
+            return _recv(comm, MASTER, status)
 
     beats: list[Any] = []  # heartbeats on their way (their buffers must live until sent)
 
@@ -1001,7 +1000,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
                     comm.Iprobe(MASTER, WORK + PLAIN, status) or comm.Iprobe(MASTER, WORK, status)
                 ):
                     return False
-                _recv(comm, MASTER, status.Get_tag())
+                _recv(comm, MASTER, status)
             batches["received"] += 1
         return True
 

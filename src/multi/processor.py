@@ -351,10 +351,11 @@ class Processor:
         self._run = run
         wanted = self.settings["progress"] if show_progress else "no"
         self._progress = progress.Progress(wanted, run.count)
+        held = collector.hold_batches()
         try:
-            with collector.sized_for_batches():
-                scheduler.run(run)
+            scheduler.run(run)
         finally:
+            collector.restore(held)
             self._run = None
             # Interrupted, slaves may still hold work; or every slave is lost: start afresh.
             if run.busy() or scheduler.broken is not None:

@@ -36,6 +36,12 @@ class Sent:
 class Run:
     """Everything one ``run_queue`` knows; the scheduler keeps nothing of a finished run."""
 
+    __slots__ = ("_rank_of", "alone", "attempts", "commands", "count", "delivered", "failed",
+                 "failures", "fresh", "in_flight", "in_order", "left_output", "memo_ids",
+                 "on_error", "on_failure", "outcomes", "pinned", "positions", "ready",
+                 "returned", "settled", "sizer", "source", "started", "statistics", "stopped",
+                 "succeeded", "unrun")  # fmt: skip
+
     def __init__(
         self,
         commands: list[Any],

@@ -555,10 +555,11 @@ class Scheduler:
         for rank, slave in statistics.slaves.items():
             slave.bytes_sent = traffic[rank, "sent"] - moved.get((rank, "sent"), 0)
             slave.bytes_received = traffic[rank, "received"] - moved.get((rank, "received"), 0)
-        statistics.failures = [
-            Failure_record(index, describe(run.commands[index]), error)
-            for index, error in run.failures
-        ]
+        if run.failures:
+            statistics.failures = [
+                Failure_record(index, describe(run.commands[index]), error)
+                for index, error in run.failures
+            ]
 
 
 def _pick(commands: list[Any], indices: Sequence[int]) -> list[Any]:

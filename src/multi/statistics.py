@@ -42,7 +42,7 @@ class Failure_record:
     error: BaseException
 
 
-@dataclass
+@dataclass(slots=True)
 class Run_statistics:
     """What one ``run_queue``, or all of a program's, did."""
 
@@ -62,6 +62,9 @@ class Run_statistics:
 
     def timed(self, commands: Sequence[Any], indices: Sequence[int], seconds: list[float]) -> None:
         """Note the run times of a batch's finished commands, by their class."""
+        if len(seconds) == 1:  # a round trip of one command
+            self._keep(kind(commands[indices[0]]), seconds, 1, seconds[0])
+            return
         if type(indices) is range and len(seconds) == len(indices):
             batch = commands[indices.start : indices.stop]
             if len(set(map(type, batch))) == 1:  # the usual batch: one class, noted at once
@@ -81,8 +84,10 @@ class Run_statistics:
         self.counts[name] += count
         self.totals[name] += total
         sample.extend(times)
-        while len(sample) > SAMPLE:
-            sample = self.times[name] = sample[::2]
+        if len(sample) > SAMPLE:
+            while len(sample) > SAMPLE:
+                sample = sample[::2]
+            self.times[name] = sample
 
     @property
     def commands(self) -> int:
