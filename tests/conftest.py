@@ -7,6 +7,7 @@ in time (pytest-timeout, see pyproject.toml) and checked for slaves left behind.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,9 @@ def pytest_configure(config: pytest.Config) -> None:
     """Install the plug-in package, as a user would, where this session finds it; keep
     orphaned processes in view."""
     _adopt_orphans()
+    config.addinivalue_line(
+        "markers", "leaves_mpi_memory(why): the test kills an MPI job, whose memory MPI leaves"
+    )
     work = tempfile.mkdtemp(prefix="multi-plugin-")
     config.stash[_plugin_dir] = work
     source, target = os.path.join(work, "source"), os.path.join(work, "installed")
@@ -178,15 +183,25 @@ def _adopt_orphans() -> None:
 LIBRARY_THREADS = ("TMonitor",)
 
 
+def mpi_memory() -> set[str]:
+    """The shared memory files of MPICH: each MPI process makes one as it starts, which MPI
+    removes as the process leaves it, and which stays for as long as the machine runs where it
+    never does (a process killed, or ended before it left MPI)."""
+    return set(glob.glob("/dev/shm/mpich_shm_*"))
+
+
 @pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    """Fail a test that leaves behind a thread or a process that started during it: slaves,
-    their threads, and what their commands started, however deep."""
+def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves behind a thread or a process that started during it (slaves,
+    their threads, and what their commands started, however deep), or a shared memory file
+    of MPI (unless marked ``leaves_mpi_memory``: MPI's own, where the test kills a job)."""
     verbosity = Verbosity().level()
     threads_before = set(threading.enumerate())
     processes_before = set(_descendants())
+    memory_before = mpi_memory()
     yield
     Verbosity().set(verbosity)
+    checks_memory = request.node.get_closest_marker("leaves_mpi_memory") is None
     deadline = time.monotonic() + 5
     while True:
         threads = [
@@ -198,12 +213,16 @@ def nothing_left_behind() -> Iterator[None]:
             and type(thread).__name__ not in LIBRARY_THREADS
         ]
         alive = [p for pid, p in _descendants().items() if pid not in processes_before]
-        if not alive and not threads:
+        memory = sorted(mpi_memory() - memory_before) if checks_memory else []
+        if not alive and not threads and not memory:
             return
         if time.monotonic() > deadline:
             for process in alive:
                 process.kill()
-            pytest.fail(f"left behind: processes {alive}, threads {threads}")
+            for path in memory:
+                with suppress(OSError):
+                    os.unlink(path)
+            pytest.fail(f"left behind: processes {alive}, threads {threads}, MPI's memory {memory}")
         time.sleep(0.05)
 
 

@@ -184,7 +184,11 @@ ENDINGS = {
 
 
 @pytest.mark.parametrize("ending", ENDINGS)
-def test_no_slave_outlives_its_master(process_fabric: str, tmp_path: Path, ending: str) -> None:
+def test_no_slave_outlives_its_master(
+    process_fabric: str, tmp_path: Path, ending: str, request: pytest.FixtureRequest
+) -> None:
+    if process_fabric == "mpi4py" and ending == "killed":  # nobody left MPI: MPICH's memory stays
+        request.applymarker(pytest.mark.leaves_mpi_memory("the master was killed outright"))
     script = tmp_path / "master.py"
     script.write_text(
         SCRIPT_HEAD
