@@ -26,10 +26,19 @@ import pytest
 
 from multi import Application_callback, Processor, Processor_box, Verbosity, load_multiprocessor
 
+#: The process that runs the suite: the first to import this module. A slave imports it too,
+#: with a test module that defines its commands, and must not start MPI for ``_missing``: it
+#: would end without leaving MPI (multiprocessing ends its processes with ``os._exit``).
+SUITE = int(os.environ.setdefault("MULTI_TEST_SUITE_PID", str(os.getpid())))
+
 
 def _missing(fabric: str) -> str | None:
-    """Why a built-in fabric cannot run here (what it needs is not installed), or None."""
+    """Why a built-in fabric cannot run here (what it needs is not installed), or None (in a
+    slave process, always: see ``SUITE``)."""
     from multi import registry
+
+    if os.getpid() != SUITE:
+        return None
 
     try:
         registry.load(fabric).check_available()

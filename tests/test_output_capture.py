@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,13 +137,3 @@ def test_records_have_slave_and_command_attributes_on_the_master(
         logging.getLogger("tests.master").info("on the master")
     (record,) = [r for r in caplog.records if r.name == "tests.master"]
     assert (record.slave, record.command) == (0, "")
-
-
-def test_the_capture_files_of_the_slaves_are_removed(tmp_path: Path) -> None:
-    def body(processor: Any) -> str:
-        processor.add_to_queue(Mixed(0))
-        processor.run_queue()
-        return processor._transport.output_directory  # type: ignore[no-any-return]
-
-    directory = run_master("multiprocessing", body)
-    assert not os.path.exists(directory)

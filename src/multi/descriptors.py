@@ -11,17 +11,20 @@ Between the two streams the order is kept as far as this process can know it: wh
 writes to the other stream than last time, the sizes of both files are noted, and the
 command's output is replayed interval by interval, the stream Python wrote to first.
 
-The files lie in a directory that the master knows: when a slave dies in the middle of a
-command, the master reads what the command wrote there (``read_left``), and it is replayed
-before the news of the death.
+When a slave dies in the middle of a command, its master reads what the command wrote there
+(``read_left``), and it is replayed before the news of the death. The files have no name
+(``unnamed_files``): a slave that its master starts inherits them, and a master opens those of
+a slave started for it on its host through /proc (``files_of``). However the master and its
+slaves end, nothing stays behind.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import sys
-from pathlib import Path
+import tempfile
 
 from multi.capture import STDERR, STDOUT, Chunk
 
@@ -58,17 +61,45 @@ def _line_buffer_c_stdout() -> bool:
     return False
 
 
-def paths(directory: str | os.PathLike[str], rank: int) -> tuple[Path, Path]:
-    """The files of a slave's stdout and stderr."""
-    return Path(directory, f"slave-{rank}.out"), Path(directory, f"slave-{rank}.err")
+#: The descriptors of a slave's two files: its stdout's, then its stderr's.
+Files = tuple[int, int]
+
+
+def files_of(pid: int, fds: Files) -> Files | None:
+    """The files that descriptors ``fds`` of process ``pid`` (on this host) point to, opened
+    for reading here, names or no names (Linux: /proc); None where that cannot be done."""
+    opened: list[int] = []
+    try:
+        for fd in fds:
+            opened.append(os.open(f"/proc/{pid}/fd/{fd}", os.O_RDONLY))
+    except OSError:
+        for fd in opened:
+            os.close(fd)
+        return None
+    out, err = opened
+    return out, err
+
+
+def unnamed_files() -> Files:
+    """Two files without a name, opened for appending: they go with the last descriptor that
+    points to them, however the processes that hold them end."""
+    return _unnamed(), _unnamed()
+
+
+def _unnamed() -> int:
+    with tempfile.TemporaryFile(buffering=0) as file:
+        fd = os.dup(file.fileno())
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+    return fd
 
 
 class Descriptor_capture:
-    """Descriptors 1 and 2 of this process, pointed into files while a batch runs."""
+    """Descriptors 1 and 2 of this process, pointed into two files while a batch runs."""
 
-    def __init__(self, directory: str | os.PathLike[str], rank: int) -> None:
-        flags = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-        self.fds = tuple(os.open(path, flags, 0o600) for path in paths(directory, rank))
+    def __init__(self, files: Files) -> None:
+        self.fds = files
+        for fd in files:  # (a slave that replaces a dead one finds what the master read)
+            os.ftruncate(fd, 0)
         #: Where descriptors 1 and 2 pointed first, kept for the process's life: pointing them
         #: back after a batch is then two calls, not six.
         self._saved: tuple[int, int] | None = None
@@ -153,14 +184,10 @@ def _interleave(
     return chunks
 
 
-def read_left(directory: str | os.PathLike[str], rank: int) -> list[Chunk]:
+def read_left(files: Files) -> list[Chunk]:
     """What a slave that died left in its files: its stdout, then its stderr."""
-    chunks: list[Chunk] = []
-    for stream, path in enumerate(paths(directory, rank)):
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        if data:
-            chunks.append((stream, data.decode("utf-8", "replace")))
-    return chunks
+    return _left([os.pread(fd, os.fstat(fd).st_size, 0) for fd in files])
+
+
+def _left(data: list[bytes]) -> list[Chunk]:
+    return [(stream, text.decode("utf-8", "replace")) for stream, text in enumerate(data) if text]

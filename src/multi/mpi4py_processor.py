@@ -55,7 +55,7 @@ from typing import Any
 
 from multi import wire
 from multi.application import Processor_box
-from multi.descriptors import Descriptor_capture
+from multi.descriptors import Descriptor_capture, unnamed_files
 from multi.errors import MultiError, MultiWarning, ProcessorSizeError, ending
 from multi.logs import Log_forwarding
 from multi.options import Option
@@ -1086,8 +1086,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     watcher = threading.Thread(target=watch, name="multi-mpi-watcher", daemon=True)
     watcher.start()
     context = Slave_context(rank, slaves, processor.data_store)
-    output_directory = tempfile.mkdtemp(prefix="multi-output-")
-    context.descriptors = Descriptor_capture(output_directory, rank)
+    context.descriptors = Descriptor_capture(unnamed_files())  # (nobody reads what it left)
     context.logs = Log_forwarding(rank, logging.DEBUG)  # the master's levels decide
     try:
         serve(processor, context, receive, reply, note)
@@ -1096,7 +1095,6 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         context.descriptors.close()
-        shutil.rmtree(output_directory, ignore_errors=True)
         sys.stdout.flush()
         sys.stderr.flush()
         running.clear()

@@ -27,16 +27,15 @@ import multiprocessing.connection
 import os
 import select
 import selectors
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from multiprocessing import reduction
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -100,8 +99,9 @@ class Multiprocessing_transport(Transport):
         self._slaves: dict[int, _Slave] = {}
         self._selector = selectors.DefaultSelector()
         self._ready: deque[tuple[int, Message]] = deque()
-        #: Where slaves' descriptors 1 and 2 point while they run commands (see descriptors).
-        self.output_directory = tempfile.mkdtemp(prefix="multi-output-")
+        #: Where each rank's descriptors 1 and 2 point while it runs commands: files without a
+        #: name, which its slaves inherit (see ``multi.descriptors``).
+        self._files: dict[int, descriptors.Files] = {}
 
     @property
     def ranks(self) -> Sequence[int]:
@@ -113,13 +113,14 @@ class Multiprocessing_transport(Transport):
 
     def replace(self, rank: int) -> None:
         ours, theirs = socket.socketpair()
+        files = self._files.get(rank) or self._files.setdefault(rank, descriptors.unnamed_files())
         self.task[rank] = -1
         self.heartbeat[rank] = time.monotonic()  # (it beats once it has started)
         process = self.context.Process(
             target=_slave_main,
             name=f"multi-slave-{rank}",
             args=(wire.dumps(type(self.processor)), rank, self.slaves, theirs, self.task,
-                  self.since, self.heartbeat, self.output_directory,
+                  self.since, self.heartbeat, _Inherited(files),
                   logging.getLogger().getEffectiveLevel()),
             daemon=True,
         )  # fmt: skip
@@ -222,7 +223,7 @@ class Multiprocessing_transport(Transport):
         task = self.task[rank]
         slave = self._retire(rank)
         reason = f"{slave.name()} {ending(slave.process.exitcode)}"
-        output = descriptors.read_left(self.output_directory, rank) if task >= 0 else None
+        output = descriptors.read_left(self._files[rank]) if task >= 0 else None
         return Slave_lost(rank, reason, task if task >= 0 else None, idle=task < 0, output=output)
 
     def _retire(self, rank: int) -> _Slave:
@@ -266,7 +267,25 @@ class Multiprocessing_transport(Transport):
         for rank in list(self._slaves):
             self._retire(rank)
         self._selector.close()
-        shutil.rmtree(self.output_directory, ignore_errors=True)
+        for fd in (fd for files in self._files.values() for fd in files):
+            os.close(fd)
+        self._files.clear()
+
+
+class _Inherited:
+    """Descriptors that a slave process inherits however it starts: multiprocessing passes them
+    with the process (``DupFd``), as it passes a socket; a fork has them already."""
+
+    def __init__(self, fds: descriptors.Files) -> None:
+        self.fds = fds
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        out, err = self.fds
+        return _inherited, (reduction.DupFd(out), reduction.DupFd(err))
+
+
+def _inherited(out: Any, err: Any) -> _Inherited:
+    return _Inherited((out.detach(), err.detach()))
 
 
 @contextmanager
@@ -313,7 +332,7 @@ def _slave_main(
     task: Any,
     since: Any,
     heartbeat: Any,
-    output_directory: str,
+    files: _Inherited,
     log_level: int,
 ) -> None:
     """Run commands for the master until it says stop, or disappears.
@@ -326,7 +345,7 @@ def _slave_main(
     processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
     Processor_box().processor = processor
     context = Slave_context(rank, slaves, processor.data_store)
-    context.descriptors = descriptors.Descriptor_capture(output_directory, rank)
+    context.descriptors = descriptors.Descriptor_capture(files.fds)
     context.logs = Log_forwarding(rank, log_level)
     channel = Channel(sock)
 

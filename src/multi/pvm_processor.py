@@ -27,11 +27,9 @@ import logging
 import os
 import pickle
 import select
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -111,6 +109,8 @@ class _Slave:
     tid: int
     host: str = "?"  # from its HELLO
     pid: int | None = None
+    #: Its capture files (see ``multi.descriptors``), opened here where it runs on this host.
+    files: descriptors.Files | None = None
     task: int = -1  # the command it said it runs, and since when (the master's clock)
     since: float = 0.0
     heard: float = 0.0  # when it last gave a sign of life, or was given work while idle
@@ -137,8 +137,6 @@ class Pvm_transport(Transport):
         self._saved_tmp: str | None = None
         self.pvm: Pvm | None = None
         self.host = socket.gethostname()
-        #: Where slaves on this host point their descriptors 1 and 2 while they run commands.
-        self.output_directory = tempfile.mkdtemp(prefix="multi-output-")
 
     @property
     def ranks(self) -> Sequence[int]:
@@ -197,8 +195,6 @@ class Pvm_transport(Transport):
             "slaves": self.slaves,
             "fabric": wire.dumps(type(self.processor)),
             "place": master_place(),
-            "host": self.host,
-            "output_directory": self.output_directory,
             "log_level": logging.getLogger().getEffectiveLevel(),
             "direct": self.processor.settings["route"] == "direct",
         }
@@ -251,7 +247,9 @@ class Pvm_transport(Transport):
             slave.task, running_for = pickle.loads(message.frames[0])
             slave.since = slave.heard - running_for
         elif message.tag == HELLO:
-            slave.pid, slave.host = pickle.loads(message.frames[0])
+            slave.pid, slave.host, files = pickle.loads(message.frames[0])
+            if slave.host == self.host:  # what a command writes, in case the slave dies
+                slave.files = descriptors.files_of(slave.pid, files)
         return None
 
     def _report(self, rank: int, frames: list[bytearray]) -> Report:
@@ -274,17 +272,20 @@ class Pvm_transport(Transport):
 
     def _lost(self, rank: int) -> Slave_lost:
         """Name a slave that ended, with the command it said it ran, and what it wrote."""
-        slave = self._forget(rank)
+        slave = self._slaves[rank]
         task = slave.task
         output = None
-        if task >= 0 and slave.host == self.host:
-            output = descriptors.read_left(self.output_directory, rank)
+        if task >= 0 and slave.files is not None:
+            output = descriptors.read_left(slave.files)
+        self._forget(rank)
         reason = f"{slave.name()} ended"
         return Slave_lost(rank, reason, task if task >= 0 else None, output=output)
 
     def _forget(self, rank: int) -> _Slave:
         slave = self._slaves.pop(rank)
         self._ranks.pop(slave.tid, None)
+        for fd in slave.files or ():  # (read already, where it died in a command)
+            os.close(fd)
         return slave
 
     def end_slave(self, rank: int) -> str:
@@ -330,10 +331,9 @@ class Pvm_transport(Transport):
             message = _next(pvm, left)
             if message is not None and message.tag == EXITED and message.ints[0] in self._ranks:
                 self._forget(self._ranks[message.ints[0]])
-        for slave in list(self._slaves.values()):
+        for rank, slave in list(self._slaves.items()):
             self._end(slave)
-        self._slaves.clear()
-        self._ranks.clear()
+            self._forget(rank)
 
     def _leave(self) -> None:
         """Leave the virtual machine, and halt the daemon if it is ours."""
@@ -350,7 +350,6 @@ class Pvm_transport(Transport):
                 os.environ["PVM_TMP"] = self._saved_tmp
         if _current is self:
             _current = None
-        shutil.rmtree(self.output_directory, ignore_errors=True)
 
 
 # The slave task -----------------------------------------------------------------------------
@@ -370,7 +369,8 @@ def slave_main() -> None:
         print("multi: a pvm slave must be spawned by its master", file=sys.stderr)
         sys.exit(2)
     pvm.notify_exit(MASTER_GONE, [master])
-    pvm.send(master, HELLO, _control((os.getpid(), socket.gethostname())))
+    files = descriptors.unnamed_files()  # (its master opens them, where it is on its host)
+    pvm.send(master, HELLO, _control((os.getpid(), socket.gethostname(), files)))
     description = _setup(pvm, master)
     if description is None:
         _leave(pvm)
@@ -382,11 +382,7 @@ def slave_main() -> None:
     processor = cls(processor_size=slaves, callback=None)
     Processor_box().processor = processor
     context = Slave_context(rank, slaves, processor.data_store)
-    own_output = None
-    directory = description["output_directory"]
-    if description["host"] != socket.gethostname() or not os.path.isdir(directory):
-        directory = own_output = tempfile.mkdtemp(prefix="multi-output-")
-    context.descriptors = descriptors.Descriptor_capture(directory, rank)
+    context.descriptors = descriptors.Descriptor_capture(files)
     context.logs = Log_forwarding(rank, description["log_level"])
     watcher = _Watcher(pvm, master)
 
@@ -411,8 +407,6 @@ def slave_main() -> None:
     finally:
         watcher.stop()
         context.descriptors.close()
-        if own_output is not None:
-            shutil.rmtree(own_output, ignore_errors=True)
         _leave(pvm)
 
 
