@@ -25,10 +25,11 @@ import psutil
 import pytest
 
 from multi import Application_callback, Processor, Processor_box, Verbosity, load_multiprocessor
+from multi.mpi4py_processor import MPICH_MEMORY
 
 #: The process that runs the suite: the first to import this module. A slave imports it too,
-#: with a test module that defines its commands, and must not start MPI for ``_missing``: it
-#: would end without leaving MPI (multiprocessing ends its processes with ``os._exit``).
+#: with a test module that defines its commands, and has no use for ``_missing``, which would
+#: start MPI there.
 SUITE = int(os.environ.setdefault("MULTI_TEST_SUITE_PID", str(os.getpid())))
 
 
@@ -65,9 +66,6 @@ def pytest_configure(config: pytest.Config) -> None:
     """Install the plug-in package, as a user would, where this session finds it; keep
     orphaned processes in view."""
     _adopt_orphans()
-    config.addinivalue_line(
-        "markers", "leaves_mpi_memory(why): the test kills an MPI job, whose memory MPI leaves"
-    )
     work = tempfile.mkdtemp(prefix="multi-plugin-")
     config.stash[_plugin_dir] = work
     source, target = os.path.join(work, "source"), os.path.join(work, "installed")
@@ -193,24 +191,22 @@ LIBRARY_THREADS = ("TMonitor",)
 
 
 def mpi_memory() -> set[str]:
-    """The shared memory files of MPICH: each MPI process makes one as it starts, which MPI
-    removes as the process leaves it, and which stays for as long as the machine runs where it
-    never does (a process killed, or ended before it left MPI)."""
-    return set(glob.glob("/dev/shm/mpich_shm_*"))
+    """The shared memory files of MPICH that have a name: one for the processes of a job on a
+    host, which would stay for as long as the machine runs where they never leave MPI."""
+    return set(glob.glob(os.fsdecode(MPICH_MEMORY) + "*"))
 
 
 @pytest.fixture(autouse=True)
-def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+def nothing_left_behind() -> Iterator[None]:
     """Fail a test that leaves behind a thread or a process that started during it (slaves,
     their threads, and what their commands started, however deep), or a shared memory file
-    of MPI (unless marked ``leaves_mpi_memory``: MPI's own, where the test kills a job)."""
+    of MPI."""
     verbosity = Verbosity().level()
     threads_before = set(threading.enumerate())
     processes_before = set(_descendants())
     memory_before = mpi_memory()
     yield
     Verbosity().set(verbosity)
-    checks_memory = request.node.get_closest_marker("leaves_mpi_memory") is None
     deadline = time.monotonic() + 5
     while True:
         threads = [
@@ -222,7 +218,7 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
             and type(thread).__name__ not in LIBRARY_THREADS
         ]
         alive = [p for pid, p in _descendants().items() if pid not in processes_before]
-        memory = sorted(mpi_memory() - memory_before) if checks_memory else []
+        memory = sorted(mpi_memory() - memory_before)
         if not alive and not threads and not memory:
             return
         if time.monotonic() > deadline:

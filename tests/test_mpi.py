@@ -136,7 +136,6 @@ def test_a_size_that_mpiexec_did_not_give_is_a_warning_from_the_master_alone() -
     assert "runs 2 slaves, as mpiexec started 3 processes, not the 5 asked for" in result.stderr
 
 
-@pytest.mark.leaves_mpi_memory("mpiexec ends, on Ctrl-C, ranks that have not left MPI yet")
 def test_ctrl_c_on_mpiexec_ends_every_rank(tmp_path: Path) -> None:
     script = tmp_path / "interrupted.py"
     script.write_text(INTERRUPTED)

@@ -11,11 +11,11 @@ Between the two streams the order is kept as far as this process can know it: wh
 writes to the other stream than last time, the sizes of both files are noted, and the
 command's output is replayed interval by interval, the stream Python wrote to first.
 
-When a slave dies in the middle of a command, its master reads what the command wrote there
-(``read_left``), and it is replayed before the news of the death. The files have no name
-(``unnamed_files``): a slave that its master starts inherits them, and a master opens those of
-a slave started for it on its host through /proc (``files_of``). However the master and its
-slaves end, nothing stays behind.
+The files have no name (``unnamed_files``): however the master and its slaves end, nothing
+stays behind. Where the master can hold them too (a slave that it starts inherits them; those
+of a PVM task on its host it opens through /proc, ``files_of``), it reads what a command wrote
+before its slave died in the middle of it (``read_left``), and replays it before the news of
+the death.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Descriptor_capture:
 
     def __init__(self, files: Files) -> None:
         self.fds = files
-        for fd in files:  # (a slave that replaces a dead one finds what the master read)
+        for fd in files:  # (those of the slave that it replaces, read or not)
             os.ftruncate(fd, 0)
         #: Where descriptors 1 and 2 pointed first, kept for the process's life: pointing them
         #: back after a batch is then two calls, not six.

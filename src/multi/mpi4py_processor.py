@@ -79,6 +79,8 @@ SETUP, WORK, STOP, KILL, OUTCOMES, BYE, BEAT = range(7)
 PLAIN = 8
 PLAIN_BYTES = 1 << 20
 MASTER = 0
+#: Where MPICH's shared memory files are, and how their names start (``_unname_mpi_memory``).
+MPICH_MEMORY = b"/dev/shm/mpich_shm_"
 
 #: A thread that waits for a message alone in its process (the master, an idle slave) looks
 #: without sleeping for this long first: the other side of a quick round trip answers by then.
@@ -135,10 +137,33 @@ def _mpi() -> Any:
     from mpi4py import MPI
 
     _MPI = MPI
+    if MPI.COMM_WORLD.Get_size() == 1:  # (a master started alone, a spawned slave)
+        _unname_mpi_memory()
     return MPI
 
 
 _MPI: Any = None
+
+
+def _unname_mpi_memory() -> None:
+    """Take their name off the shared memory files of MPICH that this process maps.
+
+    MPICH gives the processes of a job on one host a file in /dev/shm (1 MB), which it removes
+    only as they leave MPI: a process killed, an abort, a program that runs itself again under
+    mpiexec never do, and the file would stay for as long as the machine runs. Called once
+    every process that shares it has mapped it (a process alone in its world, at once; the
+    ranks of mpiexec, once all have made the processor), as UCX does with its own: what is
+    mapped stays, and nobody opens it by its name later.
+    """
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            paths = {line.split(None, 5)[5].rstrip() for line in maps if MPICH_MEMORY in line}
+    except (OSError, IndexError):
+        return
+    for path in paths:
+        if path.startswith(MPICH_MEMORY) and not path.endswith(b" (deleted)"):
+            with suppress(OSError):
+                os.unlink(path)
 
 
 def _wait(test: Callable[[], Any], seconds: float | None = None, spin: float = 0.0) -> Any:
@@ -233,13 +258,13 @@ def _guard(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the slave takes Ctrl-C itself
     signal.signal(signal.SIGTERM, lambda number, frame: os.kill(child, number))
     if notes is not None:
-        os._exit(_guard_spawned(rank, key, child, task, notes, master, survives, read))
+        os._exit(_guard_spawned(rank, key, child, task, notes, master, survives))
     code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
     if code != 0:
         what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
-        told = _told(read)  # where to note the death, if the slave passed it on
-        notes, master = ([line for line in told if not _segment(line)] + [None, None])[:2]
-        _remove_segments([line for line in told if _segment(line)])
+        os.set_blocking(read, False)  # where to note the death, if the slave passed it on
+        with suppress(OSError, ValueError):
+            notes, master = os.read(read, 4096).decode().splitlines()[:2]
         running = _read_task(task)[0]
         print(
             f"multi: {what}. Unless mpiexec runs with {SURVIVE}, this ends the MPI job: "
@@ -260,7 +285,6 @@ def _guard_spawned(
     notes: str,
     master: str | None,
     survives: bool,
-    told: int,
 ) -> int:
     """Guard a slave that a master spawned; return the guard's exit status.
 
@@ -268,8 +292,7 @@ def _guard_spawned(
     ``end_slave``), and ends it if the master dies (a master killed outright tells no one).
     A death, which the slave did not mark as a leave (``LEFT``), is named on stderr and to
     the master, after the slave's session with its launcher is closed (``_end_pmi_session``):
-    a replacement that the master spawns must not start before. The shared memory that MPI
-    made for a slave that did not leave as told is removed (``told``: see ``_tell_segments``).
+    a replacement that the master spawns must not start before.
     """
     local = os.path.isdir(notes)
     if local:
@@ -278,17 +301,12 @@ def _guard_spawned(
         if not _outlived(child, master):
             with suppress(OSError):
                 os.killpg(child, signal.SIGKILL)  # the slave, and what its commands started
-            with suppress(OSError):
-                os.kill(child, signal.SIGKILL)  # (where it has no group of its own yet)
-            os.waitpid(child, 0)
-            _remove_segments([line for line in _told(told) if _segment(line)])
             shutil.rmtree(notes, ignore_errors=True)
             return 0
         code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
         running = _read_task(task)[0]
         if code == 0 and running == LEFT:
             return 0
-        _remove_segments([line for line in _told(told) if _segment(line)])
         _end_pmi_session()
         if local and os.path.exists(_note_path(notes, key, ".ended")):
             return 0  # the master ended it
@@ -301,49 +319,6 @@ def _guard_spawned(
         for suffix in (".pid", ".task", ".ended"):
             with suppress(OSError):
                 os.unlink(_note_path(notes, key, suffix))
-
-
-def _own_segments() -> list[str]:
-    """The shared memory files that this process maps and that still have a name (Linux).
-
-    Taken once MPI runs, before any command could map files of its own, they are MPI's: the
-    file that MPICH makes for the processes of a job on one host, which it removes as they
-    leave MPI. A job that ends otherwise (a process killed, an abort, a program that runs
-    itself again under mpiexec) leaves it, 1 MB in /dev/shm for as long as the machine runs.
-    """
-    try:
-        with open("/proc/self/maps") as maps:
-            files = {line.split(None, 5)[5].strip() for line in maps if " /dev/shm/" in line}
-    except OSError:
-        return []
-    return sorted(path for path in files if not path.endswith(" (deleted)"))
-
-
-def _tell_segments() -> None:
-    """Tell this slave's guard MPI's shared memory files, for it to remove them if the slave
-    dies (see ``_own_segments``)."""
-    if _guard_pipe is not None:
-        with suppress(OSError):
-            os.write(_guard_pipe, "".join(f"{path}\n" for path in _own_segments()).encode())
-
-
-def _told(pipe: int) -> list[str]:
-    """What a slave that ended told its guard (``_tell_guard``, ``_tell_segments``)."""
-    os.set_blocking(pipe, False)
-    with suppress(OSError):
-        return os.read(pipe, 65536).decode().splitlines()
-    return []
-
-
-def _segment(line: str) -> bool:
-    return line.startswith("/dev/shm/")
-
-
-def _remove_segments(paths: list[str]) -> None:
-    """Remove the shared memory files of a slave that died (``_tell_segments``)."""
-    for path in paths:
-        with suppress(OSError):
-            os.unlink(path)
 
 
 def _outlived(child: int, master: str | None) -> bool:
@@ -784,15 +759,14 @@ class Mpi4py_transport(Transport):
                 flush=True,
             )
             time.sleep(ABORT_GRACE_SECONDS)  # mpiexec forwards what was printed before the end
-            _remove_segments(_own_segments())  # (an abort leaves them)
+            if self.notes is not None:  # (nothing runs after the abort)
+                shutil.rmtree(self.notes, ignore_errors=True)
             # On COMM_WORLD itself: MPICH's mpiexec then exits with the status given, where an
             # abort on a duplicate of it races with the ranks it kills (status 9 at times).
             MPI.COMM_WORLD.Abort(status)
         if self.spawned:
-            processes = [_slave_pid(self.notes, self._keys[rank]) for rank in self._links]
             for comm, _ in self._links.values():
                 comm.Disconnect()
-            _wait_ended([pid for pid in processes if pid is not None], FAREWELL_SECONDS)
         elif self._world is not None:
             self._world.Free()
         self._links.clear()
@@ -896,31 +870,6 @@ def _slave_pid(notes: str | None, key: int) -> int | None:
     with suppress(OSError), open(_note_path(notes or "", key, ".pid")) as file:
         return _local_pid(file.read())
     return None
-
-
-def _wait_ended(pids: list[int], seconds: float) -> None:
-    """Wait until the spawned slaves ``pids``, which said goodbye, have ended (Linux: pidfd).
-
-    A slave leaves MPI as it ends, and MPICH removes then the shared memory segment that it
-    made (a file of 1 MB in /dev/shm). A master that ended first would have it killed before
-    (its guard ends it, and MPICH's launcher ends the guard), and the file stay behind.
-    """
-    if not hasattr(os, "pidfd_open"):
-        return
-    watched = []
-    for pid in pids:
-        with suppress(OSError):  # (gone already)
-            watched.append(os.pidfd_open(pid))
-    deadline = time.monotonic() + seconds
-    try:
-        while watched and (left := deadline - time.monotonic()) > 0:
-            ended = select.select(watched, [], [], left)[0]
-            for fd in ended:
-                watched.remove(fd)
-                os.close(fd)
-    finally:
-        for fd in watched:
-            os.close(fd)
 
 
 def _failed_in(world: Any) -> set[int]:
@@ -1137,7 +1086,6 @@ def spawned_slave_main() -> None:
     MPI = _mpi()
     parent = MPI.Comm.Get_parent()
     take_place(parent.recv(None, MASTER, SETUP), f"slave {rank}")
-    _tell_segments()
     processor = Mpi4py_processor(callback=None)
     Processor_box().processor = processor
     processor.serve()
@@ -1225,11 +1173,11 @@ class Mpi4py_processor(Processor):
         elif self._launched:
             self.process_rank = world.Get_rank()
             self._comm = world.Dup()  # every rank makes the processor: the collective is safe
+            _unname_mpi_memory()  # (every rank has mapped it: each has made the processor)
             self._notes = _notes_directory() if self.process_rank == 0 else None
             where = self._comm.bcast((self._notes, _address(os.getpid())), root=MASTER)
             if self.process_rank != 0:
                 _tell_guard(*where)
-                _tell_segments()
         super().__init__(processor_size, callback, **options)
         self._served = False
         if self.process_rank == 0:
@@ -1273,7 +1221,6 @@ class Mpi4py_processor(Processor):
         os.environ[RELAUNCHED] = "1"
         survive = [SURVIVE] if _mpi().get_vendor()[0] == "MPICH" else []
         command = [mpiexec, *survive, "-n", str(slaves + 1), sys.executable, *sys.orig_argv[1:]]
-        _remove_segments(_own_segments())  # (MPI runs here, and does not leave: exec ends it)
         os.execv(mpiexec, command)
 
     # The slave's side --------------------------------------------------------------------
@@ -1338,7 +1285,8 @@ class Mpi4py_processor(Processor):
         sys.stdout.flush()
         sys.stderr.flush()
         time.sleep(ABORT_GRACE_SECONDS)  # mpiexec forwards what was printed before it ends all
-        _remove_segments(_own_segments())  # (an abort leaves them)
+        if self._notes is not None:  # (nothing runs after the abort)
+            shutil.rmtree(self._notes, ignore_errors=True)
         _mpi().COMM_WORLD.Abort(1)
 
     def get_name(self) -> str:
