@@ -219,8 +219,8 @@ def test_no_slave_outlives_its_master(process_fabric: str, tmp_path: Path, endin
     assert status == expected[ending]
     assert survivors(slaves) == []
     # Nothing of the framework's stays (multiprocessing's fork server leaves its own, pymp-*),
-    # but the notes of a master under MPI killed outright, whose slaves' guards its launcher
-    # kills before they can remove them.
+    # but, from a master under MPI killed outright, its notes (whose slaves' guards its launcher
+    # kills before they can remove them) and the directory of its mpiexec shim.
     left = [path.name for path in temporary.iterdir() if path.name.startswith("multi-")]
     notes = ("multi-mpi-deaths-", "multi-mpiexec-")
     assert [name for name in left if not (killed_mpi and name.startswith(notes))] == []

@@ -186,8 +186,5 @@ def _interleave(
 
 def read_left(files: Files) -> list[Chunk]:
     """What a slave that died left in its files: its stdout, then its stderr."""
-    return _left([os.pread(fd, os.fstat(fd).st_size, 0) for fd in files])
-
-
-def _left(data: list[bytes]) -> list[Chunk]:
-    return [(stream, text.decode("utf-8", "replace")) for stream, text in enumerate(data) if text]
+    left = [os.pread(fd, os.fstat(fd).st_size, 0) for fd in files]
+    return [(stream, data.decode("utf-8", "replace")) for stream, data in enumerate(left) if data]

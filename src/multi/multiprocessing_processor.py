@@ -113,7 +113,9 @@ class Multiprocessing_transport(Transport):
 
     def replace(self, rank: int) -> None:
         ours, theirs = socket.socketpair()
-        files = self._files.get(rank) or self._files.setdefault(rank, descriptors.unnamed_files())
+        files = self._files.get(rank)
+        if files is None:  # (a replacement gets the files of the rank's slaves before it)
+            files = self._files[rank] = descriptors.unnamed_files()
         self.task[rank] = -1
         self.heartbeat[rank] = time.monotonic()  # (it beats once it has started)
         process = self.context.Process(

@@ -84,10 +84,8 @@ class Run_statistics:
         self.counts[name] += count
         self.totals[name] += total
         sample.extend(times)
-        if len(sample) > SAMPLE:
-            while len(sample) > SAMPLE:
-                sample = sample[::2]
-            self.times[name] = sample
+        while len(sample) > SAMPLE:
+            sample = self.times[name] = sample[::2]
 
     @property
     def commands(self) -> int:
