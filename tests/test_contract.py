@@ -110,6 +110,24 @@ def test_tiny_commands_travel_in_batches(fabric: str) -> None:
         assert batches < 300
 
 
+def test_every_slave_has_its_statistics_idle_ones_at_zero(fabric: str) -> None:
+    def body(processor: Any) -> tuple[Any, ...]:
+        processor.add_to_queue(w.Square(3))
+        processor.run_queue()
+        run = processor.last_run
+        one = {rank: slave.commands for rank, slave in run.slaves.items()}
+        processor.add_to_queue(w.Square(4))
+        processor.run_queue()
+        program = {rank: slave.commands for rank, slave in processor.totals.slaves.items()}
+        return processor.processor_size(), one, program, run.table()
+
+    size, one, program, table = run_master(fabric, body)
+    assert sorted(one) == sorted(program) == list(range(1, size + 1))
+    assert sorted(one.values()) == [0] * (size - 1) + [1]
+    assert sum(program.values()) == 2
+    assert f"on {size} slaves" in table
+
+
 # Rule 2: result commands and memos ---------------------------------------------------------
 
 

@@ -30,7 +30,6 @@ policies live here, never in a transport:
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,7 @@ from multi.errors import (
 )
 from multi.run import Run, Sent
 from multi.slave import SETUP_ID, Report
-from multi.statistics import Failure_record, Slave_statistics
+from multi.statistics import Failure_record
 from multi.transport import Slave_lost, Transport
 
 if TYPE_CHECKING:
@@ -121,9 +120,11 @@ class Scheduler:
             self._no_slave_left(run, self.broken or "no slave could be started")
         try:
             self._dispatch(run)
-            liveness = self.liveness is not None and transport.heartbeats
-            deadlines = self.timeout is not None or liveness
-            self._check_at = time.monotonic() if deadlines else None
+            period = self._deadline_period()
+            deadlines = period is not None
+            # Nothing is due before the first batch has been out for this long: looking at every
+            # slave at once would cost each run of a few commands its number of slaves.
+            self._check_at = time.monotonic() + period if period is not None else None
             while True:
                 open_run = run.source is not None and run.stopped is None
                 if open_run:
@@ -165,9 +166,9 @@ class Scheduler:
             return
         in_flight = run.in_flight
         for rank, batches in in_flight.items():
-            if not batches:
-                self._send_next(run, rank)
-        if self.transport.window < 2:
+            if not batches and not self._send_next(run, rank) and not run.pinned:
+                break  # nothing is left to send: the other idle slaves would find nothing too
+        if self.transport.window < 2 or not run.waiting():
             return
         sizer = run.sizer
         now = time.perf_counter()
@@ -226,6 +227,7 @@ class Scheduler:
         batches = run.in_flight[rank]
         timed = not batches and rank in self._answered
         batches.append(Sent(indices, time.perf_counter(), timed=timed))
+        run.statistics.slave(rank)  # it takes part: its bytes are counted
         transport.send(rank, payload)
         peer.confirm()
         if self.timeline is not None:
@@ -261,6 +263,7 @@ class Scheduler:
         if self.transport.pickled:
             payload = wire.dumps(payload, peer)
         run.in_flight[rank].append(Sent(ids, time.perf_counter(), timed=False, setup=True))
+        run.statistics.slave(rank)
         self.transport.send(rank, payload)
         peer.confirm()
 
@@ -274,11 +277,11 @@ class Scheduler:
         if report.unreadable is not None:  # it may lack the code that the batch defined
             self._peers.pop(rank, None)
         if sent.setup:
-            batches.popleft()
+            batches.pop(0)
             if report.failures or report.unreadable or report.lost:
                 print(f"multi: slave {rank} could not restore its data store", flush=True)
         elif report.unreadable is not None:
-            batches.popleft()
+            batches.pop(0)
             self._start_failures[rank] = 0
             self._on_unreadable(run, sent.indices, report.unreadable)
         else:
@@ -289,7 +292,7 @@ class Scheduler:
             if self.timeline is not None:
                 self.timeline.ran(rank, indices, run.commands, report)
             busy = sum(report.seconds)
-            slave = run.statistics.slaves[rank]
+            slave = run.statistics.slave(rank)
             slave.commands += finished
             slave.batches += 1
             slave.busy_seconds += busy
@@ -298,7 +301,7 @@ class Scheduler:
             if finished < len(indices):  # the slave ended in the middle of the batch
                 sent.indices = indices[finished:]
             else:
-                batches.popleft()
+                batches.pop(0)
             if report.failures:
                 self._failed(run)
         if report.lost is not None:
@@ -327,7 +330,7 @@ class Scheduler:
         Where the transport cannot tell which command it ran, the first it held is blamed,
         unless it was still restoring its data store.
         """
-        statistics = run.statistics.slaves.setdefault(rank, Slave_statistics())
+        statistics = run.statistics.slave(rank)
         statistics.lost += 1
         if self.timeline is not None:
             self.timeline.lost(rank, reason)
@@ -363,7 +366,7 @@ class Scheduler:
         if self.transport.replaceable and failures < START_FAILURES:
             self._peers.pop(rank, None)  # a new process, which has received nothing
             self.transport.replace(rank)
-            run.in_flight[rank] = deque()
+            run.in_flight[rank] = []
             self._send_setup(run, rank)
             return
         for index in run.pinned.pop(rank, ()):
@@ -397,13 +400,20 @@ class Scheduler:
         left = max(0.0, self._check_at - time.monotonic())
         return left if wait is None else min(wait, left)
 
+    def _deadline_period(self) -> float | None:
+        """The shortest deadline there is (timeout, liveness where the transport hears
+        heartbeats), or None where there is none."""
+        liveness = self.liveness if self.transport.heartbeats else None
+        periods = [s for s in (self.timeout, liveness) if s is not None]
+        return min(periods) if periods else None
+
     def _enforce_deadlines(self, run: Run) -> None:
         """Stop the commands past their timeout and the slaves that showed no sign of life for
         ``liveness`` seconds; note when to look again."""
         timeout, transport = self.timeout, self.transport
         liveness = self.liveness if transport.heartbeats else None
         now = time.monotonic()
-        soonest = now + min(s for s in (timeout, liveness) if s is not None)
+        soonest = now + self._deadline_period()  # type: ignore[operator]
         for rank in [rank for rank, batches in run.in_flight.items() if batches]:
             running = transport.running(rank)
             if timeout is not None and running is not None:
@@ -433,7 +443,7 @@ class Scheduler:
         slave = self.transport.end_slave(rank)
         command = describe(run.commands[index])
         self._fail(run, index, CommandTimeoutError(rank, slave, command, self.timeout or 0.0))
-        run.statistics.slaves[rank].lost += 1
+        run.statistics.slave(rank).lost += 1
         reason = f"{slave} was stopped: {command} ran past the timeout"
         held = [i for i in run.in_flight_indices(rank) if i != index]
         run.in_flight.pop(rank)
@@ -551,10 +561,10 @@ class Scheduler:
     def _account(self, run: Run, moved: dict[tuple[int, str], int]) -> None:
         statistics = run.statistics
         statistics.seconds = time.perf_counter() - run.started
-        traffic = self.transport.traffic
-        for rank, slave in statistics.slaves.items():
-            slave.bytes_sent = traffic[rank, "sent"] - moved.get((rank, "sent"), 0)
-            slave.bytes_received = traffic[rank, "received"] - moved.get((rank, "received"), 0)
+        traffic = self.transport.traffic.get
+        for rank, slave in statistics.worked.items():  # (no byte moved to or from the others)
+            slave.bytes_sent = traffic((rank, "sent"), 0) - moved.get((rank, "sent"), 0)
+            slave.bytes_received = traffic((rank, "received"), 0) - moved.get((rank, "received"), 0)
         if run.failures:
             statistics.failures = [
                 Failure_record(index, describe(run.commands[index]), error)

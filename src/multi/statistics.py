@@ -44,9 +44,17 @@ class Failure_record:
 
 @dataclass(slots=True)
 class Run_statistics:
-    """What one ``run_queue``, or all of a program's, did."""
+    """What one ``run_queue``, or all of a program's, did.
 
-    slaves: dict[int, Slave_statistics] = field(default_factory=dict)
+    A slave gets its record when it first takes part (is sent work, or is lost); ``slaves``
+    adds the idle ones when it is read. A run of one command on 64 slaves then costs the
+    same as on one: a record per slave at every run took a third of such a run's time.
+    """
+
+    #: The records of the slaves that took part, by rank.
+    worked: dict[int, Slave_statistics] = field(default_factory=dict)
+    #: The ranks of every slave there was, idle ones included.
+    ranks: set[int] = field(default_factory=set)
     seconds: float = 0.0  # wall time inside run_queue
     #: Every failure of the run, in queue order (the first is the one raised).
     failures: list[Failure_record] = field(default_factory=list)
@@ -76,6 +84,22 @@ class Run_statistics:
         for name, times in by_kind.items():
             self._keep(name, times, len(times), sum(times))
 
+    @property
+    def slaves(self) -> dict[int, Slave_statistics]:
+        """What each slave did, by rank: every slave there was, idle ones at zero."""
+        worked = self.worked
+        for rank in self.ranks:
+            if rank not in worked:
+                worked[rank] = Slave_statistics()
+        return worked
+
+    def slave(self, rank: int) -> Slave_statistics:
+        """The record of one slave, made when it first takes part."""
+        record = self.worked.get(rank)
+        if record is None:
+            record = self.worked[rank] = Slave_statistics()
+        return record
+
     def _keep(self, name: str, times: Sequence[float], count: int, total: float) -> None:
         sample = self.times.get(name)
         if sample is None:
@@ -89,30 +113,32 @@ class Run_statistics:
 
     @property
     def commands(self) -> int:
-        return sum(slave.commands for slave in self.slaves.values())
+        return sum(slave.commands for slave in self.worked.values())
 
     @property
     def retries(self) -> int:
-        return sum(slave.retries for slave in self.slaves.values())
+        return sum(slave.retries for slave in self.worked.values())
 
     def efficiency(self) -> float:
         """Work done over the time the slaves had for it: 1.0 when none ever waited."""
-        if self.seconds <= 0 or not self.slaves:
+        slaves = self.slaves
+        if self.seconds <= 0 or not slaves:
             return 0.0
-        busy = sum(slave.busy_seconds for slave in self.slaves.values())
-        return busy / (self.seconds * len(self.slaves))
+        busy = sum(slave.busy_seconds for slave in slaves.values())
+        return busy / (self.seconds * len(slaves))
 
     def add(self, other: Run_statistics) -> None:
         """Count another run in (its failures as a number, not the exceptions themselves)."""
-        for rank, slave in other.slaves.items():
-            self.slaves.setdefault(rank, Slave_statistics()).add(slave)
+        for rank, slave in other.worked.items():
+            self.slave(rank).add(slave)
+        self.ranks |= other.ranks
         self.seconds += other.seconds
         self.failed += len(other.failures)
         for name, times in other.times.items():
             self._keep(name, times, other.counts[name], other.totals[name])
 
     def one_line(self) -> str:
-        batches = sum(slave.batches for slave in self.slaves.values())
+        batches = sum(slave.batches for slave in self.worked.values())
         return (
             f"run_queue: {self.commands} commands in {batches} batches on {len(self.slaves)} "
             f"slaves, {self.seconds:.3f} s, {self.efficiency():.0%} efficient, "
@@ -122,8 +148,9 @@ class Run_statistics:
     def table(self) -> str:
         """A table of what each slave did, and the parallel efficiency."""
         rows = [("slave", "commands", "busy", "sent", "received", "retries", "lost")]
-        for rank in sorted(self.slaves):
-            s = self.slaves[rank]
+        slaves = self.slaves
+        for rank in sorted(slaves):
+            s = slaves[rank]
             rows.append(
                 (
                     str(rank),
@@ -140,10 +167,10 @@ class Run_statistics:
             "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
             for row in rows
         ]
-        busy = sum(slave.busy_seconds for slave in self.slaves.values())
+        busy = sum(slave.busy_seconds for slave in slaves.values())
         lines.append(
             f"Parallel efficiency: {self.efficiency():.0%} ({busy:.2f} s of work in "
-            f"{self.seconds:.2f} s of run_queue on {len(self.slaves)} slaves)"
+            f"{self.seconds:.2f} s of run_queue on {len(slaves)} slaves)"
         )
         if self.times:
             lines += ["", self.class_table()]
