@@ -7,8 +7,11 @@ death does in each launch mode).
 
 from __future__ import annotations
 
+import errno
+import gc
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -267,3 +270,37 @@ def test_commands_from_a_module_the_slaves_cannot_import_are_explained(
     assert "could not rebuild the commands it received" in result.stderr
     assert "No module named 'only_on_the_master'" in result.stderr
     assert "must be importable there" in result.stderr
+
+
+def _descriptors() -> list[int]:
+    return sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+def test_a_start_out_of_descriptors_stops_the_slaves_it_started_and_says_what_to_do() -> None:
+    """64 slaves where the master may open some 24 descriptors more (a slave takes a few): the
+    start fails part-way, says what to do, and leaves no slave and no descriptor behind.
+
+    With the start method spawn: under fork and forkserver, Python's own ``multiprocessing``
+    leaves both ends of a pipe open where the second of its two pipes fails (3.11).
+    """
+    spawn = {"start_method": "spawn"}
+    run_master("multiprocessing", lambda processor: None, size=1, **spawn)  # its helpers
+    before = _descriptors()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (before[-1] + 24, hard))
+    try:
+        run_master("multiprocessing", lambda processor: None, size=64, **spawn)
+    except OSError as error:
+        number, notes = error.errno, " ".join(getattr(error, "__notes__", []))
+    else:
+        pytest.fail("64 slaves started within 24 descriptors")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert number == errno.EMFILE
+    assert "ran out of file descriptors while it started 64 slaves" in notes
+    assert "ulimit -n" in notes
+    # (The error's traceback held multiprocessing's handle on the slave that failed to start,
+    # whose pipe it closes once the handle is collected.)
+    gc.collect()
+    assert _descriptors() == before

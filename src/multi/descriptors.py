@@ -83,7 +83,12 @@ def files_of(pid: int, fds: Files) -> Files | None:
 def unnamed_files() -> Files:
     """Two files without a name, opened for appending: they go with the last descriptor that
     points to them, however the processes that hold them end."""
-    return _unnamed(), _unnamed()
+    first = _unnamed()
+    try:
+        return first, _unnamed()
+    except BaseException:  # (out of descriptors, say: the first is not left open)
+        os.close(first)
+        raise
 
 
 def _unnamed() -> int:

@@ -112,26 +112,31 @@ class Multiprocessing_transport(Transport):
             self.replace(rank)
 
     def replace(self, rank: int) -> None:
-        ours, theirs = socket.socketpair()
         files = self._files.get(rank)
         if files is None:  # (a replacement gets the files of the rank's slaves before it)
             files = self._files[rank] = descriptors.unnamed_files()
         self.task[rank] = -1
         self.heartbeat[rank] = time.monotonic()  # (it beats once it has started)
-        process = self.context.Process(
-            target=_slave_main,
-            name=f"multi-slave-{rank}",
-            args=(wire.dumps(type(self.processor)), rank, self.slaves, theirs, self.task,
-                  self.since, self.heartbeat, _Inherited(files),
-                  logging.getLogger().getEffectiveLevel()),
-            daemon=True,
-        )  # fmt: skip
-        if self.context.get_start_method() == "fork":  # a copy: nothing of __main__ runs again
-            process.start()
-        else:
-            with _main_unseen():
+        ours, theirs = socket.socketpair()
+        try:
+            process = self.context.Process(
+                target=_slave_main,
+                name=f"multi-slave-{rank}",
+                args=(wire.dumps(type(self.processor)), rank, self.slaves, theirs, self.task,
+                      self.since, self.heartbeat, _Inherited(files),
+                      logging.getLogger().getEffectiveLevel()),
+                daemon=True,
+            )  # fmt: skip
+            if self.context.get_start_method() == "fork":  # a copy: nothing of __main__ again
                 process.start()
-        theirs.close()
+            else:
+                with _main_unseen():
+                    process.start()
+        except BaseException:  # (the rank's files stay with the transport, which closes them)
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         ours.setblocking(False)
         channel = Channel(ours)
         self._selector.register(channel, READ, (rank, False))

@@ -9,6 +9,7 @@ and which transport moves the work (``make_transport``).
 from __future__ import annotations
 
 import datetime
+import errno
 import operator
 import os
 import socket
@@ -596,7 +597,14 @@ class Processor:
     def _started_transport(self) -> Transport:
         if self._transport is None:
             transport = self.make_transport()
-            transport.start()
+            try:
+                transport.start()
+            except BaseException as exc:  # (Ctrl-C included): stop the slaves that did start
+                with suppress(Exception):  # (what failed to start is the error to report)
+                    transport.kill()
+                if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
+                    add_note(exc, self._descriptor_advice())
+                raise
             self._transport = transport
             if self.slaves_in_process:  # routed while the slaves live, not at every run
                 self._routing = capture.routing()
@@ -604,6 +612,20 @@ class Processor:
             for command in self._setup_commands:  # slaves started afresh get the data again
                 self.run_command_globally(command)
         return self._transport
+
+    def _descriptor_advice(self) -> str:
+        """What to do when the slaves' start ran out of file descriptors."""
+        try:
+            import resource
+        except ImportError:  # not on a POSIX system
+            limit = "its limit"
+        else:
+            limit = f"its limit of {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
+        return (
+            f"the {self.fabric} fabric ran out of file descriptors while it started "
+            f"{self._processor_size} slaves ({limit}, where each slave takes a few); the slaves "
+            "that had started are stopped: raise the limit (ulimit -n) or ask for fewer slaves"
+        )
 
     def setup_commands(self) -> list[Slave_command]:
         """What a slave started afresh runs first, to hold the data the others hold."""
