@@ -172,3 +172,22 @@ def test_uneven_lengths_are_fixed_by_the_seed() -> None:
     params = {"count": 5, "mean": 0.05, "seed": 6, "spin_rate": 1e6}
     assert uneven_iterations(params) == uneven_iterations(dict(params))
     assert len(set(uneven_iterations(params))) == 5
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm")
+def test_what_a_cell_leaves_of_mpi_memory_is_removed_unless_a_process_maps_it() -> None:
+    import mmap
+    import os
+
+    before = run.mpi_memory()
+    prefix = os.fsdecode(run.MPICH_MEMORY)
+    left, mapped = Path(f"{prefix}test_left_{os.getpid()}"), Path(f"{prefix}test_{os.getpid()}")
+    for path in (left, mapped):
+        path.write_bytes(b"\0" * mmap.PAGESIZE)
+    try:
+        with mapped.open("r+b") as file, mmap.mmap(file.fileno(), 0):
+            assert run.remove_left_mpi_memory(before) == [str(left)]
+            assert mapped.exists() and not left.exists()
+    finally:
+        for path in (left, mapped):
+            path.unlink(missing_ok=True)
