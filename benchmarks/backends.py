@@ -482,6 +482,8 @@ ALL_TIMED = (
     "noop", "latency", "arrays", "arrays_after_tiny", "cpu", "uneven", "balance", "sleep",
     "master_cpu",
 )  # fmt: skip
+#: multi's own: what a run costs on more slaves than the work needs.
+WIDE = ("latency_wide",)
 IN_PROCESS = ("noop", "latency", "arrays", "arrays_after_tiny", "cpu", "uneven", "example",
               "queue")  # fmt: skip
 
@@ -508,7 +510,7 @@ BACKENDS: tuple[Backend, ...] = (
         "multi thread",
         MULTI,
         lambda n: Multi(n, "thread"),
-        (*IN_PROCESS, "sleep"),
+        (*IN_PROCESS, "sleep", *WIDE),
         fabric="thread",
     ),
     Backend(
@@ -516,7 +518,7 @@ BACKENDS: tuple[Backend, ...] = (
         "multi multiprocessing",
         MULTI,
         lambda n: Multi(n, "multiprocessing"),
-        (*ALL_TIMED, "example", "queue", "million"),
+        (*ALL_TIMED, *WIDE, "example", "queue", "million"),
         fabric="multiprocessing",
     ),
     Backend(
@@ -524,7 +526,7 @@ BACKENDS: tuple[Backend, ...] = (
         "multi mpi4py",
         MULTI,
         lambda n: Multi(n, "mpi4py"),
-        (*ALL_TIMED, "example"),
+        (*ALL_TIMED, *WIDE, "example"),
         launch=MPI,
         requires=("mpi4py",),
         fabric="mpi4py",
@@ -534,7 +536,7 @@ BACKENDS: tuple[Backend, ...] = (
         "multi pvm",
         MULTI,
         lambda n: Multi(n, "pvm"),
-        (*ALL_TIMED, "example"),
+        (*ALL_TIMED, *WIDE, "example"),
         fabric="pvm",
     ),
     Backend(

@@ -27,6 +27,7 @@ EXTRAS: dict[str, list[tuple[str, str, str]]] = {
     "noop": [("rate", "commands/s", "{:,.0f}")],
     "map": [("rate", "calls/s", "{:,.0f}")],
     "latency": [("p99", "p99 µs", "{:,.0f}")],
+    "latency_wide": [("p99", "p99 µs", "{:,.0f}")],
     "arrays": [("mib_per_s", "MiB/s (both ways)", "{:,.0f}")],
     "arrays_after_tiny": [("mib_per_s", "MiB/s (both ways)", "{:,.0f}")],
     "balance": [("ideal", "ideal s", "{:.3f}"), ("efficiency", "efficiency", "{:.2f}")],
@@ -236,7 +237,8 @@ METHOD = """\
 - Each round runs every cell once, in an order shuffled per round, so that a slow spell on a
   shared machine hits every backend alike; the tables give the median over the rounds.
 - Every backend has 2 workers (multi: 2 slaves), the master or the caller being a third
-  process, but on the workload of sleeping commands, which runs 16. MPI backends run as
+  process, but on the workloads of sleeping commands and of round trips on 16 slaves, which
+  run 16. MPI backends run as
   `mpiexec -n 3` (1 master + 2 workers; 17 ranks for 16), the raw ping-pong as `mpiexec -n 2`.
   With 3 MPI ranks on 2 cores, a rank that waits in a blocking MPI call polls the CPU
   (MPICH's default), which costs the tools that wait that way.

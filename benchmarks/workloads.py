@@ -220,6 +220,17 @@ WORKLOADS: tuple[Workload, ...] = (
         measure=measure_latency,
     ),
     Workload(
+        "latency_wide",
+        "Round trip of one command at a time on {slaves} slaves ({count:,} in a row)",
+        "round trip on 16 slaves",
+        "median round trip (p99 beside it)",
+        "µs",
+        {"slaves": 16, "count": 1_000},
+        {"slaves": 16, "count": 200},
+        notes="the same as the round trip on 2 slaves, but for the 14 slaves more that idle",
+        measure=measure_latency,
+    ),
+    Workload(
         "arrays",
         "{count:,} commands carrying a {mib} MiB numpy array there and back",
         "1 MiB arrays there and back",
