@@ -33,7 +33,7 @@ from benchmarks import machine, report
 from benchmarks.backends import BACKENDS, BY_NAME, LOCAL, MPI_FUTURES, Backend
 from benchmarks.child import MARKER, SLAVES
 from benchmarks.workloads import BY_KEY, WORKLOADS
-from multi.mpi4py_processor import MPICH_MEMORY
+from multi.mpi4py_processor import mapped_mpi_memory, named_mpi_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "relaxation.py"
@@ -110,27 +110,19 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def mpi_memory() -> set[str]:
-    """MPICH's shared memory files that have a name (one per job and host)."""
-    return set(glob.glob(os.fsdecode(MPICH_MEMORY) + "*"))
-
-
 def remove_left_mpi_memory(before: set[str]) -> list[str]:
     """Remove the files of MPICH's shared memory that appeared since ``before`` and that no
     live process maps, and return them: what the processes of a cell left (schwimmbad's
     ``MPIPool`` leaves one a cell). Memory in /dev/shm stays until the machine restarts: 3 MB
     a cell of 3 ranks, 18 MB of 17."""
-    left = mpi_memory() - before
+    left = named_mpi_memory() - before
     if not left:
         return []
-    mapped = set()
-    for maps in glob.glob("/proc/[0-9]*/maps"):
-        with suppress(OSError), open(maps, "rb") as lines:
-            mapped.update(
-                os.fsdecode(line.split(None, 5)[5].rstrip())
-                for line in lines
-                if MPICH_MEMORY in line
-            )
+    mapped = {
+        os.fsdecode(path)
+        for maps in glob.glob("/proc/[0-9]*/maps")
+        for path in mapped_mpi_memory(maps)
+    }
     removed = sorted(left - mapped)
     for path in removed:
         with suppress(OSError):
@@ -142,7 +134,7 @@ def bounded(command: list[str], timeout: float) -> tuple[int | None, str, str]:
     """Run a command in its own session; on timeout, kill the whole session (mpiexec's ranks
     too). Returns the status (None on timeout), stdout and stderr. What it leaves of MPI's
     shared memory is removed."""
-    memory = mpi_memory()
+    memory = named_mpi_memory()
     try:
         return _bounded(command, timeout)
     finally:

@@ -7,7 +7,6 @@ in time (pytest-timeout, see pyproject.toml) and checked for slaves left behind.
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import signal
@@ -25,7 +24,7 @@ import psutil
 import pytest
 
 from multi import Application_callback, Processor, Processor_box, Verbosity, load_multiprocessor
-from multi.mpi4py_processor import MPICH_MEMORY
+from multi.mpi4py_processor import named_mpi_memory
 
 #: The process that runs the suite: the first to import this module. A slave imports it too,
 #: with a test module that defines its commands, and has no use for ``_missing``, which would
@@ -190,12 +189,6 @@ def _adopt_orphans() -> None:
 LIBRARY_THREADS = ("TMonitor",)
 
 
-def mpi_memory() -> set[str]:
-    """The shared memory files of MPICH that have a name: one for the processes of a job on a
-    host, which would stay for as long as the machine runs where they never leave MPI."""
-    return set(glob.glob(os.fsdecode(MPICH_MEMORY) + "*"))
-
-
 @pytest.fixture(autouse=True)
 def nothing_left_behind() -> Iterator[None]:
     """Fail a test that leaves behind a thread or a process that started during it (slaves,
@@ -204,7 +197,7 @@ def nothing_left_behind() -> Iterator[None]:
     verbosity = Verbosity().level()
     threads_before = set(threading.enumerate())
     processes_before = set(_descendants())
-    memory_before = mpi_memory()
+    memory_before = named_mpi_memory()
     yield
     Verbosity().set(verbosity)
     deadline = time.monotonic() + 5
@@ -218,7 +211,7 @@ def nothing_left_behind() -> Iterator[None]:
             and type(thread).__name__ not in LIBRARY_THREADS
         ]
         alive = [p for pid, p in _descendants().items() if pid not in processes_before]
-        memory = sorted(mpi_memory() - memory_before)
+        memory = sorted(named_mpi_memory() - memory_before)
         if not alive and not threads and not memory:
             return
         if time.monotonic() > deadline:

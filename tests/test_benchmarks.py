@@ -15,6 +15,7 @@ from benchmarks.backends import BY_NAME, Multi
 from benchmarks.child import job
 from benchmarks.goals import GOALS
 from benchmarks.workloads import BY_KEY, uneven_iterations
+from multi.mpi4py_processor import MPICH_MEMORY, named_mpi_memory
 
 
 def synthetic_results() -> dict[str, Any]:
@@ -179,8 +180,8 @@ def test_what_a_cell_leaves_of_mpi_memory_is_removed_unless_a_process_maps_it() 
     import mmap
     import os
 
-    before = run.mpi_memory()
-    prefix = os.fsdecode(run.MPICH_MEMORY)
+    before = named_mpi_memory()
+    prefix = os.fsdecode(MPICH_MEMORY)
     left, mapped = Path(f"{prefix}test_left_{os.getpid()}"), Path(f"{prefix}test_{os.getpid()}")
     for path in (left, mapped):
         path.write_bytes(b"\0" * mmap.PAGESIZE)

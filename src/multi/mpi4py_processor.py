@@ -31,6 +31,7 @@ backstop for what nobody reports: a hung slave, a lost node.
 from __future__ import annotations
 
 import atexit
+import glob
 import itertools
 import logging
 import mmap
@@ -160,15 +161,25 @@ def _unname_mpi_memory() -> None:
     ranks of mpiexec, once all have made the processor), as UCX does with its own: what is
     mapped stays, and nobody opens it by its name later.
     """
-    try:
-        with open("/proc/self/maps", "rb") as maps:
-            paths = {line.split(None, 5)[5].rstrip() for line in maps if MPICH_MEMORY in line}
-    except (OSError, IndexError):
-        return
-    for path in paths:
+    for path in mapped_mpi_memory():
         if path.startswith(MPICH_MEMORY) and not path.endswith(b" (deleted)"):
             with suppress(OSError):
                 os.unlink(path)
+
+
+def mapped_mpi_memory(maps: str = "/proc/self/maps") -> set[bytes]:
+    """The shared memory files of MPICH that a process maps, as its ``maps`` names them (those
+    whose name was taken off end with " (deleted)"); none where it cannot be read."""
+    try:
+        with open(maps, "rb") as lines:
+            return {line.split(None, 5)[5].rstrip() for line in lines if MPICH_MEMORY in line}
+    except (OSError, IndexError):
+        return set()
+
+
+def named_mpi_memory() -> set[str]:
+    """The shared memory files of MPICH on this host that still have a name."""
+    return set(glob.glob(os.fsdecode(MPICH_MEMORY) + "*"))
 
 
 def _wait(
