@@ -400,18 +400,19 @@ class Scheduler:
         left = max(0.0, self._check_at - time.monotonic())
         return left if wait is None else min(wait, left)
 
+    def _liveness(self) -> float | None:
+        """The liveness in force: none where the transport hears no heartbeats."""
+        return self.liveness if self.transport.heartbeats else None
+
     def _deadline_period(self) -> float | None:
-        """The shortest deadline there is (timeout, liveness where the transport hears
-        heartbeats), or None where there is none."""
-        liveness = self.liveness if self.transport.heartbeats else None
-        periods = [s for s in (self.timeout, liveness) if s is not None]
+        """The shortest deadline there is (timeout, liveness), or None where there is none."""
+        periods = [s for s in (self.timeout, self._liveness()) if s is not None]
         return min(periods) if periods else None
 
     def _enforce_deadlines(self, run: Run) -> None:
         """Stop the commands past their timeout and the slaves that showed no sign of life for
         ``liveness`` seconds; note when to look again."""
-        timeout, transport = self.timeout, self.transport
-        liveness = self.liveness if transport.heartbeats else None
+        timeout, transport, liveness = self.timeout, self.transport, self._liveness()
         now = time.monotonic()
         soonest = now + self._deadline_period()  # type: ignore[operator]
         for rank in [rank for rank, batches in run.in_flight.items() if batches]:
