@@ -231,7 +231,8 @@ METHOD = """\
 - Every cell (one backend on one workload; in quick mode, one backend on all its workloads)
   runs in a fresh process, started by the harness,
   under `mpiexec` for the MPI backends. Inside it the backend starts its workers and warms
-  them up (two short naps per worker), and only then is the workload timed: pool start-up,
+  them up (two short naps per worker; before the arrays, a few tiny arrays each, so that
+  every worker has imported numpy), and only then is the workload timed: pool start-up,
   interpreter start-up and shutdown are **not** in the figures (except for the example
   application, which is timed as a whole program).
 - Each round runs every cell once, in an order shuffled per round, so that a slow spell on a
