@@ -131,6 +131,33 @@ def test_a_replaced_slave_gets_the_data_again(process_fabric: str, tmp_path: Pat
     assert run_master(process_fabric, body) == [{"a": 1}] * 8
 
 
+def test_the_bytes_of_a_replaced_slave_are_counted_with_those_of_its_rank(
+    process_fabric: str, tmp_path: Path
+) -> None:
+    size = 100_000  # each its own bytes: a batch pickles an object it holds twice once
+
+    def body(processor: Any) -> tuple[int, int, int]:
+        for i in range(10):
+            processor.add_to_queue(w.Carries(bytes([i]) * size))
+        processor.run_queue()
+        processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal.SIGKILL))
+        for i in range(10):
+            processor.add_to_queue(w.Carries(bytes([i]) * size))
+        processor.run_queue()
+        replaced = processor.last_run.slaves[1]
+        return (
+            replaced.bytes_received,
+            replaced.bytes_sent,
+            processor.totals.slaves[1].bytes_received,
+        )
+
+    received, sent, in_all = run_master(process_fabric, body, size=1)
+    carried = 10 * size
+    assert carried < received < 1.1 * carried  # what the new slave sent back
+    assert carried < sent < 1.1 * carried
+    assert 2 * carried < in_all < 2.2 * carried
+
+
 def test_large_arrays_cross_intact_and_writable(process_fabric: str) -> None:
     numpy = pytest.importorskip("numpy")
 

@@ -241,6 +241,7 @@ def test_a_command_that_always_interrupts_its_slave_fails_after_its_retries(
 
     error, delivered = run_master(ending, body, retries=1)
     assert "was ended by KeyboardInterrupt while running Interrupt_once" in str(error)
+    assert str(error).count("while running") == 1  # the command is named once
     assert error.attempts == 2
     assert delivered == [4, 9]
 

@@ -207,18 +207,19 @@ class Multiprocessing_transport(Transport):
         """Read what a slave sent; queue its reports, or the news that it ended."""
         slave = self._slaves[rank]
         channel = slave.channel
+        before = channel.received  # (a replaced slave's channel counts from 0 again)
         try:
             messages = channel.read()
         except (EOFError, OSError):
             self._ready.append((rank, self._lost(rank)))
             return
+        self.traffic[rank, "received"] += channel.received - before
         for message in messages:
             report = self._report(rank, message)
             self._ready.append((rank, report))
             if report.lost is not None:  # the slave ends after this report: forget it now
                 self._retire(rank)
                 return
-        self.traffic[rank, "received"] = channel.received
 
     def _report(self, rank: int, message: Any) -> Report:
         if isinstance(message, Undecodable):

@@ -171,9 +171,9 @@ def execute(
                 if chunks:
                     output[position] = chunks
                 del results[before:]
+                # (which command it ran, the master knows: the error it makes names it once)
                 report = _report(context, results, counts, seconds, output, failures, started,
-                                 lost=f"was ended by KeyboardInterrupt while running "
-                                      f"{describe(command)}")  # fmt: skip
+                                 lost="was ended by KeyboardInterrupt")  # fmt: skip
                 report.interruption = exc
                 return report
             except BaseException as exc:
