@@ -102,14 +102,28 @@ def test_sys_exit_on_the_master_is_the_status_of_mpiexec(status: int) -> None:
     assert result.stdout.count("Overall runtime") == 1
 
 
+@pytest.mark.parametrize("how", ["processor.exit", "sys.exit"])
 @pytest.mark.parametrize("where", ["python", "deaf"])
 @pytest.mark.parametrize("status", [0, 3])
-def test_exit_from_a_result_keeps_its_status_while_a_slave_is_busy(status: int, where: str) -> None:
-    result = under_mpiexec(str(ROOT / "tests" / "apps" / "mpi_exit.py"), str(status), where)
+def test_exit_from_a_result_keeps_its_status_while_a_slave_is_busy(
+    status: int, where: str, how: str
+) -> None:
+    result = under_mpiexec(str(ROOT / "tests" / "apps" / "mpi_exit.py"), str(status), where, how)
     assert result.returncode == status, result.stderr
     assert "not reached" not in result.stdout
     if where == "deaf":  # nothing interrupts it: the job ends, with the program's status
         assert f"did not stop within 2 s: ending the MPI job with status {status}" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["python", "deaf"])
+def test_ctrl_c_while_results_run_ends_the_program_with_a_failure(where: str) -> None:
+    result = under_mpiexec(str(ROOT / "tests" / "apps" / "mpi_exit.py"), "0", where, "interrupt")
+    assert result.returncode != 0
+    assert "not reached" not in result.stdout
+    if where == "deaf":  # the job ends before the master could print its traceback
+        assert "did not stop within 2 s: ending the MPI job with status 1" in result.stderr
+    else:
+        assert "KeyboardInterrupt" in result.stderr
 
 
 def test_a_slave_that_stops_answering_is_given_up_and_its_command_runs_elsewhere(

@@ -360,7 +360,9 @@ class Processor:
             self._run = None
             # Interrupted, slaves may still hold work; or every slave is lost: start afresh.
             if run.busy() or scheduler.broken is not None:
-                self._drop_transport(kill=True)
+                # (a transport that can only force its slaves by ending the job, MPI's, ends it
+                # with the status of what interrupts the run: sys.exit's own, else a failure)
+                self._drop_transport(kill=True, status=ending_status(sys.exc_info()[1]))
             self._close_run(run)
 
     def _close_run(self, run: Run) -> None:
@@ -747,6 +749,13 @@ def exit_status(exit: SystemExit) -> int:
     if isinstance(code, int) and not isinstance(code, bool):
         return code & 0xFF
     return 1
+
+
+def ending_status(error: BaseException | None) -> int:
+    """The status a program ends with if ``error`` ends it: sys.exit's own, else a failure."""
+    if error is None:
+        return 0
+    return exit_status(error) if isinstance(error, SystemExit) else 1
 
 
 def usable_cores() -> int:

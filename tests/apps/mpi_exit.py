@@ -1,10 +1,12 @@
 """A master that ends from a result while another slave is busy, under ``mpiexec -n 3``:
 
-    mpiexec -n 3 python tests/apps/mpi_exit.py STATUS python|deaf
+    mpiexec -n 3 python tests/apps/mpi_exit.py STATUS python|deaf HOW
 
 The busy slave sleeps for ten minutes, interruptible or deaf to interrupts (as compiled code
-that never returns to Python is), which only the end of the job stops. The program must end
-at once, with STATUS.
+that never returns to Python is), which only the end of the job stops. The result ends the
+program with ``processor.exit(STATUS)`` or ``sys.exit(STATUS)`` (HOW), which must end it at
+once with STATUS, or is interrupted (Ctrl-C while results run), which must end it at once with
+a failure.
 """
 
 import signal
@@ -24,6 +26,7 @@ from multi import (
 
 STATUS = int(sys.argv[1])
 WHERE = sys.argv[2]
+HOW = sys.argv[3]
 
 
 class Nap(Slave_command):
@@ -35,6 +38,10 @@ class Nap(Slave_command):
 
 class Quits(Result_command):
     def run(self, processor, memo):
+        if HOW == "sys.exit":
+            sys.exit(STATUS)
+        if HOW == "interrupt":
+            raise KeyboardInterrupt
         processor.exit(STATUS)
 
 
