@@ -4,14 +4,21 @@ spawn, and fork, which copies the master as it is."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import subprocess
+import sys
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests import workloads as w
-from tests.conftest import run_master
+from tests.conftest import run_master, survivors
+
+ROOT = Path(__file__).parent.parent
 
 METHODS = [
     m for m in ("forkserver", "spawn", "fork") if m in multiprocessing.get_all_start_methods()
@@ -42,3 +49,48 @@ def test_every_start_method_runs_replaces_and_delivers_in_order(
     assert delivered == [*squares, 200, ("before failing", 201)]
     assert retries == 1 and used == method
     assert "command 200 line 0" in capfd.readouterr().out
+
+
+#: Ctrl-C that comes as the master forks a slave, while Python runs the hooks around the fork.
+INTERRUPTED_AT_FORK = """
+import os, signal
+from multi import Application_callback, load_multiprocessor
+
+os.register_at_fork(after_in_parent=lambda: os.kill(os.getpid(), signal.SIGINT))
+
+class Main:
+    def run(self):
+        print("the program ran")
+
+processor = load_multiprocessor(
+    "multiprocessing", Application_callback(Main()), 2, verbosity=0, start_method="fork"
+)
+processor.run()
+"""
+
+
+@pytest.mark.skipif("fork" not in METHODS, reason="no fork start method here")
+def test_ctrl_c_while_a_slave_is_forked_interrupts_the_master(tmp_path: Path) -> None:
+    mark = f"MULTI_TEST_FORKED={tmp_path}"  # in the environment of the master and its slaves
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_AT_FORK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "MULTI_TEST_FORKED": str(tmp_path)},
+    )
+    assert result.returncode != 0
+    assert "KeyboardInterrupt" in result.stderr
+    assert "Exception ignored" not in result.stderr  # (Python's words as it drops one)
+    assert "the program ran" not in result.stdout
+    assert survivors(_marked(mark)) == []
+
+
+def _marked(mark: str) -> list[int]:
+    """The processes with ``mark`` in their environment."""
+    found = []
+    for process in psutil.process_iter():
+        with suppress(OSError, psutil.Error):  # (gone, or not ours to read)
+            if mark in Path(f"/proc/{process.pid}/environ").read_bytes().decode(errors="replace"):
+                found.append(process.pid)
+    return found

@@ -118,30 +118,31 @@ class Multiprocessing_transport(Transport):
         self.task[rank] = -1
         self.heartbeat[rank] = time.monotonic()  # (it beats once it has started)
         ours, theirs = socket.socketpair()
-        try:
-            process = self.context.Process(
-                target=_slave_main,
-                name=f"multi-slave-{rank}",
-                args=(wire.dumps(type(self.processor)), rank, self.slaves, theirs, self.task,
-                      self.since, self.heartbeat, _Inherited(files),
-                      logging.getLogger().getEffectiveLevel()),
-                daemon=True,
-            )  # fmt: skip
-            if self.context.get_start_method() == "fork":  # a copy: nothing of __main__ again
-                process.start()
-            else:
-                with _main_unseen():
+        with _interrupts_held():  # (Ctrl-C comes once the slave is known, to be stopped)
+            try:
+                process = self.context.Process(
+                    target=_slave_main,
+                    name=f"multi-slave-{rank}",
+                    args=(wire.dumps(type(self.processor)), rank, self.slaves, theirs,
+                          self.task, self.since, self.heartbeat, _Inherited(files),
+                          logging.getLogger().getEffectiveLevel()),
+                    daemon=True,
+                )  # fmt: skip
+                if self.context.get_start_method() == "fork":  # a copy: nothing of __main__
                     process.start()
-        except BaseException:  # (the rank's files stay with the transport, which closes them)
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        ours.setblocking(False)
-        channel = Channel(ours)
-        self._selector.register(channel, READ, (rank, False))
-        self._selector.register(process.sentinel, READ, (rank, True))
-        self._slaves[rank] = _Slave(process, channel)
+                else:
+                    with _main_unseen():
+                        process.start()
+            except BaseException:  # (the rank's files stay with the transport, which closes them)
+                ours.close()
+                raise
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            channel = Channel(ours)
+            self._selector.register(channel, READ, (rank, False))
+            self._selector.register(process.sentinel, READ, (rank, True))
+            self._slaves[rank] = _Slave(process, channel)
 
     def running(self, rank: int) -> tuple[int, float] | None:
         task = self.task[rank]
@@ -297,6 +298,26 @@ def _inherited(out: Any, err: Any) -> _Inherited:
 
 
 @contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C while a slave starts; it comes once the ``with`` block is over.
+
+    Raised in the hooks that run around a fork (logging's, which releases its lock there),
+    KeyboardInterrupt is printed by Python and dropped: the program went on as though nothing
+    were pressed. A slave also starts with it held (the mask is inherited), until it leads a
+    process group of its own, out of the terminal's reach (``_slave_main``). Only the main
+    thread's mask is held: Python runs its handlers on that thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+@contextmanager
 def _main_unseen() -> Iterator[None]:
     """Hide where the main module comes from while multiprocessing starts a process (or its
     fork server): its preparation of the child would run the application's script there again,
@@ -348,6 +369,7 @@ def _slave_main(
     ``fabric`` is the processor's class, pickled by ``wire`` in case the main script defines it.
     """
     _detach()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # (held while it started)
     _watch_master(rank, heartbeat, sock)
     cls: type[Multiprocessing_processor] = wire.loads(fabric)
     processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
