@@ -22,7 +22,7 @@ from typing import Any
 from multi import wire
 from multi.errors import Failure, UnpicklableError
 from multi.slave import SETUP_ID, Report
-from multi.transport import Message, Payload, Slave_lost, Transport
+from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 
 @dataclass
@@ -222,10 +222,10 @@ class Fake_transport(Transport):
             return None
         return max(0.0, self.clock.now - slave.silent_from)
 
-    def end_slave(self, rank: int) -> str:
+    def end_slave(self, rank: int) -> Slave_ended:
         self.ended.append(rank)
         del self._slaves[rank]
-        return "(fake)"
+        return Slave_ended("(fake)")
 
     def replace(self, rank: int) -> None:
         assert rank not in self._slaves, f"slave {rank} replaced while it lives"

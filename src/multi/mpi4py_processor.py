@@ -33,6 +33,7 @@ from __future__ import annotations
 import atexit
 import glob
 import itertools
+import json
 import logging
 import mmap
 import os
@@ -54,7 +55,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
-from multi import wire
+from multi import descriptors, wire
 from multi.application import Processor_box
 from multi.descriptors import Descriptor_capture, unnamed_files
 from multi.errors import MultiError, MultiWarning, ProcessorSizeError, ending
@@ -63,7 +64,7 @@ from multi.options import Option
 from multi.processor import Processor, usable_cores
 from multi.slave import Batch, Report, Slave_context, seal, serve
 from multi.slave_process import end_with_parent, master_place, program, take_place
-from multi.transport import Message, Payload, Slave_lost, Transport
+from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 INSTALL_HINT = "pip install 'multi-fabric[mpi]' (mpi4py with MPICH from PyPI)"
 LAUNCHES = ("spawn", "mpiexec", "none")
@@ -258,8 +259,12 @@ def _guard(
     A spawned slave's guard, which knows ``notes`` from the start, notes there its slave's pid
     (``_slave_pid``) under its ``key`` (the slave's rank where none is given): the master ends
     a slave that way, and then the guard leaves quietly.
+
+    The guard holds the files where its slave captures what commands write (``_guard_files``):
+    it reads what a command wrote before its slave died, for the note of the death, and, on
+    the master's host, tells where they are (``_guard_files_of``), for a slave the master ends.
     """
-    global _guard_pipe, _guard_task
+    global _guard_pipe, _guard_task, _guard_files
     if "mpi4py.MPI" in sys.modules or not hasattr(os, "fork"):
         return  # MPI runs already in this process: the launcher knows it by its own pid
     sys.stdout.flush()
@@ -268,10 +273,13 @@ def _guard(
     read, write = os.pipe()
     key = rank if key is None else key
     task = _task_memory(notes, key)  # shared with the slave
+    files = unnamed_files()
+    if notes is not None and os.path.isdir(notes):  # (on the master's host)
+        _write_note(notes, f"{key}.files", " ".join(map(str, (guard, *files))))
     child = os.fork()
     if child == 0:
         os.close(read)
-        _guard_pipe, _guard_task = write, task
+        _guard_pipe, _guard_task, _guard_files = write, task, files
         _die_with(guard)
         return
     os.close(write)
@@ -279,7 +287,7 @@ def _guard(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the slave takes Ctrl-C itself
     signal.signal(signal.SIGTERM, lambda number, frame: os.kill(child, number))
     if notes is not None:
-        os._exit(_guard_spawned(rank, key, child, task, notes, master, survives))
+        os._exit(_guard_spawned(rank, key, child, task, files, notes, master, survives))
     code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
     if code != 0:
         what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
@@ -293,7 +301,7 @@ def _guard(
             file=sys.stderr,
             flush=True,
         )
-        if _note_death(what, key, running, notes, master) and survives:
+        if _note_death(what, key, running, _left(files, running), notes, master) and survives:
             code = 0
     os._exit(128 - code if code < 0 else code)
 
@@ -303,6 +311,7 @@ def _guard_spawned(
     key: int,
     child: int,
     task: mmap.mmap,
+    files: descriptors.Files,
     notes: str,
     master: str | None,
     survives: bool,
@@ -333,11 +342,11 @@ def _guard_spawned(
             return 0  # the master ended it
         what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
         print(f"multi: {what}", file=sys.stderr, flush=True)
-        if _note_death(what, key, running, notes, master) and survives:
+        if _note_death(what, key, running, _left(files, running), notes, master) and survives:
             return 0
         return 128 - code if code < 0 else code or 1
     finally:
-        for suffix in (".pid", ".task", ".ended"):
+        for suffix in (".pid", ".task", ".ended", ".files"):
             with suppress(OSError):
                 os.unlink(_note_path(notes, key, suffix))
 
@@ -417,16 +426,29 @@ def _die_with(guard: int) -> None:
         os._exit(1)
 
 
-def _note_death(what: str, key: int, task: int, notes: str | None, master: str | None) -> bool:
+def _left(files: descriptors.Files, task: int) -> list[tuple[int, str]] | None:
+    """What the command a dead slave ran (``task``, -1: none) wrote before it died."""
+    return descriptors.read_left(files) if task >= 0 else None
+
+
+def _note_death(
+    what: str,
+    key: int,
+    task: int,
+    output: list[tuple[int, str]] | None,
+    notes: str | None,
+    master: str | None,
+) -> bool:
     """Tell the master on this host how a slave died, in a note named ``key`` with a signal:
-    the command it ran (``task``) and how it died. True if told; else the master learns it
-    from MPI, or from the heartbeat. The signal waits for the master's word that it hears it
-    (SIGUSR1 would end a process that does not)."""
+    the command it ran (``task``), how it died, and what the command wrote. True if told; else
+    the master learns it from MPI, or from the heartbeat. The signal waits for the master's
+    word that it hears it (SIGUSR1 would end a process that does not)."""
     pid = _local_pid(master)
     if notes is None or pid is None:
         return False
+    how = what.partition(" ")[2].partition(" ")[2]
     try:
-        _write_note(notes, str(key), f"{task}\n{what.partition(' ')[2].partition(' ')[2]}")
+        _write_note(notes, str(key), json.dumps({"task": task, "how": how, "output": output}))
         if os.path.exists(_note_path(notes, LISTENING)):
             os.kill(pid, FAILED)
     except OSError:
@@ -542,12 +564,13 @@ class Mpi4py_transport(Transport):
         self._awaited.discard(rank)
         self._heard[rank] = time.monotonic()
 
-    def end_slave(self, rank: int) -> str:
+    def end_slave(self, rank: int) -> Slave_ended:
         """End a slave: a spawned one on this host is killed (its guard, told so, leaves
         quietly). Any other is given up: MPI cannot stop one process of a job, so it is
         forgotten, and the job ends with the program's status at shutdown (``_farewell``)."""
         slave = _slave_pid(self.notes, self._keys[rank]) if self.replaceable else None
         if slave is not None and self.notes is not None:
+            files = _guard_files_of(self.notes, self._keys[rank])  # (open while the guard is)
             try:
                 _write_note(self.notes, f"{self._keys[rank]}.ended", "")
                 os.killpg(slave, signal.SIGKILL)  # the slave, and what its commands started
@@ -555,9 +578,13 @@ class Mpi4py_transport(Transport):
                 pass
             else:
                 _let_go(*self._forget(rank))
-                return f"(pid {slave})"
+                output = descriptors.read_left(files) if files is not None else None
+                return Slave_ended(f"(pid {slave})", output or None)
+            finally:
+                for fd in files or ():
+                    os.close(fd)
         self._given_up.append(self._forget(rank))
-        return f"(MPI rank {rank})"
+        return Slave_ended(f"(MPI rank {rank})")
 
     def _forget(self, rank: int) -> tuple[Any, int]:
         """Stop talking to a slave: its sends that are pending stay so for ever."""
@@ -714,8 +741,9 @@ class Mpi4py_transport(Transport):
         deaths = []
         for rank, reason in reasons.items():
             idle = self._work_sent[rank] == self._answered[rank]
-            task = named[rank][0] if rank in named and named[rank][0] >= 0 else None
-            deaths.append((rank, Slave_lost(rank, reason, task, idle=idle)))
+            task, _, output = named.get(rank, (-1, "", None))
+            lost = Slave_lost(rank, reason, task if task >= 0 else None, idle, output)
+            deaths.append((rank, lost))
             link = self._forget(rank)
             if self.spawned:
                 _let_go(*link)
@@ -883,19 +911,33 @@ def _notes_directory() -> str:
     return directory
 
 
-def _notes(directory: str) -> dict[int, tuple[int, str]]:
-    """What slaves' guards wrote of their deaths, by rank: the command each ran (-1: none) and
-    how it died. Each note is read once."""
+#: What a guard notes of its slave's death: the command it ran (-1: none), how it died, and
+#: what the command wrote, as (stream, text).
+Death = tuple[int, str, list[tuple[int, str]] | None]
+
+
+def _notes(directory: str) -> dict[int, Death]:
+    """What slaves' guards wrote of their deaths, by key. Each note is read once."""
     notes = {}
     with suppress(OSError):
         for name in os.listdir(directory):
             if name.isdigit():
                 path = os.path.join(directory, name)
                 with suppress(OSError, ValueError), open(path) as note:
-                    task, _, reason = note.read().partition("\n")
-                    notes[int(name)] = int(task), reason
+                    death = json.load(note)
+                    output = [(stream, text) for stream, text in death["output"] or ()]
+                    notes[int(name)] = death["task"], death["how"], output or None
                     os.unlink(path)
     return notes
+
+
+def _guard_files_of(notes: str | None, key: int) -> descriptors.Files | None:
+    """The capture files of a spawned slave on this host, opened here through its guard's
+    descriptors (which the guard noted), or None."""
+    with suppress(OSError, ValueError), open(_note_path(notes or "", key, ".files")) as file:
+        guard, out, err = map(int, file.read().split())
+        return descriptors.files_of(guard, (out, err))
+    return None
 
 
 def _slave_pid(notes: str | None, key: int) -> int | None:
@@ -1068,7 +1110,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     watcher = threading.Thread(target=watch, name="multi-mpi-watcher", daemon=True)
     watcher.start()
     context = Slave_context(rank, slaves, processor.data_store)
-    context.descriptors = Descriptor_capture(unnamed_files())  # (nobody reads what it left)
+    context.descriptors = Descriptor_capture(_guard_files or unnamed_files())
     context.logs = Log_forwarding(rank, logging.DEBUG)  # the master's levels decide
     try:
         serve(processor, context, receive, reply, note)
@@ -1134,6 +1176,8 @@ def _end_unfinalized() -> None:
 
 #: Where a slave passes on to its guard what the guard needs to tell its master (``_guard``).
 _guard_pipe: int | None = None
+#: Where a slave captures what its commands write: files its guard holds too.
+_guard_files: descriptors.Files | None = None
 #: The memory this slave shares with its guard: the command it runs (``_note_task``).
 _guard_task: mmap.mmap | None = None
 #: How that memory holds the command's id, and when it started (``time.monotonic()``).

@@ -48,7 +48,7 @@ from multi.options import Option
 from multi.processor import Processor
 from multi.slave import Batch, Report, Slave_context, seal, serve, unreadable_on_master
 from multi.slave_process import end_with_parent
-from multi.transport import Message, Payload, Slave_lost, Transport
+from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 START_METHODS = ("forkserver", "spawn", "fork")
 #: How long a receiver looks for a message before it blocks (see ``_spin``).
@@ -247,9 +247,12 @@ class Multiprocessing_transport(Transport):
         self.task[rank] = -1
         return slave
 
-    def end_slave(self, rank: int) -> str:
+    def end_slave(self, rank: int) -> Slave_ended:
         self._ready = deque(item for item in self._ready if item[0] != rank)
-        return self._retire(rank).name()
+        running = self.task[rank] >= 0
+        slave = self._retire(rank)
+        output = descriptors.read_left(self._files[rank]) if running else None
+        return Slave_ended(slave.name(), output)
 
     # Stopping -----------------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ from multi.pvm_binding import Pvm, library
 from multi.pvm_daemon import Own_daemon, find_daemon, running_daemon
 from multi.slave import Batch, Report, Slave_context, seal, serve, unreadable_on_master
 from multi.slave_process import end_with_parent, master_place, program, take_place
-from multi.transport import Message, Payload, Slave_lost, Transport
+from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 SETUP, WORK, STOP, OUTCOMES, NOTE, BEAT, HELLO, EXITED, MASTER_GONE = range(1, 10)
 DAEMONS = ("auto", "own", "running")
@@ -274,9 +274,7 @@ class Pvm_transport(Transport):
         """Name a slave that ended, with the command it said it ran, and what it wrote."""
         slave = self._slaves[rank]
         task = slave.task
-        output = None
-        if task >= 0 and slave.files is not None:
-            output = descriptors.read_left(slave.files)
+        output = self._left(slave)
         self._forget(rank)
         reason = f"{slave.name()} ended"
         return Slave_lost(rank, reason, task if task >= 0 else None, output=output)
@@ -288,10 +286,18 @@ class Pvm_transport(Transport):
             os.close(fd)
         return slave
 
-    def end_slave(self, rank: int) -> str:
-        slave = self._forget(rank)
+    @staticmethod
+    def _left(slave: _Slave) -> list[tuple[int, str]] | None:
+        """What the command a slave ran wrote until it ended, where its files are here. (A
+        command says that it runs only after a while: one that ended at once wrote there too.)"""
+        return (descriptors.read_left(slave.files) or None) if slave.files is not None else None
+
+    def end_slave(self, rank: int) -> Slave_ended:
+        slave = self._slaves[rank]
         self._end(slave)
-        return slave.name()
+        output = self._left(slave)
+        self._forget(rank)
+        return Slave_ended(slave.name(), output)
 
     def _end(self, slave: _Slave) -> None:
         """End a slave task at once, with what its commands started where that can be reached

@@ -431,21 +431,23 @@ class Scheduler:
                     soonest = min(soonest, due)
                     continue
                 task = running[0] if running is not None else None
-                slave = transport.end_slave(rank)
+                ended = transport.end_slave(rank)
                 reason = (
-                    f"{slave} showed no sign of life for {silent:.0f} s and was stopped "
+                    f"{ended.name} showed no sign of life for {silent:.0f} s and was stopped "
                     f"(option liveness: {liveness:g} s)"
                 )
-                self._on_lost(run, rank, reason, task)
+                self._on_lost(run, rank, reason, task, output=ended.output)
         self._check_at = soonest
 
     def _time_out(self, run: Run, rank: int, index: int) -> None:
         """A command ran past the timeout: it fails, its slave is stopped and replaced."""
-        slave = self.transport.end_slave(rank)
+        ended = self.transport.end_slave(rank)
+        if ended.output:  # what it wrote until then, replayed before its failure
+            run.left_output.setdefault(index, []).append((rank, ended.output))
         command = describe(run.commands[index])
-        self._fail(run, index, CommandTimeoutError(rank, slave, command, self.timeout or 0.0))
+        self._fail(run, index, CommandTimeoutError(rank, ended.name, command, self.timeout or 0.0))
         run.statistics.slave(rank).lost += 1
-        reason = f"{slave} was stopped: {command} ran past the timeout"
+        reason = f"{ended.name} was stopped: {command} ran past the timeout"
         held = [i for i in run.in_flight_indices(rank) if i != index]
         run.in_flight.pop(rank)
         run.again(held)

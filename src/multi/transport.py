@@ -41,6 +41,16 @@ class Slave_lost:
 
 Message = Report | Slave_lost
 
+
+@dataclass(slots=True)
+class Slave_ended:
+    """A slave that ``end_slave`` stopped: its name for the report, and what the command it ran
+    wrote before it was stopped (stream, text), where the transport could read it."""
+
+    name: str  # e.g. "slave 2 (pid 123)"
+    output: list[tuple[int, str]] | None = None
+
+
 #: What ``send`` takes: frames of the pickled batch where ``pickled`` is set, else the batch.
 Payload = Batch | wire.Frames
 
@@ -105,8 +115,8 @@ class Transport(ABC):
         transport cannot tell (slaves that cannot hang on their own, such as threads)."""
         return None
 
-    def end_slave(self, rank: int) -> str:
-        """Stop one slave at once and forget it; return how it ended (for the report)."""
+    def end_slave(self, rank: int) -> Slave_ended:
+        """Stop one slave at once and forget it; say which it was and what its command wrote."""
         raise NotImplementedError(f"{type(self).__name__} cannot stop one slave")
 
     def replace(self, rank: int) -> None:
