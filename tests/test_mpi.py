@@ -273,7 +273,17 @@ def test_started_alone_with_launch_mpiexec_a_dead_slave_is_named_and_the_run_goe
     result = die(tmp_path, signal.SIGKILL, "2", MULTI_MPI4PY_LAUNCH="mpiexec")
     assert result.stdout == NOT_REPLACED
     assert re.search(f"multi: {named(signal.SIGKILL)}", result.stderr), result.stderr
+    assert "Unless mpiexec runs with" not in result.stderr  # it does: no advice to launch so
     assert result.returncode == 128 + signal.SIGKILL
+
+
+def test_started_alone_with_launch_mpiexec_a_timeout_is_refused_before_it_runs_again() -> None:
+    code = "import multi; multi.load_multiprocessor('mpi4py', None, 2, timeout=5, launch='mpiexec')"
+    result = run(sys.executable, "-c", code, env={"PYTHONPATH": str(ROOT / "src")})
+    assert result.returncode == 1
+    assert result.stderr.count("Traceback") == 1  # refused once, not by every rank of mpiexec
+    assert "cannot stop a command that runs too long" in result.stderr
+    assert "launch=spawn" in result.stderr
 
 
 def test_under_mpiexec_that_survives_deaths_the_master_names_a_dead_slave(tmp_path: Path) -> None:

@@ -295,12 +295,15 @@ def _guard(
         with suppress(OSError, ValueError):
             notes, master = os.read(read, 4096).decode().splitlines()[:2]
         running = _read_task(task)[0]
-        print(
-            f"multi: {what}. Unless mpiexec runs with {SURVIVE}, this ends the MPI job: "
-            f"{SURVIVAL_HINT}",
-            file=sys.stderr,
-            flush=True,
-        )
+        if RELAUNCHED in os.environ:  # (under mpiexec with SURVIVE, started by the option)
+            print(f"multi: {what}", file=sys.stderr, flush=True)
+        else:
+            print(
+                f"multi: {what}. Unless mpiexec runs with {SURVIVE}, this ends the MPI job: "
+                f"{SURVIVAL_HINT}",
+                file=sys.stderr,
+                flush=True,
+            )
         if _note_death(what, key, running, _left(files, running), notes, master) and survives:
             code = 0
     os._exit(128 - code if code < 0 else code)
@@ -1285,8 +1288,10 @@ class Mpi4py_processor(Processor):
         return wanted
 
     def can_stop_commands(self) -> bool:
-        """A slave that a master started alone spawned (MPICH) can be ended and replaced."""
-        return not self._launched and _spawned_slaves_survive()
+        """A slave that a master started alone spawned (MPICH) can be ended and replaced; not
+        one of mpiexec, where the program will run again (launch=mpiexec) as well."""
+        relaunched = self.settings["launch"] == "mpiexec"
+        return not self._launched and not relaunched and _spawned_slaves_survive()
 
     def _relaunch(self, slaves: int) -> None:
         """Run this program again, from the start, as the master of mpiexec -n P+1."""

@@ -130,7 +130,8 @@ class Processor:
             raise ValueError(
                 f"the {self.fabric} fabric cannot stop a command that runs too long here, as it "
                 "cannot stop one of its slaves alone: leave the option timeout unset here, or "
-                "run on the multiprocessing fabric"
+                "run where a slave can be stopped alone (the multiprocessing or pvm fabric, or "
+                "mpi4py with the slaves a master started alone spawns: launch=spawn)"
             )
         self._processor_size = self.slave_count(_checked_size(processor_size))
         self.command_queue: list[Slave_command] = []
