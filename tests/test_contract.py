@@ -428,6 +428,29 @@ def test_a_timeout_is_refused_where_a_command_cannot_be_stopped(fabric: str) -> 
         load_multiprocessor(fabric, None, processor_size=slaves_for(fabric), timeout=5)  # type: ignore[arg-type]
 
 
+def test_a_command_or_a_result_that_does_not_unpickle_fails_its_command_alone(
+    fabric: str, pickling: dict[str, Any]
+) -> None:
+    def body(processor: Any) -> tuple[list[Any], list[int], list[str]]:
+        memo = w.Record()
+        processor.add_to_queue(w.Square(2), memo)
+        processor.add_to_queue(w.Carries(w.Unrebuildable()), memo)  # fails on the slave
+        processor.add_to_queue(w.Square(3), memo)
+        processor.add_to_queue(w.Returns_unrebuildable(), memo)  # fails on the master
+        processor.add_to_queue(w.Square(4), memo)
+        with pytest.raises(UnpicklableError):
+            processor.run_queue()
+        failures = processor.last_run.failures
+        return values(memo), [f.index for f in failures], [str(f.error) for f in failures]
+
+    delivered, failed, errors = run_master(fabric, body, **pickling)
+    assert delivered == [4, 9, 16]
+    assert failed == [1, 3]
+    assert "could not rebuild the commands it received" in errors[0]
+    assert "does not unpickle on the master" in errors[1]
+    assert all("this object cannot be rebuilt" in error for error in errors)
+
+
 def test_an_exception_that_cannot_travel_arrives_as_text(
     fabric: str, pickling: dict[str, Any]
 ) -> None:

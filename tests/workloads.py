@@ -205,6 +205,24 @@ class Returns_lock(Slave_command):
         processor.return_object(Value(processor, threading.Lock()))
 
 
+def _refuse(why: str) -> None:
+    raise RuntimeError(why)
+
+
+class Unrebuildable:
+    """Pickles, but fails as it is unpickled."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_refuse, ("this object cannot be rebuilt",))
+
+
+class Returns_unrebuildable(Slave_command):
+    """Returns a result that pickles on the slave, but does not unpickle on the master."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Value(processor, Unrebuildable()))
+
+
 class Raising_result(Result_command):
     """A result whose run fails on the master."""
 

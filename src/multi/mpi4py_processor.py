@@ -62,7 +62,15 @@ from multi.errors import MultiError, MultiWarning, ProcessorSizeError, ending
 from multi.logs import Log_forwarding
 from multi.options import Option
 from multi.processor import Processor, usable_cores
-from multi.slave import Batch, Report, Slave_context, seal, serve
+from multi.slave import (
+    Batch,
+    Report,
+    Slave_context,
+    rebuilt_batch,
+    rebuilt_report,
+    seal,
+    serve,
+)
 from multi.slave_process import end_with_parent, master_place, program, take_place
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
@@ -673,7 +681,7 @@ class Mpi4py_transport(Transport):
             rank = found[0]
             comm, peer = self._links[rank]
             _, frames = _recv(comm, peer, status)
-            report: Report = wire.loads(frames)
+            report = rebuilt_report(rank, frames)
             self._heard[rank] = time.monotonic()
             self._answered[rank] += 1
             if self._answered[rank] == self._work_sent[rank]:
@@ -1073,11 +1081,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
             batches["sent"] = payload
             return None
         batches["received"] += 1
-        try:
-            batch: Batch = wire.loads(payload)
-            return batch
-        except Exception as exc:  # the batch arrived, but does not unpickle here
-            return exc
+        return rebuilt_batch(payload)
 
     def reply(report: Report, batch: Batch | None) -> None:
         frames = seal(report, batch[1] if batch is not None else ())

@@ -46,7 +46,15 @@ from multi.processor import Processor
 from multi.pvm_binding import Message as Pvm_message
 from multi.pvm_binding import Pvm, library
 from multi.pvm_daemon import Own_daemon, find_daemon, running_daemon
-from multi.slave import Batch, Report, Slave_context, seal, serve, unreadable_on_master
+from multi.slave import (
+    Batch,
+    Report,
+    Slave_context,
+    rebuilt_batch,
+    rebuilt_report,
+    seal,
+    serve,
+)
 from multi.slave_process import end_with_parent, master_place, program, take_place
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
@@ -253,10 +261,7 @@ class Pvm_transport(Transport):
         return None
 
     def _report(self, rank: int, frames: list[bytearray]) -> Report:
-        try:
-            report: Report = wire.loads(frames)
-        except Exception as exc:
-            return unreadable_on_master(rank, exc)
+        report = rebuilt_report(rank, frames)
         if report.lost is not None:  # the slave ends after this report: forget it now
             self._forget(rank)
         return report
@@ -397,10 +402,7 @@ def slave_main() -> None:
             message = _next(pvm, None, watcher.wake)
             assert message is not None  # (no time limit)
             if message.tag == WORK:
-                try:
-                    return wire.loads(message.frames)  # type: ignore[no-any-return]
-                except Exception as exc:  # the batch arrived, but does not unpickle here
-                    return exc
+                return rebuilt_batch(message.frames)
             elif message.tag in (STOP, MASTER_GONE):
                 return None
 

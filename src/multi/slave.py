@@ -279,6 +279,27 @@ UNREADABLE_ADVICE = (
 )
 
 
+def rebuilt_batch(frames: Sequence[Any]) -> Batch | Exception:
+    """A batch rebuilt on a slave from its frames, or why it could not be: the slave then
+    reports a failure for each of its commands (``unreadable``), which the engine sends again
+    alone, so that only the one that cannot travel fails."""
+    try:
+        batch: Batch = wire.loads(frames)
+    except Exception as exc:
+        return exc
+    return batch
+
+
+def rebuilt_report(rank: int, frames: Sequence[Any]) -> Report:
+    """A slave's report rebuilt on the master from its frames; one that does not unpickle
+    fails the commands of its batch (``unreadable_on_master``)."""
+    try:
+        report: Report = wire.loads(frames)
+    except Exception as exc:
+        return unreadable_on_master(rank, exc)
+    return report
+
+
 def unreadable_on_master(rank: int, error: Exception) -> Report:
     """The report of a slave that arrived whole but does not unpickle on the master."""
     exc = UnpicklableError(

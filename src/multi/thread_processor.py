@@ -12,7 +12,7 @@ import threading
 import time
 
 from multi.processor import Data_store, Processor
-from multi.slave import Batch, Slave_context, execute
+from multi.slave import Batch, Slave_context, execute, unreadable
 from multi.transport import Message, Payload, Transport
 
 
@@ -24,7 +24,8 @@ class Thread_transport(Transport):
     def __init__(self, processor: Processor, slaves: int) -> None:
         self.processor = processor
         self.slaves = slaves
-        self._inboxes: dict[int, queue.SimpleQueue[Batch | None]] = {}
+        #: Each slave's batches (or why one could not be rebuilt, where they are pickled).
+        self._inboxes: dict[int, queue.SimpleQueue[Batch | Exception | None]] = {}
         self._outbox: queue.SimpleQueue[tuple[int, Message]] = queue.SimpleQueue()
         self._threads: dict[int, threading.Thread] = {}
 
@@ -46,8 +47,13 @@ class Thread_transport(Transport):
         self._threads[rank] = thread
         thread.start()
 
-    def _serve(self, context: Slave_context, inbox: queue.SimpleQueue[Batch | None]) -> None:
+    def _serve(
+        self, context: Slave_context, inbox: queue.SimpleQueue[Batch | Exception | None]
+    ) -> None:
         while (batch := inbox.get()) is not None:
+            if isinstance(batch, Exception):
+                self._outbox.put((context.rank, unreadable(context, batch)))
+                continue
             report = execute(self.processor, context, batch)
             self._outbox.put((context.rank, report))
             if report.lost is not None:  # the slave ends here; the engine decides what next

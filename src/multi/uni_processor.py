@@ -11,11 +11,19 @@ import warnings
 from collections import deque
 from typing import cast
 
-from multi import wire
 from multi.errors import MultiWarning
 from multi.options import Option, boolean
 from multi.processor import Processor
-from multi.slave import Batch, Slave_context, execute, seal
+from multi.slave import (
+    Batch,
+    Report,
+    Slave_context,
+    execute,
+    rebuilt_batch,
+    rebuilt_report,
+    seal,
+    unreadable,
+)
 from multi.transport import Message, Payload, Transport
 
 
@@ -37,13 +45,20 @@ class Uni_transport(Transport):
 
     def send(self, rank: int, payload: Payload) -> None:
         # The batch itself, unless the engine pickled it (``pickled`` follows ``pickle_check``).
-        batch: Batch = wire.loads(payload) if self.pickle_check else cast(Batch, payload)
+        if not self.pickle_check:
+            self._replies.append((rank, self._run(cast(Batch, payload))))
+            return
+        batch = rebuilt_batch(payload)  # as a slave process and its master rebuild them
+        if isinstance(batch, Exception):
+            self._replies.append((rank, unreadable(self.context, batch)))
+            return
+        self._replies.append((rank, rebuilt_report(rank, seal(self._run(batch), batch[1]))))
+
+    def _run(self, batch: Batch) -> Report:
         report = execute(self.processor, self.context, batch)
         if report.interruption is not None:  # Ctrl-C in a command: it interrupts the master
             raise report.interruption
-        if self.pickle_check:
-            report = wire.loads(seal(report, batch[1]))
-        self._replies.append((rank, report))
+        return report
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         return self._replies.popleft() if self._replies else None

@@ -7,7 +7,7 @@ its way, so that sharing by reference cannot hide what would break between proce
 from __future__ import annotations
 
 from multi import wire
-from multi.slave import Report, seal
+from multi.slave import Report, rebuilt_batch, rebuilt_report, seal
 from multi.thread_processor import Thread_processor, Thread_transport
 from multi.transport import Message, Payload, Transport
 
@@ -17,7 +17,7 @@ class Pickled_threads_transport(Thread_transport):
 
     def send(self, rank: int, payload: Payload) -> None:
         self.traffic[rank, "sent"] += wire.size(payload)  # type: ignore[arg-type]
-        super().send(rank, wire.loads(payload))  # type: ignore[arg-type]
+        super().send(rank, rebuilt_batch(payload))  # type: ignore[arg-type]
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         received = super().receive(timeout)
@@ -25,7 +25,7 @@ class Pickled_threads_transport(Thread_transport):
             rank, report = received
             frames = seal(report, ())
             self.traffic[rank, "received"] += wire.size(frames)
-            received = rank, wire.loads(frames)
+            received = rank, rebuilt_report(rank, frames)
         return received
 
 
