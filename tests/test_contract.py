@@ -526,6 +526,18 @@ def test_a_command_without_run_is_refused_and_the_queue_kept(fabric: str) -> Non
     run_master(fabric, body)
 
 
+def test_a_memo_that_is_not_a_memo_is_refused_and_the_queue_kept(fabric: str) -> None:
+    def body(processor: Any) -> None:
+        memo = w.Record()
+        processor.add_to_queue(w.Square(2), memo)
+        with pytest.raises(TypeError, match=r"a memo must be a multi.Memo, not a list"):
+            processor.add_to_queue(w.Square(3), [])
+        processor.run_queue()
+        assert values(memo) == [4]
+
+    run_master(fabric, body)
+
+
 def test_a_result_command_that_raises_on_the_master_loses_nothing(fabric: str) -> None:
     def body(processor: Any) -> list[Any]:
         memo = w.Record()

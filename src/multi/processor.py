@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from multi import capture, collector, logs, progress
 from multi.commands import Exit_command, Slave_command, Slave_storage_command
 from multi.errors import MultiError, ProcessorSizeError, add_note, describe
+from multi.memo import Memo
 from multi.options import Option, count, one_of, path_or_none, resolve, seconds_or_none
 from multi.results import Null_result_command
 from multi.run import Run
@@ -33,7 +34,6 @@ from multi.verbosity import Verbosity
 
 if TYPE_CHECKING:
     from multi.application import Application_callback
-    from multi.memo import Memo
     from multi.timeline import Timeline
     from multi.transport import Transport
 
@@ -248,7 +248,15 @@ class Processor:
 
     def _hold_memo(self, memo: Memo) -> int:
         """Keep a memo on the master for one more command; return its id."""
-        memo_id = memo.memo_id()
+        try:
+            memo_id = memo.memo_id()
+        except AttributeError:
+            if isinstance(memo, Memo):
+                raise
+            raise TypeError(
+                f"a memo must be a multi.Memo, not a {type(memo).__qualname__}: keep what the "
+                "results need on the master in the attributes of a Memo subclass"
+            ) from None
         if memo_id in self.memo_map:
             self._memo_users[memo_id] = self._memo_users.get(memo_id, 1) + 1
         else:
