@@ -115,7 +115,8 @@ class To_memo(Slave_command):
 
 
 class Talk(Slave_command):
-    """Writes lines on stdout and stderr, some in pieces, then returns its index."""
+    """Writes lines on stdout and stderr, some in pieces (one through the bytes of stdout),
+    then returns its index."""
 
     def __init__(self, index: int, lines: int = 3, pause: float = 0.0) -> None:
         super().__init__()
@@ -129,7 +130,8 @@ class Talk(Slave_command):
             if self.pause:
                 time.sleep(self.pause)
         sys.stdout.write(f"command {self.index} in ")
-        sys.stdout.write("pieces\n")
+        sys.stdout.flush()
+        sys.stdout.buffer.write(b"pieces\n")
         print(f"command {self.index} to stderr", file=sys.stderr)
         sys.stdout.write(f"command {self.index} unfinished")
         processor.return_object(Value(processor, self.index))

@@ -51,6 +51,7 @@ class _Router(io.TextIOBase):
         super().__init__()
         self.target = target
         self.stream = stream
+        self._bytes = _Bytes_router(self)
 
     def write(self, text: str) -> int:
         chunks = _local.chunks
@@ -76,6 +77,10 @@ class _Router(io.TextIOBase):
         return self.target.fileno()
 
     @property
+    def buffer(self) -> _Bytes_router:
+        return self._bytes
+
+    @property
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.target, "encoding", "utf-8")
 
@@ -85,6 +90,29 @@ class _Router(io.TextIOBase):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.target, name)
+
+
+class _Bytes_router:
+    """Stands in for the bytes under a router's stream (``sys.stdout.buffer``): what a command
+    writes there is its output too, decoded as the stream would."""
+
+    def __init__(self, router: _Router) -> None:
+        self._router = router
+
+    def write(self, data: Any) -> int:
+        router = self._router
+        if _local.chunks is None:
+            return router.target.buffer.write(data)
+        view = memoryview(data)
+        router.write(view.tobytes().decode(router.encoding, "replace"))
+        return view.nbytes
+
+    def flush(self) -> None:
+        if _local.chunks is None:
+            self._router.target.buffer.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._router.target.buffer, name)
 
 
 class routing:  # a context manager, named as contextlib names its own
