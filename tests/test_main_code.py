@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from multi import UnpicklableError, wire
+from multi import UnpicklableError, sent_code, wire
 from tests import workloads as w
 from tests.conftest import MISSING, MPI_MISSING, run_master
 
@@ -181,3 +181,33 @@ def test_arrays_stay_out_of_band_in_code_that_travels_by_value() -> None:
     assert len(frames) == 2 and wire.size(frames[1:]) == array.nbytes
     copy = wire.loads(frames)
     assert type(copy) is Holds and numpy.array_equal(copy.array, array)
+
+
+class Counting:
+    """A class attribute that counts how often the class holding it was pickled by value."""
+
+    pickled = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        Counting.pickled += 1
+        return (Counting, ())
+
+
+def test_within_a_run_a_scripts_code_is_pickled_once_for_all_its_batches() -> None:
+    script = {"__name__": "__main__"}
+    exec("class Work:\n    def run(self, processor, completed): pass", script)
+    work = script["Work"]
+    work.counting = Counting()
+    batch = ([0], [work()])
+    before = Counting.pickled
+    sent_code.hold()  # as the engine does for a run_queue
+    try:
+        messages = [wire.dumps(batch, sent_code.Peer()) for _ in range(3)]  # three new slaves
+        work.counting = Counting()  # changed during the run: the run keeps what it sent
+        messages.append(wire.dumps(batch, sent_code.Peer()))
+    finally:
+        sent_code.release()
+    assert Counting.pickled - before == 1
+    assert all(message[0] == messages[0][0] for message in messages)  # each defines it alike
+    wire.dumps(batch, sent_code.Peer())  # the next run takes the code as it is then
+    assert Counting.pickled - before == 2

@@ -118,6 +118,9 @@ class Scheduler:
         moved = dict(transport.traffic)
         if not run.in_flight:
             self._no_slave_left(run, self.broken or "no slave could be started")
+        held = transport.pickled and run.source is None  # (an open run may last across cells)
+        if held:
+            sent_code.hold()  # the script's code as it is now, for every batch of the run
         try:
             self._dispatch(run)
             period = self._deadline_period()
@@ -146,6 +149,8 @@ class Scheduler:
                 self._deliver_ready(run)
             self._deliver_ready(run, everything=True)
         finally:
+            if held:
+                sent_code.release()
             self._account(run, moved)
         if run.failures and run.on_error is None:
             self._raise_first(run)

@@ -10,10 +10,12 @@ the first place that names it carries before it the definitions that the slave l
 back (``("s", key)``), which the master finds again as its own object, whose code sees the
 master's globals.
 
-The master still pickles the code for every batch: a definition is the same only if its
-pickle is, so a global that the program changes between runs (``THRESHOLD = 10`` in a cell)
-reaches the slaves as before. What is saved is the bytes on the wire and the slaves'
-unpickling, both ways.
+The master pickles the code again for every run: a definition is the same only if its pickle
+is, so a global that the program changes between runs (``THRESHOLD = 10`` in a cell) reaches
+the slaves as before. Within one ``run_queue`` the code is taken as it was when its first batch
+named it (``hold``): pickling a script's command class by value takes some 0.1-0.5 ms, which
+every batch paid. (A run that the Executor keeps open is not held: it may last across cells.)
+What is saved is the master's pickling, the bytes on the wire and the slaves' unpickling.
 
 What is named so is what a script defines at its top level: classes and functions of the
 main module. Lambdas and local definitions, which a program may make anew at every call,
@@ -27,6 +29,7 @@ import io
 import itertools
 import pickle
 import types
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
@@ -40,6 +43,35 @@ _issued: dict[int, Any] = {}
 _received: dict[int, Any] = {}
 _received_key: dict[int, int] = {}
 _superseded: list[Any] = []
+
+
+@dataclass(slots=True)
+class _Definition:
+    """A definition made for a message: the object, its pickle and digest, and the keys of
+    the code that the pickle names (defined before it)."""
+
+    obj: Any
+    key: int
+    data: bytes
+    digest: bytes
+    names: list[int]
+
+
+#: While a run is held (``hold``), the definitions made for its messages, by ``id``.
+_held: dict[int, _Definition] | None = None
+
+
+def hold() -> None:
+    """Take the code of the main module as it is now named for the rest of a run: each object
+    is pickled for its first message, and that pickle serves the run's other messages."""
+    global _held
+    _held = {}
+
+
+def release() -> None:
+    """End ``hold``: the next message pickles the code again (a global may have changed)."""
+    global _held
+    _held = None
 
 
 class Peer:
@@ -80,7 +112,7 @@ class _Message:
     """What one message has decided of the code it names: the key of each object (by ``id``),
     the digest of each key, what is being pickled now, and the definitions not yet placed."""
 
-    __slots__ = ("definitions", "digests", "in_progress", "keys", "uses")
+    __slots__ = ("definitions", "digests", "in_progress", "keys", "names", "uses")
 
     def __init__(self) -> None:
         self.keys: dict[int, int] = {}
@@ -88,6 +120,7 @@ class _Message:
         self.in_progress: set[int] = set()
         self.definitions: list[tuple[int, bytes]] = []
         self.uses: list[bytes] = []  # the digests of what the definition being made names
+        self.names: list[int] = []  # and their keys
 
 
 class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
@@ -130,6 +163,7 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
             key = self._define(obj)
         if not self.outer:
             message.uses.append(message.digests[key])
+            message.names.append(key)
             return ("m", key)
         if message.definitions:
             definitions, message.definitions = message.definitions, []
@@ -139,22 +173,37 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
     def _define(self, obj: Any) -> int:
         """Pickle ``obj`` by value, naming the code it names (defined first where needed);
         queue its definition if the slave lacks it."""
-        message, peer = self.message, self.peer
-        assert peer is not None
+        message = self.message
+        held = _held.get(id(obj)) if _held is not None else None
+        if held is not None and held.obj is obj:
+            for named in held.names:  # (what it names, defined before it as the first time)
+                if named not in message.digests:
+                    self._define(_issued[named])
+            message.keys[id(obj)] = held.key
+            self._offer(held.key, held.data, held.digest)
+            return held.key
         key = message.keys[id(obj)] = _key(obj)
         message.in_progress.add(id(obj))
-        outer_uses, message.uses = message.uses, []
+        outer, message.uses, message.names = (message.uses, message.names), [], []
         with io.BytesIO() as file:
-            Pickler(file, peer, self.main_modules, message, protocol=self.proto).dump(obj)
+            Pickler(file, self.peer, self.main_modules, message, protocol=self.proto).dump(obj)
             data = file.getvalue()
         digest = hashlib.blake2b(data + b"".join(message.uses), digest_size=16).digest()
-        message.uses = outer_uses
+        if _held is not None:
+            _held[id(obj)] = _Definition(obj, key, data, digest, message.names)
+        message.uses, message.names = outer
         message.in_progress.discard(id(obj))
+        self._offer(key, data, digest)
+        return key
+
+    def _offer(self, key: int, data: bytes, digest: bytes) -> None:
+        """Note a definition's digest; queue it for the message if the slave lacks it."""
+        peer, message = self.peer, self.message
+        assert peer is not None
         message.digests[key] = digest
         if peer.known.get(key) != digest and peer.offered.get(key) != digest:
             peer.offered[key] = digest
             message.definitions.append((key, data))
-        return key
 
 
 class Unpickler(pickle.Unpickler):
