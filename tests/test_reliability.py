@@ -139,6 +139,31 @@ def test_an_exception_outside_exception_fails_its_command_alone(fabric: str) -> 
     assert delivered == [("before failing", 9) if i == 9 else i * i for i in range(20)]
 
 
+def test_a_failure_to_stop_the_slaves_does_not_hide_what_ended_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from multi.multiprocessing_processor import Multiprocessing_transport
+
+    kill = Multiprocessing_transport.kill
+
+    def kill_then_fail(self: Multiprocessing_transport, status: int = 1) -> None:
+        kill(self, status)  # (the slaves stop, but the transport fails, as with PVM's daemon gone)
+        raise OSError("the daemon is gone")
+
+    monkeypatch.setattr(Multiprocessing_transport, "kill", kill_then_fail)
+
+    def body(processor: Any) -> None:
+        processor.add_to_queue(w.Returns_halting_result())
+        processor.add_to_queue(w.Sleep(600))  # on the other slave, still running as it ends
+        processor.run_queue()
+
+    with pytest.raises(w.Halt) as caught:
+        run_master("multiprocessing", body)
+    assert "stopping the slaves then failed too: OSError: the daemon is gone" in (
+        caught.value.__notes__
+    )
+
+
 def test_an_application_gc_freeze_is_left_as_it_was(fabric: str) -> None:
     def frozen(marker: list[Any]) -> bool:  # frozen objects are in no generation's list
         return not any(candidate is marker for candidate in gc.get_objects())

@@ -342,6 +342,18 @@ class Halt(BaseException):
     """An exception outside Exception, as some libraries raise."""
 
 
+class Halting_result(Result_command):
+    """A result that raises ``Halt`` on the master: the run ends there, as on Ctrl-C."""
+
+    def run(self, processor: Any, memo: Any) -> None:
+        raise Halt
+
+
+class Returns_halting_result(Slave_command):
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Halting_result(processor=processor, completed=True))
+
+
 class Interrupt_once(Slave_command):
     """Raises KeyboardInterrupt the first time it runs (noted in ``marker``), which ends its
     slave; then returns its index."""

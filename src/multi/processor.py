@@ -655,11 +655,18 @@ class Processor:
         if transport is None:
             return
         routing, self._routing = self._routing, None
+        ending = sys.exc_info()[1]  # what ends the run or the program, if anything does
         try:
             if kill:
                 transport.kill(status)
             else:
                 transport.stop(STOP_SECONDS, status)
+        except Exception as error:
+            if ending is None:
+                raise
+            # (the first failure says what went wrong: a daemon gone fails the stop as well)
+            failed = f"{type(error).__name__}: {error}"
+            add_note(ending, f"stopping the slaves then failed too: {failed}")
         finally:
             if routing is not None:
                 routing.__exit__(None, None, None)
