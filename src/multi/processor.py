@@ -703,17 +703,14 @@ class Processor:
             return
         self.pre_run()
         self._running = True
-        completed, status = False, 1
         try:
             self._started_transport()  # slaves boot while the application prepares
             self._run_application()
-            completed, status = True, 0
-        except SystemExit as exc:
-            completed, status = True, exit_status(exc)
-            raise
         finally:
             self._running = False
-            self._drop_transport(kill=not completed, status=status)
+            ending = sys.exc_info()[1]
+            completed = ending is None or isinstance(ending, SystemExit)
+            self._drop_transport(kill=not completed, status=ending_status(ending))
             if completed:
                 self.post_run()
 
