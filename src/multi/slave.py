@@ -320,6 +320,18 @@ def unreadable(context: Slave_context, error: Exception) -> Report:
     return Report(context.rank, [], 0, [], unreadable=failure)
 
 
+def run_batch(
+    processor: Processor,
+    context: Slave_context,
+    batch: Batch | Exception,
+    running: Callable[[int], None] | None = None,
+) -> Report:
+    """Run a batch (``execute``), or report why it could not be rebuilt (``rebuilt_batch``)."""
+    if isinstance(batch, Exception):
+        return unreadable(context, batch)
+    return execute(processor, context, batch, running)
+
+
 def serve(
     processor: Processor,
     context: Slave_context,
@@ -331,10 +343,7 @@ def serve(
     collector.size_for_batches()
     with capture.routing():
         while (batch := receive()) is not None:
-            if isinstance(batch, Exception):
-                reply(unreadable(context, batch), None)
-                continue
-            report = execute(processor, context, batch, running)
-            reply(report, batch)
+            report = run_batch(processor, context, batch, running)
+            reply(report, None if isinstance(batch, Exception) else batch)
             if report.lost is not None:
                 return

@@ -12,7 +12,7 @@ import threading
 import time
 
 from multi.processor import Data_store, Processor
-from multi.slave import Batch, Slave_context, execute, unreadable
+from multi.slave import Batch, Slave_context, run_batch
 from multi.transport import Message, Payload, Transport
 
 
@@ -51,10 +51,7 @@ class Thread_transport(Transport):
         self, context: Slave_context, inbox: queue.SimpleQueue[Batch | Exception | None]
     ) -> None:
         while (batch := inbox.get()) is not None:
-            if isinstance(batch, Exception):
-                self._outbox.put((context.rank, unreadable(context, batch)))
-                continue
-            report = execute(self.processor, context, batch)
+            report = run_batch(self.processor, context, batch)
             self._outbox.put((context.rank, report))
             if report.lost is not None:  # the slave ends here; the engine decides what next
                 return

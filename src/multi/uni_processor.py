@@ -18,11 +18,10 @@ from multi.slave import (
     Batch,
     Report,
     Slave_context,
-    execute,
     rebuilt_batch,
     rebuilt_report,
+    run_batch,
     seal,
-    unreadable,
 )
 from multi.transport import Message, Payload, Transport
 
@@ -49,13 +48,13 @@ class Uni_transport(Transport):
             self._replies.append((rank, self._run(cast(Batch, payload))))
             return
         batch = rebuilt_batch(payload)  # as a slave process and its master rebuild them
-        if isinstance(batch, Exception):
-            self._replies.append((rank, unreadable(self.context, batch)))
-            return
-        self._replies.append((rank, rebuilt_report(rank, seal(self._run(batch), batch[1]))))
+        report = self._run(batch)
+        if not isinstance(batch, Exception):
+            report = rebuilt_report(rank, seal(report, batch[1]))
+        self._replies.append((rank, report))
 
-    def _run(self, batch: Batch) -> Report:
-        report = execute(self.processor, self.context, batch)
+    def _run(self, batch: Batch | Exception) -> Report:
+        report = run_batch(self.processor, self.context, batch)
         if report.interruption is not None:  # Ctrl-C in a command: it interrupts the master
             raise report.interruption
         return report
