@@ -189,7 +189,11 @@ def _interleave(
     return chunks
 
 
-def read_left(files: Files) -> list[Chunk]:
-    """What a slave that died left in its files: its stdout, then its stderr."""
+def read_left(files: Files | None) -> list[Chunk] | None:
+    """What a slave that died left in its files: its stdout, then its stderr; None where it
+    left nothing, or its files cannot be read here (``files`` None)."""
+    if files is None:
+        return None
     left = [os.pread(fd, os.fstat(fd).st_size, 0) for fd in files]
-    return [(stream, data.decode("utf-8", "replace")) for stream, data in enumerate(left) if data]
+    chunks = [(stream, data.decode("utf-8", "replace")) for stream, data in enumerate(left) if data]
+    return chunks or None

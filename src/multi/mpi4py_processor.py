@@ -589,8 +589,7 @@ class Mpi4py_transport(Transport):
                 pass
             else:
                 _let_go(*self._forget(rank))
-                output = descriptors.read_left(files) if files is not None else None
-                return Slave_ended(f"(pid {slave})", output or None)
+                return Slave_ended(f"(pid {slave})", descriptors.read_left(files))
             finally:
                 for fd in files or ():
                     os.close(fd)

@@ -279,7 +279,7 @@ class Pvm_transport(Transport):
         """Name a slave that ended, with the command it said it ran, and what it wrote."""
         slave = self._slaves[rank]
         task = slave.task
-        output = self._left(slave)
+        output = descriptors.read_left(slave.files)  # (see end_slave)
         self._forget(rank)
         reason = f"{slave.name()} ended"
         return Slave_lost(rank, reason, task if task >= 0 else None, output=output)
@@ -291,16 +291,12 @@ class Pvm_transport(Transport):
             os.close(fd)
         return slave
 
-    @staticmethod
-    def _left(slave: _Slave) -> list[tuple[int, str]] | None:
-        """What the command a slave ran wrote until it ended, where its files are here. (A
-        command says that it runs only after a while: one that ended at once wrote there too.)"""
-        return (descriptors.read_left(slave.files) or None) if slave.files is not None else None
-
     def end_slave(self, rank: int) -> Slave_ended:
         slave = self._slaves[rank]
         self._end(slave)
-        output = self._left(slave)
+        # What its command wrote, where its files are here, whether or not the slave has said
+        # which command runs (it says so only after a while: one that ended at once wrote too).
+        output = descriptors.read_left(slave.files)
         self._forget(rank)
         return Slave_ended(slave.name(), output)
 
