@@ -100,18 +100,10 @@ def measure_latency(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
     return {"value": statistics.median(samples), "p99": p99}
 
 
-def measure_arrays(runner: Runner, p: dict[str, Any], warm: bool = True) -> dict[str, Any]:
+def measure_arrays(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
     """Bulk data both ways: each command carries an array to its worker and brings it back."""
-    import numpy
-
-    if warm:
-        _warm_for_arrays(runner)
-    array = numpy.random.default_rng(6).random(p["mib"] * MIB // 8)
-    seconds, tally = _timed(lambda: runner.many("echo", [array] * p["count"]))
-    _check(tally, p["count"])
-    if tally.nbytes != p["count"] * array.nbytes:
-        raise RuntimeError(f"expected {p['count'] * array.nbytes} bytes back, got {tally.nbytes}")
-    return {"value": seconds, "mib_per_s": 2 * p["count"] * p["mib"] / seconds}
+    _warm_for_arrays(runner)
+    return _timed_arrays(runner, p)
 
 
 def measure_arrays_after_tiny(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
@@ -119,7 +111,18 @@ def measure_arrays_after_tiny(runner: Runner, p: dict[str, Any]) -> dict[str, An
     must not shape the batches of the big ones."""
     _warm_for_arrays(runner)
     _check(runner.many("noop", range(p["tiny"])), p["tiny"])
-    return measure_arrays(runner, p, warm=False)
+    return _timed_arrays(runner, p)
+
+
+def _timed_arrays(runner: Runner, p: dict[str, Any]) -> dict[str, Any]:
+    import numpy
+
+    array = numpy.random.default_rng(6).random(p["mib"] * MIB // 8)
+    seconds, tally = _timed(lambda: runner.many("echo", [array] * p["count"]))
+    _check(tally, p["count"])
+    if tally.nbytes != p["count"] * array.nbytes:
+        raise RuntimeError(f"expected {p['count'] * array.nbytes} bytes back, got {tally.nbytes}")
+    return {"value": seconds, "mib_per_s": 2 * p["count"] * p["mib"] / seconds}
 
 
 def _warm_for_arrays(runner: Runner) -> None:
