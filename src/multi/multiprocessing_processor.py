@@ -46,7 +46,16 @@ from multi.errors import ending
 from multi.logs import Log_forwarding
 from multi.options import Option
 from multi.processor import Processor
-from multi.slave import Batch, Report, Slave_context, seal, serve, unreadable_on_master
+from multi.slave import (
+    Batch,
+    Report,
+    Slave_context,
+    arrived_batch,
+    arrived_report,
+    seal,
+    serve,
+    unreadable_on_master,
+)
 from multi.slave_process import end_with_parent
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
@@ -225,7 +234,7 @@ class Multiprocessing_transport(Transport):
     def _report(self, rank: int, message: Any) -> Report:
         if isinstance(message, Undecodable):
             return unreadable_on_master(rank, message.error)
-        return message  # type: ignore[no-any-return]
+        return arrived_report(message)
 
     def _lost(self, rank: int) -> Slave_lost:
         """Name how a slave ended, and the command it was running."""
@@ -389,7 +398,7 @@ def _slave_main(
             return None
         if isinstance(message, Undecodable):  # the batch arrived, but does not unpickle here
             return message.error
-        return message  # type: ignore[no-any-return]
+        return None if message is None else arrived_batch(message)  # (None: the goodbye)
 
     def reply(report: Report, batch: Batch | None) -> None:
         channel.send(seal(report, batch[1] if batch is not None else ()))

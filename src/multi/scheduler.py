@@ -45,7 +45,7 @@ from multi.errors import (
     describe,
 )
 from multi.run import Run, Sent
-from multi.slave import SETUP_ID, Report
+from multi.slave import SETUP_ID, Report, travelling
 from multi.statistics import Failure_record
 from multi.transport import Slave_lost, Transport
 
@@ -210,20 +210,20 @@ class Scheduler:
         peer = self._peer(rank)
         if transport.pickled:
             try:
-                payload = wire.dumps(batch, peer)
+                payload = wire.dumps(travelling(batch), peer)
             except UnpicklableError:
                 indices = self._drop_unpicklable(run, rank, indices)
                 if not indices:
                     return indices
                 batch = (indices, _pick(commands, indices))
-                payload = wire.dumps(batch, peer)
+                payload = wire.dumps(travelling(batch), peer)
             nbytes = wire.size(payload)
             fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             while fit < len(indices):
                 run.put_back(indices[fit:])
                 indices = indices[:fit]
                 batch = (indices, _pick(commands, indices))
-                payload = wire.dumps(batch, peer)
+                payload = wire.dumps(travelling(batch), peer)
                 nbytes = wire.size(payload)
                 fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             run.sizer.sent(len(indices), nbytes)
@@ -266,7 +266,7 @@ class Scheduler:
         payload: Any = (ids, commands)
         peer = self._peer(rank)
         if self.transport.pickled:
-            payload = wire.dumps(payload, peer)
+            payload = wire.dumps(travelling(payload), peer)
         run.in_flight[rank].append(Sent(ids, time.perf_counter(), timed=False, setup=True))
         run.statistics.slave(rank)
         self.transport.send(rank, payload)
