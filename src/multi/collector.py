@@ -14,6 +14,9 @@ import gc
 
 #: Objects made beyond those freed before a young collection (a few MB of small objects).
 YOUNG_OBJECTS = 100_000
+#: A run of this many commands or fewer holds nothing: its reports make a few hundred objects
+#: at most, too few to set off a young collection, and its round trip is timed in microseconds.
+SMALL_RUN = 64
 
 
 def _sized(threshold: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -28,12 +31,15 @@ def _sized(threshold: tuple[int, ...]) -> tuple[int, ...] | None:
 Held = tuple[tuple[int, ...], tuple[int, ...]]
 
 
-def hold_batches() -> Held | None:
-    """Hold batches in the young generation until ``restore``; None where nothing changed.
+def hold_batches(commands: int | None) -> Held | None:
+    """Hold batches in the young generation until ``restore``, for a run of ``commands``
+    (None: not known yet, as in a run that takes them as it goes); None where nothing changed.
 
     Two calls rather than a context manager: a run of one command is timed in microseconds,
     and a generator-based ``with`` costs more than the two calls to the collector.
     """
+    if commands is not None and commands <= SMALL_RUN:
+        return None
     before = gc.get_threshold()
     ours = _sized(before)
     if ours is None:

@@ -361,7 +361,7 @@ class Processor:
         self._run = run
         wanted = self.settings["progress"] if show_progress else "no"
         self._progress = progress.Progress(wanted, run.count)
-        held = collector.hold_batches()
+        held = collector.hold_batches(None if run.source is not None else run.count)
         try:
             scheduler.run(run)
         finally:

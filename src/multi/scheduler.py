@@ -86,6 +86,8 @@ class Scheduler:
         self.timeout = timeout
         self.on_failure = on_failure
         self.liveness = liveness
+        #: The shortest deadline there is (timeout, liveness), or None where there is none.
+        self._period = self._deadline_period()
         self._check_at: float | None = None  # when deadlines are next looked at
         #: Deaths of a rank's slaves in a row without running a command.
         self._start_failures: dict[int, int] = {}
@@ -123,7 +125,7 @@ class Scheduler:
             sent_code.hold()  # the script's code as it is now, for every batch of the run
         try:
             self._dispatch(run)
-            period = self._deadline_period()
+            period = self._period
             deadlines = period is not None
             # Nothing is due before the first batch has been out for this long: looking at every
             # slave at once would cost each run of a few commands its number of slaves.
@@ -419,7 +421,7 @@ class Scheduler:
         ``liveness`` seconds; note when to look again."""
         timeout, transport, liveness = self.timeout, self.transport, self._liveness()
         now = time.monotonic()
-        soonest = now + self._deadline_period()  # type: ignore[operator]
+        soonest = now + self._period  # type: ignore[operator]
         for rank in [rank for rank, batches in run.in_flight.items() if batches]:
             running = transport.running(rank)
             if timeout is not None and running is not None:
