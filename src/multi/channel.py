@@ -18,8 +18,10 @@ size of socket buffers. A slave uses its channel blocking, one message at a time
 from __future__ import annotations
 
 import pickle
+import select
 import socket
 import struct
+import time
 from collections import deque
 from typing import Any
 
@@ -55,6 +57,7 @@ class Channel:
         self._frame: memoryview | None = None  # the frame being filled, and how far
         self._filled = 0
         self._ready: deque[Any] = deque()
+        self._poller: Any = None  # (made for the first ``receive`` that looks before it sleeps)
         #: Bytes read from the socket so far.
         self.received = 0
 
@@ -116,16 +119,20 @@ class Channel:
 
         A message that does not unpickle comes as ``Undecodable``. Raises ``EOFError`` once
         the other end has closed and everything it sent has been read. A peer that ends with
-        bytes of ours unread resets the socket, and the read after its last message fails: the
-        messages completed before are returned first (a slave's last report says how it ended).
+        bytes of ours unread resets the socket, which is an end too: the messages completed
+        before are returned first (a slave's last report says how it ended).
         """
         done: list[Any] = []
         while True:
             self._parse(done)
             try:
-                received = self._receive()
+                received, drained = self._receive()
             except (BlockingIOError, InterruptedError):
                 return done
+            except ConnectionResetError:  # it ended with bytes of ours unread: an end too
+                if done:
+                    return done
+                raise EOFError("the other end closed the channel") from None
             except OSError:
                 if done:
                     return done
@@ -134,35 +141,60 @@ class Channel:
                 if done:
                     return done
                 raise EOFError("the other end closed the channel")
+            if drained:  # (asking again would only say so, at the cost of a call and an error)
+                self._parse(done)
+                return done
 
-    def receive(self) -> Any:
-        """The next message, waiting for it (on a blocking socket)."""
+    def receive(self, spin: float = 0.0) -> Any:
+        """The next message, waiting for it (on a blocking socket).
+
+        For the first ``spin`` seconds it looks for the message without sleeping: one that
+        comes soon is then taken without the cost of waking a process that slept, which on a
+        virtual machine (an idle virtual core halts) takes longer than the message itself.
+        """
         while not self._ready:
             self._parse(self._ready)
             if self._ready:
                 break
-            if not self._receive():
+            if spin:
+                self._look(spin)
+                spin = 0.0
+            if not self._receive()[0]:
                 raise EOFError("the other end closed the channel")
         return self._ready.popleft()
 
-    def _receive(self) -> int:
-        """Receive what the socket has: straight into a large frame, else into the scratch."""
+    def _look(self, seconds: float) -> None:
+        """Return once bytes have arrived, or after ``seconds``, without sleeping."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self.sock, select.POLLIN)
+        deadline = time.perf_counter() + seconds
+        while not poller.poll(0) and time.perf_counter() < deadline:
+            pass
+
+    def _receive(self) -> tuple[int, bool]:
+        """Receive what the socket has: straight into a large frame, else into the scratch.
+        Return how many bytes came, and whether they took less room than was offered: the
+        socket then had no more."""
         frame = self._frame
         if frame is not None and self._head == self._tail:
+            room = frame.nbytes - self._filled
             received = self.sock.recv_into(frame[self._filled :])
             self._filled += received
             self.received += received
-            return received
+            return received, received < room
         if self._head == self._tail:
             self._head = self._tail = 0
         elif self._tail == len(self._scratch):  # make room: move what is unread to the front
             left = self._tail - self._head
             self._view[:left] = self._view[self._head : self._tail]
             self._head, self._tail = 0, left
+        room = len(self._scratch) - self._tail
         received = self.sock.recv_into(self._view[self._tail :])
         self._tail += received
         self.received += received
-        return received
+        return received, received < room
 
     def _parse(self, done: Any) -> None:
         """Advance through the bytes at hand: headers, then frames, completing messages."""
