@@ -80,11 +80,15 @@ class Channel:
             for frame in frames
         ]
         count = len(views)
+        sizes = [view.nbytes for view in views]
         layout = _HEADERS.get(count) or struct.Struct(f"!I{count}Q")
-        header = layout.pack(count, *[view.nbytes for view in views])
-        self._out.append(memoryview(header))
-        self._out.extend(view for view in views if view.nbytes)
-        return len(header) + sum(view.nbytes for view in views)
+        header = layout.pack(count, *sizes)
+        out = self._out
+        out.append(memoryview(header))
+        for view, size in zip(views, sizes, strict=True):
+            if size:
+                out.append(view)
+        return len(header) + sum(sizes)
 
     def pending(self) -> bool:
         """Whether queued bytes wait to be written."""

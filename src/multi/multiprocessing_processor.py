@@ -191,7 +191,9 @@ class Multiprocessing_transport(Transport):
                 events = self._selector.select(left)
                 if not events and deadline is not None and time.monotonic() >= deadline:
                     return None
-            for key, mask in sorted(events, key=lambda event: event[0].data[1]):  # reports first
+            if len(events) > 1:
+                events.sort(key=_sentinels_last)  # reports first
+            for key, mask in events:
                 rank, is_sentinel = key.data
                 if rank not in self._slaves:
                     continue
@@ -363,6 +365,10 @@ def _kill_group(process: BaseProcess) -> None:
     except ProcessLookupError:
         if process.exitcode is None:
             process.kill()
+
+
+def _sentinels_last(event: tuple[selectors.SelectorKey, int]) -> bool:
+    return bool(event[0].data[1])
 
 
 # The slave process --------------------------------------------------------------------------
