@@ -268,6 +268,43 @@ class Raw_pipe(Runner):
         self.connection.recv()
 
 
+def _share_worker(connection: Any) -> None:
+    while (message := connection.recv()) is not None:
+        kind, items = message
+        function = FUNCTIONS[kind]
+        connection.send([function(item) for item in items])
+
+
+class Raw_shares(Runner):
+    """Plain processes, each sent an equal share of the tasks in one message: what this
+    machine gives for work split over that many processes, with nothing scheduled (the
+    limit for equal CPU-bound commands, which every fabric's speed-up is bounded by)."""
+
+    def start(self) -> bool:
+        self.connections: list[Any] = []
+        self.processes: list[multiprocessing.Process] = []
+        for _ in range(self.slaves):
+            ours, theirs = multiprocessing.Pipe()
+            process = multiprocessing.Process(target=_share_worker, args=(theirs,), daemon=True)
+            process.start()
+            theirs.close()
+            self.connections.append(ours)
+            self.processes.append(process)
+        self.many("nap", [WARM_NAP] * (2 * self.slaves))
+        return True
+
+    def stop(self) -> None:
+        for connection in self.connections:
+            connection.send(None)
+        for process in self.processes:
+            process.join(5)
+
+    def many(self, kind: str, items: Sequence[Any]) -> Tally:
+        for at, connection in enumerate(self.connections):
+            connection.send((kind, list(items[at :: self.slaves])))
+        return tally_results(kind, [r for c in self.connections for r in c.recv()])
+
+
 class Raw_mpi(Runner):
     """mpi4py's pickled ``comm.send``/``comm.recv`` and nothing else.
 
@@ -603,6 +640,7 @@ BACKENDS: tuple[Backend, ...] = (
         requires=("schwimmbad", "mpi4py"),
     ),
     Backend("raw-pipe", "raw multiprocessing.Pipe ping-pong", LIMIT, Raw_pipe, ("latency",)),
+    Backend("raw-shares", "raw processes, an equal share each", LIMIT, Raw_shares, ("cpu",)),
     Backend(
         "raw-mpi-pingpong",
         "raw mpi4py ping-pong (2 ranks)",

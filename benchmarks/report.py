@@ -248,7 +248,9 @@ METHOD = """\
   (`map` with its default chunk size, `submit(...).result()` for one call, mpi4py.futures
   with its default idle backoff of 1 ms); only
   `multiprocessing.Pool` also runs with a tuned chunk size (the one `Pool.map` picks). The raw
-  pipe and raw MPI rows are the floors of their transports, not peers.
+  pipe and raw MPI rows are the floors of their transports, not peers; the raw processes row
+  (plain processes, each sent an equal share of the CPU-bound work at once) is what the
+  machine itself gives for two processes, which bounds every speed-up over uni.
 - CPU-bound work is a fixed number of loop iterations, calibrated once per run, so every
   backend does the same work; the ideal for unequal commands is the work the commands measured
   on their workers, divided by the number of workers.
