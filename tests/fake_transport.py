@@ -21,7 +21,7 @@ from typing import Any
 
 from multi import wire
 from multi.errors import Failure, UnpicklableError
-from multi.slave import SETUP_ID, Report, arrived_batch
+from multi.slave import SETUP_ID, Report, batch_from_wire
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 
@@ -127,7 +127,7 @@ class Fake_transport(Transport):
     def send(self, rank: int, payload: Payload) -> None:
         if self.pickled:
             self.traffic[rank, "sent"] += wire.size(payload)  # type: ignore[arg-type]
-            payload = arrived_batch(wire.loads(payload))  # type: ignore[arg-type]
+            payload = batch_from_wire(wire.loads(payload))
         ids, _ = payload  # type: ignore[misc]
         slave = self._slaves[rank]
         slave.held += 1

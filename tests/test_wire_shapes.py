@@ -8,7 +8,7 @@ import pytest
 
 from multi import wire
 from multi.errors import Failure
-from multi.slave import SETUP_ID, Report, rebuilt_batch, rebuilt_report, seal, travelling
+from multi.slave import SETUP_ID, Report, batch_for_wire, rebuilt_batch, rebuilt_report, seal
 from tests import workloads as w
 
 
@@ -17,7 +17,7 @@ from tests import workloads as w
 )
 def test_a_batch_comes_back_with_the_ids_of_its_commands(ids: Sequence[int]) -> None:
     commands = [w.Square(i) for i in range(len(ids))]
-    frames = wire.dumps(travelling((ids, commands)))
+    frames = wire.dumps(batch_for_wire((ids, commands)))
 
     batch = rebuilt_batch(frames)
 

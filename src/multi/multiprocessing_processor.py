@@ -50,8 +50,8 @@ from multi.slave import (
     Batch,
     Report,
     Slave_context,
-    arrived_batch,
-    arrived_report,
+    batch_from_wire,
+    report_from_wire,
     seal,
     serve,
     unreadable_on_master,
@@ -239,7 +239,7 @@ class Multiprocessing_transport(Transport):
     def _report(self, rank: int, message: Any) -> Report:
         if isinstance(message, Undecodable):
             return unreadable_on_master(rank, message.error)
-        return arrived_report(message)
+        return report_from_wire(message)
 
     def _lost(self, rank: int) -> Slave_lost:
         """Name how a slave ended, and the command it was running."""
@@ -407,7 +407,7 @@ def _slave_main(
             return None
         if isinstance(message, Undecodable):  # the batch arrived, but does not unpickle here
             return message.error
-        return None if message is None else arrived_batch(message)  # (None: the goodbye)
+        return None if message is None else batch_from_wire(message)  # (None: the goodbye)
 
     def reply(report: Report, batch: Batch | None) -> None:
         channel.send(seal(report, batch[1] if batch is not None else ()))

@@ -45,7 +45,7 @@ from multi.errors import (
     describe,
 )
 from multi.run import Run, Sent
-from multi.slave import SETUP_ID, Report, travelling
+from multi.slave import SETUP_ID, Report, batch_for_wire
 from multi.statistics import Failure_record
 from multi.transport import Slave_lost, Transport
 
@@ -86,8 +86,7 @@ class Scheduler:
         self.timeout = timeout
         self.on_failure = on_failure
         self.liveness = liveness
-        #: The shortest deadline there is (timeout, liveness), or None where there is none.
-        self._period = self._deadline_period()
+        self._period = self._deadline_period()  # (settings and transport stay as they are)
         self._check_at: float | None = None  # when deadlines are next looked at
         #: Deaths of a rank's slaves in a row without running a command.
         self._start_failures: dict[int, int] = {}
@@ -212,20 +211,20 @@ class Scheduler:
         peer = self._peer(rank)
         if transport.pickled:
             try:
-                payload = wire.dumps(travelling(batch), peer)
+                payload = wire.dumps(batch_for_wire(batch), peer)
             except UnpicklableError:
                 indices = self._drop_unpicklable(run, rank, indices)
                 if not indices:
                     return indices
                 batch = (indices, _pick(commands, indices))
-                payload = wire.dumps(travelling(batch), peer)
+                payload = wire.dumps(batch_for_wire(batch), peer)
             nbytes = wire.size(payload)
             fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             while fit < len(indices):
                 run.put_back(indices[fit:])
                 indices = indices[:fit]
                 batch = (indices, _pick(commands, indices))
-                payload = wire.dumps(travelling(batch), peer)
+                payload = wire.dumps(batch_for_wire(batch), peer)
                 nbytes = wire.size(payload)
                 fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             run.sizer.sent(len(indices), nbytes)
@@ -268,7 +267,7 @@ class Scheduler:
         payload: Any = (ids, commands)
         peer = self._peer(rank)
         if self.transport.pickled:
-            payload = wire.dumps(travelling(payload), peer)
+            payload = wire.dumps(batch_for_wire(payload), peer)
         run.in_flight[rank].append(Sent(ids, time.perf_counter(), timed=False, setup=True))
         run.statistics.slave(rank)
         self.transport.send(rank, payload)

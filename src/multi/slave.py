@@ -2,7 +2,8 @@
 exception packed, and seal one report of the batch for the trip back to the master.
 
 Every fabric runs commands through ``execute``, whether the slave is the master itself (uni), a
-thread of it, or another process. A batch travels as ``(ids, commands)``; its report holds
+thread of it, or another process. A batch travels as ``batch_for_wire`` makes it, and is read
+with ``rebuilt_batch``; its report holds
 what the commands gave as a few lists for the whole batch, not an object per command, so that
 tiny commands cost little to pickle and to read on the master.
 """
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from multi.processor import Data_store, Processor
 
 #: A batch: the ids of its commands (their places in the run), and the commands. (How it is
-#: pickled: ``travelling``.)
+#: pickled: ``batch_for_wire``.)
 Batch = tuple[Sequence[int], Sequence["Slave_command"]]
 
 RESULT_ADVICE = (
@@ -286,7 +287,7 @@ UNREADABLE_ADVICE = (
 )
 
 
-def travelling(batch: Batch) -> tuple[Any, Sequence[Any]]:
+def batch_for_wire(batch: Batch) -> tuple[int | Sequence[int], Sequence[Slave_command]]:
     """A batch as it is pickled: a stretch of the run's commands names only its first index
     (a ``range`` pickles in as much time as the rest of a batch of one command)."""
     ids, commands = batch
@@ -295,10 +296,10 @@ def travelling(batch: Batch) -> tuple[Any, Sequence[Any]]:
     return batch
 
 
-def arrived_batch(travelled: Any) -> Batch:
-    """A batch as ``travelling`` made it, unpickled: its ids again."""
+def batch_from_wire(travelled: tuple[int | Sequence[int], Sequence[Slave_command]]) -> Batch:
+    """A batch as ``batch_for_wire`` made it, unpickled: its ids again."""
     ids, commands = travelled
-    if type(ids) is int:
+    if isinstance(ids, int):
         return range(ids, ids + len(commands)), commands
     return ids, commands
 
@@ -308,7 +309,7 @@ def rebuilt_batch(frames: Sequence[Any]) -> Batch | Exception:
     reports a failure for each of its commands (``unreadable``), which the engine sends again
     alone, so that only the one that cannot travel fails."""
     try:
-        return arrived_batch(wire.loads(frames))
+        return batch_from_wire(wire.loads(frames))
     except Exception as exc:
         return exc
 
@@ -317,13 +318,12 @@ def rebuilt_report(rank: int, frames: Sequence[Any]) -> Report:
     """A slave's report rebuilt on the master from its frames; one that does not unpickle
     fails the commands of its batch (``unreadable_on_master``)."""
     try:
-        fields = wire.loads(frames)
-    except Exception as exc:
+        return report_from_wire(wire.loads(frames))
+    except Exception as exc:  # (a report of another shape, from another version, too)
         return unreadable_on_master(rank, exc)
-    return arrived_report(fields)
 
 
-def arrived_report(fields: Sequence[Any]) -> Report:
+def report_from_wire(fields: Sequence[Any]) -> Report:
     """A report as ``seal`` pickled it (its ``fields``), unpickled."""
     return Report(*fields)
 

@@ -51,7 +51,9 @@ class Slave_ended:
     output: list[tuple[int, str]] | None = None
 
 
-#: What ``send`` takes: frames of the pickled batch where ``pickled`` is set, else the batch.
+#: What ``send`` takes: frames of the pickled batch where ``pickled`` is set (which a slave
+#: reads with ``multi.slave.rebuilt_batch``, and answers with ``seal``, read on the master with
+#: ``rebuilt_report``), else the batch.
 Payload = Batch | wire.Frames
 
 
