@@ -19,6 +19,7 @@ from multi import (
     MultiError,
     SlaveDiedError,
     UnpicklableError,
+    collector,
     load_multiprocessor,
 )
 from multi.multiprocessing_processor import Multiprocessing_processor
@@ -219,6 +220,8 @@ def test_a_collector_threshold_the_application_sets_during_a_run_is_kept(
 ) -> None:
     def body(processor: Any) -> tuple[int, ...]:
         processor.add_to_queue(w.Set_gc_threshold(threshold))
+        for _ in range(collector.SMALL_RUN):  # a run that holds the threshold for its batches
+            processor.add_to_queue(w.Tiny())
         before = gc.get_threshold()
         try:
             processor.run_queue()

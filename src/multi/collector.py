@@ -4,8 +4,9 @@ Commands and results travel a batch at a time: a report of 1,000 tiny results ma
 objects at once. Under Python's default threshold (a young collection whenever 700 objects
 more were made than freed), every report set off collections that could free nothing, since
 those objects live until they are delivered; they took a fifth of the master's CPU time on tiny
-commands. While a run goes on, and for the whole life of a slave process, the young generation
-holds ``YOUNG_OBJECTS`` instead: cyclic garbage is still collected, only later.
+commands. While a run of more than ``SMALL_RUN`` commands goes on, and for the whole life of a
+slave process, the young generation holds ``YOUNG_OBJECTS`` instead: cyclic garbage is still
+collected, only later.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import gc
 
 #: Objects made beyond those freed before a young collection (a few MB of small objects).
 YOUNG_OBJECTS = 100_000
-#: A run of this many commands or fewer holds nothing: its reports make a few hundred objects
-#: at most, too few to set off a young collection, and its round trip is timed in microseconds.
+#: A run of this many commands or fewer holds nothing: its round trip is timed in microseconds,
+#: and its reports make few objects unless its commands return many results each.
 SMALL_RUN = 64
 
 
