@@ -94,3 +94,56 @@ def _marked(mark: str) -> list[int]:
             if mark in Path(f"/proc/{process.pid}/environ").read_bytes().decode(errors="replace"):
                 found.append(process.pid)
     return found
+
+
+#: A master killed before its forked slaves asked the kernel to end them with it (as if it died
+#: in that window, which ``end_with_parent`` stands for): only the hang-up of their sockets is
+#: left to end them.
+KILLED_AFTER_FORK = """
+import os, signal
+import multi.multiprocessing_processor as fabric
+from multi import Application_callback, Processor_box, load_multiprocessor
+from tests import workloads as w
+
+fabric.end_with_parent = lambda: None
+
+class Main:
+    def run(self):
+        processor = Processor_box().processor
+        processor.add_to_queue(w.Square(2))
+        processor.run_queue()
+        pids = [slave.process.pid for slave in processor._transport._slaves.values()]
+        print(*pids, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+load_multiprocessor(
+    "multiprocessing", Application_callback(Main()), 3, verbosity=0, start_method="fork"
+).run()
+"""
+
+
+@pytest.mark.skipif("fork" not in METHODS, reason="no fork start method here")
+def test_forked_slaves_end_once_their_master_is_gone() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_AFTER_FORK],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}"},
+    )
+    try:  # (the slaves hold its stdout too: only their pids are read from it)
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        status = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
+    assert status == -signal.SIGKILL
+    slaves = [int(pid) for pid in line.split()]
+    assert len(slaves) == 3
+    left = survivors(slaves)
+    for pid in left:  # (what the test found is not left running)
+        with suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == []

@@ -130,6 +130,11 @@ class Multiprocessing_transport(Transport):
         self.task[rank] = -1
         self.heartbeat[rank] = time.monotonic()  # (it beats once it has started)
         ours, theirs = socket.socketpair()
+        forked = self.context.get_start_method() == "fork"
+        # A forked slave is a copy of the master, the master's ends of the slaves' sockets
+        # included (its own among them): it closes them, or the end of the master would never
+        # hang up its socket (see ``_watch_master``).
+        masters = [ours, *(slave.channel.sock for slave in self._slaves.values())] if forked else []
         with _interrupts_held():  # (Ctrl-C comes once the slave is known, to be stopped)
             try:
                 process = self.context.Process(
@@ -137,10 +142,10 @@ class Multiprocessing_transport(Transport):
                     name=f"multi-slave-{rank}",
                     args=(wire.dumps(type(self.processor)), rank, self.slaves, theirs,
                           self.task, self.since, self.heartbeat, _Inherited(files),
-                          logging.getLogger().getEffectiveLevel()),
+                          logging.getLogger().getEffectiveLevel(), masters),
                     daemon=True,
                 )  # fmt: skip
-                if self.context.get_start_method() == "fork":  # a copy: nothing of __main__
+                if forked:  # a copy: nothing of __main__ to hide
                     process.start()
                 else:
                     with _main_unseen():
@@ -384,13 +389,17 @@ def _slave_main(
     heartbeat: Any,
     files: _Inherited,
     log_level: int,
+    masters: list[socket.socket],
 ) -> None:
     """Run commands for the master until it says stop, or disappears.
 
     ``fabric`` is the processor's class, pickled by ``wire`` in case the main script defines it.
+    ``masters`` are the master's ends of the slaves' sockets, which a forked slave holds too.
     """
     _detach()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # (held while it started)
+    for master in masters:
+        master.close()
     _watch_master(rank, heartbeat, sock)
     cls: type[Multiprocessing_processor] = wire.loads(fabric)
     processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
