@@ -95,6 +95,18 @@ def test_a_program_without_a_main_guard_runs_its_top_level_once(
     assert "Odd_error from a slave: True: 5 is not wanted" in out
 
 
+def test_under_the_pickle_check_the_masters_code_stays_its_own(tmp_path: Path) -> None:
+    # uni's pickle check unpickles the slave's side of every trip in the master's own process,
+    # where the script's code was defined: its classes, and the globals they see, must stay the
+    # master's own, as on any other fabric.
+    env = {"MULTI_UNI_PICKLE_CHECK": "1"}
+    status, out, err, _ = run_app(WAYS["script"]("uni"), env, tmp_path / "ran")
+    assert status == 3, err
+    assert "cubes: [0, 1, 8, 27, 64], own classes: True" in out
+    assert "the master's globals: [0, 1, 8, 27, 64]" in out
+    assert "a global changed on the master reaches the slaves: True" in out
+
+
 def test_code_of_the_main_module_that_cannot_travel_is_named(tmp_path: Path) -> None:
     ran = tmp_path / "ran"
     status, out, err, _ = run_app(WAYS["script"]("multiprocessing"), {}, ran)

@@ -43,6 +43,11 @@ _issued: dict[int, Any] = {}
 _received: dict[int, Any] = {}
 _received_key: dict[int, int] = {}
 _superseded: list[Any] = []
+#: In the process that issued a definition (the master itself, as uni's ``pickle_check`` makes
+#: it), the definition is the master's own object, taken as it is: unpickled again, cloudpickle
+#: would find the master's class and set on it copies of its methods, which see copies of the
+#: master's globals.
+_NOT_ISSUED = object()
 
 
 @dataclass(slots=True)
@@ -214,7 +219,9 @@ class Unpickler(pickle.Unpickler):
         try:
             if kind == "d":  # definitions, kept for the messages that will name them
                 for defined, data in pid[1]:
-                    obj = Unpickler(io.BytesIO(data)).load()
+                    obj = _issued.get(defined, _NOT_ISSUED)
+                    if obj is _NOT_ISSUED:
+                        obj = Unpickler(io.BytesIO(data)).load()
                     old = _received.get(defined)
                     if old is not None:
                         _superseded.append(old)
