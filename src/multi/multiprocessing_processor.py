@@ -60,11 +60,8 @@ from multi.slave_process import end_with_parent
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 START_METHODS = ("forkserver", "spawn", "fork")
-#: How long the master looks for a report before it blocks (see ``_spin``).
+#: How long a receiver looks for a message before it blocks (see ``_spin``).
 POLL_SECONDS = 100e-6
-#: How long a slave that has replied looks for its next batch before it blocks: the master's
-#: own work between a report and the next batch is well within it.
-SLAVE_POLL_SECONDS = 200e-6
 #: How often a slave beats, and checks that its master is still there.
 HEARTBEAT_SECONDS = 0.5
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_READ | selectors.EVENT_WRITE
@@ -411,7 +408,7 @@ def _slave_main(
 
     def receive() -> Batch | Exception | None:
         try:
-            message = channel.receive(SLAVE_POLL_SECONDS)
+            message = channel.receive()
         except (EOFError, OSError):  # the master is gone
             return None
         if isinstance(message, Undecodable):  # the batch arrived, but does not unpickle here
