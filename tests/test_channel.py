@@ -11,20 +11,25 @@ from multi import wire
 from multi.channel import Channel
 
 
-def test_the_last_message_of_a_peer_that_ends_with_bytes_unread_is_read() -> None:
-    # A slave ended by its command leaves the master's next batch unread; its socket then
-    # resets, and its last report must still be read.
+@pytest.mark.parametrize("waits", [False, True], ids=["read", "receive"])
+def test_the_last_message_of_a_peer_that_ends_with_bytes_unread_is_read(waits: bool) -> None:
+    # A slave ended by its command leaves the master's next batch unread, and a master that
+    # ends may leave a slave's last report unread: the socket then resets, and what the peer
+    # sent last must still be read, by a master that reads without waiting and by a slave that
+    # waits for its next batch.
     ours, theirs = socket.socketpair()
-    master, slave = Channel(ours), Channel(theirs)
-    master.send(wire.dumps("a batch the slave never reads"))
-    slave.send(wire.dumps("the last report"))
-    slave.close()
-    ours.setblocking(False)
+    reader, peer = Channel(ours), Channel(theirs)
+    reader.send(wire.dumps("a message the peer never reads"))
+    peer.send(wire.dumps("the last message"))
+    peer.close()
+    if not waits:
+        ours.setblocking(False)
 
-    assert master.read() == ["the last report"]
+    take = (lambda: [reader.receive()]) if waits else reader.read
+    assert take() == ["the last message"]
     with pytest.raises(EOFError):  # then the end (the reset was told once)
-        master.read()
-    master.close()
+        take()
+    reader.close()
 
 
 def test_a_peer_that_closes_cleanly_gives_its_messages_then_eof() -> None:
@@ -39,18 +44,3 @@ def test_a_peer_that_closes_cleanly_gives_its_messages_then_eof() -> None:
     with pytest.raises(EOFError):
         master.read()
     master.close()
-
-
-def test_a_blocking_receive_gives_the_last_message_then_eof_when_the_peer_resets() -> None:
-    # A slave waits blocking; its master may be gone with the slave's last report unread,
-    # which resets the socket.
-    ours, theirs = socket.socketpair()
-    slave, master = Channel(ours), Channel(theirs)
-    slave.send(wire.dumps("a report the master never reads"))
-    master.send(wire.dumps("the last batch"))
-    master.close()
-
-    assert slave.receive() == "the last batch"
-    with pytest.raises(EOFError):
-        slave.receive()
-    slave.close()
