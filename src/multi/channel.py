@@ -165,10 +165,7 @@ class Channel:
         frame = self._frame
         if frame is not None and self._head == self._tail:
             room = frame.nbytes - self._filled
-            try:
-                received = self.sock.recv_into(frame[self._filled :])
-            except ConnectionResetError:  # it ended with bytes of ours unread: an end too
-                return 0, True
+            received = self._recv_into(frame[self._filled :])
             self._filled += received
             self.received += received
             return received, received < room
@@ -179,13 +176,18 @@ class Channel:
             self._view[:left] = self._view[self._head : self._tail]
             self._head, self._tail = 0, left
         room = len(self._scratch) - self._tail
-        try:
-            received = self.sock.recv_into(self._view[self._tail :])
-        except ConnectionResetError:  # it ended with bytes of ours unread: an end too
-            return 0, True
+        received = self._recv_into(self._view[self._tail :])
         self._tail += received
         self.received += received
         return received, received < room
+
+    def _recv_into(self, view: memoryview) -> int:
+        """Receive into ``view``; 0 at the end, which a reset is too (the peer ended with bytes
+        of ours unread)."""
+        try:
+            return self.sock.recv_into(view)
+        except ConnectionResetError:
+            return 0
 
     def _parse(self, done: Any) -> None:
         """Advance through the bytes at hand: headers, then frames, completing messages."""

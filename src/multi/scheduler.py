@@ -206,30 +206,28 @@ class Scheduler:
         travel to another process; a command that does not pickle fails, the others go."""
         transport = self.transport
         commands = run.commands
-        batch = (indices, _pick(commands, indices))
         nbytes = 0
         peer = self._peer(rank)
+        payload: Any
         if transport.pickled:
             try:
-                payload = wire.dumps(batch_for_wire(batch), peer)
+                payload = _pickled(commands, indices, peer)
             except UnpicklableError:
                 indices = self._drop_unpicklable(run, rank, indices)
                 if not indices:
                     return indices
-                batch = (indices, _pick(commands, indices))
-                payload = wire.dumps(batch_for_wire(batch), peer)
+                payload = _pickled(commands, indices, peer)
             nbytes = wire.size(payload)
             fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             while fit < len(indices):
                 run.put_back(indices[fit:])
                 indices = indices[:fit]
-                batch = (indices, _pick(commands, indices))
-                payload = wire.dumps(batch_for_wire(batch), peer)
+                payload = _pickled(commands, indices, peer)
                 nbytes = wire.size(payload)
                 fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             run.sizer.sent(len(indices), nbytes)
         else:
-            payload = batch  # type: ignore[assignment]
+            payload = (indices, _pick(commands, indices))
         batches = run.in_flight[rank]
         timed = not batches and rank in self._answered
         batches.append(Sent(indices, time.perf_counter(), timed=timed))
@@ -579,6 +577,11 @@ class Scheduler:
                 Failure_record(index, describe(run.commands[index]), error)
                 for index, error in run.failures
             ]
+
+
+def _pickled(commands: list[Any], indices: Sequence[int], peer: sent_code.Peer) -> wire.Frames:
+    """The frames of the batch of the commands at ``indices``, for the slave ``peer``."""
+    return wire.dumps(batch_for_wire((indices, _pick(commands, indices))), peer)
 
 
 def _pick(commands: list[Any], indices: Sequence[int]) -> list[Any]:

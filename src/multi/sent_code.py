@@ -43,11 +43,6 @@ _issued: dict[int, Any] = {}
 _received: dict[int, Any] = {}
 _received_key: dict[int, int] = {}
 _superseded: list[Any] = []
-#: In the process that issued a definition (the master itself, as uni's ``pickle_check`` makes
-#: it), the definition is the master's own object, taken as it is: unpickled again, cloudpickle
-#: would find the master's class and set on it copies of its methods, which see copies of the
-#: master's globals.
-_NOT_ISSUED = object()
 
 
 @dataclass(slots=True)
@@ -219,8 +214,13 @@ class Unpickler(pickle.Unpickler):
         try:
             if kind == "d":  # definitions, kept for the messages that will name them
                 for defined, data in pid[1]:
-                    obj = _issued.get(defined, _NOT_ISSUED)
-                    if obj is _NOT_ISSUED:
+                    # In the process that issued it (the master, under uni's pickle_check) a
+                    # definition is taken as the master's own object: unpickled again,
+                    # cloudpickle would set on the master's class copies of its methods, which
+                    # see copies of the master's globals.
+                    if defined in _issued:
+                        obj = _issued[defined]
+                    else:
                         obj = Unpickler(io.BytesIO(data)).load()
                     old = _received.get(defined)
                     if old is not None:
