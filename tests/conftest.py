@@ -246,7 +246,8 @@ def interrupt(
     )
     try:
         deadline = time.monotonic() + 30
-        while len(notes := list(started.iterdir())) < running:
+        # (a note is counted once written: a command makes its file, then writes in it)
+        while len(notes := [note for note in started.iterdir() if note.stat().st_size]) < running:
             assert process.poll() is None, process.communicate()
             assert time.monotonic() < deadline, "the commands did not start"
             time.sleep(0.02)
