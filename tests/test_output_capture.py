@@ -72,6 +72,14 @@ class Logs(Slave_command):
                 logger.exception("residue %d failed", self.index)
 
 
+class Silences_logging(Slave_command):
+    """Sets the root logger's level so high that its own record is dropped."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        logging.getLogger().setLevel(logging.CRITICAL)
+        logging.getLogger("tests.science").info("silenced")
+
+
 @pytest.mark.parametrize("kind", PROCESS_FABRICS)
 def test_output_of_c_os_write_and_children_is_one_block_per_command(
     kind: str, capfd: pytest.CaptureFixture[str]
@@ -156,6 +164,22 @@ def test_records_logged_on_a_slave_reach_the_master_logging(
     assert all(r.slave >= 1 and re.fullmatch(r"Logs \d", r.command) for r in records)
     failed = next(r for r in records if r.levelno == logging.ERROR)
     assert failed.command == "Logs 1" and "ValueError: no data" in failed.exc_text
+
+
+@pytest.mark.parametrize("kind", PROCESS_FABRICS)
+def test_a_level_a_command_sets_on_a_slave_lasts_no_longer_than_its_batch(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def body(processor: Any) -> None:
+        processor.run_command_globally(Silences_logging())
+        for i in range(4):  # a run each: every slave, whichever takes them, logged again
+            processor.add_to_queue(Logs(i * 2))
+            processor.run_queue()
+
+    with caplog.at_level(logging.INFO):
+        run_master(kind, body)
+    messages = [r.getMessage() for r in caplog.records if r.name == "tests.science"]
+    assert messages == ["fitting 0", "fitting 2", "fitting 4", "fitting 6"]
 
 
 def test_records_have_slave_and_command_attributes_on_the_master(

@@ -48,26 +48,29 @@ class Forwarding_handler(logging.Handler):
 
 
 class Log_forwarding:
-    """The root logger's handlers replaced by the forwarding one while a batch runs."""
+    """The root logger's handlers replaced by the forwarding one while a batch runs.
+
+    The root logger's level is made the master's when a batch begins, if it is not, and is
+    left so between batches, when no command runs: ``setLevel`` empties the cache of every
+    logger there is, which cost a batch 5 µs with 20 loggers and 70 µs with 800 when the
+    level was set and put back each time.
+    """
 
     def __init__(self, rank: int, level: int | None = None) -> None:
         self.handler = Forwarding_handler(rank)
         self.level = level  # the master's, so that what it wants is logged here
-        self._saved: tuple[list[logging.Handler], int] | None = None
+        self._saved: list[logging.Handler] | None = None
 
     def begin(self) -> None:
         root = logging.getLogger()
-        self._saved = (root.handlers[:], root.level)
+        if self.level is not None and root.level != self.level:  # (a command may change it)
+            root.setLevel(self.level)
+        self._saved = root.handlers[:]
         root.handlers = [self.handler]
-        if self.level is not None and root.level != self.level:
-            root.setLevel(self.level)  # (which empties every logger's cache: only if it must)
 
     def end(self) -> None:
         if self._saved is not None:
-            root = logging.getLogger()
-            root.handlers, level = self._saved
-            if root.level != level:
-                root.setLevel(level)
+            logging.getLogger().handlers = self._saved
             self._saved = None
 
     def take(self) -> list[tuple[int, Any]]:
