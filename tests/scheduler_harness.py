@@ -26,6 +26,7 @@ class Outcome:
     transport: Fake_transport | None = None
     scheduler: Scheduler | None = None
     seconds: float = 0.0  # virtual wall time of the run
+    told: list[str] = field(default_factory=list)  # the engine's news, in order
 
     def notes(self) -> str:
         return "\n".join(getattr(self.raised, "__notes__", []))
@@ -77,6 +78,7 @@ def simulate(
             timeout=timeout,
             on_failure=on_failure,
             liveness=liveness,
+            tell=outcome.told.append,
         )
         commands = [
             Fake_command(index, payloads[index] if payloads else b"")

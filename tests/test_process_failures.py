@@ -69,6 +69,25 @@ def test_a_killed_slave_is_replaced_and_its_command_retried(
     assert retries == 1
 
 
+def test_a_death_the_run_survives_is_named_with_its_command_and_what_follows(
+    process_fabric: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def body(processor: Any) -> None:
+        processor.add_to_queue(w.Square(1))
+        processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal.SIGKILL, index=1))
+        processor.run_queue()
+
+    run_master(process_fabric, body, retries=2)  # (at verbosity 0: news is not silenced)
+    news = [line for line in capfd.readouterr().err.splitlines() if line.startswith("multi:")]
+    how = ENDED[process_fabric].format(how=r"was killed by signal 9 \(SIGKILL\)")
+    (line,) = news  # once, and by the master alone
+    assert re.fullmatch(
+        rf"multi: slave \d+ {how} while running Die_once \(command 1 of the run\), which runs "
+        r"again \(attempt 2 of 3\); a new slave takes its place",
+        line,
+    ), line
+
+
 def test_a_command_that_always_crashes_is_named_after_its_retries(process_fabric: str) -> None:
     def body(processor: Any) -> tuple[SlaveDiedError, list[Any], list[Any]]:
         memo = w.Record()

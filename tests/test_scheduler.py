@@ -200,6 +200,10 @@ def test_a_slave_that_dies_once_is_replaced_and_its_command_retried() -> None:
     rank = outcome.transport.replaced[0]
     after = [ids for _, r, ids in outcome.transport.sent if r == rank]
     assert [-2] in after  # the new slave got the data store before any command
+    assert outcome.told == [
+        f"slave {rank} (fake) was killed by signal 9 (SIGKILL) while running Fake_command(6) "
+        "(command 6 of the run), which runs again (attempt 2 of 3); a new slave takes its place"
+    ]
 
 
 def test_a_command_that_always_kills_its_slave_fails_after_its_retries() -> None:
@@ -208,6 +212,10 @@ def test_a_command_that_always_kills_its_slave_fails_after_its_retries() -> None
     assert outcome.raised.attempts == 2 and "tried 2 times" in str(outcome.raised)
     assert outcome.delivered == list(range(10))
     assert sorted(outcome.results) == [i for i in range(10) if i != 3]  # 3 never reported
+    assert [news.split(", which ")[1] for news in outcome.told] == [
+        "runs again (attempt 2 of 2); a new slave takes its place",
+        "fails: it was tried 2 times; a new slave takes its place",
+    ]
 
 
 def test_commands_beside_a_death_in_the_same_batch_run_again_without_an_attempt() -> None:
@@ -225,6 +233,8 @@ def test_a_lost_slave_that_cannot_be_replaced_leaves_its_work_to_the_others() ->
     assert outcome.raised is None
     assert outcome.delivered == list(range(20))
     assert len(outcome.transport.ranks) == 2
+    (news,) = outcome.told
+    assert news.endswith("; the run goes on with the other slaves")
 
 
 def test_when_every_slave_is_lost_the_waiting_commands_fail_clearly() -> None:
@@ -244,6 +254,9 @@ def test_a_slave_that_keeps_dying_before_any_command_is_given_up() -> None:
     assert outcome.delivered == list(range(20))
     assert len(outcome.transport.replaced) == START_FAILURES  # the first replaces the victim
     assert len(outcome.transport.ranks) == 1
+    last = outcome.told[-1]
+    assert "while it restored its data store; its place stays empty" in last
+    assert f"{START_FAILURES} slaves in a row died there before running a command" in last
 
 
 # Unreadable batches ---------------------------------------------------------------------------

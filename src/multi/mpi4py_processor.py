@@ -331,9 +331,9 @@ def _guard_spawned(
 
     On the master's host the guard notes its slave's pid, so that the master can end it (see
     ``end_slave``), and ends it if the master dies (a master killed outright tells no one).
-    A death, which the slave did not mark as a leave (``LEFT``), is named on stderr and to
-    the master, after the slave's session with its launcher is closed (``_end_pmi_session``):
-    a replacement that the master spawns must not start before.
+    A death, which the slave did not mark as a leave (``LEFT``), is told to the master (which
+    names it), or else named on stderr, after the slave's session with its launcher is closed
+    (``_end_pmi_session``): a replacement that the master spawns must not start before.
     """
     local = os.path.isdir(notes)
     if local:
@@ -352,9 +352,9 @@ def _guard_spawned(
         if local and os.path.exists(_note_path(notes, key, ".ended")):
             return 0  # the master ended it
         what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
-        print(f"multi: {what}", file=sys.stderr, flush=True)
         if _note_death(what, key, running, _left(files, running), notes, master) and survives:
-            return 0
+            return 0  # the master names it, with the command and what follows
+        print(f"multi: {what}", file=sys.stderr, flush=True)
         return 128 - code if code < 0 else code or 1
     finally:
         for suffix in (".pid", ".task", ".ended", ".files"):

@@ -596,6 +596,7 @@ class Processor:
                 timeout=settings["timeout"],
                 on_failure=settings["on_failure"],
                 liveness=settings["liveness"],
+                tell=self._tell,
             )
             if settings["timeline"] is not None:
                 if self._timeline is None:
@@ -604,6 +605,12 @@ class Processor:
                     self._timeline = Timeline(settings["timeline"])
                 self._scheduler.timeline = self._timeline
         return self._scheduler
+
+    def _tell(self, news: str) -> None:
+        """Say a line of the engine's news on stderr, off the bar: something went wrong that
+        the run survived, which no verbosity hides."""
+        self._progress.clear()
+        print(f"multi: {news}", file=sys.stderr, flush=True)
 
     def _started_transport(self) -> Transport:
         if self._transport is None:

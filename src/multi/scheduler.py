@@ -20,7 +20,8 @@ policies live here, never in a transport:
 - **Lost slaves**: the command a slave died under counts an attempt and travels alone next
   time; it fails for good after ``retries`` more. The other commands the slave held go back to
   the queue. A slave that died under a command is replaced (where the transport can); one
-  that dies without running any, ``START_FAILURES`` times in a row, is given up.
+  that dies without running any, ``START_FAILURES`` times in a row, is given up. Each death
+  that the run survives is told (``tell``) as it happens: the command it ran, and what next.
 - **Timeouts** (``timeout``): a command that runs longer fails with ``CommandTimeoutError``; its
   slave is stopped and replaced.
 - **Liveness** (``liveness``): a slave whose transport heard no sign of life from it (a
@@ -78,6 +79,7 @@ class Scheduler:
         timeout: float | None = None,
         on_failure: str = "continue",
         liveness: float | None = None,
+        tell: Callable[[str], None] = lambda news: None,
     ) -> None:
         self.transport = transport
         self.deliver = deliver
@@ -86,6 +88,8 @@ class Scheduler:
         self.timeout = timeout
         self.on_failure = on_failure
         self.liveness = liveness
+        #: Says a line of news to the application's user (a death the run survives).
+        self.tell = tell
         self._period = self._deadline_period()  # (settings and transport stay as they are)
         self._check_at: float | None = None  # when deadlines are next looked at
         #: Deaths of a rank's slaves in a row without running a command.
@@ -283,7 +287,7 @@ class Scheduler:
         if sent.setup:
             batches.pop(0)
             if report.failures or report.unreadable or report.lost:
-                print(f"multi: slave {rank} could not restore its data store", flush=True)
+                self.tell(f"slave {rank} could not restore its data store")
         elif report.unreadable is not None:
             batches.pop(0)
             self._start_failures[rank] = 0
@@ -350,20 +354,31 @@ class Scheduler:
             if output:  # what it wrote before it died, replayed with its outcome
                 run.left_output.setdefault(culprit, []).append((rank, output))
             attempts = run.attempts[culprit] = run.attempts.get(culprit, 0) + 1
+            command = describe(run.commands[culprit])
+            news = f"while running {command} (command {culprit} of the run), which "
             if attempts > self.retries:
-                command = describe(run.commands[culprit])
                 self._fail(run, culprit, SlaveDiedError(rank, reason, command, attempts))
+                news += "fails: it was tried " + ("once" if attempts == 1 else f"{attempts} times")
             else:
                 statistics.retries += 1
                 run.again([culprit], alone=True)
                 if self.timeline is not None:
                     self.timeline.retried(rank, culprit, attempts)
+                news += f"runs again (attempt {attempts + 1} of {self.retries + 1})"
+        elif starting:
+            news = "while it restored its data store"
+        else:
+            news = "before it ran a command" if rank not in self._answered else "while idle"
         run.again([index for index in held if index != culprit])
-        self._replace_or_give_up(run, rank, reason, died_under_a_command=culprit is not None)
+        then = self._replace_or_give_up(run, rank, reason, died_under_a_command=culprit is not None)
+        if then is not None:
+            self.tell(f"slave {rank} {reason} {news}; {then}")
 
     def _replace_or_give_up(
         self, run: Run, rank: int, reason: str, died_under_a_command: bool
-    ) -> None:
+    ) -> str | None:
+        """Start a slave in place of a lost one, or give its rank up; say which (None once no
+        slave is left, which every waiting command's failure says)."""
         failures = 0 if died_under_a_command else self._start_failures.get(rank, 0) + 1
         self._start_failures[rank] = failures
         self._answered.discard(rank)
@@ -372,7 +387,7 @@ class Scheduler:
             self.transport.replace(rank)
             run.in_flight[rank] = []
             self._send_setup(run, rank)
-            return
+            return "a new slave takes its place"
         for index in run.pinned.pop(rank, ()):
             command = describe(run.commands[index])
             attempts = run.attempts.get(index, 0)
@@ -380,6 +395,12 @@ class Scheduler:
         if not run.in_flight:
             self.broken = f"slave {rank} {reason}"
             self._no_slave_left(run, self.broken)
+            return None
+        if not self.transport.replaceable:
+            return "the run goes on with the other slaves"
+        return (
+            f"its place stays empty: {failures} slaves in a row died there before running a command"
+        )
 
     def _no_slave_left(self, run: Run, reason: str) -> None:
         """Every slave is lost: the commands that wait fail, saying so."""
