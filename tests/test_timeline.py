@@ -99,6 +99,36 @@ def test_the_statistics_have_a_table_per_command_class(fabric: str) -> None:
     assert seconds(*rows["Square"][2:4]) < seconds(*rows["Sleep"][2:4])
 
 
+class Sorted(w.Square):
+    """A command with an attribute of its own named ``kind``, as many an application has."""
+
+    def __init__(self, index: int, kind: Any) -> None:
+        super().__init__(index)
+        self.kind = kind
+
+
+@pytest.mark.parametrize("kind", [["a", "b"], 7, "fast"])
+def test_an_attribute_kind_of_a_command_is_its_own(kind: Any) -> None:
+    def body(processor: Any) -> str:
+        for i in range(6):
+            processor.add_to_queue(Sorted(i, kind))
+        processor.run_queue()
+        return processor.last_run.class_table()
+
+    rows = [line.split()[:2] for line in run_master("uni", body).splitlines()[1:]]
+    assert rows == [["Sorted", "6"]]
+
+
+def test_calls_of_an_executor_are_counted_by_function_in_a_batch() -> None:
+    from multi.executor import _Call
+    from multi.statistics import Run_statistics
+
+    calls = [_Call(i, abs if i % 3 else round, (i,), {}) for i in range(9)]
+    statistics = Run_statistics()
+    statistics.timed(calls, range(9), [0.001] * 9)  # one batch, one class, two functions
+    assert statistics.counts == {"round": 3, "abs": 6}
+
+
 def seconds(value: str, unit: str) -> float:
     return float(value) * {"s": 1.0, "ms": 1e-3, "µs": 1e-6}[unit]
 

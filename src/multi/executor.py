@@ -75,7 +75,7 @@ class _Call(Slave_command):
         processor.return_object(_Returned(self.key, value))
 
     @property
-    def kind(self) -> str:
+    def multi_kind(self) -> str:
         """The function's name, for the statistics and the timeline."""
         return str(getattr(self.fn, "__qualname__", None) or type(self.fn).__name__)
 

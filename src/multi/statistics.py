@@ -75,7 +75,9 @@ class Run_statistics:
             return
         if type(indices) is range and len(seconds) == len(indices):
             batch = commands[indices.start : indices.stop]
-            if len(set(map(type, batch))) == 1:  # the usual batch: one class, noted at once
+            classes = set(map(type, batch))
+            # The usual batch: one class, which does not name its commands one by one.
+            if len(classes) == 1 and not hasattr(classes.pop(), "multi_kind"):
                 self._keep(kind(batch[0]), seconds, len(seconds), sum(seconds))
                 return
         by_kind: dict[str, list[float]] = {}
@@ -194,8 +196,10 @@ class Run_statistics:
 
 
 def kind(command: Any) -> str:
-    """What a command is, for tables and timelines: its ``kind`` if it says, else its class."""
-    return getattr(command, "kind", None) or type(command).__name__
+    """What a command is, for tables and timelines: its ``multi_kind`` where its class gives
+    one (a string), else its class's name."""
+    name = getattr(command, "multi_kind", None)
+    return name if type(name) is str and name else type(command).__name__
 
 
 def _percentile(values: Sequence[float], share: float) -> float:
