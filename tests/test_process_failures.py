@@ -137,17 +137,20 @@ def test_retries_come_from_the_environment(
 
 
 def test_a_replaced_slave_gets_the_data_again(process_fabric: str, tmp_path: Path) -> None:
-    def body(processor: Any) -> list[Any]:
-        processor.send_data_to_slaves("table", {"a": 1})
+    def body(processor: Any) -> tuple[list[Any], int]:
+        for version in range(3):  # the same name again: only the last value is kept
+            processor.send_data_to_slaves("table", {"a": version})
+        processor.send_data_to_slaves("other", "kept")
         processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal.SIGKILL))
         processor.run_queue()
         memo = w.Record()
         for _ in range(8):
             processor.add_to_queue(w.Fetch("table"), memo)
+            processor.add_to_queue(w.Fetch("other"), memo)
         processor.run_queue()
-        return values(memo)
+        return values(memo), len(processor.setup_commands())
 
-    assert run_master(process_fabric, body) == [{"a": 1}] * 8
+    assert run_master(process_fabric, body) == ([{"a": 2}, "kept"] * 8, 2)
 
 
 def test_the_bytes_of_a_replaced_slave_are_counted_with_those_of_its_rank(

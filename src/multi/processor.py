@@ -141,7 +141,7 @@ class Processor:
         self._local = _Thread_state()
         self._transport: Transport | None = None
         self._queued_memo_ids: list[int | None] = []  # the memo of each queued command
-        self._setup_commands: list[Slave_command] = []
+        self._setup_commands: list[Slave_storage_command] = []
         self._queueable: set[type] = set()  # command classes found fit to queue
         self._returnable: set[type] = set()  # result classes found fit to return
         self._timeline: Timeline | None = None  # the trace of every run, with ``timeline``
@@ -568,7 +568,8 @@ class Processor:
     def send_data_to_slaves(self, name: str | None = None, value: Any = None) -> None:
         """Store ``value`` as ``name`` in the data store of every slave, once each.
 
-        Queued commands stay queued. A slave that replaces a dead one gets the data too.
+        Queued commands stay queued. A slave that replaces a dead one gets the data too: the
+        last value sent under each name (the master keeps no other).
         """
         self.assert_on_master()
         if not isinstance(name, str) or not name.isidentifier():
@@ -576,7 +577,8 @@ class Processor:
         command = Slave_storage_command()
         command.add(name, value)
         self.run_command_globally(command)
-        self._setup_commands.append(command)
+        kept = [setup for setup in self._setup_commands if setup.names != [name]]
+        self._setup_commands = [*kept, command]
 
     def fetch_data(self, name: str | None = None) -> Any:
         """The data sent under ``name`` to this slave (the master's own store on the master)."""
