@@ -466,13 +466,20 @@ def test_an_exception_that_cannot_travel_arrives_as_text(
     assert isinstance(error.__cause__, RemoteTraceback)
 
 
-def test_a_command_calling_sys_exit_on_a_slave_is_an_error(fabric: str) -> None:
-    def body(processor: Any) -> None:
-        processor.add_to_queue(w.Fail(SystemExit(4)))
-        with pytest.raises(MultiError, match=r"sys.exit\(4\)"):
+@pytest.mark.parametrize("how", ["sys.exit", "exit", "abort"])
+def test_a_command_ending_the_program_on_a_slave_is_an_error(fabric: str, how: str) -> None:
+    def body(processor: Any) -> list[Any]:
+        ends = w.Fail(SystemExit(4)) if how == "sys.exit" else w.Ends_program(how)
+        processor.add_to_queue(ends)
+        status = "1" if how == "abort" else "4"
+        with pytest.raises(MultiError, match=rf"sys.exit\({status}\)"):
             processor.run_queue()
+        memo = w.Record()
+        processor.add_to_queue(w.Square(3), memo)  # the slaves are still there
+        processor.run_queue()
+        return values(memo)
 
-    run_master(fabric, body)
+    assert run_master(fabric, body) == [9]
 
 
 # Rule 7: shutdown (the exit status paths are in test_lifecycle.py) ---------------------------

@@ -46,12 +46,15 @@ def ending(fabric: str) -> str:
 # Run state -----------------------------------------------------------------------------------
 
 
-def test_run_queue_from_a_result_is_refused_and_the_outer_run_is_intact(fabric: str) -> None:
+@pytest.mark.parametrize("call", ["run_queue", "stop_slaves"])
+def test_a_run_or_stop_from_a_result_is_refused_and_the_outer_run_is_intact(
+    fabric: str, call: str
+) -> None:
     def body(processor: Any) -> tuple[list[Any], Any]:
         memo = w.Record()
         for i in range(10):
-            processor.add_to_queue(w.Starts_a_run() if i == 4 else w.Square(i), memo)
-        with pytest.raises(MultiError, match=r"run_queue\(\) was called while run_queue\(\)"):
+            processor.add_to_queue(w.Starts_a_run(call) if i == 4 else w.Square(i), memo)
+        with pytest.raises(MultiError, match=rf"{call}\(\) was called while run_queue\(\)"):
             processor.run_queue()
         assert [record.index for record in processor.last_run.failures] == [4]
         after = w.Record()  # what the refused result queued waits for the next run

@@ -287,6 +287,19 @@ class Segfault(Slave_command):
         ctypes.string_at(0)
 
 
+class Ends_program(Slave_command):
+    """Calls ``processor.exit(4)`` or ``processor.abort()``, as a master would."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def run(self, processor: Any, completed: bool) -> None:
+        if self.how == "exit":
+            processor.exit(4)
+        processor.abort()
+
+
 class Exit_hard(Slave_command):
     """Ends its slave process without a word."""
 
@@ -318,16 +331,27 @@ class Pid(Slave_command):
 
 
 class Runs_queue(Result_command):
-    """A result that starts another run from the master (which is refused)."""
+    """A result that starts another run from the master, or stops the slaves (which is
+    refused)."""
+
+    def __init__(self, processor: Any, call: str) -> None:
+        super().__init__(processor=processor, completed=True)
+        self.call = call
 
     def run(self, processor: Any, memo: Any) -> None:
+        if self.call == "stop_slaves":
+            processor.stop_slaves()
         processor.add_to_queue(Square(100))
         processor.run_queue()
 
 
 class Starts_a_run(Slave_command):
+    def __init__(self, call: str = "run_queue") -> None:
+        super().__init__()
+        self.call = call
+
     def run(self, processor: Any, completed: bool) -> None:
-        processor.return_object(Runs_queue(processor=processor, completed=True))
+        processor.return_object(Runs_queue(processor, self.call))
 
 
 class Fails_and_its_result_too(Slave_command):

@@ -303,12 +303,16 @@ class Processor:
         ranks = list(self._started_transport().ranks)
         self._execute([command] * len(ranks), [None] * len(ranks), pinned=ranks)
 
-    def _refuse_nested(self, name: str) -> None:
+    def _refuse_nested(
+        self,
+        name: str,
+        advice: str = "queue follow-up commands with add_to_queue() there, and run them with "
+        "run_queue() once this one has returned",
+    ) -> None:
         if self._run is not None:
             raise MultiError(
                 f"{name}() was called while run_queue() delivers the results of its commands "
-                "(from a result command): queue follow-up commands with add_to_queue() there, "
-                "and run them with run_queue() once this one has returned"
+                f"(from a result command): {advice}"
             )
 
     def run_stream(
@@ -655,6 +659,10 @@ class Processor:
         """Stop the slaves (at once with ``kill``, else once they have left); the next run
         starts fresh ones."""
         self.assert_on_master()
+        self._refuse_nested(
+            "stop_slaves",
+            "call it once run_queue() has returned, or processor.exit() to end the program now",
+        )
         self._drop_transport(kill=kill)
 
     def _drop_transport(self, kill: bool = False, status: int = 0) -> None:
@@ -734,14 +742,18 @@ class Processor:
         """Stop the slaves and end the program with ``status``.
 
         Called while a run is under way (from a result command), it drops the work the slaves
-        hold rather than wait for it.
+        hold rather than wait for it. Called by a command on a slave, it ends nothing but the
+        command, with the ``SlaveExitError`` of a ``sys.exit`` there.
         """
-        self._drop_transport(kill=self._run is not None, status=exit_status(SystemExit(status)))
+        if self._local.context is None:
+            self._drop_transport(kill=self._run is not None, status=exit_status(SystemExit(status)))
         sys.exit(status)
 
     def abort(self) -> None:
-        """Stop the slaves at once and end the program with a failure status."""
-        self._drop_transport(kill=True)
+        """Stop the slaves at once and end the program with a failure status (called by a
+        command on a slave: as ``exit``)."""
+        if self._local.context is None:
+            self._drop_transport(kill=True)
         sys.exit(1)
 
     def __del__(self) -> None:
