@@ -231,15 +231,21 @@ ENDINGS = {
     "normal end": "",
     "sys.exit": "sys.exit(3)",
     "exception": "raise RuntimeError('the end')",
-    "killed": "processor.add_to_queue(w.Sleep(60)); processor.run_queue()",
+    # (each slave starts a program, which must not outlive the master either)
+    "killed": "for _ in range(2): processor.add_to_queue(w.Starts_a_program())\n"
+    "processor.run_queue()",
 }
+ENDINGS["terminated"] = ENDINGS["killed"]
 
 
 @pytest.mark.parametrize("ending", ENDINGS)
 def test_no_slave_outlives_its_master(process_fabric: str, tmp_path: Path, ending: str) -> None:
-    killed_mpi = process_fabric == "mpi4py" and ending == "killed"
+    killed = {"killed": signal.SIGKILL, "terminated": signal.SIGTERM}.get(ending)
+    killed_mpi = process_fabric == "mpi4py" and killed is not None
     temporary = tmp_path / "tmp"  # the master's and its slaves' temporary directory
     temporary.mkdir()
+    started = tmp_path / "started"  # where each command notes the program it started
+    started.mkdir()
     script = tmp_path / "master.py"
     script.write_text(
         SCRIPT_HEAD
@@ -253,23 +259,28 @@ def test_no_slave_outlives_its_master(process_fabric: str, tmp_path: Path, endin
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temporary)},
-    )
+        env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(temporary),
+             "STARTED": str(started)},
+    )  # fmt: skip
+    programs: set[int] = set()
     try:
         assert master.stdout is not None
         slaves = {int(pid) for pid in master.stdout.readline().split()}
         assert slaves, master.stderr.read()  # type: ignore[union-attr]
-        if ending == "killed":
-            time.sleep(0.2)
-            master.kill()
+        if killed is not None:
+            deadline = time.monotonic() + 20
+            while len(programs := {int(n.name) for n in started.iterdir() if n.stat().st_size}) < 2:
+                assert time.monotonic() < deadline, "the commands did not start their programs"
+                time.sleep(0.02)
+            master.send_signal(killed)
         status = master.wait(timeout=20)
     finally:
         if master.poll() is None:
             master.kill()
             master.wait()
-    expected = {"normal end": 0, "sys.exit": 3, "exception": 1, "killed": -signal.SIGKILL}
-    assert status == expected[ending]
-    assert survivors(slaves) == []
+    expected = {"normal end": 0, "sys.exit": 3, "exception": 1}
+    assert status == expected.get(ending, -(killed or 0))
+    assert survivors(slaves | programs) == []
     # Nothing of the framework's stays (multiprocessing's fork server leaves its own, pymp-*),
     # but, from a master under MPI killed outright, its notes (whose slaves' guards its launcher
     # kills before they can remove them) and the directory of its mpiexec shim.

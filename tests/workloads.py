@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -298,6 +299,17 @@ class Ends_program(Slave_command):
         if self.how == "exit":
             processor.exit(4)
         processor.abort()
+
+
+class Starts_a_program(Slave_command):
+    """Starts a program that would run for minutes, notes its pid in a file under
+    ``$STARTED``, and waits."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        child = subprocess.Popen(["sleep", "300"])
+        with open(os.path.join(os.environ["STARTED"], str(child.pid)), "w") as note:
+            note.write(str(child.pid))
+        time.sleep(600)
 
 
 class Exit_hard(Slave_command):

@@ -56,7 +56,7 @@ from multi.slave import (
     serve,
     unreadable_on_master,
 )
-from multi.slave_process import end_with_parent
+from multi.slave_process import end_group, end_with_parent
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 START_METHODS = ("forkserver", "spawn", "fork")
@@ -451,7 +451,7 @@ def _watch_master(rank: int, heartbeat: Any, sock: socket.socket) -> None:
     The parent is no sign: with forkserver it is the fork server, which lives as long as any
     slave does.
     """
-    end_with_parent()  # (the kernel ends this process if the watch cannot run)
+    end_with_parent()  # (the kernel signals this process too: the one that runs first ends it)
     hangup = select.poll()
     hangup.register(sock.fileno(), select.POLLHUP)  # never the data, which the slave reads
 
@@ -460,9 +460,7 @@ def _watch_master(rank: int, heartbeat: Any, sock: socket.socket) -> None:
         while True:
             heartbeat[rank] = clock()
             if hangup.poll(HEARTBEAT_SECONDS * 1000):
-                with suppress(OSError):
-                    os.killpg(0, signal.SIGKILL)
-                os._exit(1)
+                end_group()
 
     threading.Thread(target=watch, name="multi-watch-master", daemon=True).start()
 

@@ -6,8 +6,11 @@ with its parent."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
+import threading
+import time
 from contextlib import suppress
 from typing import Any
 
@@ -52,11 +55,49 @@ def take_place(place: dict[str, Any], who: str) -> None:
         )
 
 
-def end_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent ends (Linux; elsewhere nothing)."""
-    if sys.platform != "linux":
-        return
-    import ctypes
+#: The signal the kernel sends a slave when its parent ends (see ``end_with_parent``).
+PARENT_GONE = signal.SIGHUP
+#: How often a slave looks whether its parent is still there, where the kernel cannot wake it.
+PARENT_POLL_SECONDS = 0.5
 
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+def end_with_parent() -> None:
+    """End this process when its parent ends, with what its commands started (``end_group``).
+
+    A thread waits for the parent's end, and the kernel signals it too (Linux): whichever
+    runs first ends the group. Not by SIGKILL from the kernel, which ended the slave alone
+    before it could end its group: what its commands had started outlived the master (3 runs
+    in 6, the master ended by SIGTERM). Either way needs Python to run, so compiled code that
+    holds the interpreter delays it until it returns.
+    """
+    parent = os.getppid()
+    if sys.platform == "linux":
+        import ctypes
+
+        with suppress(ValueError):  # (not on the main thread: the watching thread serves)
+            signal.signal(PARENT_GONE, lambda number, frame: end_group())
+        with suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, PARENT_GONE)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it ended before the kernel was asked
+        end_group()
+    threading.Thread(target=_watch_parent, args=(parent,), name="multi-watch-parent",
+                     daemon=True).start()  # fmt: skip
+
+
+def _watch_parent(parent: int) -> None:
+    try:
+        gone = os.pidfd_open(parent)  # readable once the parent has ended
+    except (AttributeError, OSError):
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+    else:
+        select.select([gone], [], [])
+    end_group()
+
+
+def end_group() -> None:
+    """End this process, and its process group if it leads one (what its commands started)."""
+    with suppress(OSError):
+        if os.getpgrp() == os.getpid():
+            os.killpg(0, signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
