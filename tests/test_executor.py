@@ -138,9 +138,12 @@ def test_one_failing_call_among_many_costs_only_its_own_future(fabric: str) -> N
     ]
 
 
-def test_map_raises_a_call_exception_where_its_value_would_be(fabric: str) -> None:
-    with executor(fabric) as pool:
-        values = pool.map(fails_on, range(20), [7] * 20, chunksize=1)
+@pytest.mark.parametrize("chunksize", [1, 5, None])
+def test_map_raises_a_call_exception_where_its_value_would_be(
+    fabric: str, chunksize: int | None
+) -> None:
+    with executor(fabric) as pool:  # (a chunk of 5 and the one map makes hold 7 and more)
+        values = pool.map(fails_on, range(20), [7] * 20, chunksize=chunksize)
         assert [next(values) for _ in range(7)] == list(range(7))
         with pytest.raises(KeyError):
             next(values)

@@ -67,12 +67,17 @@ class _Call(Slave_command):
     def run(self, processor: Processor, completed: bool) -> None:
         fn, many = self.fn, self.many
         if many is None:
-            value = fn(*self.args, **self.kwargs)
-        elif self.spread:
-            value = list(itertools.starmap(fn, many))
-        else:
-            value = list(map(fn, many))
-        processor.return_object(_Returned(self.key, value))
+            processor.return_object(_Returned(self.key, fn(*self.args, **self.kwargs)))
+            return
+        values: list[Any] = []
+        try:
+            values.extend(itertools.starmap(fn, many) if self.spread else map(fn, many))
+        except BaseException:
+            # The values before the failing call go first, for map to give them before it
+            # raises the failure; the calls after it in the chunk do not run.
+            processor.return_object(_Returned(self.key, values, partial=True))
+            raise
+        processor.return_object(_Returned(self.key, values))
 
     @property
     def multi_kind(self) -> str:
@@ -89,15 +94,19 @@ class _Call(Slave_command):
 class _Returned(Result_command):
     """A call's value, handed to its future on the master."""
 
-    def __init__(self, key: int, value: Any) -> None:
+    def __init__(self, key: int, value: Any, partial: bool = False) -> None:
         self.completed = True
         self.memo_id = None
         self.key = key
         self.value = value
+        self.partial = partial  # the values of a chunk before the call that failed
 
     def run(self, processor: Processor, memo: Memo | None) -> None:
         assert isinstance(memo, _Futures)
-        memo.settle(self.key, self.value)
+        if self.partial:
+            memo.before_failure[self.key] = self.value
+        else:
+            memo.settle(self.key, self.value)
 
 
 class _Futures(Memo):
@@ -105,6 +114,9 @@ class _Futures(Memo):
 
     def __init__(self) -> None:
         self.by_key: dict[int, Future[Any]] = {}
+        #: The values of a failed chunk's calls before the one that failed, by call number,
+        #: until its failure comes (which follows them).
+        self.before_failure: dict[int, list[Any]] = {}
 
     def settle(self, key: int, value: Any) -> None:
         future = self.by_key.pop(key, None)
@@ -113,7 +125,10 @@ class _Futures(Memo):
 
     def fail(self, key: int, error: BaseException) -> None:
         future = self.by_key.pop(key, None)
+        values = self.before_failure.pop(key, None)
         if future is not None:
+            if values:
+                future.values_before_failure = values  # type: ignore[attr-defined]
             future.set_exception(error)
 
 
@@ -335,7 +350,12 @@ def _values(futures: list[Future[Any]], end: float | None) -> Iterator[Any]:
         while futures:
             future = futures.pop()
             left = None if end is None else end - time.monotonic()
-            yield from future.result(left)
+            try:
+                values = future.result(left)
+            except BaseException:
+                yield from getattr(future, "values_before_failure", ())
+                raise
+            yield from values
     finally:
         for future in futures:
             future.cancel()
