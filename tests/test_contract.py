@@ -466,6 +466,19 @@ def test_an_exception_that_cannot_travel_arrives_as_text(
     assert isinstance(error.__cause__, RemoteTraceback)
 
 
+def test_a_result_handed_back_from_a_thread_a_command_started_is_refused(fabric: str) -> None:
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        processor.add_to_queue(w.Returns_from_a_thread(), memo)
+        with pytest.raises(MultiError, match=r"return_object\(\) was called from a thread"):
+            processor.run_queue()
+        processor.add_to_queue(w.Square(3), memo)
+        processor.run_queue()
+        return values(memo)
+
+    assert run_master(fabric, body) == [9]  # nothing ran where it should not have
+
+
 @pytest.mark.parametrize("how", ["sys.exit", "exit", "abort"])
 def test_a_command_ending_the_program_on_a_slave_is_an_error(fabric: str, how: str) -> None:
     def body(processor: Any) -> list[Any]:

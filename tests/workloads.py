@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from multi import Memo, Result_command, Slave_command, fetch_data
@@ -299,6 +300,14 @@ class Ends_program(Slave_command):
         if self.how == "exit":
             processor.exit(4)
         processor.abort()
+
+
+class Returns_from_a_thread(Slave_command):
+    """Hands a result back from a thread of its own, which is refused."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(processor.return_object, Value(processor, "from a thread")).result()
 
 
 class Starts_a_program(Slave_command):

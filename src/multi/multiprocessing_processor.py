@@ -401,6 +401,7 @@ def _slave_main(
     cls: type[Multiprocessing_processor] = wire.loads(fabric)
     processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
     Processor_box().processor = processor
+    processor.process_rank = rank  # (threads that commands start are on this slave too)
     context = Slave_context(rank, slaves, processor.data_store)
     context.descriptors = descriptors.Descriptor_capture(files.fds)
     context.logs = Log_forwarding(rank, log_level)

@@ -150,6 +150,7 @@ class Processor:
         self.start_time: float | None = None
         self._running = False
         self._run: Run | None = None  # the run_queue under way
+        self._run_thread = 0  # the thread that runs it: results run there
         self._scheduler: Scheduler | None = None
         #: What the last ``run_queue`` did, and all of them: per slave, commands, time, bytes.
         self.last_run: Run_statistics | None = None
@@ -209,6 +210,19 @@ class Processor:
             raise MultiError(
                 f"{caller}() can only be called on the master, not in a command on slave "
                 f"{self.rank()}"
+            )
+        self._refuse_other_threads(sys._getframe(1).f_code.co_name)
+
+    def _refuse_other_threads(self, name: str) -> None:
+        """Fail clearly when a thread that a command started (it runs as no slave, and its
+        master is not there) calls what belongs to the command or to the master."""
+        if self.process_rank or (
+            self._run is not None and threading.get_ident() != self._run_thread
+        ):
+            raise MultiError(
+                f"{name}() was called from a thread that runs no command: one that a command "
+                "started, say. Call it in the command's run(), on the thread that runs it, with "
+                "what the other threads computed"
             )
 
     def get_name(self) -> str:
@@ -363,6 +377,7 @@ class Processor:
 
     def _execute_run(self, scheduler: Scheduler, run: Run, show_progress: bool = True) -> None:
         self._run = run
+        self._run_thread = threading.get_ident()
         wanted = self.settings["progress"] if show_progress else "no"
         self._progress = progress.Progress(wanted, run.count)
         held = collector.hold_batches(None if run.source is not None else run.count)
@@ -553,6 +568,8 @@ class Processor:
         """Hand a result back to the master; called by a command while it runs on a slave."""
         context = self._local.context
         if context is None or context.results is None:
+            if context is None:
+                self._refuse_other_threads("return_object")
             self.process_result(result)
             return
         kind = type(result)

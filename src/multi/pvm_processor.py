@@ -388,6 +388,7 @@ def slave_main() -> None:
     cls: type[Pvm_processor] = wire.loads(description["fabric"])
     processor = cls(processor_size=slaves, callback=None)
     Processor_box().processor = processor
+    processor.process_rank = rank  # (threads that commands start are on this slave too)
     context = Slave_context(rank, slaves, processor.data_store)
     context.descriptors = descriptors.Descriptor_capture(files)
     context.logs = Log_forwarding(rank, description["log_level"])
