@@ -80,6 +80,9 @@ def test_a_fabric_option_reaches_the_fabric() -> None:
         (["-m", "thread", "-n", "0", str(SCRIPT)], "processor_size must be"),
         (["-m", "uni", "missing.py"], "no script at missing.py"),
         (["-m", "uni"], "a script to run is needed"),
+        (["--on-failure", "bogus", str(SCRIPT)], "expected one of continue, stop, run-all"),
+        (["--timeout", "-1", str(SCRIPT)], "expected a number of seconds > 0, or none"),
+        (["--start-method", "bogus", str(SCRIPT)], "expected one of forkserver, spawn, fork"),
     ],
 )
 def test_bad_arguments_are_refused_with_a_reason(arguments: list[str], message: str) -> None:

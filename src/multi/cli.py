@@ -104,7 +104,7 @@ def build_parser(groups: dict[str | None, list[Option]]) -> argparse.ArgumentPar
                     flag(option),
                     dest=option.name,
                     default=None,
-                    type=option.parse,
+                    type=_said(option.parse),
                     choices=option.choices,
                     help=help_text,
                 )
@@ -125,6 +125,19 @@ def list_fabrics() -> str:
         )
     width = [max(len(row[i]) for row in rows) for i in range(2)]
     return "\n".join(f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows)
+
+
+def _said(parse: Any) -> Any:
+    """An option's reader for argparse, which then says what the reader says is wrong (it
+    would say "invalid parse value" of any ValueError)."""
+
+    def read(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return read
 
 
 def main(argv: list[str] | None = None) -> int:
