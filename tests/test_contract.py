@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from typing import Any
@@ -464,6 +465,21 @@ def test_an_exception_that_cannot_travel_arrives_as_text(
     assert error.exception_name == "Unpicklable_error"
     assert "1 and 2" in str(error)
     assert isinstance(error.__cause__, RemoteTraceback)
+
+
+def test_a_record_a_command_logs_names_its_slave_and_command(
+    fabric: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def body(processor: Any) -> None:
+        for i in (0, 2):
+            processor.add_to_queue(w.Logs(i))
+        processor.run_queue()
+
+    with caplog.at_level(logging.INFO):
+        run_master(fabric, body)
+    records = [r for r in caplog.records if r.name == "tests.science"]
+    assert sorted(r.command for r in records) == ["Logs 0", "Logs 1"]  # (numbered in the run)
+    assert all(r.slave >= 1 for r in records)
 
 
 def test_a_result_handed_back_from_a_thread_a_command_started_is_refused(fabric: str) -> None:

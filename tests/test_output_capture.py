@@ -16,7 +16,7 @@ import pytest
 
 from multi import CommandTimeoutError, Slave_command, SlaveDiedError
 from tests.conftest import MISSING, run_master
-from tests.workloads import Record, Value
+from tests.workloads import Logs, Record, Value
 
 PROCESS_FABRICS = ["multiprocessing"] + [name for name in ("mpi4py", "pvm") if name not in MISSING]
 
@@ -54,22 +54,6 @@ class Hangs_mid_line(Slave_command):
         print("on stderr", file=sys.stderr)
         sys.stdout.flush()
         time.sleep(600)
-
-
-class Logs(Slave_command):
-    def __init__(self, index: int) -> None:
-        super().__init__()
-        self.index = index
-
-    def run(self, processor: Any, completed: bool) -> None:
-        logger = logging.getLogger("tests.science")
-        logger.info("fitting %d", self.index)
-        logger.debug("not wanted %d", self.index)
-        if self.index == 1:
-            try:
-                raise ValueError("no data")
-            except ValueError:
-                logger.exception("residue %d failed", self.index)
 
 
 class Silences_logging(Slave_command):

@@ -6,6 +6,7 @@ They live in a module of their own so that slaves in other processes can import 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import subprocess
 import sys
@@ -300,6 +301,24 @@ class Ends_program(Slave_command):
         if self.how == "exit":
             processor.exit(4)
         processor.abort()
+
+
+class Logs(Slave_command):
+    """Logs at info and debug, and for index 1 an exception."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def run(self, processor: Any, completed: bool) -> None:
+        logger = logging.getLogger("tests.science")
+        logger.info("fitting %d", self.index)
+        logger.debug("not wanted %d", self.index)
+        if self.index == 1:
+            try:
+                raise ValueError("no data")
+            except ValueError:
+                logger.exception("residue %d failed", self.index)
 
 
 class Returns_from_a_thread(Slave_command):

@@ -24,7 +24,6 @@ class Forwarding_handler(logging.Handler):
     def __init__(self, rank: int) -> None:
         super().__init__()
         self.rank = rank
-        self.running: tuple[Any, int] | None = None  # the command that runs, and its id
         self.records: list[tuple[int, Any]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -39,9 +38,6 @@ class Forwarding_handler(logging.Handler):
                 if not isinstance(value, _PLAIN):
                     record.__dict__[name] = repr(value)  # extras that might not pickle
             record.slave = self.rank
-            if self.running is not None:
-                command, index = self.running
-                record.command = f"{type(command).__name__} {index}"
             self.records.append((LOG, record))
         except Exception:
             self.handleError(record)
@@ -81,7 +77,8 @@ class Log_forwarding:
 
 def give_records_their_slave() -> None:
     """Give every record ``slave`` (the rank of the slave it was logged on, 0 on the master)
-    and ``command`` (filled in on slave processes) so that formats may name them anywhere."""
+    and ``command`` (the class and id of the command that logged it, "" outside commands) so
+    that formats may name them anywhere."""
     previous = logging.getLogRecordFactory()
     if getattr(previous, "multi", False):
         return
@@ -92,7 +89,7 @@ def give_records_their_slave() -> None:
 
         processor = Processor_box().processor
         record.slave = processor.rank() if processor is not None else 0
-        record.command = ""
+        record.command = processor.current_command() if processor is not None else ""
         return record
 
     factory.multi = True  # type: ignore[attr-defined]

@@ -225,6 +225,13 @@ class Processor:
                 "what the other threads computed"
             )
 
+    def current_command(self) -> str:
+        """The command that this thread runs as a slave, as log records name it (its class
+        and its number in the run), or "" outside commands."""
+        context = self._local.context
+        running = context.running if context is not None else None
+        return "" if running is None else f"{type(running[0]).__name__} {running[1]}"
+
     def get_name(self) -> str:
         """The host and process (and slave) that this code runs in."""
         name = f"{socket.gethostname()}-pid{os.getpid()}"

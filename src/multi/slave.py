@@ -123,6 +123,8 @@ class Slave_context:
     descriptors: Descriptor_capture | None = None
     #: What takes the records logged by commands, on slaves that are processes.
     logs: Log_forwarding | None = None
+    #: The command that runs, and its id: log records name it (``multi.logs``).
+    running: tuple[Any, int] | None = None
     host: str = field(default_factory=socket.gethostname)
 
     def where(self) -> str:
@@ -164,8 +166,7 @@ def execute(
         for position, command in enumerate(commands):
             if running is not None:
                 running(ids[position])
-            if logs is not None:
-                logs.handler.running = (command, ids[position])
+            context.running = (command, ids[position])
             before = len(results)
             start = clock()
             try:
@@ -205,6 +206,7 @@ def execute(
         capture.redirect(previous)
         processor.swap_context(was)
         context.results = None
+        context.running = None
         if running is not None:
             running(-1)
     return _report(context, results, counts, seconds, output, failures, started)
