@@ -68,6 +68,18 @@ def test_a_run_or_stop_from_a_result_is_refused_and_the_outer_run_is_intact(
     assert after == [25]
 
 
+def test_an_empty_run_queue_is_the_last_run_and_did_nothing(fabric: str) -> None:
+    def body(processor: Any) -> tuple[int, int, int]:
+        processor.add_to_queue(w.Fail(ValueError("bad")))
+        with pytest.raises(ValueError):
+            processor.run_queue()
+        processor.run_queue()  # nothing queued
+        last = processor.last_run
+        return len(last.failures), len(last.not_run), last.commands
+
+    assert run_master(fabric, body) == (0, 0, 0)
+
+
 def test_one_command_queued_twice_with_two_memos_reaches_both(fabric: str) -> None:
     def body(processor: Any) -> tuple[list[Any], list[Any]]:
         command, first, second = w.Square(3), w.Record("first"), w.Record("second")

@@ -310,6 +310,7 @@ class Processor:
         self.assert_on_master()
         self._refuse_nested("run_queue")
         if not self.command_queue:
+            self.last_run = Run_statistics()  # (what it did: nothing, and nothing failed)
             return
         commands, memo_ids = self.command_queue, self._queued_memo_ids
         self.command_queue, self._queued_memo_ids = [], []
