@@ -204,19 +204,22 @@ class Processor:
         return not self.on_master()
 
     def assert_on_master(self) -> None:
-        """Fail clearly when master-only API is called from a slave's command."""
-        if self.process_rank or self._local.context is not None:
-            caller = sys._getframe(1).f_code.co_name
-            raise MultiError(
-                f"{caller}() can only be called on the master, not in a command on slave "
-                f"{self.rank()}"
-            )
-        self._refuse_other_threads(sys._getframe(1).f_code.co_name)
+        """Fail clearly when master-only API is called from a slave's command, or from a
+        thread that a command started (on each add_to_queue: three tests, while all is well)."""
+        if self.process_rank or self._local.context is not None or self._run is not None:
+            name = sys._getframe(1).f_code.co_name
+            context = self._local.context
+            if context is not None:
+                raise MultiError(
+                    f"{name}() can only be called on the master, not in a command on slave "
+                    f"{context.rank}"
+                )
+            self._refuse_other_threads(name)
 
     def _refuse_other_threads(self, name: str) -> None:
         """Fail clearly when a thread that a command started (it runs as no slave, and its
         master is not there) calls what belongs to the command or to the master."""
-        if self.process_rank or (
+        if (self.process_rank and self._local.context is None) or (
             self._run is not None and threading.get_ident() != self._run_thread
         ):
             raise MultiError(
