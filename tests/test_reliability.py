@@ -271,7 +271,7 @@ def test_a_slave_ended_by_an_interrupt_is_replaced_and_nothing_runs_twice(
 
 
 def test_a_command_that_always_interrupts_its_slave_fails_after_its_retries(
-    ending: str, tmp_path: Path
+    ending: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     def body(processor: Any) -> tuple[BaseException, list[Any]]:
         memo = w.Record()
@@ -287,6 +287,8 @@ def test_a_command_that_always_interrupts_its_slave_fails_after_its_retries(
     assert str(error).count("while running") == 1  # the command is named once
     assert error.attempts == 2
     assert delivered == [4, 9]
+    # What it wrote before each interrupt is replayed, an attempt's block each
+    assert capfd.readouterr().out.count("interrupted 1\n") == 2
 
 
 def test_a_slave_that_stops_answering_is_replaced_after_the_liveness_bound(

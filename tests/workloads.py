@@ -432,6 +432,7 @@ class Interrupt_once(Slave_command):
         if self.always or not os.path.exists(self.marker):
             with open(self.marker, "w"):
                 pass
+            print(f"interrupted {self.index}")
             raise KeyboardInterrupt
         processor.return_object(Value(processor, ("survived", self.index)))
 

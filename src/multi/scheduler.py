@@ -314,7 +314,9 @@ class Scheduler:
                 self._failed(run)
         if report.lost is not None:
             culprit = sent.indices[0] if not sent.setup and sent.indices else None
-            self._on_lost(run, rank, report.lost, culprit)
+            # (what the command it ended in wrote, which the report holds at its position)
+            output = report.output.get(finished) if report.output else None
+            self._on_lost(run, rank, report.lost, culprit, output=output)
 
     def _on_unreadable(self, run: Run, indices: Sequence[int], failure: Failure) -> None:
         """A batch the slave could not rebuild: alone, a command fails; in company, each goes
