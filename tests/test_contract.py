@@ -482,11 +482,14 @@ def test_a_record_a_command_logs_names_its_slave_and_command(
     assert all(r.slave >= 1 for r in records)
 
 
-def test_a_result_handed_back_from_a_thread_a_command_started_is_refused(fabric: str) -> None:
+@pytest.mark.parametrize("call", ["return_object", "exit"])
+def test_a_result_or_exit_from_a_thread_a_command_started_is_refused(
+    fabric: str, call: str
+) -> None:
     def body(processor: Any) -> list[Any]:
         memo = w.Record()
-        processor.add_to_queue(w.Returns_from_a_thread(), memo)
-        with pytest.raises(MultiError, match=r"return_object\(\) was called from a thread"):
+        processor.add_to_queue(w.Returns_from_a_thread(call), memo)
+        with pytest.raises(MultiError, match=rf"{call}\(\) was called from a thread"):
             processor.run_queue()
         processor.add_to_queue(w.Square(3), memo)
         processor.run_queue()

@@ -322,10 +322,16 @@ class Logs(Slave_command):
 
 
 class Returns_from_a_thread(Slave_command):
-    """Hands a result back from a thread of its own, which is refused."""
+    """Hands a result back, or ends the program, from a thread of its own: both refused."""
+
+    def __init__(self, call: str = "return_object") -> None:
+        super().__init__()
+        self.call = call
 
     def run(self, processor: Any, completed: bool) -> None:
         with ThreadPoolExecutor(1) as pool:
+            if self.call == "exit":
+                pool.submit(processor.exit, 4).result()
             pool.submit(processor.return_object, Value(processor, "from a thread")).result()
 
 

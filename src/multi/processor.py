@@ -207,26 +207,21 @@ class Processor:
         """Fail clearly when master-only API is called from a slave's command, or from a
         thread that a command started (on each add_to_queue: three tests, while all is well)."""
         if self.process_rank or self._local.context is not None or self._run is not None:
-            name = sys._getframe(1).f_code.co_name
             context = self._local.context
             if context is not None:
                 raise MultiError(
-                    f"{name}() can only be called on the master, not in a command on slave "
-                    f"{context.rank}"
+                    f"{sys._getframe(1).f_code.co_name}() can only be called on the master, not "
+                    f"in a command on slave {context.rank}"
                 )
-            self._refuse_other_threads(name)
+            if self._in_another_thread():
+                raise _from_another_thread(sys._getframe(1).f_code.co_name)
 
-    def _refuse_other_threads(self, name: str) -> None:
-        """Fail clearly when a thread that a command started (it runs as no slave, and its
-        master is not there) calls what belongs to the command or to the master."""
-        if (self.process_rank and self._local.context is None) or (
+    def _in_another_thread(self) -> bool:
+        """Whether this thread, which runs no command, is one that a command started: on a
+        slave process, or beside the master's thread while it runs commands."""
+        return (self.process_rank != 0 and self._local.context is None) or (
             self._run is not None and threading.get_ident() != self._run_thread
-        ):
-            raise MultiError(
-                f"{name}() was called from a thread that runs no command: one that a command "
-                "started, say. Call it in the command's run(), on the thread that runs it, with "
-                "what the other threads computed"
-            )
+        )
 
     def current_command(self) -> str:
         """The command that this thread runs as a slave, as log records name it (its class
@@ -579,8 +574,8 @@ class Processor:
         """Hand a result back to the master; called by a command while it runs on a slave."""
         context = self._local.context
         if context is None or context.results is None:
-            if context is None:
-                self._refuse_other_threads("return_object")
+            if context is None and self._in_another_thread():
+                raise _from_another_thread("return_object")
             self.process_result(result)
             return
         kind = type(result)
@@ -774,6 +769,8 @@ class Processor:
         command, with the ``SlaveExitError`` of a ``sys.exit`` there.
         """
         if self._local.context is None:
+            if self._in_another_thread():
+                raise _from_another_thread("exit")
             self._drop_transport(kill=self._run is not None, status=exit_status(SystemExit(status)))
         sys.exit(status)
 
@@ -781,6 +778,8 @@ class Processor:
         """Stop the slaves at once and end the program with a failure status (called by a
         command on a slave: as ``exit``)."""
         if self._local.context is None:
+            if self._in_another_thread():
+                raise _from_another_thread("abort")
             self._drop_transport(kill=True)
         sys.exit(1)
 
@@ -801,6 +800,14 @@ class Processor:
         from multi.application import load_multiprocessor
 
         return load_multiprocessor(processor_name, callback, processor_size, verbosity, **options)
+
+
+def _from_another_thread(name: str) -> MultiError:
+    return MultiError(
+        f"{name}() was called from a thread that runs no command: one that a command started, "
+        "say. Call it in the command's run(), on the thread that runs it, with what the other "
+        "threads computed"
+    )
 
 
 def exit_status(exit: SystemExit) -> int:
