@@ -128,6 +128,13 @@ def test_calls_of_an_executor_are_counted_by_function_in_a_batch() -> None:
     statistics.timed(calls, range(9), [0.001] * 9)  # one batch, one class, two functions
     assert statistics.counts == {"round": 3, "abs": 6}
 
+    class Named:  # (its instances name themselves)
+        def __init__(self, name: str) -> None:
+            self.multi_kind = name
+
+    statistics.timed([Named("a"), Named("b"), Named("a")], range(3), [0.001] * 3)
+    assert statistics.counts == {"round": 3, "abs": 6, "a": 2, "b": 1}
+
 
 def seconds(value: str, unit: str) -> float:
     return float(value) * {"s": 1.0, "ms": 1e-3, "µs": 1e-6}[unit]

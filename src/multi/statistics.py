@@ -75,9 +75,8 @@ class Run_statistics:
             return
         if type(indices) is range and len(seconds) == len(indices):
             batch = commands[indices.start : indices.stop]
-            classes = set(map(type, batch))
-            # The usual batch: one class, which does not name its commands one by one.
-            if len(classes) == 1 and not hasattr(classes.pop(), "multi_kind"):
+            # The usual batch: one class, whose commands do not name themselves one by one.
+            if len(set(map(type, batch))) == 1 and not hasattr(batch[0], "multi_kind"):
                 self._keep(kind(batch[0]), seconds, len(seconds), sum(seconds))
                 return
         by_kind: dict[str, list[float]] = {}
