@@ -55,7 +55,7 @@ from multi.slave import (
     seal,
     serve,
 )
-from multi.slave_process import end_with_parent, master_place, program, take_place
+from multi.slave_process import end_group, end_with_parent, master_place, program, take_place
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 SETUP, WORK, STOP, OUTCOMES, NOTE, BEAT, HELLO, EXITED, MASTER_GONE = range(1, 10)
@@ -434,7 +434,7 @@ def _leave(pvm: Pvm) -> None:
 
 def _end_own_group(signum: int = signal.SIGKILL, frame: Any = None) -> None:
     """End this slave with every process its commands started (its process group)."""
-    os.killpg(0, signal.SIGKILL)
+    end_group()
 
 
 class _Watcher:

@@ -74,10 +74,13 @@ def end_with_parent() -> None:
     if sys.platform == "linux":
         import ctypes
 
-        with suppress(ValueError):  # (not on the main thread: the watching thread serves)
+        try:
             signal.signal(PARENT_GONE, lambda number, frame: end_group())
-        with suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, PARENT_GONE)  # PR_SET_PDEATHSIG
+        except ValueError:
+            pass  # (not on the main thread: the watching thread serves alone)
+        else:
+            with suppress(OSError, AttributeError):
+                ctypes.CDLL(None, use_errno=True).prctl(1, PARENT_GONE)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # it ended before the kernel was asked
         end_group()
     threading.Thread(target=_watch_parent, args=(parent,), name="multi-watch-parent",
@@ -91,7 +94,9 @@ def _watch_parent(parent: int) -> None:
         while os.getppid() == parent:
             time.sleep(PARENT_POLL_SECONDS)
     else:
-        select.select([gone], [], [])
+        watch = select.poll()  # (select would refuse a descriptor past 1023)
+        watch.register(gone, select.POLLIN)
+        watch.poll()
     end_group()
 
 
