@@ -318,6 +318,7 @@ class Executor(concurrent.futures.Executor):
         a failure, or ended abruptly), and with ``waiting_too`` those submitted meanwhile;
         cancel those never taken, if the executor ended."""
         futures = self._futures.by_key
+        self._futures.before_failure.clear()  # (values of chunks whose failure will not come)
         while futures:
             key, future = futures.popitem()
             error = self._broken or MultiError(f"call {key} was not run: {why}")
