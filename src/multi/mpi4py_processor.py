@@ -303,8 +303,10 @@ def _guard(
         with suppress(OSError, ValueError):
             notes, master = os.read(read, 4096).decode().splitlines()[:2]
         running = _read_task(task)[0]
+        told = _note_death(what, key, running, _left(files, running), notes, master)
         if RELAUNCHED in os.environ:  # (under mpiexec with SURVIVE, started by the option)
-            print(f"multi: {what}", file=sys.stderr, flush=True)
+            if not told:  # (else the master, which survives it, names it)
+                print(f"multi: {what}", file=sys.stderr, flush=True)
         else:
             print(
                 f"multi: {what}. Unless mpiexec runs with {SURVIVE}, this ends the MPI job: "
@@ -312,7 +314,7 @@ def _guard(
                 file=sys.stderr,
                 flush=True,
             )
-        if _note_death(what, key, running, _left(files, running), notes, master) and survives:
+        if told and survives:
             code = 0
     os._exit(128 - code if code < 0 else code)
 
