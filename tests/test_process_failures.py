@@ -88,6 +88,25 @@ def test_a_death_the_run_survives_is_named_with_its_command_and_what_follows(
     ), line
 
 
+@pytest.mark.parametrize(("how", "status"), [("return", 0), ("exit", 3), ("raise", 1)])
+def test_the_child_of_a_command_that_forks_ends_where_it_leaves_the_command(
+    process_fabric: str, how: str, status: int
+) -> None:
+    def body(processor: Any) -> tuple[list[Any], list[Any]]:
+        memo = w.Record()
+        for i in range(4):
+            processor.add_to_queue(w.Forks(how) if i == 1 else w.Square(i), memo)
+        processor.run_queue()
+        after = w.Record()
+        for i in range(4):
+            processor.add_to_queue(w.Square(i), after)
+        processor.run_queue()
+        return values(memo), values(after)
+
+    # (a child that went on would answer for its slave: results lost, or run twice)
+    assert run_master(process_fabric, body) == ([0, ("child ended", status), 4, 9], [0, 1, 4, 9])
+
+
 def test_a_command_that_always_crashes_is_named_after_its_retries(process_fabric: str) -> None:
     def body(processor: Any) -> tuple[SlaveDiedError, list[Any], list[Any]]:
         memo = w.Record()

@@ -335,6 +335,26 @@ class Returns_from_a_thread(Slave_command):
             pool.submit(processor.return_object, Value(processor, "from a thread")).result()
 
 
+class Forks(Slave_command):
+    """Forks, and its child comes back from the command (``return``), calls ``sys.exit(3)``
+    or raises, as a careless command's child would; returns the child's status."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def run(self, processor: Any, completed: bool) -> None:
+        child = os.fork()
+        if child == 0:
+            if self.how == "exit":
+                sys.exit(3)
+            if self.how == "raise":
+                raise ValueError("in the child")
+            return
+        status = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+        processor.return_object(Value(processor, ("child ended", status)))
+
+
 class Starts_a_program(Slave_command):
     """Starts a program that would run for minutes, notes its pid in a file under
     ``$STARTED``, and waits."""

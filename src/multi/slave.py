@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -185,7 +187,11 @@ def execute(
                 report.interruption = exc
                 return report
             except BaseException as exc:
+                if _forked:
+                    _end_forked_child(exc)
                 failures[position] = _failure(context, ids[position], command, exc)
+            if _forked:
+                _end_forked_child(None)
             seconds.append(clock() - start)
             counts.append(len(results) - before)
             if descriptors is not None:
@@ -362,6 +368,31 @@ def run_batch(
     return execute(processor, context, batch, running)
 
 
+#: Whether this process is the child of a command that forked (on a slave process).
+_forked = False
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+def _end_forked_child(error: BaseException | None) -> None:
+    """End the child of a command that forked, which came back from the command instead of
+    ending: as Python would end a program there, with its status. Else it would go on as a
+    second copy of its slave, answer the master for it, and lose the command's results."""
+    status = 0
+    if isinstance(error, SystemExit):
+        code = error.code
+        status = code & 0xFF if isinstance(code, int) else int(code is not None)
+    elif error is not None:
+        traceback.print_exception(error)
+        status = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def serve(
     processor: Processor,
     context: Slave_context,
@@ -369,7 +400,11 @@ def serve(
     reply: Callable[[Report, Batch | None], None],
     running: Callable[[int], None] | None = None,
 ) -> None:
-    """The loop of a slave process: receive a batch, run it, reply; until told to stop."""
+    """The loop of a slave process: receive a batch, run it, reply; until told to stop.
+
+    A command's own fork that comes back from the command ends there (``_end_forked_child``).
+    """
+    os.register_at_fork(after_in_child=_note_fork)
     collector.size_for_batches()
     with capture.routing():
         while (batch := receive()) is not None:
