@@ -50,8 +50,7 @@ class SlaveDiedError(MultiError):
         self.command = command
         self.attempts = attempts
         if attempts:
-            tries = "once" if attempts == 1 else f"{attempts} times"
-            what = f"while running {command} (tried {tries})"
+            what = f"while running {command} (tried {times(attempts)})"
         else:
             what = f"before it could run {command}"
         super().__init__(
@@ -111,6 +110,21 @@ def add_note(exc: BaseException, note: str) -> None:
         exc.add_note(note)
     else:  # Python 3.10 keeps the note where 3.11 would show it
         exc.__notes__ = [*getattr(exc, "__notes__", []), note]  # type: ignore[attr-defined]
+
+
+def exit_status(exit: SystemExit) -> int:
+    """The status a process ends with for ``sys.exit(code)``, as Python maps it."""
+    code = exit.code
+    if code is None:
+        return 0
+    if isinstance(code, int) and not isinstance(code, bool):
+        return code & 0xFF
+    return 1
+
+
+def times(count: int) -> str:
+    """How many times, in words: "once", "2 times"."""
+    return "once" if count == 1 else f"{count} times"
 
 
 def ending(exitcode: int | None) -> str:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from multi import capture, collector, logs, progress
 from multi.commands import Exit_command, Slave_command, Slave_storage_command
-from multi.errors import MultiError, ProcessorSizeError, add_note, describe
+from multi.errors import MultiError, ProcessorSizeError, add_note, describe, exit_status
 from multi.memo import Memo
 from multi.options import Option, count, one_of, path_or_none, resolve, seconds_or_none
 from multi.results import Null_result_command
@@ -808,16 +808,6 @@ def _from_another_thread(name: str) -> MultiError:
         "say. Call it in the command's run(), on the thread that runs it, with what the other "
         "threads computed"
     )
-
-
-def exit_status(exit: SystemExit) -> int:
-    """The status a process ends with for ``sys.exit(code)``, as Python maps it."""
-    code = exit.code
-    if code is None:
-        return 0
-    if isinstance(code, int) and not isinstance(code, bool):
-        return code & 0xFF
-    return 1
 
 
 def ending_status(error: BaseException | None) -> int:

@@ -44,6 +44,7 @@ from multi.errors import (
     UnpicklableError,
     add_note,
     describe,
+    times,
 )
 from multi.run import Run, Sent
 from multi.slave import SETUP_ID, Report, batch_for_wire
@@ -360,7 +361,7 @@ class Scheduler:
             news = f"while running {command} (command {culprit} of the run), which "
             if attempts > self.retries:
                 self._fail(run, culprit, SlaveDiedError(rank, reason, command, attempts))
-                news += "fails: it was tried " + ("once" if attempts == 1 else f"{attempts} times")
+                news += f"fails: it was tried {times(attempts)}"
             else:
                 statistics.retries += 1
                 run.again([culprit], alone=True)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from multi import capture, collector, wire
-from multi.errors import Failure, UnpicklableError, describe
+from multi.errors import Failure, UnpicklableError, describe, exit_status
 from multi.wire import unpicklable_error
 
 if TYPE_CHECKING:
@@ -383,8 +383,7 @@ def _end_forked_child(error: BaseException | None) -> None:
     second copy of its slave, answer the master for it, and lose the command's results."""
     status = 0
     if isinstance(error, SystemExit):
-        code = error.code
-        status = code & 0xFF if isinstance(code, int) else int(code is not None)
+        status = exit_status(error)
     elif error is not None:
         traceback.print_exception(error)
         status = 1

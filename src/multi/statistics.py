@@ -195,8 +195,8 @@ class Run_statistics:
 
 
 def kind(command: Any) -> str:
-    """What a command is, for tables and timelines: its ``multi_kind`` where its class gives
-    one (a string), else its class's name."""
+    """What a command is, for tables and timelines: its ``multi_kind`` where it gives one (a
+    string, from its class or of its own), else its class's name."""
     name = getattr(command, "multi_kind", None)
     return name if type(name) is str and name else type(command).__name__
 
