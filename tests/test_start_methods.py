@@ -105,7 +105,7 @@ import multi.multiprocessing_processor as fabric
 from multi import Application_callback, Processor_box, load_multiprocessor
 from tests import workloads as w
 
-fabric.end_with_parent = lambda: None
+fabric.end_with_parent = lambda watch=True: None
 
 class Main:
     def run(self):

@@ -452,7 +452,9 @@ def _watch_master(rank: int, heartbeat: Any, sock: socket.socket) -> None:
     The parent is no sign: with forkserver it is the fork server, which lives as long as any
     slave does.
     """
-    end_with_parent()  # (the kernel signals this process too: the one that runs first ends it)
+    # (the kernel signals this process too: the one that runs first ends it; the thread below
+    # is this slave's watch, which a watch of the parent would only repeat)
+    end_with_parent(watch=False)
     hangup = select.poll()
     hangup.register(sock.fileno(), select.POLLHUP)  # never the data, which the slave reads
 

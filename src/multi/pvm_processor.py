@@ -368,7 +368,9 @@ def slave_main() -> None:
         os.setpgid(0, 0)
     end_with_parent()  # (its parent is the daemon)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the master
-    signal.signal(signal.SIGTERM, _end_own_group)  # the daemon halts, or kills this task
+    signal.signal(
+        signal.SIGTERM, lambda number, frame: end_group()
+    )  # the daemon halts, or kills this task
     pvm = Pvm()
     pvm.mytid()
     master = pvm.parent()
@@ -432,11 +434,6 @@ def _leave(pvm: Pvm) -> None:
     pvm.exit()
 
 
-def _end_own_group(signum: int = signal.SIGKILL, frame: Any = None) -> None:
-    """End this slave with every process its commands started (its process group)."""
-    end_group()
-
-
 class _Watcher:
     """A thread that, while the slave's main thread runs commands, says which command runs
     (once it has run ``WATCH_SECONDS``), beats every ``BEAT_SECONDS`` of silence, and ends the
@@ -495,7 +492,7 @@ class _Watcher:
                     self.busy.set()
                 continue
             if pvm.receive(-1, MASTER_GONE) is not None:
-                _end_own_group()
+                end_group()
             if task != self.noted:
                 self.noted = task
                 pvm.send(master, NOTE, _control((task, now - started)))

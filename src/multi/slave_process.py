@@ -61,14 +61,15 @@ PARENT_GONE = signal.SIGHUP
 PARENT_POLL_SECONDS = 0.5
 
 
-def end_with_parent() -> None:
+def end_with_parent(watch: bool = True) -> None:
     """End this process when its parent ends, with what its commands started (``end_group``).
 
-    A thread waits for the parent's end, and the kernel signals it too (Linux): whichever
-    runs first ends the group. Not by SIGKILL from the kernel, which ended the slave alone
-    before it could end its group: what its commands had started outlived the master (3 runs
-    in 6, the master ended by SIGTERM). Either way needs Python to run, so compiled code that
-    holds the interpreter delays it until it returns.
+    A thread waits for the parent's end (unless the caller has a watch of its own: not
+    ``watch``), and the kernel signals it too (Linux): whichever runs first ends the group.
+    Not by SIGKILL from the kernel, which ended the slave alone before it could end its group:
+    what its commands had started outlived the master (3 runs in 6, the master ended by
+    SIGTERM). Either way needs Python to run, so compiled code that holds the interpreter
+    delays it until it returns.
     """
     parent = os.getppid()
     if sys.platform == "linux":
@@ -83,8 +84,9 @@ def end_with_parent() -> None:
                 ctypes.CDLL(None, use_errno=True).prctl(1, PARENT_GONE)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # it ended before the kernel was asked
         end_group()
-    threading.Thread(target=_watch_parent, args=(parent,), name="multi-watch-parent",
-                     daemon=True).start()  # fmt: skip
+    if watch:
+        threading.Thread(target=_watch_parent, args=(parent,), name="multi-watch-parent",
+                         daemon=True).start()  # fmt: skip
 
 
 def _watch_parent(parent: int) -> None:
