@@ -245,13 +245,8 @@ def interrupt(
         start_new_session=True,  # a group of its own, as a terminal's foreground job
     )
     try:
-        deadline = time.monotonic() + 30
-        # (a note is counted once written: a command makes its file, then writes in it)
-        while len(notes := [note for note in started.iterdir() if note.stat().st_size]) < running:
-            assert process.poll() is None, process.communicate()
-            assert time.monotonic() < deadline, "the commands did not start"
-            time.sleep(0.02)
-        processes = family(process.pid) | {int(note.read_text()) for note in notes}
+        programs = started_programs(started, running, process)
+        processes = family(process.pid) | programs  # (once they run: they are all there)
         os.killpg(process.pid, signal.SIGINT)
         status = process.wait(timeout=10)
     finally:
@@ -260,6 +255,20 @@ def interrupt(
             process.wait()
         shutil.rmtree(started, ignore_errors=True)
     return status, process.stderr.read(), processes  # type: ignore[union-attr]
+
+
+def started_programs(
+    started: Path, count: int, program: subprocess.Popen[str], seconds: float = 30
+) -> set[int]:
+    """Wait until ``count`` commands of ``program`` have noted in ``started`` the pid of the
+    child each started; return those pids."""
+    deadline = time.monotonic() + seconds
+    # (a note is counted once written: a command makes its file, then writes in it)
+    while len(notes := [note for note in started.iterdir() if note.stat().st_size]) < count:
+        assert program.poll() is None, program.communicate()
+        assert time.monotonic() < deadline, "the commands did not start"
+        time.sleep(0.02)
+    return {int(note.read_text()) for note in notes}
 
 
 def family(pid: int) -> set[int]:

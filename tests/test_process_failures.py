@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import pytest
 
 from multi import SlaveDiedError, UnpicklableError
 from tests import workloads as w
-from tests.conftest import MISSING, run_master, survivors
+from tests.conftest import MISSING, run_master, started_programs, survivors
 
 PROCESS_FABRICS = ["multiprocessing", "mpi4py", "pvm"]
 ROOT = Path(__file__).parent.parent
@@ -287,10 +286,7 @@ def test_no_slave_outlives_its_master(process_fabric: str, tmp_path: Path, endin
         slaves = {int(pid) for pid in master.stdout.readline().split()}
         assert slaves, master.stderr.read()  # type: ignore[union-attr]
         if killed is not None:
-            deadline = time.monotonic() + 20
-            while len(programs := {int(n.name) for n in started.iterdir() if n.stat().st_size}) < 2:
-                assert time.monotonic() < deadline, "the commands did not start their programs"
-                time.sleep(0.02)
+            programs = started_programs(started, 2, master, seconds=20)
             master.send_signal(killed)
         status = master.wait(timeout=20)
     finally:
