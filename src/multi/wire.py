@@ -11,10 +11,8 @@ exception) the sender's own class again. Slaves never import the application's m
 The C pickler runs first, and cloudpickle only where its stream names the main module or
 where it cannot find a class or function by reference, so importable objects pay nothing.
 
-Instances of plain classes (``_plain``: the application's commands and results, as a rule)
-are reduced by a function made once per class, which gives what ``object.__reduce_ex__`` would:
-the default looks for a dozen hooks the class lacks at every instance, half the time it takes
-to pickle a batch of tiny commands.
+Instances of plain classes, the application's commands and results as a rule, are reduced by
+a function made once per class (``multi.reducers``).
 
 When something does not pickle, ``find_unpicklable`` names the attribute that failed, so the
 error says what to change.
@@ -33,7 +31,7 @@ from typing import Any
 
 import cloudpickle
 
-from multi import sent_code
+from multi import reducers, sent_code
 from multi.errors import UnpicklableError
 
 PROTOCOL = 5
@@ -44,43 +42,13 @@ _MAIN, _MP_MAIN = (name.encode() for name in MAIN_MODULES)
 
 Frames = list[Any]  # the pickle stream, then its out-of-band buffers
 
-_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class made by a class statement (or like one)
-#: Classes whose reducer is known, beyond which the table starts again (classes made anew in
-#: a loop would otherwise be kept for ever).
-REDUCERS_KEPT = 10_000
+#: The default of pickle, for what no table names.
 _by_default = operator.methodcaller("__reduce_ex__", PROTOCOL)
-#: What a class may define to be pickled its own way (object has the first three, as its own).
-_HOOKS = ("__reduce_ex__", "__reduce__", "__getstate__", "__getnewargs_ex__", "__getnewargs__")
-
-
-def _plain(cls: type) -> bool:
-    """Whether pickle reduces instances of ``cls`` to its ``__newobj__``, the class and the
-    instance's ``__dict__`` (``object.__reduce_ex__``): a class of Python classes only, with
-    no slots and none of pickle's hooks."""
-    if cls.__mro__[-1] is not object or not cls.__dictoffset__:
-        return False
-    for base in cls.__mro__[:-1]:
-        if not base.__flags__ & _HEAP_TYPE or "__slots__" in base.__dict__:
-            return False
-    own = [getattr(cls, hook, None) for hook in _HOOKS]
-    return own == [getattr(object, hook, None) for hook in _HOOKS]
-
-
-def _reducer(cls: type) -> Callable[[Any], Any]:
-    """How the pickler reduces an instance of ``cls``: as ``copyreg`` says, if it says so;
-    for a plain class, as ``object.__reduce_ex__`` would without looking for hooks; else by
-    ``__reduce_ex__``, which is what pickle does when no table names the class."""
-    registered: Callable[[Any], Any] | None = copyreg.dispatch_table.get(cls)
-    if registered is not None:
-        return registered
-    if not _plain(cls):
-        return _by_default
-    newobj, args = copyreg.__newobj__, (cls,)  # type: ignore[attr-defined]
-    return lambda obj: (newobj, args, obj.__dict__ or None)
 
 
 class _Reducers(dict[type, Callable[[Any], Any]]):
-    """The reducer of each class the pickler meets, found when it first meets it.
+    """The reducer of each class the pickler meets, found when it first meets it: as
+    ``copyreg`` says, a plain class's own (``multi.reducers``), else pickle's default.
 
     A class whose instances are classes has none: pickle saves those by name when the table
     names no reducer, and only then.
@@ -89,9 +57,10 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
     def __missing__(self, cls: type) -> Callable[[Any], Any]:
         if issubclass(cls, type):
             raise KeyError(cls)
-        if len(self) >= REDUCERS_KEPT:
+        if len(self) >= reducers.KEPT:
             self.clear()
-        reducer = self[cls] = _reducer(cls)
+        reducer = copyreg.dispatch_table.get(cls) or reducers.plain[cls] or _by_default
+        self[cls] = reducer
         return reducer
 
 
@@ -165,15 +134,9 @@ def loads(frames: Sequence[Any]) -> Any:
 def unpickle(stream: Any, buffers: Sequence[Any]) -> Any:
     """Rebuild an object from a pickle stream and its out-of-band buffers.
 
-    Streams that name code sent once (``multi.sent_code``) need an unpickler of ours; the
-    others, nearly all, are read by ``pickle.loads`` without a copy of the stream.
+    ``pickle.loads`` reads it without a copy of the stream, code sent once included.
     """
-    try:
-        return pickle.loads(stream, buffers=buffers)
-    except pickle.UnpicklingError as exc:
-        if "persistent" not in str(exc):
-            raise
-    return sent_code.Unpickler(io.BytesIO(stream), buffers=buffers).load()
+    return pickle.loads(stream, buffers=buffers)
 
 
 def size(frames: Frames) -> int:
