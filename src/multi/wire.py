@@ -46,9 +46,15 @@ Frames = list[Any]  # the pickle stream, then its out-of-band buffers
 _by_default = operator.methodcaller("__reduce_ex__", PROTOCOL)
 
 
+def _main_code(obj: Any) -> Any:
+    raise pickle.PicklingError("the main module's code travels by value")
+
+
 class _Reducers(dict[type, Callable[[Any], Any]]):
     """The reducer of each class the pickler meets, found when it first meets it: as
-    ``copyreg`` says, a plain class's own (``multi.reducers``), else pickle's default.
+    ``copyreg`` says, a plain class's own (``multi.reducers``), else pickle's default. An
+    instance of a class of the main module stops the plain pickler at once, rather than once
+    it has pickled the whole message by reference to the main module.
 
     A class whose instances are classes has none: pickle saves those by name when the table
     names no reducer, and only then.
@@ -60,6 +66,8 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
         if len(self) >= reducers.KEPT:
             self.clear()
         reducer = copyreg.dispatch_table.get(cls) or reducers.plain[cls] or _by_default
+        if cls.__module__ in MAIN_MODULES:
+            reducer = _main_code
         self[cls] = reducer
         return reducer
 
