@@ -87,6 +87,27 @@ def test_a_death_the_run_survives_is_named_with_its_command_and_what_follows(
     ), line
 
 
+def test_a_death_in_the_middle_of_a_batch_is_blamed_on_its_own_command(
+    process_fabric: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def body(processor: Any) -> tuple[list[Any], int]:
+        memo = w.Record()
+        for i in range(300):  # quick commands, which travel many to a batch
+            if i == 250:
+                processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal.SIGKILL, i), memo)
+            else:
+                processor.add_to_queue(w.Square(i), memo)
+        processor.run_queue()
+        return values(memo), processor.last_run.retries
+
+    delivered, retries = run_master(process_fabric, body, retries=1)
+    news = [line for line in capfd.readouterr().err.splitlines() if line.startswith("multi:")]
+    assert delivered == [("survived", i) if i == 250 else i * i for i in range(300)]
+    assert retries == 1  # the command that died, and no other
+    (line,) = news
+    assert "while running Die_once (command 250 of the run), which runs again" in line, line
+
+
 @pytest.mark.parametrize(("how", "status"), [("return", 0), ("exit", 3), ("raise", 1)])
 def test_the_child_of_a_command_that_forks_ends_where_it_leaves_the_command(
     process_fabric: str, how: str, status: int

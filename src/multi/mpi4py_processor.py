@@ -42,7 +42,6 @@ import select
 import shutil
 import signal
 import socket
-import struct
 import sys
 import sysconfig
 import tempfile
@@ -55,7 +54,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any
 
-from multi import descriptors, wire
+from multi import descriptors, task_memory, wire
 from multi.application import Processor_box
 from multi.descriptors import Descriptor_capture, unnamed_files
 from multi.errors import MultiError, MultiWarning, ProcessorSizeError, ending
@@ -302,7 +301,7 @@ def _guard(
         os.set_blocking(read, False)  # where to note the death, if the slave passed it on
         with suppress(OSError, ValueError):
             notes, master = os.read(read, 4096).decode().splitlines()[:2]
-        running = _read_task(task)[0]
+        running = task_memory.read(task)[0]
         told = _note_death(what, key, running, _left(files, running), notes, master)
         if RELAUNCHED in os.environ:  # (under mpiexec with SURVIVE, started by the option)
             if not told:  # (else the master, which survives it, names it)
@@ -347,7 +346,7 @@ def _guard_spawned(
             shutil.rmtree(notes, ignore_errors=True)
             return 0
         code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-        running = _read_task(task)[0]
+        running = task_memory.read(task)[0]
         if code == 0 and running == LEFT:
             return 0
         _end_pmi_session()
@@ -396,30 +395,19 @@ def _end_pmi_session() -> None:
 
 
 def _task_memory(notes: str | None, key: int) -> mmap.mmap:
-    """The memory where a slave shows the command it runs, and since when (-1: none): to its
+    """The memory where a slave shows the command it runs (``multi.task_memory``): to its
     guard, for the note of its death, and where ``notes`` are known from the start (spawned
     slaves), in a file there, to its master on the same host (for its timeouts)."""
     if notes is None or not os.path.isdir(notes):  # (not on the master's host)
-        memory = mmap.mmap(-1, TASK.size)
-    else:
-        with open(_note_path(notes, key, ".task"), "w+b") as file:
-            file.truncate(TASK.size)
-            memory = mmap.mmap(file.fileno(), TASK.size)
-    TASK.pack_into(memory, 0, -1, 0.0)
-    return memory
-
-
-def _read_task(memory: mmap.mmap) -> tuple[int, float]:
-    """The command a slave runs and since when, read until two reads agree (it may write)."""
-    while (found := TASK.unpack_from(memory, 0)) != TASK.unpack_from(memory, 0):
-        pass
-    return found
+        return task_memory.shared()
+    with open(_note_path(notes, key, ".task"), "w+b") as file:
+        return task_memory.shared(file.fileno())
 
 
 def _note_task(task_id: int) -> None:
     """Show this slave's guard (and master) the command it runs (-1: none)."""
     if _guard_task is not None:
-        TASK.pack_into(_guard_task, 0, task_id, time.monotonic())
+        task_memory.write(_guard_task, task_id)
 
 
 def _tell_guard(notes: str, master: str) -> None:
@@ -771,11 +759,13 @@ class Mpi4py_transport(Transport):
                 suppress(OSError, ValueError),
                 open(_note_path(self.notes or "", key, ".task"), "rb") as file,
             ):
-                self._tasks[key] = mmap.mmap(file.fileno(), TASK.size, access=mmap.ACCESS_READ)
+                self._tasks[key] = mmap.mmap(
+                    file.fileno(), task_memory.TASK.size, access=mmap.ACCESS_READ
+                )
         memory = self._tasks.get(key)
         if memory is None:
             return None
-        task, since = _read_task(memory)
+        task, since = task_memory.read(memory)
         return (task, since) if task >= 0 else None
 
     def silent_for(self, rank: int) -> float | None:
@@ -1188,8 +1178,6 @@ _guard_pipe: int | None = None
 _guard_files: descriptors.Files | None = None
 #: The memory this slave shares with its guard: the command it runs (``_note_task``).
 _guard_task: mmap.mmap | None = None
-#: How that memory holds the command's id, and when it started (``time.monotonic()``).
-TASK = struct.Struct("qd")
 #: The "command" of a slave that left as told: its guard then knows that it did not die.
 LEFT = -2
 #: The note by which a master says that it hears SIGUSR1 (see ``_note_death``).

@@ -14,9 +14,10 @@ asks the daemon to tell it when any of them ends (``pvm_notify``)::
                  saw a slave end)                          is gone (a daemon's MASTER_GONE)
 
 Messages go straight from task to task (``route=direct``) or through the daemons. A slave
-that ends is named by its task id, host and process, with the command it ran (from its NOTE
-where it ran one long enough to send it, else the engine blames the first it held); the
-engine retries that command and starts another slave in its rank. Neither side ever waits
+that ends is named by its task id, host and process, with the command it ran: on the
+master's host, as the slave showed it in memory they share (``multi.task_memory``); on another,
+from its NOTE where it ran one long enough to send it, else the engine blames the first it
+held. The engine retries that command and starts another slave in its rank. Neither side ever waits
 inside libpvm: they wait in ``select`` on its sockets, which Ctrl-C interrupts.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import mmap
 import os
 import pickle
 import select
@@ -37,7 +39,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from multi import descriptors, wire
+from multi import descriptors, task_memory, wire
 from multi.application import Processor_box
 from multi.errors import MultiError
 from multi.logs import Log_forwarding
@@ -119,6 +121,8 @@ class _Slave:
     pid: int | None = None
     #: Its capture files (see ``multi.descriptors``), opened here where it runs on this host.
     files: descriptors.Files | None = None
+    #: Where it shows the command it runs (``multi.task_memory``), mapped here likewise.
+    memory: mmap.mmap | None = None
     task: int = -1  # the command it said it runs, and since when (the master's clock)
     since: float = 0.0
     heard: float = 0.0  # when it last gave a sign of life, or was given work while idle
@@ -255,9 +259,10 @@ class Pvm_transport(Transport):
             slave.task, running_for = pickle.loads(message.frames[0])
             slave.since = slave.heard - running_for
         elif message.tag == HELLO:
-            slave.pid, slave.host, files = pickle.loads(message.frames[0])
-            if slave.host == self.host:  # what a command writes, in case the slave dies
+            slave.pid, slave.host, files, memory = pickle.loads(message.frames[0])
+            if slave.host == self.host:  # what a command writes and runs, if the slave dies
                 slave.files = descriptors.files_of(slave.pid, files)
+                slave.memory = task_memory.of_process(slave.pid, memory)
         return None
 
     def _report(self, rank: int, frames: list[bytearray]) -> Report:
@@ -268,7 +273,18 @@ class Pvm_transport(Transport):
 
     def running(self, rank: int) -> tuple[int, float] | None:
         slave = self._slaves.get(rank)
-        return (slave.task, slave.since) if slave is not None and slave.task >= 0 else None
+        if slave is None:
+            return None
+        task, since = self._task(slave)
+        return (task, since) if task >= 0 else None
+
+    @staticmethod
+    def _task(slave: _Slave) -> tuple[int, float]:
+        """The command a slave runs, and since when: as it shows it where it runs on this
+        host, else as it last said (once a command has run ``WATCH_SECONDS``)."""
+        if slave.memory is not None:
+            return task_memory.read(slave.memory)
+        return slave.task, slave.since
 
     def silent_for(self, rank: int) -> float | None:
         return time.monotonic() - self._slaves[rank].heard
@@ -278,7 +294,7 @@ class Pvm_transport(Transport):
     def _lost(self, rank: int) -> Slave_lost:
         """Name a slave that ended, with the command it said it ran, and what it wrote."""
         slave = self._slaves[rank]
-        task = slave.task
+        task = self._task(slave)[0]
         output = descriptors.read_left(slave.files)  # (see end_slave)
         self._forget(rank)
         reason = f"{slave.name()} ended"
@@ -289,6 +305,8 @@ class Pvm_transport(Transport):
         self._ranks.pop(slave.tid, None)
         for fd in slave.files or ():  # (read already, where it died in a command)
             os.close(fd)
+        if slave.memory is not None:
+            slave.memory.close()
         return slave
 
     def end_slave(self, rank: int) -> Slave_ended:
@@ -379,7 +397,9 @@ def slave_main() -> None:
         sys.exit(2)
     pvm.notify_exit(MASTER_GONE, [master])
     files = descriptors.unnamed_files()  # (its master opens them, where it is on its host)
-    pvm.send(master, HELLO, _control((os.getpid(), socket.gethostname(), files)))
+    memory_fd, memory = task_memory.unnamed()  # (likewise)
+    hello = (os.getpid(), socket.gethostname(), files, memory_fd)
+    pvm.send(master, HELLO, _control(hello))
     description = _setup(pvm, master)
     if description is None:
         _leave(pvm)
@@ -409,8 +429,12 @@ def slave_main() -> None:
         pvm.send(master, OUTCOMES, seal(report, batch[1] if batch is not None else ()))
         watcher.sent()
 
+    def note(task: int) -> None:
+        task_memory.write(memory, task)
+        watcher.note(task)
+
     try:
-        serve(processor, context, receive, reply, watcher.note)
+        serve(processor, context, receive, reply, note)
     finally:
         watcher.stop()
         context.descriptors.close()

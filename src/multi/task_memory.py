@@ -1,0 +1,67 @@
+"""The memory where a slave process shows which command it runs, and since when.
+
+A slave writes it as each command starts, with no system call; a process that shares its host
+and maps the same memory (the guard of an MPI slave, a master on the same host) reads it when
+the slave dies or overruns its timeout. A message saying the same would reach the master only
+after a while: a death in the middle of a batch of quick commands would be blamed on the last
+command that a message named, which had finished.
+
+The memory holds the command's id (-1: none) and when it started, by ``time.monotonic()``, a
+clock that every process of a host shares.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import tempfile
+import time
+
+#: The command's id, and when it started.
+TASK = struct.Struct("qd")
+#: The id while no command runs.
+IDLE = -1
+
+
+def shared(fd: int | None = None) -> mmap.mmap:
+    """The memory, in the file ``fd`` (made the right size), else in memory that only the
+    children this process forks will share; no command runs yet."""
+    if fd is None:
+        memory = mmap.mmap(-1, TASK.size)
+    else:
+        os.ftruncate(fd, TASK.size)
+        memory = mmap.mmap(fd, TASK.size)
+    TASK.pack_into(memory, 0, IDLE, 0.0)
+    return memory
+
+
+def unnamed() -> tuple[int, mmap.mmap]:
+    """The memory in a file without a name, and its descriptor: a process on this host maps
+    it through ``of_process``; nothing stays behind however the processes end."""
+    with tempfile.TemporaryFile(buffering=0) as file:
+        fd = os.dup(file.fileno())
+    return fd, shared(fd)
+
+
+def of_process(pid: int, fd: int) -> mmap.mmap | None:
+    """The memory of process ``pid``, in its file ``fd``, mapped here for reading (Linux:
+    /proc); None where that cannot be done."""
+    try:
+        with open(f"/proc/{pid}/fd/{fd}", "rb") as file:
+            return mmap.mmap(file.fileno(), TASK.size, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):
+        return None
+
+
+def write(memory: mmap.mmap, task_id: int) -> None:
+    """Show that the command ``task_id`` starts now (``IDLE``: none runs)."""
+    TASK.pack_into(memory, 0, task_id, time.monotonic())
+
+
+def read(memory: mmap.mmap) -> tuple[int, float]:
+    """The command that runs and since when, read until two reads agree (it may be written
+    meanwhile)."""
+    while (found := TASK.unpack_from(memory, 0)) != TASK.unpack_from(memory, 0):
+        pass
+    return found
