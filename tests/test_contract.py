@@ -129,6 +129,26 @@ def test_every_slave_has_its_statistics_idle_ones_at_zero(fabric: str) -> None:
     assert f"on {size} slaves" in table
 
 
+def test_the_totals_count_every_run_however_many_and_small_they_are(fabric: str) -> None:
+    def body(processor: Any) -> tuple[int, int, int, float]:
+        for i in range(150):  # small runs, counted in a lump
+            processor.add_to_queue(w.Square(i))
+            processor.run_queue()
+        seen_midway = processor.totals.commands
+        for i in range(100):
+            processor.add_to_queue(w.Square(i))
+        processor.run_queue()
+        processor.add_to_queue(w.Fail(ValueError("bad")))
+        with pytest.raises(ValueError):
+            processor.run_queue()
+        totals = processor.totals
+        return seen_midway, totals.commands, totals.failed, totals.seconds
+
+    seen_midway, commands, failed, seconds = run_master(fabric, body)
+    assert (seen_midway, commands, failed) == (150, 251, 1)
+    assert seconds > 0
+
+
 # Rule 2: result commands and memos ---------------------------------------------------------
 
 

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from multi.transport import Transport
 
 STOP_SECONDS = 2.0
+#: Runs of this many commands or fewer are counted in ``totals`` this many at a time.
+UNCOUNTED_RUNS = 64
 
 
 class Data_store:
@@ -154,7 +156,11 @@ class Processor:
         self._scheduler: Scheduler | None = None
         #: What the last ``run_queue`` did, and all of them: per slave, commands, time, bytes.
         self.last_run: Run_statistics | None = None
-        self.totals = Run_statistics()
+        self._totals = Run_statistics()
+        #: Small runs not counted in ``totals`` yet: they are counted when it is read, or once
+        #: there are ``UNCOUNTED_RUNS`` (adding a run took a run of one command a twelfth of
+        #: its time).
+        self._uncounted: list[Run_statistics] = []
         self._progress = progress.Progress("no", 0)
         logs.give_records_their_slave()
 
@@ -409,9 +415,24 @@ class Processor:
         if self._timeline is not None:
             self._timeline.write()
         self.last_run = statistics
-        self.totals.add(statistics)
+        self._uncounted.append(statistics)
+        if run.count > UNCOUNTED_RUNS or statistics.failures or statistics.not_run:
+            self._count_runs()  # (what it holds is counted at once: its failures are dropped)
+        elif len(self._uncounted) >= UNCOUNTED_RUNS:
+            self._count_runs()
         if Verbosity().level() >= 2:
             print(statistics.one_line(), file=sys.stderr)
+
+    @property
+    def totals(self) -> Run_statistics:
+        """What every ``run_queue`` of the program did."""
+        self._count_runs()
+        return self._totals
+
+    def _count_runs(self) -> None:
+        for statistics in self._uncounted:
+            self._totals.add(statistics)
+        self._uncounted.clear()
 
     # Delivery on the master --------------------------------------------------------------
 
