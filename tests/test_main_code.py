@@ -4,6 +4,7 @@ slaves never run the application's top-level code."""
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import pickle
@@ -158,6 +159,32 @@ def test_local_classes_travel_by_value_and_come_back_as_the_masters_own(
     assert [type(point) for point in points] == [Local_point, Local_point]
     assert [point.x for point in points] == [1, 2]
     assert type(error) is Local_error
+
+
+def test_a_dataclass_that_travels_by_value_keeps_its_fields(
+    fabric: str, pickling: dict[str, Any]
+) -> None:
+    @dataclasses.dataclass
+    class Fit(w.Slave_command):
+        x: int
+        scale: float = 2.0
+
+        def __post_init__(self) -> None:
+            super().__init__()
+
+        def run(self, processor: Any, completed: bool) -> None:
+            fields = [field.name for field in dataclasses.fields(self)]
+            processor.return_object(w.Value(processor, (fields, self.x * self.scale)))
+
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        for x in (1, 2):
+            processor.add_to_queue(Fit(x), memo)
+        processor.run_queue()
+        return [value for _, value in memo.values]
+
+    assert run_master(fabric, body, **pickling) == [(["x", "scale"], 2.0), (["x", "scale"], 4.0)]
+    assert [field.name for field in dataclasses.fields(Fit)] == ["x", "scale"]  # (the master's)
 
 
 def test_what_cannot_travel_even_by_value_is_named(fabric: str, pickling: dict[str, Any]) -> None:

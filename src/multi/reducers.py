@@ -12,7 +12,7 @@ straight away; the stream is byte for byte what pickle writes.
 from __future__ import annotations
 
 import copyreg
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 Reducer = Callable[[Any], Any]
@@ -47,15 +47,21 @@ def _reducer(cls: type) -> Reducer | None:
 class Plain_reducers(dict[type, Reducer | None]):
     """The reducer of each plain class, None for the others, found when a class is first met.
 
-    A class whose instances are classes is never plain: pickle saves classes by name.
+    A class that ``registered`` names (a pickler's own table of reducers) is not plain there,
+    and a class whose instances are classes is never plain: pickle saves classes by name.
     """
+
+    def __init__(self, registered: Mapping[type, Any] | None = None) -> None:
+        super().__init__()
+        self.registered = registered
 
     def __missing__(self, cls: type) -> Reducer | None:
         if len(self) >= KEPT:
             self.clear()
-        reducer = self[cls] = None if issubclass(cls, type) else _reducer(cls)
+        own = self.registered is not None and cls in self.registered
+        reducer = self[cls] = None if own or issubclass(cls, type) else _reducer(cls)
         return reducer
 
 
-#: Each class's reducer if it is plain, else None (one table for every pickler).
+#: Each class's reducer if it is plain, else None, for picklers with no table of their own.
 plain = Plain_reducers()

@@ -130,6 +130,10 @@ class _Message:
         self.names: list[int] = []  # and their keys
 
 
+#: The reducer of each plain class that cloudpickle does not reduce its own way.
+_plain = reducers.Plain_reducers(cloudpickle.Pickler.dispatch_table)
+
+
 class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
     """cloudpickle's pickler, which defines a script's code once per slave and names it after.
 
@@ -160,7 +164,7 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
             if name is not None:
                 return named, (name,)
             return super().reducer_override(obj)
-        reducer = reducers.plain[type(obj)]
+        reducer = _plain[type(obj)]
         return NotImplemented if reducer is None else reducer(obj)
 
     def _name(self, obj: type | types.FunctionType) -> tuple[Any, ...] | None:
