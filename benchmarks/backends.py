@@ -448,15 +448,16 @@ class Multi(Runner):
 
     def _application_cpu(self, count: int) -> float:
         """The master's CPU time on the application's own objects in a run of ``count``:
-        pickling the commands, unpickling and running the results (objects of the same kinds)."""
-        import pickle
+        pickling the commands, unpickling and running the results (objects of the same kinds),
+        as the master pickles and unpickles them."""
+        from multi import wire
 
         commands = [tasks.Noop_command() for _ in range(count)]
-        results = pickle.dumps([tasks.Done_result(self.processor) for _ in range(count)], 5)
+        results = wire.dumps([tasks.Done_result(self.processor) for _ in range(count)])
         share = tasks.Share(Tally())
         cpu = time.process_time()
-        pickle.dumps(commands, protocol=5)
-        for result in pickle.loads(results):
+        wire.dumps(commands)
+        for result in wire.loads(results):
             result.run(self.processor, share)
         return time.process_time() - cpu
 
