@@ -755,13 +755,9 @@ class Mpi4py_transport(Transport):
         if not self.spawned or key is None:
             return None
         if key not in self._tasks:
-            with (
-                suppress(OSError, ValueError),
-                open(_note_path(self.notes or "", key, ".task"), "rb") as file,
-            ):
-                self._tasks[key] = mmap.mmap(
-                    file.fileno(), task_memory.TASK.size, access=mmap.ACCESS_READ
-                )
+            found = task_memory.mapped(_note_path(self.notes or "", key, ".task"))
+            if found is not None:
+                self._tasks[key] = found
         memory = self._tasks.get(key)
         if memory is None:
             return None

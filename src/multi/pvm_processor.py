@@ -14,10 +14,10 @@ asks the daemon to tell it when any of them ends (``pvm_notify``)::
                  saw a slave end)                          is gone (a daemon's MASTER_GONE)
 
 Messages go straight from task to task (``route=direct``) or through the daemons. A slave
-that ends is named by its task id, host and process, with the command it ran: on the
-master's host, as the slave showed it in memory they share (``multi.task_memory``); on another,
-from its NOTE where it ran one long enough to send it, else the engine blames the first it
-held. The engine retries that command and starts another slave in its rank. Neither side ever waits
+that ends is named by its task id, host and process, with the command it ran: on the master's
+host, as the slave showed it in memory they share (``multi.task_memory``); on another, from
+its NOTE where it ran one long enough to send it, else the engine blames the first it held.
+The engine retries that command and starts another slave in its rank. Neither side ever waits
 inside libpvm: they wait in ``select`` on its sockets, which Ctrl-C interrupts.
 """
 

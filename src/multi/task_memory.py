@@ -45,10 +45,15 @@ def unnamed() -> tuple[int, mmap.mmap]:
 
 
 def of_process(pid: int, fd: int) -> mmap.mmap | None:
-    """The memory of process ``pid``, in its file ``fd``, mapped here for reading (Linux:
-    /proc); None where that cannot be done."""
+    """The memory of process ``pid``, in its file ``fd``, mapped here (Linux: /proc)."""
+    return mapped(f"/proc/{pid}/fd/{fd}")
+
+
+def mapped(path: str) -> mmap.mmap | None:
+    """The memory in the file at ``path``, mapped here for reading; None where that cannot
+    be done (the file is gone, or was never made the right size)."""
     try:
-        with open(f"/proc/{pid}/fd/{fd}", "rb") as file:
+        with open(path, "rb") as file:
             return mmap.mmap(file.fileno(), TASK.size, access=mmap.ACCESS_READ)
     except (OSError, ValueError):
         return None

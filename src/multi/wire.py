@@ -65,9 +65,10 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
             raise KeyError(cls)
         if len(self) >= reducers.KEPT:
             self.clear()
-        reducer = copyreg.dispatch_table.get(cls) or reducers.plain[cls] or _by_default
         if cls.__module__ in MAIN_MODULES:
-            reducer = _main_code
+            reducer: Callable[[Any], Any] = _main_code
+        else:
+            reducer = copyreg.dispatch_table.get(cls) or reducers.plain[cls] or _by_default
         self[cls] = reducer
         return reducer
 
