@@ -107,6 +107,11 @@ class Registered:
         self.a = 1
 
 
+class Registered_late:
+    def __init__(self) -> None:
+        self.a = 1
+
+
 @dataclasses.dataclass
 class Record:
     a: int = 1
@@ -146,6 +151,20 @@ def test_a_message_is_pickled_byte_for_byte_as_pickle_does(obj: Any, registered:
     frames = wire.dumps(obj)
 
     assert bytes(frames[0]) == expected
+
+
+def test_a_class_registered_with_copyreg_after_it_travelled_is_pickled_as_registered() -> None:
+    wire.dumps(Registered_late())  # (found plain, and kept so)
+    copyreg.pickle(Registered_late, lambda obj: (Registered_late, ()))
+    try:
+        expected = pickle.dumps(Registered_late(), protocol=wire.PROTOCOL)
+
+        frames = wire.dumps(Registered_late())
+    finally:
+        del copyreg.dispatch_table[Registered_late]
+
+    assert bytes(frames[0]) == expected
+    assert bytes(wire.dumps(Registered_late())[0]) == pickle.dumps(Registered_late(), 5)
 
 
 def test_arrays_of_a_plain_object_stay_out_of_band() -> None:

@@ -44,6 +44,27 @@ def _reducer(cls: type) -> Reducer | None:
     return lambda obj: (newobj, args, obj.__dict__ or None)
 
 
+#: Every table that holds what was found of classes, and the number of ``copyreg``
+#: registrations when they were last emptied (``check_registrations``).
+_tables: list[dict[type, Any]] = []
+_registrations = len(copyreg.dispatch_table)
+
+
+def kept(table: dict[type, Any]) -> None:
+    """Let ``check_registrations`` empty ``table`` too."""
+    _tables.append(table)
+
+
+def check_registrations() -> None:
+    """Forget what was found of every class if ``copyreg`` registrations came or went since
+    (a class registered after its first instance was pickled): called once per message."""
+    global _registrations
+    if len(copyreg.dispatch_table) != _registrations:
+        _registrations = len(copyreg.dispatch_table)
+        for table in _tables:
+            table.clear()
+
+
 class Plain_reducers(dict[type, Reducer | None]):
     """The reducer of each plain class, None for the others, found when a class is first met.
 
@@ -54,6 +75,7 @@ class Plain_reducers(dict[type, Reducer | None]):
     def __init__(self, registered: Mapping[type, Any] | None = None) -> None:
         super().__init__()
         self.registered = registered
+        kept(self)
 
     def __missing__(self, cls: type) -> Reducer | None:
         if len(self) >= KEPT:

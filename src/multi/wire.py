@@ -77,6 +77,9 @@ class _Pickler(pickle.Pickler):
     dispatch_table = _Reducers()
 
 
+reducers.kept(_Pickler.dispatch_table)
+
+
 COMMAND_ADVICE = (
     "Commands travel to the slaves: keep objects that do not pickle in a Memo on the master, "
     "or create them inside run(); code of the main script travels with the globals it uses."
@@ -89,6 +92,7 @@ def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
     ``peer`` is the slave process it goes to: the main script's code that travels by value
     then goes once (see ``multi.sent_code``). Raises ``UnpicklableError`` if it does not pickle.
     """
+    reducers.check_registrations()
     buffers: list[pickle.PickleBuffer] = []
     try:
         with io.BytesIO() as file:
