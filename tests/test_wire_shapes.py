@@ -98,6 +98,19 @@ class Own_reduce:
         return (Own_reduce, ())
 
 
+class Delegating:
+    """Answers for what it wraps, as proxies do; pickle looks its hooks up on the class, so
+    what it wraps has no say (an int's ``__getnewargs__`` here)."""
+
+    def __init__(self) -> None:
+        self.inner = 7
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 class Table(dict[str, int]):
     pass
 
@@ -138,7 +151,8 @@ def _kinds() -> list[Any]:
     plain = Plain()
     return [
         plain, [plain, plain], Derived(), Empty(), Slotted(), Own_state(), Own_reduce(),
-        Table(a=1), Registered(), Record(), Failed("x"), Colour.RED, Colour, Shape, Plain, int,
+        Delegating(), Table(a=1), Registered(), Record(), Failed("x"), Colour.RED, Colour, Shape,
+        Plain, int,
         fractions.Fraction(1, 3), datetime.datetime(2026, 1, 2), functools.partial(print, 1),
         np.float64(2), range(3), [Plain(), Plain()],
     ]  # fmt: skip
