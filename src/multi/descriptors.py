@@ -83,15 +83,16 @@ def files_of(pid: int, fds: Files) -> Files | None:
 def unnamed_files() -> Files:
     """Two files without a name, opened for appending: they go with the last descriptor that
     points to them, however the processes that hold them end."""
-    first = _unnamed()
+    first = unnamed_file()
     try:
-        return first, _unnamed()
+        return first, unnamed_file()
     except BaseException:  # (out of descriptors, say: the first is not left open)
         os.close(first)
         raise
 
 
-def _unnamed() -> int:
+def unnamed_file() -> int:
+    """A file without a name, opened for appending; its descriptor."""
     with tempfile.TemporaryFile(buffering=0) as file:
         fd = os.dup(file.fileno())
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)

@@ -416,9 +416,9 @@ class Processor:
             self._timeline.write()
         self.last_run = statistics
         self._uncounted.append(statistics)
-        if run.count > UNCOUNTED_RUNS or statistics.failures or statistics.not_run:
-            self._count_runs()  # (what it holds is counted at once: its failures are dropped)
-        elif len(self._uncounted) >= UNCOUNTED_RUNS:
+        # (a run that holds more is counted at once, its failures then dropped)
+        held = run.count > UNCOUNTED_RUNS or statistics.failures or statistics.not_run
+        if held or len(self._uncounted) >= UNCOUNTED_RUNS:
             self._count_runs()
         if Verbosity().level() >= 2:
             print(statistics.one_line(), file=sys.stderr)

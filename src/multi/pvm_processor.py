@@ -386,9 +386,8 @@ def slave_main() -> None:
         os.setpgid(0, 0)
     end_with_parent()  # (its parent is the daemon)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the master
-    signal.signal(
-        signal.SIGTERM, lambda number, frame: end_group()
-    )  # the daemon halts, or kills this task
+    # (the daemon halts, or kills this task)
+    signal.signal(signal.SIGTERM, lambda number, frame: end_group())
     pvm = Pvm()
     pvm.mytid()
     master = pvm.parent()

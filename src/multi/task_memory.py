@@ -15,8 +15,9 @@ from __future__ import annotations
 import mmap
 import os
 import struct
-import tempfile
 import time
+
+from multi import descriptors
 
 #: The command's id, and when it started.
 TASK = struct.Struct("qd")
@@ -39,8 +40,7 @@ def shared(fd: int | None = None) -> mmap.mmap:
 def unnamed() -> tuple[int, mmap.mmap]:
     """The memory in a file without a name, and its descriptor: a process on this host maps
     it through ``of_process``; nothing stays behind however the processes end."""
-    with tempfile.TemporaryFile(buffering=0) as file:
-        fd = os.dup(file.fileno())
+    fd = descriptors.unnamed_file()
     return fd, shared(fd)
 
 
