@@ -9,7 +9,10 @@ import datetime
 import enum
 import fractions
 import functools
+import gc
 import pickle
+import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -190,3 +193,49 @@ def test_arrays_of_a_plain_object_stay_out_of_band() -> None:
     assert len(frames) == 2
     back = wire.loads(frames)
     assert back.me is back and np.array_equal(back.items[0], holder.items[0])
+
+
+# The pickler kept for the next message -------------------------------------------------------
+
+
+class Nested:
+    """Pickles a message of its own while it is pickled (as some objects' reductions do)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        inner = wire.dumps([Plain(), np.arange(3.0)])
+        return _from_frames, (bytes(inner[0]), [bytes(frame) for frame in inner[1:]])
+
+
+def _from_frames(stream: bytes, buffers: list[bytes]) -> Any:
+    return wire.loads([stream, *buffers])
+
+
+def test_a_message_pickled_while_another_is_comes_whole_and_leaves_the_other_whole() -> None:
+    outer = [Plain(), np.arange(5.0), Nested(), np.arange(7.0)]
+
+    back = wire.loads(wire.dumps(outer))
+
+    assert back[0].me is back[0]
+    assert np.array_equal(back[1], np.arange(5.0)) and np.array_equal(back[3], np.arange(7.0))
+    inner = back[2]
+    assert inner[0].me is inner[0] and np.array_equal(inner[1], np.arange(3.0))
+
+
+def test_a_message_that_fails_to_pickle_leaves_nothing_in_the_next() -> None:
+    with pytest.raises(wire.UnpicklableError):
+        wire.dumps([Plain(), np.arange(4.0), threading.Lock()])
+
+    frames = wire.dumps([1, 2])
+
+    assert len(frames) == 1 and bytes(frames[0]) == pickle.dumps([1, 2], protocol=wire.PROTOCOL)
+
+
+def test_what_was_pickled_is_not_kept_alive() -> None:
+    plain = Plain()
+    alive = weakref.ref(plain)
+    wire.dumps([plain, plain])
+
+    del plain
+    gc.collect()
+
+    assert alive() is None

@@ -25,6 +25,7 @@ import io
 import operator
 import pickle
 import sys
+import threading
 import types
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -80,6 +81,44 @@ class _Pickler(pickle.Pickler):
 reducers.kept(_Pickler.dispatch_table)
 
 
+class _Kept(threading.local):
+    """A pickler, its file and its buffers, kept for the next message of this thread: making
+    them took as long as pickling a batch of one tiny command. ``busy`` while it pickles, as
+    an object's own reduction may pickle another message meanwhile (that one gets its own)."""
+
+    busy = False
+
+    def __init__(self) -> None:
+        self.file = io.BytesIO()
+        self.buffers: list[pickle.PickleBuffer] = []
+        self.pickler = _Pickler(self.file, PROTOCOL, buffer_callback=self.buffers.append)
+
+
+_kept = _Kept()
+
+
+def _by_reference(obj: Any) -> Frames:
+    """Pickle ``obj`` with the C pickler, code and classes by reference: the stream, then the
+    out-of-band buffers."""
+    kept = _kept
+    if kept.busy:
+        buffers: list[pickle.PickleBuffer] = []
+        with io.BytesIO() as file:
+            _Pickler(file, PROTOCOL, buffer_callback=buffers.append).dump(obj)
+            return [file.getvalue(), *buffers]
+    kept.busy = True
+    file, buffers = kept.file, kept.buffers
+    try:
+        kept.pickler.dump(obj)
+        return [file.getvalue(), *buffers]
+    finally:
+        kept.pickler.clear_memo()  # (the memo holds the objects: none is kept alive here)
+        file.seek(0)
+        file.truncate()
+        buffers.clear()
+        kept.busy = False
+
+
 COMMAND_ADVICE = (
     "Commands travel to the slaves: keep objects that do not pickle in a Memo on the master, "
     "or create them inside run(); code of the main script travels with the globals it uses."
@@ -93,19 +132,17 @@ def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
     then goes once (see ``multi.sent_code``). Raises ``UnpicklableError`` if it does not pickle.
     """
     reducers.check_registrations()
-    buffers: list[pickle.PickleBuffer] = []
     try:
-        with io.BytesIO() as file:
-            _Pickler(file, PROTOCOL, buffer_callback=buffers.append).dump(obj)
-            head = file.getvalue()
+        frames = _by_reference(obj)
     except (pickle.PicklingError, AttributeError):  # not found by reference: try by value
         pass
     except Exception as exc:
         raise UnpicklableError(f"{type(exc).__name__}: {exc}") from exc
     else:
+        head = frames[0]
         # One scan for the end that both names share (``in`` on bytes costs twice ``find``).
         if head.find(b"main__") < 0 or not _names_main(head):
-            return [head, *buffers]
+            return frames
     return _dumps_by_value(obj, peer)
 
 
