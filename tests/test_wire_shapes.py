@@ -184,6 +184,21 @@ def test_a_class_registered_with_copyreg_after_it_travelled_is_pickled_as_regist
     assert bytes(wire.dumps(Registered_late())[0]) == pickle.dumps(Registered_late(), 5)
 
 
+def test_a_class_registered_again_with_copyreg_is_pickled_as_registered_last() -> None:
+    copyreg.pickle(Registered_late, lambda obj: (Registered_late, ()))
+    try:
+        wire.dumps(Registered_late())  # (its reducer found, and kept)
+        copyreg.pickle(Registered_late, lambda obj: (dict, ((("again", 1),),)))
+        expected = pickle.dumps(Registered_late(), protocol=wire.PROTOCOL)
+
+        frames = wire.dumps(Registered_late())
+    finally:
+        del copyreg.dispatch_table[Registered_late]
+
+    assert bytes(frames[0]) == expected
+    assert wire.loads(frames) == {"again": 1}
+
+
 def test_arrays_of_a_plain_object_stay_out_of_band() -> None:
     holder = Plain()
     holder.items = [np.arange(1000.0)]

@@ -68,10 +68,25 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
             self.clear()
         if cls.__module__ in MAIN_MODULES:
             reducer: Callable[[Any], Any] = _main_code
+        elif cls in copyreg.dispatch_table:
+            reducer = _as_registered(cls)
         else:
-            reducer = copyreg.dispatch_table.get(cls) or reducers.plain[cls] or _by_default
+            reducer = reducers.plain[cls] or _by_default
         self[cls] = reducer
         return reducer
+
+
+def _as_registered(cls: type) -> Callable[[Any], Any]:
+    """The reducer of a class registered with ``copyreg``: the one registered when an instance
+    is pickled, as pickle asks (a registration may be replaced by another for the same class,
+    which leaves the number of registrations as it was)."""
+    table = copyreg.dispatch_table
+
+    def reduce(obj: Any) -> Any:
+        registered = table.get(cls)
+        return registered(obj) if registered is not None else _by_default(obj)
+
+    return reduce
 
 
 class _Pickler(pickle.Pickler):
