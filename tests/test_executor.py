@@ -311,9 +311,11 @@ def test_an_executor_under_mpiexec_serves_on_ranks_above_zero(tmp_path: Path) ->
     assert result.stdout.splitlines() == ["24502500 True"]  # printed by rank 0 alone
 
 
-INTERRUPTED = textwrap.dedent(
+#: A call that starts a child, notes in $STARTED that it runs (see ``conftest.interrupt``), and
+#: sleeps: the start of a program to interrupt.
+FOREVER = textwrap.dedent(
     """
-    import os, subprocess, sys, threading, time
+    import os, subprocess, sys, time
     from multi import Executor
 
     def forever(i):
@@ -321,7 +323,10 @@ INTERRUPTED = textwrap.dedent(
         with open(os.path.join(os.environ["STARTED"], f"{os.getpid()}-{i}"), "w") as note:
             note.write(str(child.pid))
         time.sleep(600)
-
+    """
+)
+INTERRUPTED = FOREVER + textwrap.dedent(
+    """
     if __name__ == "__main__":
         with Executor(sys.argv[1], 2) as pool:
             list(pool.map(forever, range(4), chunksize=1))
@@ -341,26 +346,36 @@ def test_ctrl_c_ends_an_executor_program_and_every_slave(kind: str, tmp_path: Pa
     assert survivors(processes) == []
 
 
+FORGETFUL = textwrap.dedent(
+    """
+    import sys, time
+    from multi import Executor
+
+    def note(path, i):
+        time.sleep(0.05)
+        with open(path, "a") as out:
+            out.write(f"{i}\\n")
+
+    if __name__ == "__main__":
+        pool = Executor(sys.argv[2], 2) if len(sys.argv) > 2 else Executor()
+        for i in range(40):
+            pool.submit(note, sys.argv[1], i)
+        time.sleep(0.5)  # (the program ends while its calls run)
+    """
+)
+
+
+def _ran_every_call(result: subprocess.CompletedProcess[str], mark: Path) -> None:
+    assert result.returncode == 0, result.stderr
+    assert sorted(int(line) for line in mark.read_text().split()) == list(range(40))
+    assert "slave" not in result.stderr  # (no death told: nothing stopped the slaves early)
+
+
 def test_a_program_that_forgets_shutdown_still_gets_its_calls_run(
     replacing_fabric: str, tmp_path: Path
 ) -> None:
     script = tmp_path / "forgetful.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import os, sys
-            from multi import Executor
-
-            def write(path):
-                with open(path, "w") as out:
-                    out.write("ran")
-
-            if __name__ == "__main__":
-                pool = Executor(sys.argv[2], 2)
-                pool.submit(write, sys.argv[1])
-            """
-        )
-    )
+    script.write_text(FORGETFUL)
     mark = tmp_path / "mark"
     result = subprocess.run(
         [sys.executable, str(script), str(mark), replacing_fabric],
@@ -368,5 +383,44 @@ def test_a_program_that_forgets_shutdown_still_gets_its_calls_run(
         text=True,
         timeout=60,
     )
-    assert result.returncode == 0, result.stderr
-    assert mark.read_text() == "ran"
+    _ran_every_call(result, mark)
+
+
+@pytest.mark.parametrize("launched", ["multiprocessing", "thread", "mpi4py"])
+def test_an_executor_left_open_on_the_launcher_slaves_gets_its_calls_run(
+    launched: str, tmp_path: Path
+) -> None:
+    if launched in MISSING:
+        pytest.skip(f"{launched} is not available: {MISSING[launched]}")
+    script = tmp_path / "forgetful.py"
+    script.write_text(FORGETFUL)
+    mark = tmp_path / "mark"
+    result = run(sys.executable, "-m", "multi", "-m", launched, "-n", "2", "-v", "0", str(script),
+                 str(mark))  # fmt: skip
+    _ran_every_call(result, mark)
+
+
+INTERRUPTED_LEFT_OPEN = FOREVER + textwrap.dedent(
+    """
+    if __name__ == "__main__":
+        pool = Executor(sys.argv[1], 2)
+        for future in [pool.submit(forever, i) for i in range(4)]:
+            future.result()
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["multiprocessing", "thread", "pvm"])
+def test_ctrl_c_ends_a_program_whose_executor_was_left_open_with_its_status(
+    kind: str, tmp_path: Path
+) -> None:
+    if kind in MISSING:
+        pytest.skip(f"{kind} is not available: {MISSING[kind]}")
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED_LEFT_OPEN)
+    status, stderr, processes = interrupt([sys.executable, str(script), kind], 2)
+    # Ended by Ctrl-C as a shell sees it (130): by the signal itself, as Python ends, or with
+    # its status, where MPI ends the job. The calls are dropped, not waited for.
+    assert status in (-signal.SIGINT, 128 + signal.SIGINT), stderr
+    assert "KeyboardInterrupt" in stderr
+    assert survivors(processes) == []

@@ -15,7 +15,6 @@ the values come back in order, item by item.
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import functools
 import itertools
@@ -32,7 +31,7 @@ from multi import application
 from multi.commands import Slave_command
 from multi.errors import MultiError
 from multi.memo import Memo
-from multi.processor import Processor
+from multi.processor import Processor, ending_status
 from multi.results import Result_command
 
 #: The fabric of an executor made outside the launcher without one.
@@ -164,11 +163,15 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._closed = False
-        self._abandon = False  # end the run under way at once, dropping the calls it holds
+        #: The status the program ends with, once the run under way must end at once and
+        #: drop the calls it holds (Ctrl-C, sys.exit): MPI ends the job with it.
+        self._abandon: int | None = None
         self._broken: BaseException | None = None
         self._thread = threading.Thread(target=self._engine, name="multi-executor", daemon=True)
         self._thread.start()
         _executors.add(self)
+        if not self._owned:  # the launcher's slaves: they stop once the calls have finished
+            self._processor.before_stop(self._finish)
 
     # concurrent.futures.Executor ---------------------------------------------------------
 
@@ -224,11 +227,28 @@ class Executor(concurrent.futures.Executor):
         """Wait for the calls to finish; but if the block ended in Ctrl-C or another
         ``BaseException`` that is no ``Exception``, drop them and stop the slaves at once."""
         if error is not None and not isinstance(error, Exception):
-            self._abandon = True
-            self.shutdown(wait=True, cancel_futures=True)
+            self._drop(ending_status(error))
             return None
         self.shutdown(wait=True)
         return None
+
+    def _drop(self, status: int) -> None:
+        """End the run under way at once and cancel the calls that wait; the program ends with
+        ``status``."""
+        self._abandon = status
+        self.shutdown(wait=True, cancel_futures=True)
+
+    def _finish(self, completed: bool) -> None:
+        """Finish the calls taken, or, if the program does not end ``completed``, drop them;
+        Ctrl-C meanwhile drops them too."""
+        if not completed:
+            self._drop(ending_status(sys.exc_info()[1]))
+            return
+        try:
+            self.shutdown(wait=True)
+        except KeyboardInterrupt as interrupt:
+            self._drop(ending_status(interrupt))
+            raise
 
     @property
     def processor(self) -> Processor:
@@ -261,7 +281,7 @@ class Executor(concurrent.futures.Executor):
         self, wanted: int, taken: list[int]
     ) -> list[tuple[Slave_command, Memo | None]] | None:
         """Up to ``wanted`` calls for the run under way; None once it should end."""
-        if self._abandon:
+        if self._abandon is not None:
             raise _Abandoned()
         items: list[tuple[Slave_command, Memo | None]] = []
         with self._lock:
@@ -306,7 +326,8 @@ class Executor(concurrent.futures.Executor):
         finally:
             self._not_run("the executor was shut down")
             if self._owned:
-                self._processor.stop_slaves(kill=self._abandon)
+                dropped = self._abandon
+                self._processor.stop_slaves(kill=dropped is not None, status=dropped or 0)
 
     def _break(self, error: BaseException) -> None:
         with self._lock:
@@ -393,14 +414,26 @@ def _processor(
 _executors: weakref.WeakSet[Executor] = weakref.WeakSet()
 
 
-@atexit.register
 def _shut_down_at_exit() -> None:
     """An executor left open ends with the program: its calls are finished first, as
-    ``concurrent.futures`` does; Ctrl-C meanwhile drops them."""
+    ``concurrent.futures`` does; they are dropped if the program ends in Ctrl-C (the
+    exception Python printed last, ``sys.last_value``), or on Ctrl-C meanwhile.
+
+    Called as the main thread ends, before ``atexit``'s handlers (where concurrent.futures
+    finishes its own calls too): those include multiprocessing's, which kills daemon
+    processes such as the slaves, and an MPI transport's, which stops its slaves. Run after
+    them, the calls were lost and the program still ended with status 0.
+    """
+    ending = getattr(sys, "last_value", None)
     for executor in list(_executors):
+        if isinstance(ending, KeyboardInterrupt):
+            executor._drop(ending_status(ending))
+            continue
         try:
             executor.shutdown(wait=True)
-        except KeyboardInterrupt:
-            executor._abandon = True
-            executor.shutdown(wait=True, cancel_futures=True)
+        except KeyboardInterrupt as interrupt:
+            executor._drop(ending_status(interrupt))
     sys.stdout.flush()
+
+
+threading._register_atexit(_shut_down_at_exit)  # type: ignore[attr-defined]

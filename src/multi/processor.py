@@ -12,10 +12,12 @@ import datetime
 import errno
 import operator
 import os
+import signal
 import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -162,6 +164,8 @@ class Processor:
         #: its time).
         self._uncounted: list[Run_statistics] = []
         self._progress = progress.Progress("no", 0)
+        #: What must finish before ``run()`` stops the slaves (see ``before_stop``).
+        self._before_stop: list[weakref.WeakMethod[Callable[[bool], None]]] = []
         logs.give_records_their_slave()
 
     # What a fabric provides ------------------------------------------------------------------
@@ -699,15 +703,22 @@ class Processor:
         """What a slave started afresh runs first, to hold the data the others hold."""
         return list(self._setup_commands)
 
-    def stop_slaves(self, kill: bool = False) -> None:
+    def stop_slaves(self, kill: bool = False, *, status: int = 0) -> None:
         """Stop the slaves (at once with ``kill``, else once they have left); the next run
-        starts fresh ones."""
+        starts fresh ones. ``status`` is the one the program ends with, if stopping them must
+        end the whole job (MPI slaves that do not leave)."""
         self.assert_on_master()
         self._refuse_nested(
             "stop_slaves",
             "call it once run_queue() has returned, or processor.exit() to end the program now",
         )
-        self._drop_transport(kill=kill)
+        self._drop_transport(kill=kill, status=status)
+
+    def before_stop(self, finish: Callable[[bool], None]) -> None:
+        """Have ``finish`` called before ``run()`` stops the slaves, with whether the program
+        completed (else it is interrupted or failed): an executor open on the launcher's
+        slaves finishes its calls then. The processor keeps ``finish`` weakly."""
+        self._before_stop.append(weakref.WeakMethod(finish))
 
     def _drop_transport(self, kill: bool = False, status: int = 0) -> None:
         """Stop the slaves: at once with ``kill``, else once they have left; ``status`` is the
@@ -771,9 +782,22 @@ class Processor:
             self._running = False
             ending = sys.exc_info()[1]
             completed = ending is None or isinstance(ending, SystemExit)
-            self._drop_transport(kill=not completed, status=ending_status(ending))
-            if completed:
-                self.post_run()
+            try:
+                self._finish_before_stop(completed)
+            except BaseException as error:  # (Ctrl-C while calls finish: they are dropped)
+                ending, completed = error, False
+                raise
+            finally:
+                self._drop_transport(kill=not completed, status=ending_status(ending))
+                if completed:
+                    self.post_run()
+
+    def _finish_before_stop(self, completed: bool) -> None:
+        """Call what ``before_stop`` was given, newest first."""
+        while self._before_stop:
+            finish = self._before_stop.pop()()
+            if finish is not None:
+                finish(completed)
 
     def _run_application(self) -> None:
         callback = self.callback
@@ -832,9 +856,12 @@ def _from_another_thread(name: str) -> MultiError:
 
 
 def ending_status(error: BaseException | None) -> int:
-    """The status a program ends with if ``error`` ends it: sys.exit's own, else a failure."""
+    """The status a program ends with if ``error`` ends it: sys.exit's own, Ctrl-C's as a
+    shell sees it (128 + SIGINT), else a failure."""
     if error is None:
         return 0
+    if isinstance(error, KeyboardInterrupt):
+        return 128 + signal.SIGINT
     return exit_status(error) if isinstance(error, SystemExit) else 1
 
 
