@@ -502,6 +502,42 @@ def test_a_record_a_command_logs_names_its_slave_and_command(
     assert all(r.slave >= 1 for r in records)
 
 
+def test_a_slave_logs_the_levels_the_master_sets_meanwhile_and_no_more(fabric: str) -> None:
+    levels = (logging.DEBUG, logging.INFO, logging.WARNING)
+    science, other = "tests.science.fit", "tests.other"
+
+    def wanted(processor: Any) -> list[list[bool]]:
+        memo = w.Record()
+        for name in (science, other):
+            processor.add_to_queue(w.Logs_wanted(name, levels), memo)
+        processor.run_queue()
+        return [value for _, value in memo.values]
+
+    def body(processor: Any) -> list[list[list[bool]]]:
+        seen = [wanted(processor)]  # (the slaves run, the master as it started)
+        logging.getLogger("tests.science").setLevel(logging.DEBUG)  # (a parent of science)
+        try:
+            seen.append(wanted(processor))
+        finally:
+            logging.getLogger("tests.science").setLevel(logging.NOTSET)
+        seen.append(wanted(processor))
+        return seen
+
+    root = logging.getLogger()
+    was = root.level
+    root.setLevel(logging.WARNING)
+    try:
+        seen = run_master(fabric, body)
+    finally:
+        root.setLevel(was)
+    only_warnings = [False, False, True]
+    assert seen == [
+        [only_warnings, only_warnings],
+        [[True, True, True], only_warnings],
+        [only_warnings, only_warnings],
+    ]
+
+
 @pytest.mark.parametrize("call", ["return_object", "exit"])
 def test_a_result_or_exit_from_a_thread_a_command_started_is_refused(
     fabric: str, call: str

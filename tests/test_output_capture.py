@@ -64,6 +64,11 @@ class Silences_logging(Slave_command):
         logging.getLogger("tests.science").info("silenced")
 
 
+class Logs_elsewhere(Slave_command):
+    def run(self, processor: Any, completed: bool) -> None:
+        logging.getLogger("tests.other").info("not wanted either")
+
+
 @pytest.mark.parametrize("kind", PROCESS_FABRICS)
 def test_output_of_c_os_write_and_children_is_one_block_per_command(
     kind: str, capfd: pytest.CaptureFixture[str]
@@ -148,6 +153,26 @@ def test_records_logged_on_a_slave_reach_the_master_logging(
     assert all(r.slave >= 1 and re.fullmatch(r"Logs \d", r.command) for r in records)
     failed = next(r for r in records if r.levelno == logging.ERROR)
     assert failed.command == "Logs 1" and "ValueError: no data" in failed.exc_text
+
+
+@pytest.mark.parametrize("kind", PROCESS_FABRICS)
+def test_levels_the_master_sets_once_its_slaves_run_decide_what_they_log(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def body(processor: Any) -> None:
+        processor.add_to_queue(Logs(0))  # (the slaves run; the master wants warnings only)
+        processor.run_queue()
+        # One logger of the master wants every level, where its root still wants warnings.
+        with caplog.at_level(logging.DEBUG, logger="tests.science"):
+            for i in (2, 4):
+                processor.add_to_queue(Logs(i))
+            processor.run_queue()
+            processor.add_to_queue(Logs_elsewhere())  # (its logger wants warnings only)
+            processor.run_queue()
+
+    run_master(kind, body)
+    messages = sorted(r.getMessage() for r in caplog.records if r.name.startswith("tests."))
+    assert messages == ["fitting 2", "fitting 4", "not wanted 2", "not wanted 4"]
 
 
 @pytest.mark.parametrize("kind", PROCESS_FABRICS)

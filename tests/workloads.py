@@ -463,6 +463,19 @@ class Interrupt_once(Slave_command):
         processor.return_object(Value(processor, ("survived", self.index)))
 
 
+class Logs_wanted(Slave_command):
+    """Returns whether its slave logs the levels of ``levels`` on the logger ``name``."""
+
+    def __init__(self, name: str, levels: tuple[int, ...]) -> None:
+        super().__init__()
+        self.name = name
+        self.levels = levels
+
+    def run(self, processor: Any, completed: bool) -> None:
+        enabled = logging.getLogger(self.name).isEnabledFor
+        processor.return_object(Value(processor, [enabled(level) for level in self.levels]))
+
+
 class Logged(Slave_command):
     """Appends its index to a file each time it runs, then returns it."""
 

@@ -34,7 +34,6 @@ import atexit
 import glob
 import itertools
 import json
-import logging
 import mmap
 import os
 import pickle
@@ -1105,7 +1104,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     watcher.start()
     context = Slave_context(rank, slaves, processor.data_store)
     context.descriptors = Descriptor_capture(_guard_files or unnamed_files())
-    context.logs = Log_forwarding(rank, logging.DEBUG)  # the master's levels decide
+    context.logs = Log_forwarding(rank)
     try:
         serve(processor, context, receive, reply, note)
     except KeyboardInterrupt:  # told to drop the work (KILL), or Ctrl-C under mpiexec

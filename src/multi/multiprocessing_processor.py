@@ -21,7 +21,6 @@ defines reaches it by value (see ``multi.wire``).
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -138,8 +137,7 @@ class Multiprocessing_transport(Transport):
                     target=_slave_main,
                     name=f"multi-slave-{rank}",
                     args=(wire.dumps(type(self.processor)), rank, self.slaves, theirs,
-                          self.task, self.since, self.heartbeat, _Inherited(files),
-                          logging.getLogger().getEffectiveLevel(), masters),
+                          self.task, self.since, self.heartbeat, _Inherited(files), masters),
                     daemon=True,
                 )  # fmt: skip
                 if forked:  # a copy: nothing of __main__ to hide
@@ -385,7 +383,6 @@ def _slave_main(
     since: Any,
     heartbeat: Any,
     files: _Inherited,
-    log_level: int,
     masters: list[socket.socket],
 ) -> None:
     """Run commands for the master until it says stop, or disappears.
@@ -404,7 +401,7 @@ def _slave_main(
     processor.process_rank = rank  # (threads that commands start are on this slave too)
     context = Slave_context(rank, slaves, processor.data_store)
     context.descriptors = descriptors.Descriptor_capture(files.fds)
-    context.logs = Log_forwarding(rank, log_level)
+    context.logs = Log_forwarding(rank)
     channel = Channel(sock)
 
     def receive() -> Batch | Exception | None:

@@ -24,7 +24,6 @@ inside libpvm: they wait in ``select`` on its sockets, which Ctrl-C interrupts.
 from __future__ import annotations
 
 import atexit
-import logging
 import mmap
 import os
 import pickle
@@ -207,7 +206,6 @@ class Pvm_transport(Transport):
             "slaves": self.slaves,
             "fabric": wire.dumps(type(self.processor)),
             "place": master_place(),
-            "log_level": logging.getLogger().getEffectiveLevel(),
             "direct": self.processor.settings["route"] == "direct",
         }
 
@@ -412,7 +410,7 @@ def slave_main() -> None:
     processor.process_rank = rank  # (threads that commands start are on this slave too)
     context = Slave_context(rank, slaves, processor.data_store)
     context.descriptors = descriptors.Descriptor_capture(files)
-    context.logs = Log_forwarding(rank, description["log_level"])
+    context.logs = Log_forwarding(rank)
     watcher = _Watcher(pvm, master)
 
     def receive() -> Batch | Exception | None:

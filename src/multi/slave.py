@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from multi import capture, collector, wire
+from multi import capture, collector, logs, wire
 from multi.errors import Failure, UnpicklableError, describe, exit_status
 from multi.wire import unpicklable_error
 
@@ -295,18 +295,25 @@ UNREADABLE_ADVICE = (
 )
 
 
-def batch_for_wire(batch: Batch) -> tuple[int | Sequence[int], Sequence[Slave_command]]:
+#: A batch as it travels (``batch_for_wire``).
+Travelled = tuple[int | Sequence[int], Sequence["Slave_command"], logs.Levels]
+
+
+def batch_for_wire(batch: Batch) -> Travelled:
     """A batch as it is pickled: a stretch of the run's commands names only its first index
-    (a ``range`` pickles in as much time as the rest of a batch of one command)."""
+    (a ``range`` pickles in as much time as the rest of a batch of one command); the levels of
+    the master's loggers go with it, for the slave's records (``multi.logs``)."""
     ids, commands = batch
     if type(ids) is range and ids.step == 1:
-        return ids.start, commands
-    return batch
+        return ids.start, commands, logs.master_levels()
+    return ids, commands, logs.master_levels()
 
 
-def batch_from_wire(travelled: tuple[int | Sequence[int], Sequence[Slave_command]]) -> Batch:
-    """A batch as ``batch_for_wire`` made it, unpickled: its ids again."""
-    ids, commands = travelled
+def batch_from_wire(travelled: Travelled) -> Batch:
+    """A batch as ``batch_for_wire`` made it, unpickled: its ids again, the master's levels
+    noted for the slave's loggers."""
+    ids, commands, levels = travelled
+    logs.want(levels)
     if isinstance(ids, int):
         return range(ids, ids + len(commands)), commands
     return ids, commands
