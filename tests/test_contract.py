@@ -472,6 +472,26 @@ def test_a_command_or_a_result_that_does_not_unpickle_fails_its_command_alone(
     assert all("this object cannot be rebuilt" in error for error in errors)
 
 
+def test_a_result_that_does_not_unpickle_on_the_master_keeps_its_command_output(
+    fabric: str, pickling: dict[str, Any], capfd: pytest.CaptureFixture[str]
+) -> None:
+    def body(processor: Any) -> tuple[list[Any], BaseException]:
+        memo = w.Record()
+        for i in range(40):
+            processor.add_to_queue(w.Speaks(i, unrebuildable=i == 23), memo)
+        with pytest.raises(UnpicklableError) as caught:
+            processor.run_queue()
+        return values(memo), caught.value
+
+    delivered, error = run_master(fabric, body, **pickling)
+    out = capfd.readouterr().out
+    assert delivered == [i for i in range(40) if i != 23]
+    spoken = sorted(int(i) for i in re.findall(r"command (\d+) speaks", out))
+    assert spoken == list(range(40))  # (once each: a batch run again alone says it again)
+    assert "does not unpickle on the master" in str(error)
+    assert "the command: Speaks (command 23 of the run)" in getattr(error, "__notes__", [])
+
+
 def test_an_exception_that_cannot_travel_arrives_as_text(
     fabric: str, pickling: dict[str, Any]
 ) -> None:

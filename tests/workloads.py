@@ -228,6 +228,21 @@ class Returns_unrebuildable(Slave_command):
         processor.return_object(Value(processor, Unrebuildable()))
 
 
+class Speaks(Slave_command):
+    """Prints a line, then returns its index, or with ``unrebuildable`` a result that does
+    not unpickle on the master."""
+
+    def __init__(self, index: int, unrebuildable: bool = False) -> None:
+        super().__init__()
+        self.index = index
+        self.unrebuildable = unrebuildable
+
+    def run(self, processor: Any, completed: bool) -> None:
+        print(f"command {self.index} speaks")
+        value = Unrebuildable() if self.unrebuildable else self.index
+        processor.return_object(Value(processor, value))
+
+
 class Raising_result(Result_command):
     """A result whose run fails on the master."""
 

@@ -289,13 +289,16 @@ class Scheduler:
             batches.pop(0)
             if report.failures or report.unreadable or report.lost:
                 self.tell(f"slave {rank} could not restore its data store")
-        elif report.unreadable is not None:
+        elif report.unreadable is not None and not (report.output and len(sent.indices) == 1):
             batches.pop(0)
             self._start_failures[rank] = 0
             self._on_unreadable(run, sent.indices, report.unreadable)
         else:
             self._start_failures[rank] = 0
             indices = sent.indices
+            if report.unreadable is not None:  # a lone command's results: it fails, its output
+                report.failures = {0: self._named(run, indices[0], report.unreadable)}
+                report.unreadable = None
             run.finish(indices, report, finished)
             run.statistics.timed(run.commands, indices, report.seconds)
             if self.timeline is not None:
@@ -320,12 +323,22 @@ class Scheduler:
             self._on_lost(run, rank, report.lost, culprit, output=output)
 
     def _on_unreadable(self, run: Run, indices: Sequence[int], failure: Failure) -> None:
-        """A batch the slave could not rebuild: alone, a command fails; in company, each goes
-        again alone, so that the others are not lost with the one that cannot travel."""
+        """A batch the slave could not rebuild, or whose report the master could not: alone, a
+        command fails; in company, each goes again alone, so that the others are not lost with
+        the one that cannot travel."""
         if len(indices) > 1:
             run.again(indices, alone=True)
             return
-        self._fail(run, indices[0], failure.exception())
+        self._fail(run, indices[0], self._named(run, indices[0], failure))
+
+    @staticmethod
+    def _named(run: Run, index: int, failure: Failure) -> BaseException:
+        """The exception of a failure that a command did not raise itself, naming it."""
+        error = failure.exception()
+        add_note(
+            error, f"the command: {describe(run.commands[index])} (command {index} of the run)"
+        )
+        return error
 
     def _on_lost(
         self,

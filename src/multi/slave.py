@@ -255,10 +255,34 @@ def seal(report: Report, commands: Sequence[Any]) -> wire.Frames:
     """Pickle a report for the master (its ``fields``); a result that does not pickle fails
     its command."""
     try:
-        return wire.dumps(report.fields())
+        return wire.dumps(_travelling(report))
     except UnpicklableError:
         _drop_unpicklable_results(report, commands)
-        return wire.dumps(report.fields())
+        return wire.dumps(_travelling(report))
+
+
+class Packed:
+    """The results and failures of a batch, pickled apart from the rest of its report (its
+    ``frames``): if they do not unpickle on the master (a class it cannot import, a
+    ``__setstate__`` that raises there), what the commands wrote still does."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: wire.Frames) -> None:
+        self.frames = frames
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Packed, (self.frames,))
+
+
+def _travelling(report: Report) -> tuple[Any, ...]:
+    """What travels of a report: its ``fields``, with its results and failures ``Packed``
+    where it holds output too (a second pickle, which only such batches pay)."""
+    fields = report.fields()
+    if report.output is None or not (report.results or report.failures):
+        return fields
+    packed = Packed(wire.dumps((report.results, report.failures)))
+    return (fields[0], packed, *fields[2:5], None, *fields[6:])
 
 
 def _drop_unpicklable_results(report: Report, commands: Sequence[Any]) -> None:
@@ -339,17 +363,31 @@ def rebuilt_report(rank: int, frames: Sequence[Any]) -> Report:
 
 
 def report_from_wire(fields: Sequence[Any]) -> Report:
-    """A report as ``seal`` pickled it (its ``fields``), unpickled."""
-    return Report(*fields)
+    """A report as ``seal`` pickled it (its ``fields``), unpickled. Where its results and
+    failures do not unpickle, it keeps its output, and ``unreadable`` says why."""
+    report = Report(*fields)
+    packed: Any = report.results
+    if type(packed) is Packed:
+        try:
+            report.results, report.failures = wire.loads(packed.frames)
+        except Exception as error:
+            report.results, report.counts = [], 0
+            report.unreadable = Failure(_not_unpickled(report.rank, error), "On the master:")
+    return report
 
 
 def unreadable_on_master(rank: int, error: Exception) -> Report:
     """The report of a slave that arrived whole but does not unpickle on the master."""
-    exc = UnpicklableError(
-        f"the report of slave {rank} does not unpickle on the master: "
-        f"{type(error).__name__}: {error}"
-    )
+    exc = _not_unpickled(rank, error)
     return Report(rank, [], 0, [], unreadable=Failure(exc, "On the master:", rank))
+
+
+def _not_unpickled(rank: int, error: Exception) -> UnpicklableError:
+    return UnpicklableError(
+        f"the report of slave {rank} does not unpickle on the master: "
+        f"{type(error).__name__}: {error}. The master imports the modules that results and "
+        "exceptions come from: each must be importable there, and rebuild there"
+    )
 
 
 def unreadable(context: Slave_context, error: Exception) -> Report:
