@@ -334,18 +334,6 @@ INTERRUPTED = FOREVER + textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", ["multiprocessing", "thread", "pvm"])
-def test_ctrl_c_ends_an_executor_program_and_every_slave(kind: str, tmp_path: Path) -> None:
-    if kind in MISSING:
-        pytest.skip(f"{kind} is not available: {MISSING[kind]}")
-    script = tmp_path / "interrupted.py"
-    script.write_text(INTERRUPTED)
-    status, stderr, processes = interrupt([sys.executable, str(script), kind], 2)
-    assert status != 0
-    assert "KeyboardInterrupt" in stderr
-    assert survivors(processes) == []
-
-
 FORGETFUL = textwrap.dedent(
     """
     import sys, time
@@ -411,13 +399,16 @@ INTERRUPTED_LEFT_OPEN = FOREVER + textwrap.dedent(
 
 
 @pytest.mark.parametrize("kind", ["multiprocessing", "thread", "pvm"])
-def test_ctrl_c_ends_a_program_whose_executor_was_left_open_with_its_status(
-    kind: str, tmp_path: Path
+@pytest.mark.parametrize(
+    "program", [INTERRUPTED, INTERRUPTED_LEFT_OPEN], ids=["in a with block", "left open"]
+)
+def test_ctrl_c_ends_an_executor_program_and_every_slave(
+    kind: str, program: str, tmp_path: Path
 ) -> None:
     if kind in MISSING:
         pytest.skip(f"{kind} is not available: {MISSING[kind]}")
     script = tmp_path / "interrupted.py"
-    script.write_text(INTERRUPTED_LEFT_OPEN)
+    script.write_text(program)
     status, stderr, processes = interrupt([sys.executable, str(script), kind], 2)
     # Ended by Ctrl-C as a shell sees it (130): by the signal itself, as Python ends, or with
     # its status, where MPI ends the job. The calls are dropped, not waited for.
