@@ -492,6 +492,16 @@ def test_a_result_that_does_not_unpickle_on_the_master_keeps_its_command_output(
     assert "the command: Speaks (command 23 of the run)" in getattr(error, "__notes__", [])
 
 
+def test_a_command_may_start_processes_of_its_own(fabric: str) -> None:
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        processor.add_to_queue(w.Uses_a_pool(), memo)
+        processor.run_queue()
+        return values(memo)
+
+    assert run_master(fabric, body) == [[1, 2, 3]]
+
+
 def test_an_exception_that_cannot_travel_arrives_as_text(
     fabric: str, pickling: dict[str, Any]
 ) -> None:

@@ -5,6 +5,7 @@ They live in a module of their own so that slaves in other processes can import 
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import logging
 import os
@@ -241,6 +242,16 @@ class Speaks(Slave_command):
         print(f"command {self.index} speaks")
         value = Unrebuildable() if self.unrebuildable else self.index
         processor.return_object(Value(processor, value))
+
+
+class Uses_a_pool(Slave_command):
+    """Runs a function on a process pool of its own, as a command of a scientific program
+    may (numpy's, a library's)."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        with concurrent.futures.ProcessPoolExecutor(2) as pool:
+            values = list(pool.map(abs, [-1, -2, -3]))
+        processor.return_object(Value(processor, values))
 
 
 class Raising_result(Result_command):

@@ -391,6 +391,10 @@ def _slave_main(
     ``masters`` are the master's ends of the slaves' sockets, which a forked slave holds too.
     """
     _detach()
+    # A daemon process to multiprocessing, which then ends it with the master, but one whose
+    # commands may start processes of their own (a Pool), as on every other fabric: a daemon
+    # may not, and multiprocessing asks this process's own flag.
+    multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # (held while it started)
     for master in masters:
         master.close()
