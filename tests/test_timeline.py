@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from multi import load_multiprocessor
 from tests import workloads as w
 from tests.conftest import run_master
 
@@ -148,6 +150,21 @@ def test_no_timeline_is_written_without_a_path(text: str, tmp_path: Path) -> Non
         return processor.settings["timeline"]
 
     assert run_master("uni", body, timeline=text) is None
+
+
+def test_a_timeline_that_cannot_be_written_is_refused_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "locked").mkdir(mode=0o500)
+    refused = {
+        str(tmp_path): "is a directory: give the path of a file",
+        str(tmp_path / "missing" / "t.json"): "is in no directory that exists",
+    }
+    if os.geteuid() != 0:  # (root writes anywhere)
+        refused[str(tmp_path / "locked" / "t.json")] = "cannot be written"
+    for path, reason in refused.items():
+        with pytest.raises(ValueError, match=f"option 'timeline': .*{reason}"):
+            load_multiprocessor("uni", None, timeline=path)  # type: ignore[arg-type]
+    assert not (tmp_path / "missing").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"]
 
 
 def test_the_class_table_of_a_long_program_holds_a_bounded_sample() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -55,6 +56,34 @@ def path_or_none(text: str) -> str | None:
     """Read a file's path, or ``none`` (or nothing) for no file."""
     text = str(text).strip()
     return None if text.lower() in ("none", "") else text
+
+
+def file_to_write(text: str) -> str | None:
+    """Read the path of a file that a run will write, or ``none``: checked now, rather than
+    once the work is done and only its file is missing."""
+    path = path_or_none(text)
+    if path is None:
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{path!r} is a directory: give the path of a file, such as "
+                         f"{str(target / 'trace.json')!r}")  # fmt: skip
+    folder = target.parent
+    if not folder.is_dir():
+        raise ValueError(f"{path!r} is in no directory that exists ({str(folder)!r}): create it "
+                         "first, or give a path in one that exists")  # fmt: skip
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{path!r} cannot be written: its directory {str(folder)!r} does not "
+                         "take new files here; give a path in one that does")  # fmt: skip
+    return path
+
+
+def file_to_read(text: str) -> str | None:
+    """Read the path of an existing file, or ``none``."""
+    path = path_or_none(text)
+    if path is not None and not Path(path).is_file():
+        raise ValueError(f"there is no file {path!r}: give the path of one that exists")
+    return path
 
 
 def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:

@@ -26,7 +26,7 @@ from multi import capture, collector, logs, progress
 from multi.commands import Exit_command, Slave_command, Slave_storage_command
 from multi.errors import MultiError, ProcessorSizeError, add_note, describe, exit_status
 from multi.memo import Memo
-from multi.options import Option, count, one_of, path_or_none, resolve, seconds_or_none
+from multi.options import Option, count, file_to_write, one_of, resolve, seconds_or_none
 from multi.results import Null_result_command
 from multi.run import Run
 from multi.scheduler import ON_FAILURE, Scheduler
@@ -106,7 +106,7 @@ class Processor:
             "write a Chrome trace of every run to this file (open it in ui.perfetto.dev, or "
             "draw it with python -m multi.timeline FILE --png OUT.png); none: no trace",
             None,
-            path_or_none,
+            file_to_write,
         ),
         Option(
             "progress",

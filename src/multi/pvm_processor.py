@@ -42,7 +42,7 @@ from multi import descriptors, task_memory, wire
 from multi.application import Processor_box
 from multi.errors import MultiError
 from multi.logs import Log_forwarding
-from multi.options import Option, one_of, path_or_none
+from multi.options import Option, file_to_read, one_of
 from multi.processor import Processor
 from multi.pvm_binding import Message as Pvm_message
 from multi.pvm_binding import Pvm, library
@@ -549,7 +549,7 @@ class Pvm_processor(Processor):
             "a PVM host file: the hosts the daemon of its own adds (PVM's format: a host "
             "per line, with options such as ep= wd= dx=)",
             None,
-            path_or_none,
+            file_to_read,
         ),
         Option(
             "route",
@@ -566,9 +566,6 @@ class Pvm_processor(Processor):
         find_daemon()
 
     def make_transport(self) -> Transport:
-        hostfile = self.settings["hostfile"]
-        if hostfile is not None and not os.path.isfile(hostfile):
-            raise FileNotFoundError(f"option hostfile: no file {hostfile!r}")
         return Pvm_transport(self, self._processor_size)
 
     def can_stop_commands(self) -> bool:

@@ -106,7 +106,6 @@ class Timeline:
         """Write every event noted so far (the whole file again, if anything is new)."""
         if len(self.events) == self._written:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         trace = {
             "traceEvents": [
                 {
