@@ -159,3 +159,36 @@ def test_a_host_file_is_given_to_the_daemon_of_its_own(tmp_path: Path, pvm_tmp: 
     assert squares(result) == [i * i for i in range(20)]
     result = run_master(tmp_path, pvm_tmp, f"hostfile={hosts}", "daemon=running")
     assert result.returncode == 1 and "a daemon that runs already has its hosts" in result.stderr
+
+
+def test_a_daemon_whose_master_ended_as_it_started_is_halted(tmp_path: Path) -> None:
+    from multi.pvm_binding import allow_root
+    from multi.pvm_daemon import find_daemon
+    from multi.slave_process import program
+
+    directory = tmp_path / "pvm"
+    directory.mkdir(mode=0o700)
+    environment = dict(os.environ, PVM_TMP=str(directory))
+    environment.pop("PVM_VMID", None)
+    allow_root(environment)
+    guardian = subprocess.Popen(  # as Own_daemon starts it, for a master that ends at once
+        [sys.executable, *program("multi.pvm_daemon:guard"), str(directory), find_daemon()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=environment,
+        start_new_session=True,
+    )
+    assert guardian.stdin is not None and guardian.stdout is not None
+    guardian.stdout.close()  # (the master is gone before the daemon says it is ready)
+    guardian.stdin.close()
+    try:
+        status = guardian.wait(30)
+    finally:
+        if guardian.poll() is None:
+            os.killpg(guardian.pid, signal.SIGKILL)
+    daemons = subprocess.run(["pgrep", "-s", str(guardian.pid)], capture_output=True, text=True)
+    assert guardian.stderr is not None
+    assert status == 0, guardian.stderr.read()
+    assert daemons.stdout.split() == []  # (nothing is left of the guardian's session)
+    assert not directory.exists()

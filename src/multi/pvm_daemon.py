@@ -110,7 +110,11 @@ class Own_daemon:
             start_new_session=True,
         )
         assert self.guardian.stdout is not None
-        answer = self.guardian.stdout.readline().decode(errors="replace").strip()
+        try:
+            answer = self.guardian.stdout.readline().decode(errors="replace").strip()
+        except BaseException:  # (Ctrl-C while the daemon starts: it is halted as it comes up)
+            self.halt()
+            raise
         if answer != "ready":
             self.halt()
             raise OSError(f"the PVM daemon did not start: {answer or 'no word from it'}")
@@ -152,8 +156,12 @@ def guard() -> None:
             print(f"pvmd gave no socket within {START_SECONDS:g} s: {_tail(directory)}")
             return
         time.sleep(0.01)
-    print("ready", flush=True)
-    sys.stdin.buffer.read()  # until the master ends
+    try:
+        print("ready", flush=True)
+    except BrokenPipeError:  # the master ended while the daemon started: halt it at once
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (nothing to flush)
+    else:
+        sys.stdin.buffer.read()  # until the master ends
     _halt(daemon)
     shutil.rmtree(directory, ignore_errors=True)
 
