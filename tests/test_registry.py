@@ -77,3 +77,7 @@ def test_a_missing_module_or_class_is_named() -> None:
         registry.load("no_such_module:Cls")
     with pytest.raises(FabricNotFoundError, match="no class 'Nope'"):
         registry.load("multi.thread_processor:Nope")
+    with pytest.raises(FabricNotFoundError, match=r"os\.path is a module, not a subclass of"):
+        registry.load("os:path")
+    with pytest.raises(FabricNotFoundError, match="Slave_command is a type, not a subclass of"):
+        registry.load("multi:Slave_command")

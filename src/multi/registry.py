@@ -118,8 +118,15 @@ def _import(module_name: str, attribute: str, name: str) -> type[Processor]:
         raise FabricNotFoundError(f"no module {module_name!r} for the fabric {name!r}") from exc
     try:
         found: type[Processor] = getattr(module, attribute)
-        return found
     except AttributeError:
         raise FabricNotFoundError(
             f"the module {module_name!r} has no class {attribute!r} for the fabric {name!r}"
         ) from None
+    from multi.processor import Processor  # (which imports this module's users)
+
+    if not (isinstance(found, type) and issubclass(found, Processor)):
+        raise FabricNotFoundError(
+            f"{module_name}.{attribute} is a {type(found).__name__}, not a subclass of "
+            f"multi.Processor: the fabric {name!r} must name a processor class"
+        )
+    return found
