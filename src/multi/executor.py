@@ -25,6 +25,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
+from contextlib import suppress
 from typing import Any
 
 from multi import application
@@ -171,7 +172,7 @@ class Executor(concurrent.futures.Executor):
         self._thread.start()
         _executors.add(self)
         if not self._owned:  # the launcher's slaves: they stop once the calls have finished
-            self._processor.before_stop(self._finish)
+            self._processor.before_stop(self._close)
 
     # concurrent.futures.Executor ---------------------------------------------------------
 
@@ -238,11 +239,11 @@ class Executor(concurrent.futures.Executor):
         self._abandon = status
         self.shutdown(wait=True, cancel_futures=True)
 
-    def _finish(self, completed: bool) -> None:
-        """Finish the calls taken, or, if the program does not end ``completed``, drop them;
-        Ctrl-C meanwhile drops them too."""
-        if not completed:
-            self._drop(ending_status(sys.exc_info()[1]))
+    def _close(self, ending: BaseException | None) -> None:
+        """Finish the calls taken as the program ends, or drop them if ``ending`` ends it (a
+        failure, Ctrl-C); Ctrl-C meanwhile drops them too, and is raised again."""
+        if ending is not None:
+            self._drop(ending_status(ending))
             return
         try:
             self.shutdown(wait=True)
@@ -424,15 +425,11 @@ def _shut_down_at_exit() -> None:
     processes such as the slaves, and an MPI transport's, which stops its slaves. Run after
     them, the calls were lost and the program still ended with status 0.
     """
-    ending = getattr(sys, "last_value", None)
+    last = getattr(sys, "last_value", None)
+    ending = last if isinstance(last, KeyboardInterrupt) else None
     for executor in list(_executors):
-        if isinstance(ending, KeyboardInterrupt):
-            executor._drop(ending_status(ending))
-            continue
-        try:
-            executor.shutdown(wait=True)
-        except KeyboardInterrupt as interrupt:
-            executor._drop(ending_status(interrupt))
+        with suppress(KeyboardInterrupt):
+            executor._close(ending)
     sys.stdout.flush()
 
 

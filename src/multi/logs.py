@@ -114,7 +114,7 @@ class Log_forwarding:
         for name in dict(self._applied).keys() - now.keys():
             logging.getLogger(name).setLevel(logging.NOTSET)
         for name, level in levels:
-            logger = logging.getLogger(name or None)
+            logger = logging.getLogger(name)
             if logger.level != level:
                 logger.setLevel(level)
         self._applied = levels

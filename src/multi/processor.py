@@ -165,7 +165,7 @@ class Processor:
         self._uncounted: list[Run_statistics] = []
         self._progress = progress.Progress("no", 0)
         #: What must finish before ``run()`` stops the slaves (see ``before_stop``).
-        self._before_stop: list[weakref.WeakMethod[Callable[[bool], None]]] = []
+        self._before_stop: list[weakref.WeakMethod[Callable[[BaseException | None], None]]] = []
         logs.give_records_their_slave()
 
     # What a fabric provides ------------------------------------------------------------------
@@ -714,10 +714,10 @@ class Processor:
         )
         self._drop_transport(kill=kill, status=status)
 
-    def before_stop(self, finish: Callable[[bool], None]) -> None:
-        """Have ``finish`` called before ``run()`` stops the slaves, with whether the program
-        completed (else it is interrupted or failed): an executor open on the launcher's
-        slaves finishes its calls then. The processor keeps ``finish`` weakly."""
+    def before_stop(self, finish: Callable[[BaseException | None], None]) -> None:
+        """Have ``finish`` called before ``run()`` stops the slaves, with what ends the program
+        if it is interrupted or failed (else None): an executor open on the launcher's slaves
+        finishes its calls then. The processor keeps ``finish`` weakly."""
         self._before_stop.append(weakref.WeakMethod(finish))
 
     def _drop_transport(self, kill: bool = False, status: int = 0) -> None:
@@ -783,7 +783,7 @@ class Processor:
             ending = sys.exc_info()[1]
             completed = ending is None or isinstance(ending, SystemExit)
             try:
-                self._finish_before_stop(completed)
+                self._finish_before_stop(None if completed else ending)
             except BaseException as error:  # (Ctrl-C while calls finish: they are dropped)
                 ending, completed = error, False
                 raise
@@ -792,12 +792,12 @@ class Processor:
                 if completed:
                     self.post_run()
 
-    def _finish_before_stop(self, completed: bool) -> None:
+    def _finish_before_stop(self, ending: BaseException | None) -> None:
         """Call what ``before_stop`` was given, newest first."""
         while self._before_stop:
             finish = self._before_stop.pop()()
             if finish is not None:
-                finish(completed)
+                finish(ending)
 
     def _run_application(self) -> None:
         callback = self.callback

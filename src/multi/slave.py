@@ -328,9 +328,8 @@ def batch_for_wire(batch: Batch) -> Travelled:
     (a ``range`` pickles in as much time as the rest of a batch of one command); the levels of
     the master's loggers go with it, for the slave's records (``multi.logs``)."""
     ids, commands = batch
-    if type(ids) is range and ids.step == 1:
-        return ids.start, commands, logs.master_levels()
-    return ids, commands, logs.master_levels()
+    first = ids.start if type(ids) is range and ids.step == 1 else ids
+    return first, commands, logs.master_levels()
 
 
 def batch_from_wire(travelled: Travelled) -> Batch:

@@ -96,42 +96,46 @@ class _Pickler(pickle.Pickler):
 reducers.kept(_Pickler.dispatch_table)
 
 
-class _Kept(threading.local):
-    """A pickler, its file and its buffers, kept for the next message of this thread: making
-    them took as long as pickling a batch of one tiny command. ``busy`` while it pickles, as
-    an object's own reduction may pickle another message meanwhile (that one gets its own)."""
-
-    busy = False
+class _Pickling:
+    """A pickler with its file and its buffers, which pickles one message after another:
+    making them took as long as pickling a batch of one tiny command. ``busy`` while it
+    pickles, as an object's own reduction may pickle another message meanwhile."""
 
     def __init__(self) -> None:
         self.file = io.BytesIO()
         self.buffers: list[pickle.PickleBuffer] = []
         self.pickler = _Pickler(self.file, PROTOCOL, buffer_callback=self.buffers.append)
+        self.busy = False
+
+    def frames(self, obj: Any) -> Frames:
+        """Pickle ``obj``: the stream, then the out-of-band buffers."""
+        self.busy = True
+        try:
+            self.pickler.dump(obj)
+            return [self.file.getvalue(), *self.buffers]
+        finally:
+            self.pickler.clear_memo()  # (the memo holds the objects: none is kept alive here)
+            self.file.seek(0)
+            self.file.truncate()
+            self.buffers.clear()
+            self.busy = False
+
+
+class _Kept(threading.local):
+    """The pickling of this thread, kept for its next message."""
+
+    def __init__(self) -> None:
+        self.pickling = _Pickling()
 
 
 _kept = _Kept()
 
 
 def _by_reference(obj: Any) -> Frames:
-    """Pickle ``obj`` with the C pickler, code and classes by reference: the stream, then the
-    out-of-band buffers."""
-    kept = _kept
-    if kept.busy:
-        buffers: list[pickle.PickleBuffer] = []
-        with io.BytesIO() as file:
-            _Pickler(file, PROTOCOL, buffer_callback=buffers.append).dump(obj)
-            return [file.getvalue(), *buffers]
-    kept.busy = True
-    file, buffers = kept.file, kept.buffers
-    try:
-        kept.pickler.dump(obj)
-        return [file.getvalue(), *buffers]
-    finally:
-        kept.pickler.clear_memo()  # (the memo holds the objects: none is kept alive here)
-        file.seek(0)
-        file.truncate()
-        buffers.clear()
-        kept.busy = False
+    """Pickle ``obj`` with the C pickler, code and classes by reference; a message pickled
+    while another is gets a pickling of its own."""
+    pickling = _kept.pickling
+    return (_Pickling() if pickling.busy else pickling).frames(obj)
 
 
 COMMAND_ADVICE = (
