@@ -235,6 +235,30 @@ def test_large_arrays_cross_intact_and_writable(process_fabric: str) -> None:
         array[0] = -1.0  # writable
 
 
+def test_messages_of_many_arrays_cross_intact_both_ways(process_fabric: str) -> None:
+    # Each array is a buffer of its own on the wire: PVM crashed on a message of about 27.
+    numpy = pytest.importorskip("numpy")
+    rng = numpy.random.default_rng(3)
+    small = [numpy.full(8, j, dtype=numpy.uint8) for j in range(100)]
+    large = [rng.random(2**15) for _ in range(40)]  # 256 KiB each, among small ones
+    mixed = [array for pair in zip(large, small, strict=False) for array in pair]
+
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        for payload in (small, large, mixed):
+            processor.add_to_queue(w.Carries(payload), memo)
+        for j in range(200):  # tiny commands, whose results travel together in batches
+            processor.add_to_queue(w.Carries(numpy.arange(j, j + 3)), memo)
+        processor.run_queue()
+        return values(memo)
+
+    back = run_master(process_fabric, body, retries=0)
+    for sent, came in zip((small, large, mixed), back[:3], strict=True):
+        assert len(came) == len(sent)
+        assert all(numpy.array_equal(a, b) for a, b in zip(sent, came, strict=True))
+    assert [list(array) for array in back[3:]] == [[j, j + 1, j + 2] for j in range(200)]
+
+
 def test_payloads_in_the_pickle_stream_cross_intact_at_every_size(process_fabric: str) -> None:
     # Without out-of-band buffers, small messages and those past a MiB travel differently.
     sizes = [0, 10, 100_000, 140_000, 400_000]  # floats: ~0.9 and ~1.3 MiB pickled, and more

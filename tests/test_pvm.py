@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.conftest import MISSING, survivors
 
@@ -192,3 +194,15 @@ def test_a_daemon_whose_master_ended_as_it_started_is_halted(tmp_path: Path) -> 
     assert status == 0, guardian.stderr.read()
     assert daemons.stdout.split() == []  # (nothing is left of the guardian's session)
     assert not directory.exists()
+
+
+@given(st.lists(st.binary(max_size=40), max_size=60))
+def test_a_message_is_packed_in_few_pieces_that_hold_its_frames_in_order(
+    frames: list[bytes],
+) -> None:
+    from multi.pvm_binding import MAX_PIECES, pieces
+
+    packed = pieces([memoryview(frame) for frame in frames])
+    assert len(packed) <= MAX_PIECES
+    assert all(len(piece) for piece in packed)
+    assert b"".join(packed) == b"".join(frames)

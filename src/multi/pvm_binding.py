@@ -9,8 +9,12 @@ interrupts, where a blocking ``pvm_recv`` would not return before a message came
 what arrived with ``receive``.
 
 A message of frames (``multi.wire``) is packed as the count of frames and their lengths, then
-each frame, left in place (``PvmDataInPlace``): libpvm reads the buffers when the message is
-sent, without copying them into a packing buffer first.
+the frames, left in place (``PvmDataInPlace``): libpvm reads the buffers when the message is
+sent, without copying them into a packing buffer first. libpvm crashes in ``pvm_send`` on a
+message of more than about 27 such pieces (a result of 30 small numpy arrays did), so a
+message of many frames is packed in at most ``MAX_PIECES``: the largest frames in place, the
+runs of frames between them joined into one piece each (``pieces``). The receiver reads the
+frames by their lengths, however they were packed.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ ROUTE, ROUTE_DIRECT, DONT_ROUTE = 1, 3, 1  # pvm_setopt
 NO_PARENT = -23
 #: The largest message PVM takes: sizes are C ints.
 MAX_MESSAGE = 2**31 - 1024
+#: The most pieces a message's frames are packed in (see the module's docstring).
+MAX_PIECES = 15
 
 ERRORS = {
     -2: "bad parameter",
@@ -155,6 +161,30 @@ def allow_root(environment: MutableMapping[str, str]) -> None:
         environment.setdefault("PVM_ALLOW_ROOT", "1")
 
 
+def pieces(frames: Sequence[memoryview]) -> list[memoryview | bytes]:
+    """The non-empty frames of a message as at most ``MAX_PIECES`` buffers, in their order:
+    past that many, the largest stay where they lie, and each run of frames between two of
+    them is joined into one piece (a copy, of the smaller frames)."""
+    frames = [frame for frame in frames if frame.nbytes]
+    if len(frames) <= MAX_PIECES:
+        return list(frames)
+    largest = sorted(range(len(frames)), key=lambda i: frames[i].nbytes)
+    in_place = set(largest[-(MAX_PIECES // 2) :])  # (n of them leave n + 1 runs at most)
+    joined: list[memoryview | bytes] = []
+    run: list[memoryview] = []
+    for index, frame in enumerate(frames):
+        if index not in in_place:
+            run.append(frame)
+            continue
+        if run:
+            joined.append(b"".join(run))
+            run = []
+        joined.append(frame)
+    if run:
+        joined.append(b"".join(run))
+    return joined
+
+
 def _checked(call: str, code: int) -> int:
     if code < 0:
         raise Pvm_error(call, code)
@@ -245,12 +275,11 @@ class Pvm:
             _checked("pvm_pkint", lib.pvm_pkint(header, len(sizes) + 1, 1))
             held = []
             try:
-                for view, size in zip(views, sizes, strict=True):
-                    if size:
-                        buffer = _Buffer()
-                        _get_buffer(view, ctypes.byref(buffer), 0)
-                        held.append(buffer)
-                        _checked("pvm_pkbyte", lib.pvm_pkbyte(buffer.buf, size, 1))
+                for piece in pieces(views):
+                    buffer = _Buffer()
+                    _get_buffer(piece, ctypes.byref(buffer), 0)
+                    held.append(buffer)
+                    _checked("pvm_pkbyte", lib.pvm_pkbyte(buffer.buf, buffer.len, 1))
                 _checked("pvm_send", lib.pvm_send(tid, tag))
             finally:
                 for buffer in held:
