@@ -175,6 +175,18 @@ def test_a_run_whose_first_commands_all_fail_stops_early() -> None:
     assert "first" in outcome.notes() and "a bug rather than bad data" in outcome.notes()
 
 
+def test_a_run_stops_early_when_its_first_failures_share_a_batch_with_successes() -> None:
+    # Tiny commands travel in large batches: the first twelve fail, eleven of them in the
+    # second batch, whose other commands succeed. A batch's commands finish in its order.
+    # (One slave: with two, the other's batch of successes may finish first.)
+    count = 3000
+    outcome = simulate(Script([1e-5] * count, fails=set(range(12))), 1)
+    sizes = [len(ids) for _, _, ids in outcome.transport.sent]
+    assert sizes[1] > 11  # (the failures went with successes)
+    assert len(outcome.run.unrun) > count // 2
+    assert "the first 12 commands to finish all failed" in outcome.notes()
+
+
 def test_a_run_with_some_success_does_not_stop_early() -> None:
     count = 200
     fails = set(range(count)) - {0}

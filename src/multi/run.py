@@ -36,11 +36,11 @@ class Sent:
 class Run:
     """Everything one ``run_queue`` knows; the scheduler keeps nothing of a finished run."""
 
-    __slots__ = ("_rank_of", "alone", "attempts", "commands", "count", "delivered", "failed",
-                 "failures", "fresh", "in_flight", "in_order", "left_output", "memo_ids",
-                 "on_error", "on_failure", "outcomes", "pinned", "positions", "ready",
-                 "returned", "settled", "sizer", "source", "started", "statistics", "stopped",
-                 "succeeded", "unrun")  # fmt: skip
+    __slots__ = ("_rank_of", "alone", "attempts", "commands", "count", "delivered",
+                 "failed_first", "failures", "fresh", "in_flight", "in_order", "left_output",
+                 "memo_ids", "on_error", "on_failure", "outcomes", "pinned", "positions",
+                 "ready", "returned", "settled", "sizer", "source", "started", "statistics",
+                 "stopped", "succeeded", "unrun")  # fmt: skip
 
     def __init__(
         self,
@@ -89,8 +89,10 @@ class Run:
         #: Commands passed over at the end because they never ran, in queue order.
         self.unrun: list[int] = []
         self.failures: list[tuple[int, BaseException]] = []
-        self.succeeded = 0  # commands that finished without failing, in the order they finished
-        self.failed = 0
+        self.succeeded = 0  # commands that finished without failing
+        #: Commands that failed before any succeeded, in the order they finished (a batch's
+        #: commands finish in its order): the early stop of the failure policy counts them.
+        self.failed_first = 0
         #: Why dispatch stopped before the queue was empty, or None.
         self.stopped: str | None = None
         self.started = time.perf_counter()
@@ -177,13 +179,21 @@ class Run:
                 positions[index] = position
         if not self.in_order:
             self.ready += indices[:count]
-        failed = len(report.failures) if report.failures else 0
-        self.failed += failed
-        self.succeeded += count - failed
+        failures = report.failures
+        if not failures:
+            self.succeeded += count
+            return
+        if not self.succeeded:
+            first = 0
+            while first < count and first in failures:
+                first += 1
+            self.failed_first += first
+        self.succeeded += count - len(failures)
 
     def fail(self, index: int, error: BaseException) -> None:
         """Note that a command ended in ``error`` without a report (decided on the master)."""
         self.outcomes[index] = error
-        self.failed += 1
+        if not self.succeeded:
+            self.failed_first += 1
         if not self.in_order:
             self.ready.append(index)

@@ -507,11 +507,11 @@ class Scheduler:
             return
         if policy == "stop":
             run.stopped = "the run stopped at its first failure (on_failure='stop')"
-        elif run.succeeded == 0 and run.failed >= EARLY_STOP_FAILURES:
+        elif run.failed_first >= EARLY_STOP_FAILURES:
             run.stopped = (
-                f"the run stopped early: the first {run.failed} commands to finish all failed, "
-                "which is a bug rather than bad data (on_failure='run-all' runs every command "
-                "whatever fails)"
+                f"the run stopped early: the first {run.failed_first} commands to finish all "
+                "failed, which is a bug rather than bad data (on_failure='run-all' runs every "
+                "command whatever fails)"
             )
 
     # Delivery ------------------------------------------------------------------------------
