@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from multi import load_multiprocessor
+from multi import CommandTimeoutError, load_multiprocessor
 from tests import workloads as w
 from tests.conftest import run_master
 
@@ -59,6 +59,29 @@ def test_a_death_and_its_retry_are_instants_of_the_timeline(tmp_path: Path) -> N
     kinds = [e["cat"] for e in found if e.get("ph") == "i" and e["cat"] in ("death", "retry")]
     assert kinds == ["death", "retry"]
     assert [e["name"] for e in found if e.get("cat") == "command"] == ["Die_once 0"]
+
+
+def test_a_command_past_its_timeout_is_a_failed_span_and_its_slave_a_loss(
+    replacing_fabric: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "trace.json"
+
+    def body(processor: Any) -> None:
+        memo = w.Record()
+        for i in range(5):
+            processor.add_to_queue(w.Sleep(60.0 if i == 3 else 0.05, i), memo)
+        with pytest.raises(CommandTimeoutError):
+            processor.run_queue()
+
+    run_master(replacing_fabric, body, verbosity=2, timeout=1.0, timeline=str(trace))
+    found = events(trace)
+    spans = {e["name"]: e for e in found if e.get("ph") == "X" and e["name"].startswith("Sleep")}
+    assert sorted(spans) == [f"Sleep {i}" for i in range(5)]
+    stopped = spans["Sleep 3"]
+    assert stopped["cat"] == "failed" and stopped["dur"] >= 1e6
+    deaths = [e for e in found if e.get("cat") == "death"]
+    assert [e["tid"] for e in deaths] == [stopped["tid"]]
+    assert "run_queue: 5 commands in " in capfd.readouterr().err
 
 
 def test_a_timeline_is_drawn_as_a_gantt_chart(tmp_path: Path) -> None:

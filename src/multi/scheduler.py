@@ -48,7 +48,7 @@ from multi.errors import (
 )
 from multi.run import Run, Sent
 from multi.slave import SETUP_ID, Report, batch_for_wire
-from multi.statistics import Failure_record
+from multi.statistics import Failure_record, Slave_statistics
 from multi.transport import Slave_lost, Transport
 
 if TYPE_CHECKING:
@@ -236,7 +236,7 @@ class Scheduler:
         batches = run.in_flight[rank]
         timed = not batches and rank in self._answered
         batches.append(Sent(indices, time.perf_counter(), timed=timed))
-        run.statistics.slave(rank)  # it takes part: its bytes are counted
+        run.statistics.slave(rank).batches += 1  # (it takes part: its bytes are counted)
         transport.send(rank, payload)
         peer.confirm()
         if self.timeline is not None:
@@ -306,7 +306,6 @@ class Scheduler:
             busy = sum(report.seconds)
             slave = run.statistics.slave(rank)
             slave.commands += finished
-            slave.batches += 1
             slave.busy_seconds += busy
             elapsed = time.perf_counter() - sent.sent_at if sent.timed else None
             run.sizer.reported(finished, busy, elapsed)
@@ -354,10 +353,7 @@ class Scheduler:
         Where the transport cannot tell which command it ran, the first it held is blamed,
         unless it was still restoring its data store.
         """
-        statistics = run.statistics.slave(rank)
-        statistics.lost += 1
-        if self.timeline is not None:
-            self.timeline.lost(rank, reason)
+        statistics = self._note_lost(run, rank, reason)
         batches = run.in_flight.get(rank)
         starting = bool(batches) and batches[0].setup  # type: ignore[index]
         held = run.in_flight_indices(rank)
@@ -463,7 +459,7 @@ class Scheduler:
                 if due > now:
                     soonest = min(soonest, due)
                 elif running[0] in run.in_flight_indices(rank):
-                    self._time_out(run, rank, running[0])
+                    self._time_out(run, rank, *running)
                     continue
             silent = transport.silent_for(rank) if liveness is not None else None
             if silent is not None and liveness is not None:
@@ -480,19 +476,30 @@ class Scheduler:
                 self._on_lost(run, rank, reason, task, output=ended.output)
         self._check_at = soonest
 
-    def _time_out(self, run: Run, rank: int, index: int) -> None:
-        """A command ran past the timeout: it fails, its slave is stopped and replaced."""
+    def _time_out(self, run: Run, rank: int, index: int, started: float) -> None:
+        """A command ran past the timeout (since ``started``, on the monotonic clock): it fails,
+        its slave is stopped and replaced."""
         ended = self.transport.end_slave(rank)
         if ended.output:  # what it wrote until then, replayed before its failure
             run.left_output.setdefault(index, []).append((rank, ended.output))
         command = describe(run.commands[index])
         self._fail(run, index, CommandTimeoutError(rank, ended.name, command, self.timeout or 0.0))
-        run.statistics.slave(rank).lost += 1
+        if self.timeline is not None:
+            self.timeline.stopped(rank, index, run.commands[index], time.monotonic() - started)
         reason = f"{ended.name} was stopped: {command} ran past the timeout"
+        self._note_lost(run, rank, reason)
         held = [i for i in run.in_flight_indices(rank) if i != index]
         run.in_flight.pop(rank)
         run.again(held)
         self._replace_or_give_up(run, rank, reason, died_under_a_command=True)
+
+    def _note_lost(self, run: Run, rank: int, reason: str) -> Slave_statistics:
+        """Count a slave's loss in the run's statistics and its timeline; its record."""
+        statistics = run.statistics.slave(rank)
+        statistics.lost += 1
+        if self.timeline is not None:
+            self.timeline.lost(rank, reason)
+        return statistics
 
     # Failures ------------------------------------------------------------------------------
 
@@ -605,6 +612,7 @@ class Scheduler:
     def _account(self, run: Run, moved: dict[tuple[int, str], int]) -> None:
         statistics = run.statistics
         statistics.seconds = time.perf_counter() - run.started
+        statistics.queued = run.count
         traffic = self.transport.traffic.get
         for rank, slave in statistics.worked.items():  # (no byte moved to or from the others)
             slave.bytes_sent = traffic((rank, "sent"), 0) - moved.get((rank, "sent"), 0)

@@ -15,8 +15,8 @@ SAMPLE = 20_000
 class Slave_statistics:
     """What one slave did."""
 
-    commands: int = 0
-    batches: int = 0
+    commands: int = 0  # that finished on it
+    batches: int = 0  # sent to it
     busy_seconds: float = 0.0
     bytes_sent: int = 0  # to the slave
     bytes_received: int = 0  # from the slave
@@ -56,6 +56,7 @@ class Run_statistics:
     #: The ranks of every slave there was, idle ones included.
     ranks: set[int] = field(default_factory=set)
     seconds: float = 0.0  # wall time inside run_queue
+    queued: int = 0  # commands of the run, or of the runs counted in
     #: Every failure of the run, in queue order (the first is the one raised).
     failures: list[Failure_record] = field(default_factory=list)
     #: The commands a run that stopped early did not run, with their memos, to queue again.
@@ -134,6 +135,7 @@ class Run_statistics:
             self.slave(rank).add(slave)
         self.ranks |= other.ranks
         self.seconds += other.seconds
+        self.queued += other.queued
         self.failed += len(other.failures)
         for name, times in other.times.items():
             self._keep(name, times, other.counts[name], other.totals[name])
@@ -141,7 +143,7 @@ class Run_statistics:
     def one_line(self) -> str:
         batches = sum(slave.batches for slave in self.worked.values())
         return (
-            f"run_queue: {self.commands} commands in {batches} batches on {len(self.slaves)} "
+            f"run_queue: {self.queued} commands in {batches} batches on {len(self.slaves)} "
             f"slaves, {self.seconds:.3f} s, {self.efficiency():.0%} efficient, "
             f"{self.retries} retried, {len(self.failures)} failed, {len(self.not_run)} not run"
         )

@@ -67,6 +67,17 @@ class Timeline:
             })  # fmt: skip
             start += seconds
 
+    def stopped(self, rank: int, index: int, command: Any, seconds: float) -> None:
+        """A command that its slave was stopped under, after ``seconds`` (a timeout): its span,
+        up to now."""
+        self._track(rank)
+        self.events.append({
+            "name": f"{kind(command)} {index}", "cat": "failed", "ph": "X",
+            "ts": (time.time() - seconds) * 1e6, "dur": seconds * 1e6,
+            "pid": PROCESS_ID, "tid": rank,
+            "args": {"command": index, "class": type(command).__qualname__, "stopped": True},
+        })  # fmt: skip
+
     def delivered(self, start: int, stop: int, began: float) -> None:
         """Results of commands ``start`` to ``stop`` ran on the master from ``began`` on."""
         now = time.time()
