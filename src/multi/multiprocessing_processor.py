@@ -477,6 +477,7 @@ class Multiprocessing_processor(Processor):
 
     fabric = "multiprocessing"
     slaves_in_process = False
+    slave_kind = "process"
     options = (
         *Processor.options,
         Option(

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from multi import capture, collector, logs, progress
+from multi import capture, collector, limits, logs, progress
 from multi.commands import Exit_command, Slave_command, Slave_storage_command
 from multi.errors import MultiError, ProcessorSizeError, add_note, describe, exit_status
 from multi.memo import Memo
@@ -118,6 +118,9 @@ class Processor:
     )
     #: Whether slaves are threads of the master, whose output is routed per thread.
     slaves_in_process: ClassVar[bool] = True
+    #: What a slave is on this machine, "thread" or "process", for the fabrics that start
+    #: them here: a size beyond what the machine can start is refused (``multi.limits``).
+    slave_kind: ClassVar[str | None] = None
     #: The rank of this process: 0 for the master; a slave's own where the launcher starts
     #: slaves as copies of the application (MPI), whose ``run()`` then serves the master.
     process_rank: int = 0
@@ -138,6 +141,7 @@ class Processor:
                 "mpi4py with the slaves a master started alone spawns: launch=spawn)"
             )
         self._processor_size = self.slave_count(_checked_size(processor_size))
+        self._check_machine_can_start(self._processor_size)
         self.command_queue: list[Slave_command] = []
         self.memo_map: dict[int, Memo] = {}
         self._memo_users: dict[int, int] = {}
@@ -173,6 +177,19 @@ class Processor:
     def slave_count(self, requested: int | None) -> int:
         """The number of slaves to run for a request (None: the fabric's default)."""
         return requested if requested is not None else usable_cores()
+
+    def _check_machine_can_start(self, size: int) -> None:
+        kind = self.slave_kind
+        if kind is None or size <= usable_cores():
+            return
+        most = limits.most_slaves(kind)
+        if most is not None and size > most[0]:
+            plural = "processes" if kind == "process" else f"{kind}s"
+            raise ProcessorSizeError(
+                f"the {self.fabric} fabric cannot start {size} slave {plural} here: this "
+                f"machine can start at most {max(0, most[0])} more ({most[1]}). Ask for fewer "
+                f"slaves: it has {usable_cores()} usable cores"
+            )
 
     def can_stop_commands(self) -> bool:
         """Whether a command can be stopped without stopping the master (``timeout``)."""
@@ -674,8 +691,9 @@ class Processor:
             except BaseException as exc:  # (Ctrl-C included): stop the slaves that did start
                 with suppress(Exception):  # (what failed to start is the error to report)
                     transport.kill()
-                if isinstance(exc, OSError) and exc.errno == errno.EMFILE:
-                    add_note(exc, self._descriptor_advice())
+                advice = self._start_advice(exc)
+                if advice is not None:
+                    add_note(exc, advice)
                 raise
             self._transport = transport
             if self.slaves_in_process:  # routed while the slaves live, not at every run
@@ -685,19 +703,29 @@ class Processor:
                 self.run_command_globally(command)
         return self._transport
 
-    def _descriptor_advice(self) -> str:
-        """What to do when the slaves' start ran out of file descriptors."""
-        try:
-            import resource
-        except ImportError:  # not on a POSIX system
-            limit = "its limit"
-        else:
-            limit = f"its limit of {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
-        return (
-            f"the {self.fabric} fabric ran out of file descriptors while it started "
-            f"{self._processor_size} slaves ({limit}, where each slave takes a few); the slaves "
-            "that had started are stopped: raise the limit (ulimit -n) or ask for fewer slaves"
-        )
+    def _start_advice(self, error: BaseException) -> str | None:
+        """What to do when the system refused to start a slave (None for other errors)."""
+        if isinstance(error, OSError) and error.errno == errno.EMFILE:
+            try:
+                import resource
+            except ImportError:  # not on a POSIX system
+                limit = "its limit"
+            else:
+                limit = f"its limit of {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
+            return (
+                f"the {self.fabric} fabric ran out of file descriptors while it started "
+                f"{self._processor_size} slaves ({limit}, where each slave takes a few); the "
+                "slaves that had started are stopped: raise the limit (ulimit -n) or ask for "
+                "fewer slaves"
+            )
+        refused = isinstance(error, OSError) and error.errno in (errno.EAGAIN, errno.ENOMEM)
+        if refused or (isinstance(error, RuntimeError) and "can't start new thread" in str(error)):
+            return (
+                f"the system refused to start one of the {self._processor_size} slaves of the "
+                f"{self.fabric} fabric; the slaves that had started are stopped: ask for fewer "
+                f"slaves (this machine has {usable_cores()} usable cores)"
+            )
+        return None
 
     def setup_commands(self) -> list[Slave_command]:
         """What a slave started afresh runs first, to hold the data the others hold."""

@@ -80,6 +80,7 @@ class Thread_processor(Processor):
     """Slaves are ``processor_size`` threads of the master."""
 
     fabric = "thread"
+    slave_kind = "thread"
 
     def make_transport(self) -> Transport:
         return Thread_transport(self, self._processor_size)
