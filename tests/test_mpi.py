@@ -207,6 +207,40 @@ def test_started_alone_without_launching_it_says_how_to_launch(alone: Path) -> N
         assert "mpiexec -n 3 python app.py" in result.stderr
 
 
+#: Ctrl-C as a spawned slave starts, once, as Python imports ``site``: to the mpiexec started
+#: for it (which passes it on to the slave) and to the master's group, as a terminal's Ctrl-C
+#: that comes before that mpiexec has left the master's group.
+CTRL_C_AS_A_SLAVE_STARTS = """
+import os, signal, sys
+if "spawned_slave_main" in " ".join(sys.orig_argv):
+    try:
+        os.close(os.open(os.environ["MULTI_TEST_PRESSED"], os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        pass
+    else:
+        def parent(pid):
+            with open(f"/proc/{pid}/stat") as stat:
+                return int(stat.read().rsplit(")", 1)[1].split()[1])
+        mpiexec = parent(parent(os.getpid()))  # (its proxy's parent)
+        os.kill(mpiexec, signal.SIGINT)
+        os.killpg(os.getpgid(parent(mpiexec)), signal.SIGINT)
+"""
+
+
+def test_started_alone_ctrl_c_as_a_slave_starts_ends_the_program(
+    alone: Path, tmp_path: Path
+) -> None:
+    # Before: the slave died as it started, its mpiexec too, and the master waited for it in
+    # MPICH's spawn (accept) for ever.
+    (tmp_path / "sitecustomize.py").write_text(CTRL_C_AS_A_SLAVE_STARTS)
+    pressed = tmp_path / "pressed"
+    env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "MULTI_TEST_PRESSED": str(pressed)}
+    result = run(sys.executable, str(alone), "2", env=env)
+    assert pressed.exists()
+    assert result.returncode in (130, -signal.SIGINT)  # (the same status to a shell)
+    assert "KeyboardInterrupt" in result.stderr
+
+
 # A slave that dies mid-command (tests/apps/mpi_death.py), in each launch mode -----------------
 
 

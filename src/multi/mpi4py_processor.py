@@ -1106,6 +1106,9 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     context.descriptors = Descriptor_capture(_guard_files or unnamed_files())
     context.logs = Log_forwarding(rank)
     try:
+        # (a spawned slave starts with SIGINT held back: a Ctrl-C that came as it started
+        # ends it here)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         serve(processor, context, receive, reply, note)
     except KeyboardInterrupt:  # told to drop the work (KILL), or Ctrl-C under mpiexec
         pass
@@ -1341,10 +1344,16 @@ class Mpi4py_processor(Processor):
             *(str(rank), str(self._processor_size), notes, str(key), master),
             "survives" if survives else "ends",
         ]
+        # Ctrl-C while the slave starts would end it before it connects, and MPICH would wait
+        # for it for ever: the slave (and the mpiexec started for it) start with SIGINT held
+        # back, as the master does until the spawn returns, and the slave takes it once it
+        # serves (``_serve_master``).
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             comm = MPI.COMM_SELF.Spawn(sys.executable, arguments, 1)
         finally:
             os.environ["PATH"] = path
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         comm.send(master_place(), 0, SETUP)
         return comm
 
