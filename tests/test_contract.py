@@ -502,18 +502,31 @@ def test_a_command_may_start_processes_of_its_own(fabric: str) -> None:
     assert run_master(fabric, body) == [[1, 2, 3]]
 
 
+def test_an_exception_whose_init_takes_other_arguments_arrives_as_itself(fabric: str) -> None:
+    def body(processor: Any) -> BaseException:
+        processor.add_to_queue(w.Raises(w.Fit_error, 7, "no minimum"))
+        with pytest.raises(w.Fit_error) as caught:
+            processor.run_queue()
+        return caught.value
+
+    error = run_master(fabric, body)
+    assert (str(error), error.residue, error.reason) == ("residue 7: no minimum", 7, "no minimum")
+    assert isinstance(error.__cause__, RemoteTraceback)
+
+
 def test_an_exception_that_cannot_travel_arrives_as_text(
     fabric: str, pickling: dict[str, Any]
 ) -> None:
     def body(processor: Any) -> BaseException:
-        processor.add_to_queue(w.Fails_unpicklably())
+        processor.add_to_queue(w.Raises(w.Unpicklable_error, "it holds a lock"))
         with pytest.raises(Capturing_exception) as caught:
             processor.run_queue()
         return caught.value
 
     error = run_master(fabric, body, **pickling)
     assert error.exception_name == "Unpicklable_error"
-    assert "1 and 2" in str(error)
+    assert "it holds a lock" in str(error)
+    assert "could not travel to the master" in str(error)
     assert isinstance(error.__cause__, RemoteTraceback)
 
 

@@ -277,16 +277,34 @@ class No_run(Slave_command):
     """Forgets to define run()."""
 
 
+class Fit_error(Exception):
+    """An exception whose ``__init__`` takes other arguments than its ``args``: pickle cannot
+    rebuild it by calling its class."""
+
+    def __init__(self, residue: int, reason: str) -> None:
+        super().__init__(f"residue {residue}: {reason}")
+        self.residue = residue
+        self.reason = reason
+
+
 class Unpicklable_error(Exception):
-    """An exception that cannot be rebuilt from its pickle."""
+    """An exception that holds what does not pickle."""
 
-    def __init__(self, a: int, b: int) -> None:
-        super().__init__(f"{a} and {b}")
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
 
 
-class Fails_unpicklably(Slave_command):
+class Raises(Slave_command):
+    """Raises ``error``, made on the slave: ``kind(*arguments)``."""
+
+    def __init__(self, kind: type[BaseException], *arguments: Any) -> None:
+        super().__init__()
+        self.kind = kind
+        self.arguments = arguments
+
     def run(self, processor: Any, completed: bool) -> None:
-        raise Unpicklable_error(1, 2)
+        raise self.kind(*self.arguments)
 
 
 class Die_once(Slave_command):

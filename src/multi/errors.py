@@ -180,7 +180,8 @@ class Capturing_exception(Exception):
     def __str__(self) -> str:
         return (
             f"{self.exception_name}: {self.exception_string} "
-            f"(on slave {self.rank}, {self.name}; the exception itself could not be sent)"
+            f"(on slave {self.rank}, {self.name}; the exception itself could not travel to the "
+            "master)"
         )
 
 
@@ -243,13 +244,38 @@ def _rebuild_failure(exception: BaseException, text: str, rank: int | str, name:
     return failure
 
 
-def _portable(exc: BaseException, rank: int | str, name: str) -> BaseException:
+def _portable(exc: BaseException, rank: int | str, name: str) -> Any:
     """The exception itself when it survives the trip to the master (its class travels by value
-    if the main script defines it), else its text form."""
+    if the main script defines it); else the same rebuilt from its state, without its
+    ``__init__``; else its text form."""
     from multi import wire  # (wire raises this module's errors)
 
-    try:
-        wire.round_trip(exc)
-    except Exception:
-        return Capturing_exception((type(exc), exc, exc.__traceback__), rank=rank, name=name)
+    for candidate in (exc, _Exception_state(exc)):
+        try:
+            wire.round_trip(candidate)
+        except Exception:
+            continue
+        return candidate
+    return Capturing_exception((type(exc), exc, exc.__traceback__), rank=rank, name=name)
+
+
+class _Exception_state:
+    """An exception that pickle cannot rebuild (pickle calls its class with ``args``, which an
+    ``__init__`` of other parameters refuses): it travels as its class, ``args`` and
+    attributes, and is made again from them without ``__init__``, as its class still."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        exc = self.exc
+        return (_exception_from_state, (type(exc), exc.args, dict(vars(exc))))
+
+
+def _exception_from_state(
+    cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+) -> BaseException:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
     return exc
