@@ -328,8 +328,8 @@ FOREVER = textwrap.dedent(
 INTERRUPTED = FOREVER + textwrap.dedent(
     """
     if __name__ == "__main__":
-        with Executor(sys.argv[1], 2) as pool:
-            list(pool.map(forever, range(4), chunksize=1))
+        with Executor(sys.argv[1], 2) as pool:  # (more calls than two slaves hold)
+            list(pool.map(forever, range(8), chunksize=1))
     """
 )
 
@@ -392,7 +392,7 @@ INTERRUPTED_LEFT_OPEN = FOREVER + textwrap.dedent(
     """
     if __name__ == "__main__":
         pool = Executor(sys.argv[1], 2)
-        for future in [pool.submit(forever, i) for i in range(4)]:
+        for future in [pool.submit(forever, i) for i in range(8)]:
             future.result()
     """
 )

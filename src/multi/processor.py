@@ -372,10 +372,13 @@ class Processor:
         finished: the engine of ``multi.Executor``.
 
         ``take(wanted)`` is asked for up to ``wanted`` more (command, memo) pairs whenever the
-        slaves could use them; an empty list means none yet. Outcomes are delivered as
-        commands finish, not in queue order; each failure goes to ``on_error`` and none is
-        raised here. ``on_failure`` overrides the processor's failure policy for this run.
-        Returns why the run stopped before ``take`` ran dry (see ``on_failure``), or None.
+        slaves could use them, and for none (``wanted`` 0) as the run waits for its slaves, so
+        that it can end the run (None) or drop it (an exception that ends ``run_stream``, which
+        stops the slaves that hold work) at once; an empty list means none yet. Outcomes are
+        delivered as commands finish, not in queue order; each failure goes to ``on_error``
+        and none is raised here. ``on_failure`` overrides the processor's failure policy for
+        this run. Returns why the run stopped before ``take`` ran dry (see ``on_failure``), or
+        None.
         """
         self.assert_on_master()
         self._refuse_nested("run_stream")

@@ -163,10 +163,11 @@ class Scheduler:
 
     def _refill(self, run: Run) -> None:
         """Let an open run take what its source has, as much as keeps every slave busy; the
-        run closes once the source says nothing more will come."""
+        run closes once the source says nothing more will come. The source is asked even for
+        none (every slave busy): it may end the run, or drop it by raising, at any time."""
         enough = REFILL_BATCHES * max(1, len(run.in_flight)) * run.sizer.size(1 << 30)
-        wanted = enough - run.waiting()
-        if wanted > 0 and not run.source(run, wanted):  # type: ignore[misc]
+        wanted = max(0, enough - run.waiting())
+        if not run.source(run, wanted):  # type: ignore[misc]
             run.source = None
 
     # Dispatch ------------------------------------------------------------------------------
