@@ -98,6 +98,7 @@ def test_submit_and_map_give_every_value_in_order(fabric: str) -> None:
         assert list(pool.map(add, range(30), range(40), chunksize=1)) == [2 * i for i in range(30)]
         assert list(pool.map(square, iter(range(25)))) == [i * i for i in range(25)]
         assert list(pool.map(square, [])) == []
+        assert list(pool.map(square)) == []  # (no iterable: nothing, as map() gives)
 
 
 def test_futures_complete_as_their_calls_finish(fabric: str, tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -41,6 +43,28 @@ def test_a_failing_call_raises_its_exception_and_the_backend_goes_on(fabric: str
     with joblib.parallel_config(backend="multi", fabric=fabric, n_jobs=n_jobs(fabric)):
         with pytest.raises(ValueError, match="no data for 5"):
             joblib.Parallel()(joblib.delayed(fails_on_five)(i) for i in range(50))
+        assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(5)) == [
+            0, 1, 4, 9, 16,
+        ]  # fmt: skip
+
+
+def naps_or_fails(x: int) -> int:
+    if x == 0:
+        raise ValueError("no data for 0")
+    time.sleep(600 if x == 1 else 0.01)
+    return x
+
+
+@pytest.mark.parametrize("how", ["timeout", "failure"])
+def test_a_timeout_or_a_failure_drops_the_calls_under_way(replacing_fabric: str, how: str) -> None:
+    # joblib aborts everything: a call that runs for ten minutes must not hold the error back.
+    error = multiprocessing.TimeoutError if how == "timeout" else ValueError  # (joblib's)
+    first = 1 if how == "timeout" else 0
+    with joblib.parallel_config(backend="multi", fabric=replacing_fabric, n_jobs=2):
+        with pytest.raises(error):
+            joblib.Parallel(timeout=1.0 if how == "timeout" else None)(
+                joblib.delayed(naps_or_fails)(i) for i in range(first, 8)
+            )
         assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(5)) == [
             0, 1, 4, 9, 16,
         ]  # fmt: skip

@@ -201,6 +201,8 @@ class Executor(concurrent.futures.Executor):
             raise TypeError(f"map() takes a callable first, not {type(fn).__name__}")
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, not {chunksize}")
+        if not iterables:  # (no item: map() gives nothing)
+            return iter(())
         end = None if timeout is None else time.monotonic() + timeout
         size = chunksize or self._chunksize(iterables)
         spread = len(iterables) != 1
@@ -211,9 +213,19 @@ class Executor(concurrent.futures.Executor):
         ]
         return _values(futures, end)
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def shutdown(
+        self, wait: bool = True, *, cancel_futures: bool = False, kill_workers: bool = False
+    ) -> None:
         """Take no more calls; with ``cancel_futures``, cancel those not taken yet; with
-        ``wait``, return once every call taken has finished and the slaves are stopped."""
+        ``wait``, return once every call taken has finished and the slaves are stopped.
+
+        With ``kill_workers`` (as loky's executor has it), the calls under way are dropped
+        too, their slaves killed, where the fabric can stop a slave alone (the processes of
+        ``multiprocessing``, ``pvm``, spawned MPI slaves); elsewhere they finish first.
+        """
+        if kill_workers and self._processor.can_stop_commands():
+            self._drop(0)
+            return
         with self._lock:
             self._closed = True
             if cancel_futures:

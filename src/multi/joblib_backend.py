@@ -86,10 +86,12 @@ class Multi_backend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
             executor.shutdown(wait=True)
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        """A call failed: drop the calls that wait; start afresh if more will come."""
+        """A call failed, or ran past joblib's timeout: drop the calls that wait and those
+        under way (their slaves are killed, where the fabric can stop one alone); start
+        afresh if more will come."""
         executor, self._executor = self._executor, None  # (the next call starts afresh)
         if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            executor.shutdown(wait=True, cancel_futures=True, kill_workers=True)
 
 
 def register() -> None:
