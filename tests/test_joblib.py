@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from tests.conftest import slaves_for
 
 joblib = pytest.importorskip("joblib")
+
+
+@pytest.fixture(autouse=True)
+def _shared_executor_shut_down() -> Iterator[None]:
+    """The executor that Parallel calls share outlives them: it goes with each test."""
+    yield
+    from multi import joblib_backend
+
+    joblib_backend.shutdown()
 
 
 def square(x: int) -> int:
@@ -46,6 +57,20 @@ def test_a_failing_call_raises_its_exception_and_the_backend_goes_on(fabric: str
         assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(5)) == [
             0, 1, 4, 9, 16,
         ]  # fmt: skip
+
+
+def pid(_: int) -> int:
+    time.sleep(0.01)
+    return os.getpid()
+
+
+def test_parallel_calls_take_the_same_slaves_again(replacing_fabric: str) -> None:
+    with joblib.parallel_config(backend="multi", fabric=replacing_fabric, n_jobs=2):
+        first, second = (
+            set(joblib.Parallel()(joblib.delayed(pid)(i) for i in range(20))) for _ in range(2)
+        )
+    assert os.getpid() not in first
+    assert second <= first
 
 
 def naps_or_fails(x: int) -> int:

@@ -95,6 +95,16 @@ def test_the_contract_holds_under_mpiexec() -> None:
     assert "running via mpi4py with 2 slave processors & 1 master. Using " in result.stdout
 
 
+def test_under_mpiexec_parallel_calls_share_the_ranks_and_a_second_executor_is_refused() -> None:
+    pytest.importorskip("joblib")
+    result = under_mpiexec(str(ROOT / "tests" / "apps" / "mpi_joblib.py"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["first 285", "second 285"]
+    assert lines[2].startswith("refused: the slaves of this MPI job (ranks 1 to 2) serve the first")
+    assert "start the program alone" in lines[2]
+
+
 @pytest.mark.parametrize("status", [0, 3])
 def test_sys_exit_on_the_master_is_the_status_of_mpiexec(status: int) -> None:
     result = under_mpiexec(str(APP), "mpi4py", "-1", "1", str(status))

@@ -263,6 +263,11 @@ class Executor(concurrent.futures.Executor):
             self._drop(ending_status(interrupt))
             raise
 
+    def takes_calls(self) -> bool:
+        """Whether ``submit`` takes calls still: not shut down, not broken."""
+        with self._lock:
+            return not self._closed and self._broken is None
+
     @property
     def processor(self) -> Processor:
         """The processor whose slaves run the calls (its ``last_run`` tells how they went)."""

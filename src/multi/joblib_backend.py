@@ -9,6 +9,12 @@
 Every keyword that ``parallel_config`` does not know itself goes to ``multi.Executor``
 (``fabric``, ``retries``, ``timeout``, ``verbosity``, ...). joblib's batches of calls run as
 the executor's calls, with joblib's own batch sizing.
+
+The executor outlives each ``Parallel`` call, as loky's does: the next call with the same
+settings takes it again (``_reusable``), with its slaves started already, and it is shut down
+as the program ends (or when other settings need another). Under ``mpiexec -n P+1``, whose
+ranks serve one executor for the whole program, that is what lets a program call
+``Parallel`` more than once.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from typing import Any
 from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
 
 from multi.executor import Executor
+
+#: The executor that ``Parallel`` calls share, with the settings it was made for.
+_shared: tuple[tuple[Any, ...], Executor] | None = None
 
 
 class Multi_backend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
@@ -67,7 +76,7 @@ class Multi_backend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
         if self._executor is None:
             n_jobs = self._n_jobs
             workers = None if n_jobs is None or n_jobs == -1 else self.effective_n_jobs(n_jobs)
-            self._executor = Executor(self.fabric, workers, **self.options)
+            self._executor = _reusable(self.fabric, workers, self.options)
         return self._executor
 
     def submit(self, func: Any, callback: Any = None) -> Any:
@@ -80,18 +89,44 @@ class Multi_backend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
         return future.result()
 
     def terminate(self) -> None:
-        """Stop the slaves, once joblib is done with the backend."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
+        """joblib is done with the backend for now: the executor stays for the next call."""
+        self._executor = None
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """A call failed, or ran past joblib's timeout: drop the calls that wait and those
-        under way (their slaves are killed, where the fabric can stop one alone); start
-        afresh if more will come."""
-        executor, self._executor = self._executor, None  # (the next call starts afresh)
+        under way (their slaves are killed, where the fabric can stop one alone); the next
+        call starts afresh."""
+        global _shared
+        executor, self._executor = self._executor, None
         if executor is not None:
+            if _shared is not None and _shared[1] is executor:
+                _shared = None
             executor.shutdown(wait=True, cancel_futures=True, kill_workers=True)
+
+
+def shutdown() -> None:
+    """Shut down the executor that ``Parallel`` calls share, once its calls are done, and stop
+    its slaves (the end of the program does it too)."""
+    global _shared
+    shared, _shared = _shared, None
+    if shared is not None:
+        shared[1].shutdown(wait=True)
+
+
+def _reusable(fabric: str | None, workers: int | None, options: dict[str, Any]) -> Executor:
+    """The shared executor if it was made for these settings and still takes calls; else a
+    new one, in its place (the old one shut down once its calls are done)."""
+    global _shared
+    key = (fabric, workers, sorted(options.items(), key=str))
+    if _shared is not None:
+        settings, executor = _shared
+        if settings == key and executor.takes_calls():
+            return executor
+        _shared = None
+        executor.shutdown(wait=True)
+    executor = Executor(fabric, workers, **options)
+    _shared = (key, executor)
+    return executor
 
 
 def register() -> None:

@@ -1184,6 +1184,8 @@ LISTENING = "listening"
 _exit_status: int | None = None
 #: The rank and number of slaves of this process, a spawned slave.
 _spawned_as: tuple[int, int] | None = None
+#: Whether a processor of this program took the ranks of ``mpiexec -n P+1`` as its slaves.
+_world_taken = False
 #: Why a master started alone cannot spawn slaves again: one died (see ``SINGLETON_DEATH``).
 _singleton_broken: str | None = None
 
@@ -1243,6 +1245,16 @@ class Mpi4py_processor(Processor):
             self.process_rank = _spawned_as[0] if _spawned_as else world.Get_rank() + 1
         elif self._launched:
             self.process_rank = world.Get_rank()
+            global _world_taken
+            if _world_taken and self.process_rank == MASTER:  # (its slaves would never answer)
+                raise MultiError(
+                    "the slaves of this MPI job (ranks 1 to "
+                    f"{world.Get_size() - 1}) serve the first mpi4py processor or executor "
+                    "of the program only, and end with it: make one for the whole program "
+                    "(the joblib backend keeps its own), or start the program alone "
+                    "(python app.py), where each one spawns slaves of its own"
+                )
+            _world_taken = True
             self._comm = world.Dup()  # every rank makes the processor: the collective is safe
             _unname_mpi_memory()  # (every rank has mapped it: each has made the processor)
             self._notes = _notes_directory() if self.process_rank == 0 else None

@@ -1,0 +1,22 @@
+"""Under ``mpiexec -n 3``: two joblib ``Parallel`` calls on the "multi" backend, as the
+documentation's example makes them, then a second executor of the program's own, which the
+ranks that served the first cannot serve: it is refused, saying why."""
+
+import joblib
+
+import multi
+from multi import MultiError
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+with joblib.parallel_config(backend="multi", fabric="mpi4py", n_jobs=2):
+    for call in ("first", "second"):
+        print(call, sum(joblib.Parallel()(joblib.delayed(square)(x) for x in range(10))))
+multi.joblib_backend.shutdown()
+try:
+    multi.Executor("mpi4py")
+except MultiError as error:
+    print("refused:", error)
