@@ -105,6 +105,15 @@ def test_under_mpiexec_parallel_calls_share_the_ranks_and_a_second_executor_is_r
     assert "start the program alone" in lines[2]
 
 
+def test_under_mpiexec_what_commands_left_running_ends_with_the_job() -> None:
+    env = {"PYTHONPATH": str(ROOT)}
+    result = under_mpiexec(str(ROOT / "tests" / "apps" / "mpi_children.py"), env=env)
+    assert result.returncode == 0, result.stderr
+    children = [int(pid) for pid in result.stdout.split()]
+    assert len(children) == 4
+    assert survivors(children) == []
+
+
 @pytest.mark.parametrize("status", [0, 3])
 def test_sys_exit_on_the_master_is_the_status_of_mpiexec(status: int) -> None:
     result = under_mpiexec(str(APP), "mpi4py", "-1", "1", str(status))

@@ -295,6 +295,7 @@ def _guard(
     if notes is not None:
         os._exit(_guard_spawned(rank, key, child, task, files, notes, master, survives))
     code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    _end_group_left()
     if code != 0:
         what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
         os.set_blocking(read, False)  # where to note the death, if the slave passed it on
@@ -345,6 +346,8 @@ def _guard_spawned(
             shutil.rmtree(notes, ignore_errors=True)
             return 0
         code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+        with suppress(OSError):  # what its commands started and left running, if it died
+            os.killpg(child, signal.SIGKILL)
         running = task_memory.read(task)[0]
         if code == 0 and running == LEFT:
             return 0
@@ -360,6 +363,18 @@ def _guard_spawned(
         for suffix in (".pid", ".task", ".ended", ".files"):
             with suppress(OSError):
                 os.unlink(_note_path(notes, key, suffix))
+
+
+def _end_group_left() -> None:
+    """The slave of mpiexec has ended, its guard ends what its commands left running in the
+    group that the guard leads (mpiexec ends a rank's group only when the job fails): SIGTERM
+    to each, which the guard ignores as it leaves. Where the guard leads no group of its own
+    (another launcher's), the launcher's group is left alone."""
+    if os.getpgid(0) != os.getpid():
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with suppress(OSError):
+        os.killpg(0, signal.SIGTERM)
 
 
 def _outlived(child: int, master: str | None) -> bool:
@@ -1130,7 +1145,7 @@ def _end_own_group() -> None:
     """End what this slave's commands started and left running (SIGTERM to its process group,
     which the slave itself ignores as it leaves)."""
     if os.getpgid(0) != os.getpid():
-        return  # not the leader of a group of its own: the launcher ends the job's processes
+        return  # not the leader of a group of its own (no guard made it one)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with suppress(OSError):
         os.killpg(0, signal.SIGTERM)
