@@ -399,9 +399,20 @@ INTERRUPTED_LEFT_OPEN = FOREVER + textwrap.dedent(
 )
 
 
+INTERRUPTED_AT_EXIT = FOREVER + textwrap.dedent(
+    """
+    if __name__ == "__main__":  # (its calls run as the program ends)
+        pool = Executor(sys.argv[1], 2)
+        futures = [pool.submit(forever, i) for i in range(8)]
+    """
+)
+
+
 @pytest.mark.parametrize("kind", ["multiprocessing", "thread", "pvm"])
 @pytest.mark.parametrize(
-    "program", [INTERRUPTED, INTERRUPTED_LEFT_OPEN], ids=["in a with block", "left open"]
+    "program",
+    [INTERRUPTED, INTERRUPTED_LEFT_OPEN, INTERRUPTED_AT_EXIT],
+    ids=["in a with block", "left open", "at exit"],
 )
 def test_ctrl_c_ends_an_executor_program_and_every_slave(
     kind: str, program: str, tmp_path: Path
@@ -414,5 +425,7 @@ def test_ctrl_c_ends_an_executor_program_and_every_slave(
     # Ended by Ctrl-C as a shell sees it (130): by the signal itself, as Python ends, or with
     # its status, where MPI ends the job. The calls are dropped, not waited for.
     assert status in (-signal.SIGINT, 128 + signal.SIGINT), stderr
-    assert "KeyboardInterrupt" in stderr
+    said = "Ctrl-C as the program ended" if program is INTERRUPTED_AT_EXIT else "KeyboardInterrupt"
+    assert said in stderr
+    assert "slave" not in stderr and "Error" not in stderr  # (no death told, no traceback)
     assert survivors(processes) == []

@@ -15,9 +15,12 @@ the values come back in order, item by item.
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import functools
 import itertools
+import os
+import signal
 import sys
 import threading
 import time
@@ -168,6 +171,10 @@ class Executor(concurrent.futures.Executor):
         #: drop the calls it holds (Ctrl-C, sys.exit): MPI ends the job with it.
         self._abandon: int | None = None
         self._broken: BaseException | None = None
+        #: Set as the engine ends: once Ctrl-C has interrupted a join of its thread, a later
+        #: join returns at once (Python 3.11 releases the lock that tells the thread's end),
+        #: while the engine runs on.
+        self._ended = threading.Event()
         self._thread = threading.Thread(target=self._engine, name="multi-executor", daemon=True)
         self._thread.start()
         _executors.add(self)
@@ -234,7 +241,7 @@ class Executor(concurrent.futures.Executor):
                     future.cancel()
             self._wake.notify_all()
         if wait and threading.current_thread() is not self._thread:
-            self._thread.join()
+            self._ended.wait()
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool | None:
         """Wait for the calls to finish; but if the block ended in Ctrl-C or another
@@ -322,6 +329,12 @@ class Executor(concurrent.futures.Executor):
 
     def _engine(self) -> None:
         """Run the calls as they come, one open run after another, until shut down."""
+        try:
+            self._serve_calls()
+        finally:
+            self._ended.set()
+
+    def _serve_calls(self) -> None:
         try:
             while True:
                 with self._lock:
@@ -444,10 +457,32 @@ def _shut_down_at_exit() -> None:
     """
     last = getattr(sys, "last_value", None)
     ending = last if isinstance(last, KeyboardInterrupt) else None
+    interrupted = False
     for executor in list(_executors):
-        with suppress(KeyboardInterrupt):
+        try:
             executor._close(ending)
+        except KeyboardInterrupt:
+            interrupted = True
     sys.stdout.flush()
+    if interrupted:
+        print(
+            "multi: Ctrl-C as the program ended: the calls of an open executor that had not "
+            "finished were dropped",
+            file=sys.stderr,
+        )
+        _end_as_interrupted()
+
+
+def _end_as_interrupted() -> None:
+    """End the program as Python ends one that Ctrl-C interrupted (killed by SIGINT: 130 to a
+    shell), once the ``atexit`` handlers have run: calls that Ctrl-C dropped as the program
+    ended must not end it with status 0."""
+    atexit._run_exitfuncs()  # (which forgets them: they do not run twice)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGINT)
 
 
 threading._register_atexit(_shut_down_at_exit)  # type: ignore[attr-defined]

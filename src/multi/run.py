@@ -36,7 +36,7 @@ class Sent:
 class Run:
     """Everything one ``run_queue`` knows; the scheduler keeps nothing of a finished run."""
 
-    __slots__ = ("_rank_of", "alone", "attempts", "commands", "count", "delivered",
+    __slots__ = ("_rank_of", "alone", "attempts", "closed", "commands", "count", "delivered",
                  "failed_first", "failures", "fresh", "in_flight", "in_order", "left_output",
                  "memo_ids", "on_error", "on_failure", "outcomes", "pinned", "positions",
                  "ready", "returned", "settled", "sizer", "source", "started", "statistics",
@@ -80,8 +80,9 @@ class Run:
         self.ready: list[int] = []
         self.settled = bytearray(0 if in_order else count)
         #: Where an open run gets more commands while it goes on (see ``extend``): called with
-        #: the run and how many it could take; False once nothing more will come.
+        #: the run and how many it could take; False once nothing more will come (``closed``).
         self.source: Callable[[Run, int], bool] | None = None
+        self.closed = False
         #: Who is told of each failure as it is delivered; with one, the run raises none.
         self.on_error: Callable[[int, BaseException], None] | None = None
         #: The failure policy of this run, where it is not the scheduler's.

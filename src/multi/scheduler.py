@@ -58,8 +58,10 @@ ON_FAILURE = ("continue", "stop", "run-all")
 #: An open run takes from its source what makes this many batches per slave: enough to keep
 #: every slave busy, no more (what the source keeps can still be cancelled there).
 REFILL_BATCHES = 2
-#: How often an open run looks for new commands while it waits for its slaves.
+#: How often an open run looks for new commands while it waits for its slaves, and, once it
+#: takes no more, whether its source drops it.
 SOURCE_SECONDS = 0.002
+DROP_SECONDS = 0.05
 EARLY_STOP_FAILURES = 10
 START_FAILURES = 3
 
@@ -135,12 +137,11 @@ class Scheduler:
             # slave at once would cost each run of a few commands its number of slaves.
             self._check_at = time.monotonic() + period if period is not None else None
             while True:
-                open_run = run.source is not None and run.stopped is None
-                if open_run:
+                if run.source is not None:
                     self._refill(run)
                     self._dispatch(run)
-                    open_run = run.source is not None
-                if not open_run and not run.busy():
+                taking = run.source is not None and not run.closed and run.stopped is None
+                if not taking and not run.busy():
                     break
                 message = transport.receive(self._wait_seconds(run))
                 if message is not None:
@@ -162,13 +163,16 @@ class Scheduler:
             self._raise_first(run)
 
     def _refill(self, run: Run) -> None:
-        """Let an open run take what its source has, as much as keeps every slave busy; the
-        run closes once the source says nothing more will come. The source is asked even for
-        none (every slave busy): it may end the run, or drop it by raising, at any time."""
-        enough = REFILL_BATCHES * max(1, len(run.in_flight)) * run.sizer.size(1 << 30)
-        wanted = max(0, enough - run.waiting())
-        if not run.source(run, wanted):  # type: ignore[misc]
-            run.source = None
+        """Let an open run take what its source has, as much as keeps every slave busy, until
+        the source says that nothing more will come (the run is ``closed``). It is asked for
+        none when every slave is busy, once the run is closed or stopped too: it may drop the
+        run (by raising) at any time."""
+        wanted = 0
+        if not run.closed and run.stopped is None:
+            enough = REFILL_BATCHES * max(1, len(run.in_flight)) * run.sizer.size(1 << 30)
+            wanted = max(0, enough - run.waiting())
+        if not run.source(run, wanted) and not run.closed:  # type: ignore[misc]
+            run.closed = True
 
     # Dispatch ------------------------------------------------------------------------------
 
@@ -432,7 +436,10 @@ class Scheduler:
     def _wait_seconds(self, run: Run) -> float | None:
         """How long to wait for a message before the next deadline must be checked, or, in
         an open run, before its source is looked at again."""
-        wait = None if run.source is None else SOURCE_SECONDS
+        wait = None
+        if run.source is not None:
+            taking = not run.closed and run.stopped is None
+            wait = SOURCE_SECONDS if taking else DROP_SECONDS
         if self._check_at is None:
             return wait
         left = max(0.0, self._check_at - time.monotonic())
