@@ -96,6 +96,34 @@ def test_a_program_without_a_main_guard_runs_its_top_level_once(
     assert "Odd_error from a slave: True: 5 is not wanted" in out
 
 
+NESTED = """
+from multi import Executor
+
+def leaf(x):
+    return x * 10
+
+def nested(n):
+    with Executor("multiprocessing", max_workers=2, verbosity=0) as inner:
+        return sum(inner.map(leaf, range(n)))
+
+if __name__ == "__main__":
+    with Executor("multiprocessing", max_workers=2, verbosity=0) as outer:
+        print("nested:", outer.submit(nested, 4).result(timeout=60))
+"""
+
+
+def test_a_slave_passes_the_scripts_code_it_received_on_to_slaves_of_its_own(
+    tmp_path: Path,
+) -> None:
+    # The slave that runs ``nested`` received ``leaf`` from the master; its own slaves did not.
+    script = tmp_path / "nested.py"
+    script.write_text(NESTED)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=SECONDS, cwd=ROOT
+    )
+    assert (result.returncode, result.stdout) == (0, "nested: 60\n"), result.stderr
+
+
 def test_under_the_pickle_check_the_masters_code_stays_its_own(tmp_path: Path) -> None:
     # uni's pickle check unpickles the slave's side of every trip in the master's own process,
     # where the script's code was defined: its classes, and the globals they see, must stay the

@@ -171,7 +171,7 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
         """What a message says in place of code sent once (see ``named``), or None where the
         code travels otherwise: by value, or by reference to its module."""
         key = _received_key.get(id(obj))
-        if key is not None:  # on a slave: code the master sent, named by its key
+        if key is not None and self.peer is None:  # a slave's report: code its master sent
             return ("s", key)
         message = self.message
         if self.peer is None or id(obj) in message.in_progress:  # (a cycle: by value here)
