@@ -105,6 +105,39 @@ def test_under_mpiexec_parallel_calls_share_the_ranks_and_a_second_executor_is_r
     assert "start the program alone" in lines[2]
 
 
+EXECUTORS_IN_THREADS = """
+import threading
+from multi import Executor
+
+def double(x):
+    return 2 * x
+
+sums = {}
+
+def in_thread(k):
+    with Executor("mpi4py", max_workers=2, verbosity=0) as pool:
+        sums[k] = sum(pool.map(double, range(100)))
+
+threads = [threading.Thread(target=in_thread, args=(k,)) for k in range(3)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(sorted(sums.items()))
+"""
+
+
+def test_started_alone_executors_made_in_threads_at_once_spawn_their_slaves(
+    tmp_path: Path,
+) -> None:
+    # Each spawn set PATH for MPICH and rewrote the mpiexec it runs under the others' spawns.
+    script = tmp_path / "threads.py"
+    script.write_text(EXECUTORS_IN_THREADS)
+    result = run(sys.executable, str(script))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "[(0, 9900), (1, 9900), (2, 9900)]\n"
+
+
 def test_under_mpiexec_what_commands_left_running_ends_with_the_job() -> None:
     env = {"PYTHONPATH": str(ROOT)}
     result = under_mpiexec(str(ROOT / "tests" / "apps" / "mpi_children.py"), env=env)

@@ -1361,6 +1361,10 @@ class Mpi4py_processor(Processor):
     def _spawn(self, rank: int, notes: str, key: int, survives: bool) -> Any:
         """Start the slave of one rank, in a job of its own under its guard, which notes its
         death under ``key``."""
+        with _spawning:
+            return self._spawn_one(rank, notes, key, survives)
+
+    def _spawn_one(self, rank: int, notes: str, key: int, survives: bool) -> Any:
         MPI = _mpi()
         path = os.environ.get("PATH", "")
         if MPI.get_vendor()[0] == "MPICH":  # its singleton start runs mpiexec from PATH
@@ -1424,20 +1428,26 @@ def _mpich_launcher() -> str:
             f"MPICH spawns slaves through its mpiexec, which is not on PATH: add its "
             f"directory to PATH, or {HOW_TO_LAUNCH}"
         )
-    if _launcher_directory is None:
-        _launcher_directory = tempfile.mkdtemp(prefix="multi-mpiexec-")
-        atexit.register(shutil.rmtree, _launcher_directory, ignore_errors=True)
-    shim = os.path.join(_launcher_directory, "mpiexec")
-    with open(shim, "w") as file:
-        file.write(
-            f"#!{sys.executable}\nimport os, sys\nos.setsid()\n"
-            f"os.execv({mpiexec!r}, [{mpiexec!r}, *sys.argv[1:]])\n"
-        )
-    os.chmod(shim, 0o755)
-    return _launcher_directory
+    code = (
+        f"#!{sys.executable}\nimport os, sys\nos.setsid()\n"
+        f"os.execv({mpiexec!r}, [{mpiexec!r}, *sys.argv[1:]])\n"
+    )
+    if _launcher_directory is None or _launcher_directory[1] != code:
+        # (written once: rewritten under a spawn of another thread, it was 'Text file busy')
+        directory = tempfile.mkdtemp(prefix="multi-mpiexec-")
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        shim = os.path.join(directory, "mpiexec")
+        with open(shim, "w") as file:
+            file.write(code)
+        os.chmod(shim, 0o755)
+        _launcher_directory = directory, code
+    return _launcher_directory[0]
 
 
-_launcher_directory: str | None = None
+#: The directory of the ``mpiexec`` shim, and its code.
+_launcher_directory: tuple[str, str] | None = None
+#: Spawns are made one at a time: each sets PATH for MPICH, which starts its mpiexec from it.
+_spawning = threading.Lock()
 
 
 def _find_mpiexec() -> str | None:
