@@ -124,6 +124,32 @@ def test_a_slave_passes_the_scripts_code_it_received_on_to_slaves_of_its_own(
     assert (result.returncode, result.stdout) == (0, "nested: 60\n"), result.stderr
 
 
+FAILING = """
+from multi import Executor
+
+def parse(text):
+    return int(text)  # the line that fails
+
+if __name__ == "__main__":
+    with Executor("multiprocessing", max_workers=1, verbosity=0) as pool:
+        try:
+            pool.submit(parse, "twelve").result(timeout=60)
+        except ValueError as error:
+            print(error.__cause__)
+"""
+
+
+def test_a_slave_traceback_names_the_script_and_shows_its_line(tmp_path: Path) -> None:
+    script = tmp_path / "failing.py"
+    script.write_text(FAILING)
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=SECONDS, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    assert f'File "{script}", line 5, in parse' in result.stdout
+    assert "return int(text)  # the line that fails" in result.stdout
+
+
 def test_under_the_pickle_check_the_masters_code_stays_its_own(tmp_path: Path) -> None:
     # uni's pickle check unpickles the slave's side of every trip in the master's own process,
     # where the script's code was defined: its classes, and the globals they see, must stay the

@@ -132,6 +132,18 @@ class _Message:
 
 #: The reducer of each plain class that cloudpickle does not reduce its own way.
 _plain = reducers.Plain_reducers(cloudpickle.Pickler.dispatch_table)
+_code_reduce = cloudpickle.Pickler.dispatch_table[types.CodeType]
+#: The file name cloudpickle gives every code object it pickles by value.
+_NO_FILE = "<dynamic-code>"
+
+
+def _code_in_its_file(code: types.CodeType) -> Any:
+    """cloudpickle's reduction of a code object, with its file's name, where cloudpickle
+    names none (to pickle the same code alike wherever it was written): a slave's traceback
+    then names the script and its line, and shows the line where the script is there too."""
+    constructor, arguments = _code_reduce(code)
+    filename = code.co_filename
+    return constructor, tuple(filename if arg == _NO_FILE else arg for arg in arguments)
 
 
 class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
@@ -159,6 +171,8 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
         self.message = _Message() if message is None else message
 
     def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is types.CodeType:
+            return _code_in_its_file(obj)
         if isinstance(obj, (type, types.FunctionType)):
             name = self._name(obj)
             if name is not None:
