@@ -32,7 +32,9 @@ from __future__ import annotations
 import hashlib
 import io
 import itertools
+import os
 import pickle
+import secrets
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -41,8 +43,9 @@ import cloudpickle
 
 from multi import reducers
 
-_keys = itertools.count(1)
-#: The master's side: the key of each object (by ``id``), and the object of each key.
+#: The master's side: the keys it issues (``_issue_afresh``), the key of each object (by
+#: ``id``), and the object of each key.
+_keys = itertools.count()
 _key_of: dict[int, int] = {}
 _issued: dict[int, Any] = {}
 #: A slave's side: what it received, by key, and the key of each (by ``id``), every version
@@ -105,6 +108,21 @@ def _named(obj: Any, main_modules: tuple[str, ...]) -> bool:
         getattr(obj, "__module__", None) in main_modules
         and "<" not in getattr(obj, "__qualname__", "<")  # not <lambda>, nor <locals>
     )
+
+
+def _issue_afresh() -> None:
+    """Issue keys that no other process issues (from a random start of its own, again in a
+    forked child, which issued nothing of what it inherited): a slave that passes code on to
+    slaves of its own issues keys beside those its master sent, and must not take one for
+    another."""
+    global _keys
+    _keys = itertools.count(secrets.randbits(40) << 20)
+    _key_of.clear()
+    _issued.clear()
+
+
+_issue_afresh()
+os.register_at_fork(after_in_child=_issue_afresh)
 
 
 def _key(obj: Any) -> int:
