@@ -3,6 +3,7 @@ framework's contract gives commands (output, remote tracebacks, deaths, timeouts
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import re
 import signal
@@ -375,6 +376,36 @@ def test_a_program_that_forgets_shutdown_still_gets_its_calls_run(
     _ran_every_call(result, mark)
 
 
+FORKS = textwrap.dedent(
+    """
+    import multiprocessing
+    from multi import Executor
+
+    def child():
+        print("the child ran", flush=True)
+
+    if __name__ == "__main__":
+        pool = Executor("thread", 2, verbosity=0)
+        print(pool.submit(abs, -3).result(), flush=True)
+        process = multiprocessing.get_context("fork").Process(target=child)
+        process.start()
+        process.join(30)
+        print("the child ended with", process.exitcode, flush=True)
+        pool.shutdown()
+    """
+)
+
+
+def test_a_child_forked_while_an_executor_is_open_ends(tmp_path: Path) -> None:
+    # The child has no engine of the parent's executor: nothing to finish as it ends.
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork here")
+    script = tmp_path / "forks.py"
+    script.write_text(FORKS)
+    result = run(sys.executable, str(script))
+    assert result.stdout == "3\nthe child ran\nthe child ended with 0\n", result.stderr
+
+
 @pytest.mark.parametrize("launched", ["multiprocessing", "thread", "mpi4py"])
 def test_an_executor_left_open_on_the_launcher_slaves_gets_its_calls_run(
     launched: str, tmp_path: Path
@@ -401,9 +432,12 @@ INTERRUPTED_LEFT_OPEN = FOREVER + textwrap.dedent(
 
 INTERRUPTED_AT_EXIT = FOREVER + textwrap.dedent(
     """
-    if __name__ == "__main__":  # (its calls run as the program ends)
-        pool = Executor(sys.argv[1], 2)
-        futures = [pool.submit(forever, i) for i in range(8)]
+    if __name__ == "__main__":  # (their calls run as the program ends)
+        # (two executors, but on pvm, whose library serves one processor in a program)
+        alone = sys.argv[1] == "pvm"
+        pools = [Executor(sys.argv[1], 2)] if alone else [Executor(sys.argv[1], 1) for _ in "ab"]
+        calls = [(pool, 4 * k + i) for k, pool in enumerate(pools) for i in range(4)]
+        futures = [pool.submit(forever, i) for pool, i in calls]
     """
 )
 

@@ -175,6 +175,7 @@ class Executor(concurrent.futures.Executor):
         #: join returns at once (Python 3.11 releases the lock that tells the thread's end),
         #: while the engine runs on.
         self._ended = threading.Event()
+        self._pid = os.getpid()
         self._thread = threading.Thread(target=self._engine, name="multi-executor", daemon=True)
         self._thread.start()
         _executors.add(self)
@@ -240,8 +241,8 @@ class Executor(concurrent.futures.Executor):
                     _, future = self._waiting.popleft()
                     future.cancel()
             self._wake.notify_all()
-        if wait and threading.current_thread() is not self._thread:
-            self._ended.wait()
+        if wait and threading.current_thread() is not self._thread and self._pid == os.getpid():
+            self._ended.wait()  # (a forked child has no engine: nothing of it to wait for)
 
     def __exit__(self, kind: Any, error: Any, traceback: Any) -> bool | None:
         """Wait for the calls to finish; but if the block ended in Ctrl-C or another
@@ -456,33 +457,46 @@ def _shut_down_at_exit() -> None:
     them, the calls were lost and the program still ended with status 0.
     """
     last = getattr(sys, "last_value", None)
-    ending = last if isinstance(last, KeyboardInterrupt) else None
+    ending: BaseException | None = last if isinstance(last, KeyboardInterrupt) else None
     interrupted = False
     for executor in list(_executors):
         try:
             executor._close(ending)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as interrupt:
             interrupted = True
+            ending = interrupt  # (the other executors' calls are dropped too)
     sys.stdout.flush()
     if interrupted:
         print(
-            "multi: Ctrl-C as the program ended: the calls of an open executor that had not "
+            "multi: Ctrl-C as the program ended: the calls of open executors that had not "
             "finished were dropped",
             file=sys.stderr,
         )
-        _end_as_interrupted()
+        atexit.register(_end_as_interrupted)  # (registered last: called first)
 
 
 def _end_as_interrupted() -> None:
     """End the program as Python ends one that Ctrl-C interrupted (killed by SIGINT: 130 to a
-    shell), once the ``atexit`` handlers have run: calls that Ctrl-C dropped as the program
-    ended must not end it with status 0."""
-    atexit._run_exitfuncs()  # (which forgets them: they do not run twice)
+    shell), once its threads are joined and its other ``atexit`` handlers have run: calls
+    that Ctrl-C dropped as the program ended must not end it with status 0."""
+    atexit.unregister(_end_as_interrupted)
+    atexit._run_exitfuncs()  # the others (which it forgets: they do not run twice)
     for stream in (sys.stdout, sys.stderr):
         with suppress(Exception):
             stream.flush()
+    if os.name != "posix":
+        os._exit(128 + signal.SIGINT)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     os.kill(os.getpid(), signal.SIGINT)
+
+
+def _forget_in_a_forked_child() -> None:
+    """A forked child has none of its parent's engines: it has no executor to end."""
+    _executors.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_a_forked_child)
 
 
 threading._register_atexit(_shut_down_at_exit)  # type: ignore[attr-defined]
