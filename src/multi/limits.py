@@ -36,8 +36,8 @@ def most_slaves(kind: str) -> tuple[int, str] | None:
         return min(limits, default=None)
     if os.geteuid() != 0:  # (root is not held to it)
         processes = resource.getrlimit(resource.RLIMIT_NPROC)[0]
-        if processes != resource.RLIM_INFINITY and tasks is not None:
-            limits.append((processes - tasks, f"ulimit -u is {processes}"))
+        if processes != resource.RLIM_INFINITY:  # (the user's, whose tasks are not counted)
+            limits.append((processes, f"ulimit -u is {processes}"))
     if kind == "process":
         descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         if descriptors != resource.RLIM_INFINITY:

@@ -345,9 +345,11 @@ def _guard_spawned(
                 os.killpg(child, signal.SIGKILL)  # the slave, and what its commands started
             shutil.rmtree(notes, ignore_errors=True)
             return 0
+        died = os.waitid(os.P_PID, child, os.WEXITED | os.WNOWAIT)  # (its pid stays its own)
+        if died is not None and not (died.si_code == os.CLD_EXITED and died.si_status == 0):
+            with suppress(OSError):  # what its commands started and left running
+                os.killpg(child, signal.SIGKILL)
         code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-        with suppress(OSError):  # what its commands started and left running, if it died
-            os.killpg(child, signal.SIGKILL)
         running = task_memory.read(task)[0]
         if code == 0 and running == LEFT:
             return 0
@@ -368,9 +370,10 @@ def _guard_spawned(
 def _end_group_left() -> None:
     """The slave of mpiexec has ended, its guard ends what its commands left running in the
     group that the guard leads (mpiexec ends a rank's group only when the job fails): SIGTERM
-    to each, which the guard ignores as it leaves. Where the guard leads no group of its own
-    (another launcher's), the launcher's group is left alone."""
-    if os.getpgid(0) != os.getpid():
+    to each, which the guard ignores as it leaves. Only where the guard leads a session of its
+    own, as each rank of MPICH's mpiexec does: another launcher's group may hold other ranks
+    (Slurm's holds those of a node)."""
+    if os.getsid(0) != os.getpid():
         return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with suppress(OSError):
