@@ -73,6 +73,19 @@ def test_parallel_calls_take_the_same_slaves_again(replacing_fabric: str) -> Non
     assert second <= first
 
 
+def test_a_parallel_call_keeps_its_executor_while_other_settings_take_another() -> None:
+    with joblib.parallel_config(backend="multi", fabric="thread", n_jobs=2):
+        ongoing = joblib.Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)(
+            joblib.delayed(pid)(i) for i in range(40)
+        )
+        first = next(ongoing)
+    with joblib.parallel_config(backend="multi", fabric="thread", n_jobs=3):
+        assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(5)) == [
+            0, 1, 4, 9, 16,
+        ]  # fmt: skip
+    assert [first, *ongoing] == [os.getpid()] * 40  # (threads of this process)
+
+
 def naps_or_fails(x: int) -> int:
     if x == 0:
         raise ValueError("no data for 0")

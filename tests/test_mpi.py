@@ -100,9 +100,9 @@ def test_under_mpiexec_parallel_calls_share_the_ranks_and_a_second_executor_is_r
     result = under_mpiexec(str(ROOT / "tests" / "apps" / "mpi_joblib.py"))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[:2] == ["first 285", "second 285"]
-    assert lines[2].startswith("refused: the slaves of this MPI job (ranks 1 to 2) serve the first")
-    assert "start the program alone" in lines[2]
+    assert lines[:3] == ["failed: no square of a negative number here", "first 285", "second 285"]
+    assert lines[3].startswith("refused: the slaves of this MPI job (ranks 1 to 2) serve the first")
+    assert "start the program alone" in lines[3]
 
 
 EXECUTORS_IN_THREADS = """

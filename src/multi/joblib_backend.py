@@ -11,23 +11,21 @@ Every keyword that ``parallel_config`` does not know itself goes to ``multi.Exec
 the executor's calls, with joblib's own batch sizing.
 
 The executor outlives each ``Parallel`` call, as loky's does: the next call with the same
-settings takes it again (``_reusable``), with its slaves started already, and it is shut down
-as the program ends (or when other settings need another). Under ``mpiexec -n P+1``, whose
-ranks serve one executor for the whole program, that is what lets a program call
-``Parallel`` more than once.
+settings takes it again (``_Executors``), with its slaves started already, and it is shut
+down as the program ends, or once other settings took its place and no call uses it. Under
+``mpiexec -n P+1``, whose ranks serve one executor for the whole program, that is what lets a
+program call ``Parallel`` more than once.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
 
 from multi.executor import Executor
-
-#: The executor that ``Parallel`` calls share, with the settings it was made for.
-_shared: tuple[tuple[Any, ...], Executor] | None = None
 
 
 class Multi_backend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
@@ -76,7 +74,7 @@ class Multi_backend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
         if self._executor is None:
             n_jobs = self._n_jobs
             workers = None if n_jobs is None or n_jobs == -1 else self.effective_n_jobs(n_jobs)
-            self._executor = _reusable(self.fabric, workers, self.options)
+            self._executor = _executors.take(self.fabric, workers, self.options)
         return self._executor
 
     def submit(self, func: Any, callback: Any = None) -> Any:
@@ -90,43 +88,76 @@ class Multi_backend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
 
     def terminate(self) -> None:
         """joblib is done with the backend for now: the executor stays for the next call."""
-        self._executor = None
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            _executors.give_back(executor)
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
         """A call failed, or ran past joblib's timeout: drop the calls that wait and those
-        under way (their slaves are killed, where the fabric can stop one alone); the next
-        call starts afresh."""
-        global _shared
+        under way (their slaves are killed), where no other ``Parallel`` uses the executor and
+        the fabric can stop a slave alone; the next call then starts afresh."""
         executor, self._executor = self._executor, None
         if executor is not None:
-            if _shared is not None and _shared[1] is executor:
-                _shared = None
+            _executors.give_back(executor, abort=True)
+
+
+class _Executors:
+    """The executors of ``Parallel`` calls: the one that calls with the same settings share,
+    and those that other settings took the place of, each shut down once the last call that
+    uses it is done."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.shared: tuple[tuple[Any, ...], Executor] | None = None
+        self.users: dict[Executor, int] = {}
+
+    def take(self, fabric: str | None, workers: int | None, options: dict[str, Any]) -> Executor:
+        """The shared executor if it was made for these settings and still takes calls; else
+        a new one, in its place."""
+        key = (fabric, workers, sorted(options.items(), key=str))
+        retired = None
+        with self.lock:
+            if self.shared is not None and self.shared[0] == key and self.shared[1].takes_calls():
+                executor = self.shared[1]
+            else:
+                executor = Executor(fabric, workers, **options)
+                if self.shared is not None and not self.users.get(self.shared[1]):
+                    retired = self.shared[1]
+                self.shared = key, executor
+            self.users[executor] = self.users.get(executor, 0) + 1
+        if retired is not None:
+            retired.shutdown(wait=True)
+        return executor
+
+    def give_back(self, executor: Executor, abort: bool = False) -> None:
+        """A ``Parallel`` call is done with ``executor``; with ``abort``, it failed."""
+        with self.lock:
+            users = self.users.pop(executor, 1) - 1
+            if users:
+                self.users[executor] = users
+            shared = self.shared is not None and self.shared[1] is executor
+            kill = abort and not users and executor.processor.can_stop_commands()
+            if kill and shared:
+                self.shared = None
+        if kill:
             executor.shutdown(wait=True, cancel_futures=True, kill_workers=True)
+        elif not shared and not users:
+            executor.shutdown(wait=True)
+
+    def shut_down(self) -> None:
+        with self.lock:
+            shared, self.shared = self.shared, None
+        if shared is not None:
+            shared[1].shutdown(wait=True)
+
+
+_executors = _Executors()
 
 
 def shutdown() -> None:
     """Shut down the executor that ``Parallel`` calls share, once its calls are done, and stop
     its slaves (the end of the program does it too)."""
-    global _shared
-    shared, _shared = _shared, None
-    if shared is not None:
-        shared[1].shutdown(wait=True)
-
-
-def _reusable(fabric: str | None, workers: int | None, options: dict[str, Any]) -> Executor:
-    """The shared executor if it was made for these settings and still takes calls; else a
-    new one, in its place (the old one shut down once its calls are done)."""
-    global _shared
-    key = (fabric, workers, sorted(options.items(), key=str))
-    if _shared is not None:
-        settings, executor = _shared
-        if settings == key and executor.takes_calls():
-            return executor
-        _shared = None
-        executor.shutdown(wait=True)
-    executor = Executor(fabric, workers, **options)
-    _shared = (key, executor)
-    return executor
+    _executors.shut_down()
 
 
 def register() -> None:

@@ -9,10 +9,16 @@ from multi import MultiError
 
 
 def square(x: int) -> int:
+    if x < 0:
+        raise ValueError("no square of a negative number here")
     return x * x
 
 
 with joblib.parallel_config(backend="multi", fabric="mpi4py", n_jobs=2):
+    try:  # (a failed call leaves the executor to the next: the ranks serve one)
+        joblib.Parallel()(joblib.delayed(square)(x) for x in range(-1, 10))
+    except ValueError as error:
+        print("failed:", error)
     for call in ("first", "second"):
         print(call, sum(joblib.Parallel()(joblib.delayed(square)(x) for x in range(10))))
 multi.joblib_backend.shutdown()
