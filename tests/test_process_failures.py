@@ -235,6 +235,19 @@ def test_large_arrays_cross_intact_and_writable(process_fabric: str) -> None:
         array[0] = -1.0  # writable
 
 
+def test_what_commands_left_running_ends_with_their_slaves(replacing_fabric: str) -> None:
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        for _ in range(4):
+            processor.add_to_queue(w.Leaves_a_program(), memo)
+        processor.run_queue()
+        return values(memo)
+
+    children = run_master(replacing_fabric, body)  # (its slaves have stopped once it returns)
+    assert len(children) == 4
+    assert survivors(children) == []
+
+
 def test_messages_of_many_arrays_cross_intact_both_ways(process_fabric: str) -> None:
     # Each array is a buffer of its own on the wire: PVM crashed on a message of about 27.
     numpy = pytest.importorskip("numpy")

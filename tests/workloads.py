@@ -410,6 +410,14 @@ class Starts_a_program(Slave_command):
         time.sleep(600)
 
 
+class Leaves_a_program(Slave_command):
+    """Starts a program that would run for minutes, and returns its pid, leaving it running."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        child = subprocess.Popen(["sleep", "300"])
+        processor.return_object(Value(processor, child.pid))
+
+
 class Exit_hard(Slave_command):
     """Ends its slave process without a word."""
 

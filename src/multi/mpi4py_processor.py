@@ -69,7 +69,13 @@ from multi.slave import (
     seal,
     serve,
 )
-from multi.slave_process import end_with_parent, master_place, program, take_place
+from multi.slave_process import (
+    end_what_commands_left,
+    end_with_parent,
+    master_place,
+    program,
+    take_place,
+)
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 INSTALL_HINT = "pip install 'multi-fabric[mpi]' (mpi4py with MPICH from PyPI)"
@@ -1144,16 +1150,6 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         _wait(lambda: _tested(lock, request), FAREWELL_SECONDS)
 
 
-def _end_own_group() -> None:
-    """End what this slave's commands started and left running (SIGTERM to its process group,
-    which the slave itself ignores as it leaves)."""
-    if os.getpgid(0) != os.getpid():
-        return  # not the leader of a group of its own (no guard made it one)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with suppress(OSError):
-        os.killpg(0, signal.SIGTERM)
-
-
 def _tested(lock: threading.Lock, request: Any) -> bool:
     with lock:
         return bool(request.test()[0])
@@ -1341,7 +1337,7 @@ class Mpi4py_processor(Processor):
         if self._spawned_slave:
             raw.Disconnect()
             _note_task(LEFT)
-            _end_own_group()
+            end_what_commands_left()
         else:
             raw.Free()
         sys.exit(0)

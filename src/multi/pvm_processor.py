@@ -56,7 +56,14 @@ from multi.slave import (
     seal,
     serve,
 )
-from multi.slave_process import end_group, end_with_parent, master_place, program, take_place
+from multi.slave_process import (
+    end_group,
+    end_what_commands_left,
+    end_with_parent,
+    master_place,
+    program,
+    take_place,
+)
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 SETUP, WORK, STOP, OUTCOMES, NOTE, BEAT, HELLO, EXITED, MASTER_GONE = range(1, 10)
@@ -436,6 +443,7 @@ def slave_main() -> None:
         watcher.stop()
         context.descriptors.close()
         _leave(pvm)
+        end_what_commands_left()
 
 
 def _setup(pvm: Pvm, master: int) -> dict[str, Any] | None:

@@ -102,6 +102,16 @@ def _watch_parent(parent: int) -> None:
     end_group()
 
 
+def end_what_commands_left() -> None:
+    """As a slave leaves, end what its commands started and left running: SIGTERM to its
+    process group, which the slave ignores itself, where it leads one of its own."""
+    if os.getpgrp() != os.getpid():
+        return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with suppress(OSError):
+        os.killpg(0, signal.SIGTERM)
+
+
 def end_group() -> None:
     """End this process, and its process group if it leads one (what its commands started)."""
     with suppress(OSError):
