@@ -209,7 +209,7 @@ class Executor(concurrent.futures.Executor):
             raise TypeError(f"map() takes a callable first, not {type(fn).__name__}")
         if chunksize is not None and chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, not {chunksize}")
-        if not iterables:  # (no item: map() gives nothing)
+        if not iterables:  # (no item: nothing, as concurrent.futures gives)
             return iter(())
         end = None if timeout is None else time.monotonic() + timeout
         size = chunksize or self._chunksize(iterables)
