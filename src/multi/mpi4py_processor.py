@@ -301,7 +301,10 @@ def _guard(
     if notes is not None:
         os._exit(_guard_spawned(rank, key, child, task, files, notes, master, survives))
     code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
-    _end_group_left()
+    # What its commands left in the group the guard leads (mpiexec ends a rank's group only
+    # when the job fails); only where the guard leads a session of its own, as each rank of
+    # MPICH's mpiexec does: another launcher's group may hold other ranks (Slurm's, a node's).
+    end_what_commands_left(session=True)
     if code != 0:
         what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
         os.set_blocking(read, False)  # where to note the death, if the slave passed it on
@@ -371,19 +374,6 @@ def _guard_spawned(
         for suffix in (".pid", ".task", ".ended", ".files"):
             with suppress(OSError):
                 os.unlink(_note_path(notes, key, suffix))
-
-
-def _end_group_left() -> None:
-    """The slave of mpiexec has ended, its guard ends what its commands left running in the
-    group that the guard leads (mpiexec ends a rank's group only when the job fails): SIGTERM
-    to each, which the guard ignores as it leaves. Only where the guard leads a session of its
-    own, as each rank of MPICH's mpiexec does: another launcher's group may hold other ranks
-    (Slurm's holds those of a node)."""
-    if os.getsid(0) != os.getpid():
-        return
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with suppress(OSError):
-        os.killpg(0, signal.SIGTERM)
 
 
 def _outlived(child: int, master: str | None) -> bool:

@@ -102,10 +102,12 @@ def _watch_parent(parent: int) -> None:
     end_group()
 
 
-def end_what_commands_left() -> None:
+def end_what_commands_left(session: bool = False) -> None:
     """As a slave leaves, end what its commands started and left running: SIGTERM to its
-    process group, which the slave ignores itself, where it leads one of its own."""
-    if os.getpgrp() != os.getpid():
+    process group, which the caller ignores itself, where it leads one of its own (with
+    ``session``, only where it leads a session of its own too)."""
+    leader = os.getsid(0) if session else os.getpgrp()
+    if leader != os.getpid():
         return
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     with suppress(OSError):
