@@ -293,6 +293,49 @@ def test_started_alone_ctrl_c_as_a_slave_starts_ends_the_program(
     assert "KeyboardInterrupt" in result.stderr
 
 
+SLOW_TO_LEAVE = textwrap.dedent(
+    """
+    import atexit, os, sys, time
+    from multi import Application_callback, Processor_box, Slave_command, load_multiprocessor
+
+    def leave_slowly(done):
+        time.sleep(0.5)
+        with open(os.path.join(done, str(os.getpid())), "w"):
+            pass
+
+    class Leave_slowly(Slave_command):
+        def run(self, processor, completed):
+            atexit.register(leave_slowly, sys.argv[1])
+            time.sleep(0.2)  # (so that each slave takes one)
+
+    class Main:
+        def run(self):
+            processor = Processor_box().processor
+            for _ in range(2):
+                processor.add_to_queue(Leave_slowly())
+            processor.run_queue()
+
+    if __name__ == "__main__":
+        load_multiprocessor("mpi4py", Application_callback(Main()), 2, verbosity=0).run()
+    """
+)
+
+
+@pytest.mark.parametrize("launcher", ["alone", "mpiexec"])
+def test_spawned_slaves_finish_leaving_before_the_master_ends(
+    tmp_path: Path, launcher: str
+) -> None:
+    # Before: a spawned slave's guard that saw the master end first killed its slave, and under
+    # mpiexec the launcher killed the guards still running, with a "BAD TERMINATION" banner.
+    script, done = tmp_path / "slow_to_leave.py", tmp_path / "done"
+    script.write_text(SLOW_TO_LEAVE)
+    done.mkdir()
+    command = [] if launcher == "alone" else [mpiexec(), "-n", "1"]
+    result = run(*command, sys.executable, str(script), str(done))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert len(list(done.iterdir())) == 2  # each slave's exit handler ran to its end
+
+
 # A slave that dies mid-command (tests/apps/mpi_death.py), in each launch mode -----------------
 
 

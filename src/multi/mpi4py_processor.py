@@ -837,8 +837,10 @@ class Mpi4py_transport(Transport):
             # abort on a duplicate of it races with the ranks it kills (status 9 at times).
             MPI.COMM_WORLD.Abort(status)
         if self.spawned:
+            guards = _watch_guards(self.notes, [self._keys[rank] for rank in self.ranks])
             for comm, _ in self._links.values():
                 comm.Disconnect()
+            _wait_ended(guards, FAREWELL_SECONDS)
         elif self._world is not None:
             self._world.Free()
         self._links.clear()
@@ -949,6 +951,42 @@ def _guard_files_of(notes: str | None, key: int) -> descriptors.Files | None:
         guard, out, err = map(int, file.read().split())
         return descriptors.files_of(guard, (out, err))
     return None
+
+
+def _watch_guards(notes: str | None, keys: Sequence[int]) -> list[int]:
+    """Descriptors that tell when the guards of the spawned slaves ``keys`` on this host end
+    (Linux: pidfd), opened while they live: they wait for their slaves, which are leaving."""
+    watched = []
+    for key in keys:
+        with (
+            suppress(OSError, ValueError, AttributeError),  # (no pidfd: not Linux)
+            open(_note_path(notes or "", key, ".files")) as file,
+        ):
+            watched.append(os.pidfd_open(int(file.read().split()[0])))
+    return watched
+
+
+def _wait_ended(watched: list[int], seconds: float) -> None:
+    """Wait (up to ``seconds``) until the processes that ``watched`` are pidfds of have ended,
+    and close those.
+
+    A master that ends while its spawned slaves' guards still run has MPICH's launcher kill
+    them (SIGKILL), which it then reports as a "BAD TERMINATION" of the job: a slave that left
+    takes its guard a moment to see it, longer on a busy machine.
+    """
+    deadline = time.monotonic() + seconds
+    watch = select.poll()  # (select would refuse a descriptor past 1023)
+    for fd in watched:
+        watch.register(fd, select.POLLIN)
+    try:
+        waiting = len(watched)
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            for fd, _ in watch.poll(left * 1000):
+                watch.unregister(fd)
+                waiting -= 1
+    finally:
+        for fd in watched:
+            os.close(fd)
 
 
 def _slave_pid(notes: str | None, key: int) -> int | None:
