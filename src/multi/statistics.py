@@ -33,6 +33,16 @@ class Slave_statistics:
         self.lost += other.lost
 
 
+@dataclass(slots=True)
+class Class_times:
+    """The run times of one class's finished commands: their count and total, and a sample of
+    at most ``SAMPLE`` of them for the percentile (every other one is dropped when full)."""
+
+    count: int = 0
+    total: float = 0.0
+    sample: array[float] = field(default_factory=lambda: array("d"))
+
+
 @dataclass(frozen=True, slots=True)
 class Failure_record:
     """A command of a run that failed: its place in the run, its name, and the exception."""
@@ -63,11 +73,9 @@ class Run_statistics:
     not_run: list[tuple[Any, Any]] = field(default_factory=list)
     #: Failures of every run counted in (``add``), for the totals of a program.
     failed: int = 0
-    #: Run times of finished commands, by class name: a sample of at most ``SAMPLE`` of
-    #: them (every other one is dropped when it is full), beside their count and total.
-    times: dict[str, array[float]] = field(default_factory=dict)
-    counts: dict[str, int] = field(default_factory=dict)
-    totals: dict[str, float] = field(default_factory=dict)
+    #: The run times of finished commands, by class name (one record each: a run of one
+    #: command looks it up once).
+    classes: dict[str, Class_times] = field(default_factory=dict)
 
     def timed(self, commands: Sequence[Any], indices: Sequence[int], seconds: list[float]) -> None:
         """Note the run times of a batch's finished commands, by their class."""
@@ -103,15 +111,30 @@ class Run_statistics:
         return record
 
     def _keep(self, name: str, times: Sequence[float], count: int, total: float) -> None:
-        sample = self.times.get(name)
-        if sample is None:
-            sample = self.times[name] = array("d")
-            self.counts[name], self.totals[name] = 0, 0.0
-        self.counts[name] += count
-        self.totals[name] += total
+        record = self.classes.get(name)
+        if record is None:
+            record = self.classes[name] = Class_times()
+        record.count += count
+        record.total += total
+        sample = record.sample
         sample.extend(times)
         while len(sample) > SAMPLE:
-            sample = self.times[name] = sample[::2]
+            sample = record.sample = sample[::2]
+
+    @property
+    def times(self) -> dict[str, array[float]]:
+        """A sample of each class's run times (see ``Class_times``)."""
+        return {name: record.sample for name, record in self.classes.items()}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """How many commands of each class finished."""
+        return {name: record.count for name, record in self.classes.items()}
+
+    @property
+    def totals(self) -> dict[str, float]:
+        """The run time of each class's commands, in all."""
+        return {name: record.total for name, record in self.classes.items()}
 
     @property
     def commands(self) -> int:
@@ -137,8 +160,8 @@ class Run_statistics:
         self.seconds += other.seconds
         self.queued += other.queued
         self.failed += len(other.failures)
-        for name, times in other.times.items():
-            self._keep(name, times, other.counts[name], other.totals[name])
+        for name, record in other.classes.items():
+            self._keep(name, record.sample, record.count, record.total)
 
     def one_line(self) -> str:
         batches = sum(slave.batches for slave in self.worked.values())
@@ -175,17 +198,18 @@ class Run_statistics:
             f"Parallel efficiency: {self.efficiency():.0%} ({busy:.2f} s of work in "
             f"{self.seconds:.2f} s of run_queue on {len(slaves)} slaves)"
         )
-        if self.times:
+        if self.classes:
             lines += ["", self.class_table()]
         return "\n".join(lines)
 
     def class_table(self) -> str:
         """A table of the run times of each command class: count, mean, 95th percentile."""
         rows = [("class", "count", "mean", "95th percentile")]
-        for name in sorted(self.times, key=lambda name: -self.totals[name]):
-            count = self.counts[name]
-            rows.append((name, str(count), _duration(self.totals[name] / count),
-                         _duration(_percentile(self.times[name], 0.95))))  # fmt: skip
+        classes = self.classes
+        for name in sorted(classes, key=lambda name: -classes[name].total):
+            record = classes[name]
+            rows.append((name, str(record.count), _duration(record.total / record.count),
+                         _duration(_percentile(record.sample, 0.95))))  # fmt: skip
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         return "\n".join(
             "  ".join(
