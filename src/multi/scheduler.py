@@ -178,8 +178,8 @@ class Scheduler:
 
     def _dispatch(self, run: Run) -> None:
         """A batch for every slave that holds none; then a second where it hides a round trip."""
-        if run.stopped is not None:
-            return
+        if run.stopped is not None or not (run.pinned or run.waiting()):
+            return  # (nothing to send: the state of most calls once a run's tail is out)
         in_flight = run.in_flight
         for rank, batches in in_flight.items():
             if not batches and not self._send_next(run, rank) and not run.pinned:
