@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import threading
@@ -512,6 +513,28 @@ def test_an_exception_whose_init_takes_other_arguments_arrives_as_itself(fabric:
     error = run_master(fabric, body)
     assert (str(error), error.residue, error.reason) == ("residue 7: no minimum", 7, "no minimum")
     assert isinstance(error.__cause__, RemoteTraceback)
+
+
+def test_an_exception_whose_init_takes_other_arguments_keeps_its_slots_and_oserror_fields(
+    fabric: str, pickling: dict[str, Any]
+) -> None:
+    def body(processor: Any) -> tuple[BaseException, BaseException]:
+        processor.add_to_queue(w.Raises(w.Slotted_fit_error, 7, "no minimum"))
+        with pytest.raises(w.Slotted_fit_error) as slotted:
+            processor.run_queue()
+        processor.add_to_queue(w.Raises(w.Copy_error, "r1.txt", "/full/r1.txt"))
+        with pytest.raises(w.Copy_error) as copy:
+            processor.run_queue()
+        return slotted.value, copy.value
+
+    slotted, copy = run_master(fabric, body, **pickling)
+    assert (slotted.residue, slotted.reason, slotted.tries()) == (7, "no minimum", 3)
+    assert str(slotted) == "residue 7: no minimum"
+    assert (copy.errno, copy.strerror) == (errno.ENOSPC, "no space left to copy")
+    assert (copy.filename, copy.filename2) == ("r1.txt", "/full/r1.txt")
+    assert str(copy) == (
+        f"[Errno {errno.ENOSPC}] no space left to copy: 'r1.txt' -> '/full/r1.txt'"
+    )
 
 
 def test_an_exception_that_cannot_travel_arrives_as_text(

@@ -6,6 +6,7 @@ They live in a module of their own so that slaves in other processes can import 
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import gc
 import logging
 import os
@@ -285,6 +286,36 @@ class Fit_error(Exception):
         super().__init__(f"residue {residue}: {reason}")
         self.residue = residue
         self.reason = reason
+
+
+class Slotted_error(Exception):
+    """An exception that keeps an attribute in ``__slots__``, out of its ``__dict__``."""
+
+    __slots__ = ("residue",)
+
+
+class Slotted_fit_error(Slotted_error):
+    """A ``Fit_error`` whose attributes are all slots, of its class and of its base, one of
+    them private (its name mangled)."""
+
+    __slots__ = ("__tries", "reason")
+
+    def __init__(self, residue: int, reason: str) -> None:
+        super().__init__(f"residue {residue}: {reason}")
+        self.residue = residue
+        self.reason = reason
+        self.__tries = 3
+
+    def tries(self) -> int:
+        return self.__tries
+
+
+class Copy_error(OSError):
+    """An ``OSError`` of an ``__init__`` of its own, whose fields (``errno``, ``strerror``,
+    ``filename``, ``filename2``) its ``__init__`` sets through OSError's."""
+
+    def __init__(self, source: str, target: str) -> None:
+        super().__init__(errno.ENOSPC, "no space left to copy", source, None, target)
 
 
 class Unpicklable_error(Exception):

@@ -269,13 +269,41 @@ class _Exception_state:
 
     def __reduce__(self) -> tuple[Any, ...]:
         exc = self.exc
-        return (_exception_from_state, (type(exc), exc.args, dict(vars(exc))))
+        return (_exception_from_state, (type(exc), exc.args, dict(vars(exc)), _fields(exc)))
+
+
+#: The fields of an OSError, which only its ``__init__`` sets from its arguments (``args`` keeps
+#: neither filename); ``winerror`` exists on Windows, ``characters_written`` once it is set.
+_OSERROR_FIELDS = ("errno", "strerror", "filename", "filename2", "winerror", "characters_written")
+
+
+def _fields(exc: BaseException) -> dict[str, Any]:
+    """The attributes of an exception that its ``__dict__`` does not hold: those in the
+    ``__slots__`` of its classes, and an OSError's fields. Unset ones are left out."""
+    names = list(_OSERROR_FIELDS) if isinstance(exc, OSError) else []
+    for cls in type(exc).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        private = "_" + cls.__name__.lstrip("_")  # the prefix of its mangled names
+        for name in (slots,) if isinstance(slots, str) else slots:
+            if name in ("__dict__", "__weakref__"):
+                continue
+            if name.startswith("__") and not name.endswith("__") and private != "_":
+                name = private + name  # as the class body mangled it
+            names.append(name)
+    missing = object()
+    values = {name: getattr(exc, name, missing) for name in names}
+    return {name: value for name, value in values.items() if value is not missing}
 
 
 def _exception_from_state(
-    cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any]
+    cls: type[BaseException],
+    args: tuple[Any, ...],
+    state: dict[str, Any],
+    fields: dict[str, Any],
 ) -> BaseException:
     exc = cls.__new__(cls, *args)
     exc.args = args
     exc.__dict__.update(state)
+    for name, value in fields.items():
+        setattr(exc, name, value)
     return exc
