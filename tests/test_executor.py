@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, CancelledError, as_completed, wait
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from multi import CommandTimeoutError, Executor, MultiError, RemoteTraceback, SlaveDiedError
-from tests.conftest import MISSING, interrupt, slaves_for, survivors
+from tests.conftest import MISSING, SLAVES, interrupt, slaves_for, survivors
 from tests.test_mpi import MPI_MISSING, mpiexec, run
 
 ROOT = Path(__file__).parent.parent
@@ -86,6 +87,12 @@ def die_always() -> None:
 def nap(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def nap_noted(folder: str) -> None:
+    """Note its slave's pid in ``folder``, then sleep for longer than a test lasts."""
+    Path(folder, str(os.getpid())).touch()
+    time.sleep(120)
 
 
 # concurrent.futures ---------------------------------------------------------------------------
@@ -261,6 +268,49 @@ def test_a_call_past_the_timeout_fails_and_the_others_run(fabric: str) -> None:
         with pytest.raises(CommandTimeoutError):
             stuck.result(timeout=60)
         assert [f.result(timeout=60) for f in quick] == [i * i for i in range(20)]
+
+
+@pytest.mark.parametrize("cancel", [True, False], ids=["cancel_futures", "no cancel_futures"])
+def test_shutdown_killing_workers_cancels_the_calls_not_taken_only_if_asked(
+    fabric: str, cancel: bool
+) -> None:
+    if fabric not in REPLACING:
+        pytest.skip(f"the {fabric} fabric cannot stop a running call")
+    pool = executor(fabric)
+    held = [pool.submit(nap, 120) for _ in range(12)]  # more than the slaves take
+    deadline = time.monotonic() + 30
+    while not held[0].running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    late = [pool.submit(square, i) for i in range(5)]
+    pool.shutdown(cancel_futures=cancel, kill_workers=True)
+    assert isinstance(held[0].exception(), MultiError)  # dropped, its slave killed
+    if cancel:
+        assert all(f.cancelled() for f in late)
+    else:  # (as loky: they cannot run, and say why)
+        assert not any(f.cancelled() for f in held + late)
+        errors = [f.exception() for f in held + late]
+        assert all("was not run: the executor was shut down" in str(e) for e in errors)
+
+
+def test_shutdown_killing_workers_without_wait_returns_at_once_and_stops_the_slaves(
+    fabric: str, tmp_path: Path
+) -> None:
+    if fabric not in REPLACING:
+        pytest.skip(f"the {fabric} fabric cannot stop a running call")
+    pool = executor(fabric)
+    held = [pool.submit(nap_noted, str(tmp_path)) for _ in range(SLAVES)]
+    deadline = time.monotonic() + 30
+    while len(list(tmp_path.iterdir())) < SLAVES and time.monotonic() < deadline:
+        time.sleep(0.01)
+    slaves = {int(note.name) for note in tmp_path.iterdir()}
+    released = threading.Event()
+    held[0].add_done_callback(lambda _: released.wait(10))  # holds the engine as it ends
+    start = time.monotonic()
+    pool.shutdown(wait=False, kill_workers=True)
+    assert time.monotonic() - start < 5  # (waiting for the engine would take the 10 s)
+    released.set()
+    assert survivors(slaves) == []
+    assert all(isinstance(f.exception(timeout=30), MultiError) for f in held)
 
 
 # Programs ------------------------------------------------------------------------------------

@@ -229,11 +229,12 @@ class Executor(concurrent.futures.Executor):
 
         With ``kill_workers`` (as loky's executor has it), the calls under way are dropped
         too, their slaves killed, where the fabric can stop a slave alone (the processes of
-        ``multiprocessing``, ``pvm``, spawned MPI slaves); elsewhere they finish first.
+        ``multiprocessing``, ``pvm``, spawned MPI slaves); elsewhere they finish first. The
+        calls not taken yet that ``cancel_futures`` leaves then fail, as loky's do, and
+        without ``wait`` the slaves are stopped all the same, once this has returned.
         """
-        if kill_workers and self._processor.can_stop_commands():
-            self._drop(0)
-            return
+        if kill_workers and self._processor.can_stop_commands() and self._abandon is None:
+            self._abandon = 0  # (the engine drops its run at once, and kills the slaves)
         with self._lock:
             self._closed = True
             if cancel_futures:
@@ -349,6 +350,7 @@ class Executor(concurrent.futures.Executor):
                 try:
                     stopped = self._processor.run_stream(take, self._failed, self._on_failure)
                 except _Abandoned:
+                    stopped = "the executor was shut down, dropping the calls it had not finished"
                     break
                 except BaseException as exc:  # the slaves are gone, or the engine broke
                     self._break(exc)
