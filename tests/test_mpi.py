@@ -127,6 +127,25 @@ print(sorted(sums.items()))
 """
 
 
+AFTER_A_REFUSED_EXECUTOR = """
+from mpi4py import MPI
+from multi import Executor
+
+try:
+    Executor("mpi4py", verbosity=0, retries=-1)  # (refused on every rank)
+except ValueError as error:
+    refused = str(error)
+with Executor("mpi4py", verbosity=0) as pool:  # (ranks 1 and 2 serve it, then end)
+    print(refused, sum(pool.map(abs, range(-10, 0))), MPI.COMM_WORLD.Get_rank())
+"""
+
+
+def test_under_mpiexec_a_processor_refused_as_it_was_made_leaves_the_ranks_to_the_next() -> None:
+    result = under_mpiexec("-c", AFTER_A_REFUSED_EXECUTOR)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "option 'retries': expected a whole number >= 0, not '-1' 55 0\n"
+
+
 def test_started_alone_executors_made_in_threads_at_once_spawn_their_slaves(
     tmp_path: Path,
 ) -> None:

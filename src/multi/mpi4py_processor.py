@@ -1287,6 +1287,10 @@ class Mpi4py_processor(Processor):
             self.process_rank = _spawned_as[0] if _spawned_as else world.Get_rank() + 1
         elif self._launched:
             self.process_rank = world.Get_rank()
+        # First what may refuse the processor (its options, its size): one refused takes
+        # nothing, and the program's next processor takes the ranks of mpiexec.
+        super().__init__(processor_size, callback, **options)
+        if self._launched:
             global _world_taken
             if _world_taken and self.process_rank == MASTER:  # (its slaves would never answer)
                 raise MultiError(
@@ -1303,7 +1307,6 @@ class Mpi4py_processor(Processor):
             where = self._comm.bcast((self._notes, _address(os.getpid())), root=MASTER)
             if self.process_rank != 0:
                 _tell_guard(*where)
-        super().__init__(processor_size, callback, **options)
         self._served = False
         if self.process_rank == 0:
             _listen_for_failures()  # here, where it may be the main thread (see Executor)
