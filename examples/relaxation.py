@@ -21,6 +21,7 @@ are the same on every fabric and any number of slaves.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -250,17 +251,49 @@ def plot(residues: list[Residue], path: Path) -> None:
     plt.close(figure)
 
 
+def whole_number(allowed: str, fits: Callable[[int], bool]) -> Callable[[str], int]:
+    """A reader of a whole number for argparse, which refuses at once, saying what is allowed,
+    a value that would end in a traceback or in a table of nan deep in the run."""
+
+    def read(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not fits(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, not {text!r}")
+        return value
+
+    return read
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fabric", default="multiprocessing", help="default: multiprocessing")
-    parser.add_argument("--slaves", type=int, default=-1, help="default: one per usable core")
-    parser.add_argument("--residues", type=int, default=300, help="length of the protein")
-    parser.add_argument("--simulations", type=int, default=100, help="per residue")
-    parser.add_argument("--batch", type=int, default=25, help="simulations per command")
-    parser.add_argument("--seed", type=int, default=2006, help="seed of all random numbers")
+    parser.add_argument(
+        "--slaves",
+        type=whole_number(
+            "a number >= 1, or -1 for one per usable core", lambda n: n >= 1 or n == -1
+        ),
+        default=-1,
+        help="default: one per usable core",
+    )
+    at_least_1 = whole_number("a whole number >= 1", lambda n: n >= 1)
+    parser.add_argument("--residues", type=at_least_1, default=300, help="length of the protein")
+    parser.add_argument(
+        "--simulations",
+        type=whole_number(
+            "a whole number >= 2 (an error is the spread of several)", lambda n: n >= 2
+        ),
+        default=100,
+        help="per residue",
+    )
+    parser.add_argument("--batch", type=at_least_1, default=25, help="simulations per command")
+    at_least_0 = whole_number("a whole number >= 0", lambda n: n >= 0)
+    parser.add_argument("--seed", type=at_least_0, default=2006, help="seed of all random numbers")
     parser.add_argument("--output", default="results", help="folder for the table and figure")
     parser.add_argument("--no-plot", action="store_true", help="skip the figure")
-    parser.add_argument("--verbosity", type=int, default=1)
+    parser.add_argument("--verbosity", type=at_least_0, default=1)
     parser.add_argument("--timeline", help="write the runs' timeline (a Chrome trace) here")
     options = parser.parse_args()
     callback = Application_callback(master=Relaxation_analysis(options))

@@ -41,3 +41,27 @@ def test_the_example_draws_its_figure(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     figure = tmp_path / "relaxation_rates.png"
     assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "allowed"),
+    [
+        ("--residues", "0", "a whole number >= 1"),
+        ("--batch", "0", "a whole number >= 1"),
+        ("--batch", "-5", "a whole number >= 1"),
+        ("--seed", "-1", "a whole number >= 0"),
+        ("--simulations", "1", "a whole number >= 2 (an error is the spread of several)"),
+        ("--slaves", "0", "a number >= 1, or -1 for one per usable core"),
+        ("--verbosity", "-1", "a whole number >= 0"),
+        ("--batch", "two", "a whole number >= 1"),
+    ],
+)
+def test_the_example_refuses_a_bad_number_saying_what_is_allowed(
+    tmp_path: Path, option: str, value: str, allowed: str
+) -> None:
+    # Each of these ended in a traceback deep in the run, or in a table of nan and status 0.
+    result = run_example("uni", tmp_path / "out", "--no-plot", option, value)
+    assert result.returncode == 2, result.stderr
+    assert f"error: argument {option}: must be {allowed}, not '{value}'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
