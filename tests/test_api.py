@@ -217,6 +217,9 @@ def test_storage_commands_carry_named_values() -> None:
     assert (command.names, command.values) == (["a", "b"], [1, [2]])
     command.clear()
     assert (command.names, command.values) == ([], [])
+    with pytest.raises(ValueError, match="a Python identifier that does not start with '__'"):
+        command.add("__dict__", {})  # it would wipe the store of the slave that runs it
+    assert (command.names, command.values) == ([], [])
 
 
 def test_the_time_delta_is_hours_minutes_seconds() -> None:

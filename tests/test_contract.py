@@ -799,6 +799,25 @@ def test_data_reaches_every_slave_once_whatever_is_queued(fabric: str) -> None:
     run_master(fabric, body)
 
 
+def test_data_under_a_name_of_the_store_itself_is_refused_before_it_is_sent(fabric: str) -> None:
+    # '__dict__' wiped every slave's store, and '__class__' failed on every slave.
+    def body(processor: Any) -> None:
+        processor.send_data_to_slaves("vector", [1.0, 2.0])
+        processor.add_to_queue(w.Square(3))
+        for name in ("__dict__", "__class__", "__getattr__", "not a name", "", None):
+            with pytest.raises(ValueError, match=r"a Python identifier that does not start wi"):
+                processor.send_data_to_slaves(name, {})
+        assert len(processor.command_queue) == 1
+        assert [setup.names for setup in processor.setup_commands()] == [["vector"]]
+        memo = w.Record()
+        for _ in range(4 * processor.processor_size()):
+            processor.add_to_queue(w.Fetch("vector"), memo)
+        processor.run_queue()
+        assert values(memo) == [[1.0, 2.0]] * 4 * processor.processor_size()
+
+    run_master(fabric, body)
+
+
 def test_a_global_command_runs_exactly_once_on_every_slave(fabric: str) -> None:
     def body(processor: Any) -> list[Any]:
         processor.add_to_queue(w.Square(1))

@@ -39,6 +39,18 @@ class Exit_command(Slave_command):
         processor.return_object(processor.NULL_RESULT)
 
 
+def data_name(name: object) -> str:
+    """``name``, if data can be stored under it in a slave's data store: a Python identifier
+    that does not start with ``__``, as those name the store's own attributes (``__dict__``
+    wiped the store, ``__class__`` failed on every slave)."""
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("__"):
+        raise ValueError(
+            "the name of the data must be a Python identifier that does not start with '__' "
+            f"(such as 'table' or 'vector'), not {name!r}"
+        )
+    return name
+
+
 class Slave_storage_command(Slave_command):
     """Stores named values in the data store of the slave that runs it."""
 
@@ -48,8 +60,8 @@ class Slave_storage_command(Slave_command):
         self.values: list[Any] = []
 
     def add(self, name: str, value: Any) -> None:
-        """Add a value to store under ``name``."""
-        self.names.append(name)
+        """Add a value to store under ``name`` (see ``data_name``)."""
+        self.names.append(data_name(name))
         self.values.append(value)
 
     def clear(self) -> None:

@@ -23,7 +23,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from multi import capture, collector, limits, logs, progress
-from multi.commands import Exit_command, Slave_command, Slave_storage_command
+from multi.commands import Exit_command, Slave_command, Slave_storage_command, data_name
 from multi.errors import MultiError, ProcessorSizeError, add_note, describe, exit_status
 from multi.memo import Memo
 from multi.options import Option, count, file_to_write, one_of, resolve, seconds_or_none
@@ -644,8 +644,7 @@ class Processor:
         last value sent under each name (the master keeps no other).
         """
         self.assert_on_master()
-        if not isinstance(name, str) or not name.isidentifier():
-            raise ValueError(f"the name of the data must be a Python identifier, not {name!r}")
+        name = data_name(name)  # refused here, on the master, before anything is sent
         command = Slave_storage_command()
         command.add(name, value)
         self.run_command_globally(command)
