@@ -19,6 +19,8 @@ from multi import (
     ProcessorSizeError,
     RemoteTraceback,
     UnpicklableError,
+    fetch_data,
+    fetch_data_store,
     load_multiprocessor,
 )
 from tests import workloads as w
@@ -835,6 +837,31 @@ def test_missing_data_says_how_to_send_it(fabric: str) -> None:
         processor.add_to_queue(w.Fetch("absent"))
         with pytest.raises(AttributeError, match=r"send_data_to_slaves\('absent', value\)"):
             processor.run_queue()
+
+    run_master(fabric, body)
+
+
+def test_data_missing_on_the_master_says_where_data_sent_to_the_slaves_is(fabric: str) -> None:
+    # It said "send it first with send_data_to_slaves", which had been done.
+    if fabric == "uni":
+        pytest.skip("uni's only slave runs in the master, with the master's store")
+
+    def body(processor: Any) -> None:
+        processor.send_data_to_slaves("vector", [1.0, 2.0])
+        for fetch in (processor.fetch_data, fetch_data):
+            with pytest.raises(AttributeError) as caught:
+                fetch("vector")
+            assert str(caught.value) == (
+                "no data named 'vector' is in the master's data store: send_data_to_slaves() "
+                "stores data in the slaves' stores, for commands to read with fetch_data(); the "
+                "master reads in its own store only what it put there itself "
+                "(fetch_data_store().vector = value)"
+            )
+        fetch_data_store().vector = [3.0]  # as the message says
+        memo = w.Record()
+        processor.add_to_queue(w.Fetch("vector"), memo)
+        processor.run_queue()
+        assert (processor.fetch_data("vector"), values(memo)) == ([3.0], [[1.0, 2.0]])
 
     run_master(fabric, body)
 

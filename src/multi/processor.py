@@ -652,8 +652,21 @@ class Processor:
         self._setup_commands = [*kept, command]
 
     def fetch_data(self, name: str | None = None) -> Any:
-        """The data sent under ``name`` to this slave (the master's own store on the master)."""
-        return getattr(self.data_store, name)  # type: ignore[arg-type]
+        """The data sent under ``name`` to this slave (on the master, what the master put in its
+        own store: ``send_data_to_slaves`` fills the slaves' stores)."""
+        try:
+            return getattr(self.data_store, name)  # type: ignore[arg-type]
+        except AttributeError:
+            if self._context() is not None:
+                raise
+            # Not the store's "send it first with send_data_to_slaves": data sent so is in the
+            # slaves' stores, which are theirs.
+            raise AttributeError(
+                f"no data named {name!r} is in the master's data store: send_data_to_slaves() "
+                "stores data in the slaves' stores, for commands to read with fetch_data(); the "
+                "master reads in its own store only what it put there itself "
+                f"(fetch_data_store().{name} = value)"
+            ) from None
 
     # Lifecycle ---------------------------------------------------------------------------
 
