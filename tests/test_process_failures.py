@@ -445,3 +445,66 @@ def test_a_start_out_of_descriptors_stops_the_slaves_it_started_and_says_what_to
     # whose pipe it closes once the handle is collected.)
     gc.collect()
     assert _descriptors() == before
+
+
+SLAVES_OF_MANY_FILES = textwrap.dedent(
+    """
+    import resource, sys
+    from multi import Application_callback, Processor_box, load_multiprocessor
+    from tests import workloads as w
+
+    class Main:
+        def run(self):
+            processor = Processor_box().processor
+            memo = w.Record()
+            for i in range(24):
+                processor.add_to_queue(w.Square(i), memo)
+            processor.run_queue()
+            squares = sorted(value for _, value in memo.values)
+            print("squares", squares == [i * i for i in range(24)])
+
+    try:
+        callback = Application_callback(Main())
+        processor = load_multiprocessor("multiprocessing", callback, int(sys.argv[1]))
+    finally:
+        print("ulimit -n", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    processor.run()
+    """
+)
+
+
+def _run_with_files(slaves: int, soft: int, hard: int) -> subprocess.CompletedProcess[str]:
+    """The program above, with ``slaves`` slaves, started under these limits of open files."""
+    return subprocess.run(
+        [sys.executable, "-c", SLAVES_OF_MANY_FILES, str(slaves)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+def test_slave_processes_beyond_the_soft_limit_of_open_files_raise_it_up_to_the_hard_one() -> None:
+    # 16 slaves, at five files each, where ulimit -n is 32: they were refused, or failed to
+    # start where the machine has 16 cores.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 200:
+        pytest.skip(f"the hard limit of open files here is {hard}")
+    result = _run_with_files(16, 32, hard)
+    assert result.returncode == 0, result.stderr
+    raised = int(re.findall(r"ulimit -n (\d+)", result.stdout)[0])
+    assert 16 * 5 < raised < 200 and "squares True" in result.stdout
+
+
+def test_slave_processes_beyond_the_hard_limit_of_open_files_are_refused_naming_it() -> None:
+    result = _run_with_files(200, 32, 64)
+    assert result.returncode == 1
+    assert "cannot start 200 slave processes here: this machine can start at most" in result.stderr
+    assert (
+        "(the hard limit of open files (ulimit -Hn), up to which the master raises ulimit -n, "
+        "is 64, and the master holds 5 files per slave). Ask for fewer slaves" in result.stderr
+    )
+    assert "ulimit -n 32" in result.stdout  # (left as it was)

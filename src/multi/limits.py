@@ -1,19 +1,24 @@
 """How many slaves this machine can start: a request beyond is refused before any starts.
 
 A fabric whose slaves are threads or processes of this machine says so (``Processor.
-slave_kind``); the processor asks ``most_slaves`` before it starts them. Without the check, a
-slip such as ``-n 100000`` started slaves for minutes, about twenty a second, until the system
-refused one (a traceback) or something killed the master.
+slave_kind``); the processor asks ``most_slaves`` before it starts them, and ``make_room``
+raises the soft limit of open files as far as the hard one for slave processes. Without the
+check, a slip such as ``-n 100000`` started slaves for minutes, about twenty a second, until
+the system refused one (a traceback) or something killed the master.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from pathlib import Path
 
 #: File descriptors the master holds per slave process: its socket, its sentinel, the two
 #: files its output goes to, and one more to spare.
 DESCRIPTORS_PER_PROCESS = 5
+#: And what it holds besides while it starts them: a forkserver's socket, the pipes of the
+#: slave that starts (16 slaves took 8 more than their 80 under forkserver and spawn).
+DESCRIPTORS_TO_START = 16
 
 
 def most_slaves(kind: str) -> tuple[int, str] | None:
@@ -39,12 +44,45 @@ def most_slaves(kind: str) -> tuple[int, str] | None:
         if processes != resource.RLIM_INFINITY:  # (the user's, whose tasks are not counted)
             limits.append((processes, f"ulimit -u is {processes}"))
     if kind == "process":
-        descriptors = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if descriptors != resource.RLIM_INFINITY:
-            left = descriptors - _descriptors_open()
-            limits.append((left // DESCRIPTORS_PER_PROCESS, f"ulimit -n is {descriptors}, and "
-                           f"the master holds {DESCRIPTORS_PER_PROCESS} per slave"))  # fmt: skip
+        ceiling = _most_descriptors(resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+        if ceiling is not None:
+            left = ceiling[0] - _descriptors_open() - DESCRIPTORS_TO_START
+            limits.append((left // DESCRIPTORS_PER_PROCESS, f"{ceiling[1]}, and the master "
+                           f"holds {DESCRIPTORS_PER_PROCESS} files per slave"))  # fmt: skip
     return min(limits, default=None)
+
+
+def make_room(kind: str, slaves: int) -> None:
+    """Raise this process's soft limit of open files (ulimit -n) to what ``slaves`` slave
+    processes take, as far as its hard limit allows: a program may raise its soft limit, which
+    is often 1024 where the hard one is far higher, and slaves beyond it failed to start."""
+    if kind != "process":
+        return
+    try:
+        import resource
+    except ImportError:  # not on a POSIX system
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = _descriptors_open() + DESCRIPTORS_TO_START + slaves * DESCRIPTORS_PER_PROCESS
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    ceiling = _most_descriptors(hard)
+    if ceiling is not None:
+        needed = min(needed, ceiling[0])
+    with suppress(ValueError, OSError):  # (a start that then fails says what to do)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
+def _most_descriptors(hard: int) -> tuple[int, str] | None:
+    """The most files this process may hold once it has raised its soft limit as far as it
+    may, and the limit that says so (None: no limit that can be read)."""
+    import resource
+
+    if hard != resource.RLIM_INFINITY:
+        why = "the hard limit of open files (ulimit -Hn), up to which the master raises ulimit -n"
+        return hard, f"{why}, is {hard}"
+    most = _kernel("fs/nr_open")  # (Linux's ceiling where the hard limit is unlimited)
+    return None if most is None else (most, f"sysctl fs/nr_open is {most}")
 
 
 def _kernel(name: str) -> int | None:

@@ -180,9 +180,9 @@ class Processor:
 
     def _check_machine_can_start(self, size: int) -> None:
         kind = self.slave_kind
-        if kind is None or size <= usable_cores():
+        if kind is None:
             return
-        most = limits.most_slaves(kind)
+        most = limits.most_slaves(kind) if size > usable_cores() else None
         if most is not None and size > most[0]:
             plural = "processes" if kind == "process" else f"{kind}s"
             raise ProcessorSizeError(
@@ -190,6 +190,7 @@ class Processor:
                 f"machine can start at most {max(0, most[0])} more ({most[1]}). Ask for fewer "
                 f"slaves: it has {usable_cores()} usable cores"
             )
+        limits.make_room(kind, size)
 
     def can_stop_commands(self) -> bool:
         """Whether a command can be stopped without stopping the master (``timeout``)."""
