@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from multi import CommandTimeoutError, load_multiprocessor
+from multi.timeline import draw
 from tests import workloads as w
 from tests.conftest import run_master
 
@@ -61,9 +62,13 @@ def test_a_death_and_its_retry_are_instants_of_the_timeline(tmp_path: Path) -> N
     assert [e["name"] for e in found if e.get("cat") == "command"] == ["Die_once 0"]
 
 
-def test_a_command_past_its_timeout_is_a_failed_span_and_its_slave_a_loss(
-    replacing_fabric: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+def test_a_command_past_its_timeout_is_a_failed_span_and_its_slave_a_stop_not_a_death(
+    replacing_fabric: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The slave that the engine stopped was noted and drawn as a death.
     trace = tmp_path / "trace.json"
 
     def body(processor: Any) -> None:
@@ -79,9 +84,22 @@ def test_a_command_past_its_timeout_is_a_failed_span_and_its_slave_a_loss(
     assert sorted(spans) == [f"Sleep {i}" for i in range(5)]
     stopped = spans["Sleep 3"]
     assert stopped["cat"] == "failed" and stopped["dur"] >= 1e6
-    deaths = [e for e in found if e.get("cat") == "death"]
-    assert [e["tid"] for e in deaths] == [stopped["tid"]]
+    instants = [(e["cat"], e["name"], e["tid"]) for e in found if e.get("ph") == "i"]
+    rank = stopped["tid"]
+    assert [i for i in instants if i[0] != "dispatch"] == [
+        ("timeout", f"slave {rank} stopped by the timeout", rank)
+    ]
     assert "run_queue: 5 commands in " in capfd.readouterr().err
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    drawn: list[Any] = []  # (the chart's figure, kept open to be read)
+    close = plt.close
+    monkeypatch.setattr(plt, "close", drawn.append)
+    draw(trace, tmp_path / "trace.png")
+    legend = drawn[0].axes[0].get_legend()
+    close(drawn[0])
+    assert [text.get_text() for text in legend.get_texts()] == ["a slave stopped by the timeout"]
 
 
 def test_a_timeline_is_drawn_as_a_gantt_chart(tmp_path: Path) -> None:

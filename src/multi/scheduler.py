@@ -495,17 +495,18 @@ class Scheduler:
         if self.timeline is not None:
             self.timeline.stopped(rank, index, run.commands[index], time.monotonic() - started)
         reason = f"{ended.name} was stopped: {command} ran past the timeout"
-        self._note_lost(run, rank, reason)
+        self._note_lost(run, rank, reason, died=False)
         held = [i for i in run.in_flight_indices(rank) if i != index]
         run.in_flight.pop(rank)
         run.again(held)
         self._replace_or_give_up(run, rank, reason, died_under_a_command=True)
 
-    def _note_lost(self, run: Run, rank: int, reason: str) -> Slave_statistics:
-        """Count a slave's loss in the run's statistics and its timeline; its record."""
+    def _note_lost(self, run: Run, rank: int, reason: str, died: bool = True) -> Slave_statistics:
+        """Count a slave's loss in the run's statistics, and in its timeline if it died (a stop
+        by the timeout is there as such, see ``Timeline.stopped``); its record."""
         statistics = run.statistics.slave(rank)
         statistics.lost += 1
-        if self.timeline is not None:
+        if died and self.timeline is not None:
             self.timeline.lost(rank, reason)
         return statistics
 

@@ -2,12 +2,12 @@
 
 With the option ``timeline=FILE`` (launcher: ``--timeline FILE``) the engine notes, for every
 batch, when it left the master and, from the slave's report, when each of its commands ran;
-when results were delivered on the master; and the retries and deaths of slaves. The file is
-a Chrome trace (JSON ``traceEvents``), which Perfetto (ui.perfetto.dev) and chrome://tracing
-open: one track per slave with a span (``"ph": "X"``) per command, named by its class and
-number, and a track for the master's dispatch and delivery, with retries and deaths as
-instant events. It is written when the slaves stop (and at each run's end if the program
-ends another way).
+when results were delivered on the master; the retries and deaths of slaves, and the slaves
+stopped by the timeout. The file is a Chrome trace (JSON ``traceEvents``), which Perfetto
+(ui.perfetto.dev) and chrome://tracing open: one track per slave with a span (``"ph": "X"``)
+per command, named by its class and number, and a track for the master's dispatch and
+delivery, with retries, deaths and stops as instant events. It is written when the slaves
+stop (and at each run's end if the program ends another way).
 
 The spans of a batch's commands are laid end to end from the time the batch started on its
 slave, by the slave's clock (a slave on another host may disagree with the master's by its
@@ -30,6 +30,12 @@ from multi.statistics import kind
 
 MASTER_TRACK = 0
 PROCESS_ID = 1
+#: How the chart marks each kind of instant, and what its legend calls it.
+MARKS = {
+    "death": ("x", "a slave died"),
+    "retry": ("+", "a command runs again"),
+    "timeout": ("v", "a slave stopped by the timeout"),
+}
 
 
 class Timeline:
@@ -69,7 +75,7 @@ class Timeline:
 
     def stopped(self, rank: int, index: int, command: Any, seconds: float) -> None:
         """A command that its slave was stopped under, after ``seconds`` (a timeout): its span,
-        up to now."""
+        up to now, and the stop of its slave (a stop by the engine, not a death)."""
         self._track(rank)
         self.events.append({
             "name": f"{kind(command)} {index}", "cat": "failed", "ph": "X",
@@ -77,6 +83,8 @@ class Timeline:
             "pid": PROCESS_ID, "tid": rank,
             "args": {"command": index, "class": type(command).__qualname__, "stopped": True},
         })  # fmt: skip
+        self._instant(rank, f"slave {rank} stopped by the timeout", "timeout",
+                      {"command": index, "seconds": seconds})  # fmt: skip
 
     def delivered(self, start: int, stop: int, began: float) -> None:
         """Results of commands ``start`` to ``stop`` ran on the master from ``began`` on."""
@@ -92,6 +100,7 @@ class Timeline:
         self._instant(rank, f"retry of command {index}", "retry", {"attempts": attempts})
 
     def lost(self, rank: int, reason: str) -> None:
+        """A slave died (see ``stopped`` for one that the timeout stopped)."""
         self._instant(rank, f"slave {rank} lost", "death", {"reason": reason})
 
     def _instant(self, track: int, name: str, category: str, args: dict[str, Any]) -> None:
@@ -161,9 +170,14 @@ def draw(trace_path: str | os.PathLike[str], png: str | os.PathLike[str]) -> Non
             if bars:
                 axis.broken_barh(bars, (row[track] - 0.4, 0.8), facecolors=colour,
                                  edgecolor="white", linewidth=0.3)  # fmt: skip
+    marked: dict[str, Any] = {}  # (a legend entry per kind of mark drawn)
     for event in instants:
-        if event["cat"] in ("retry", "death"):
-            axis.plot((event["ts"] - origin) / 1e6, row.get(event["tid"], 0), "kx")
+        if event["cat"] in MARKS:
+            marker, label = MARKS[event["cat"]]
+            at = ((event["ts"] - origin) / 1e6, row.get(event["tid"], 0))
+            marked[label] = axis.plot(*at, "k" + marker)[0]
+    if marked:
+        axis.legend(marked.values(), marked.keys(), loc="upper right", fontsize="small")
     axis.set_yticks([row[t] for t in tracks], [names[t] for t in tracks])
     axis.set_xlabel("seconds")
     axis.set_title(f"{len([e for e in spans if e['cat'] != 'deliver'])} commands")
