@@ -4,6 +4,8 @@ other end closed."""
 from __future__ import annotations
 
 import socket
+import threading
+import time
 
 import pytest
 
@@ -44,3 +46,30 @@ def test_a_peer_that_closes_cleanly_gives_its_messages_then_eof() -> None:
     with pytest.raises(EOFError):
         master.read()
     master.close()
+
+
+@pytest.mark.parametrize("spin", [1.0, 1e-4], ids=["within-the-spin", "after-it"])
+def test_a_receiver_that_looks_before_it_sleeps_takes_every_message_whole(spin: float) -> None:
+    # A slave looks for its next batch for a moment before it sleeps on the socket: a message
+    # that comes while it looks, or only once it sleeps, in pieces or large, arrives whole.
+    ours, theirs = socket.socketpair()
+    slave, master = Channel(ours), Channel(theirs)
+    big = bytes(range(256)) * 4096  # (1 MiB: more than the scratch buffer and the socket take)
+
+    def send_later() -> None:
+        time.sleep(0.05)
+        master.send(wire.dumps(("batch", big)))
+        master.send(wire.dumps("goodbye"))
+        master.close()
+
+    sender = threading.Thread(target=send_later)
+    sender.start()
+    try:
+        assert slave.receive(spin) == ("batch", big)
+        assert slave.receive(spin) == "goodbye"
+        with pytest.raises(EOFError):
+            slave.receive(spin)
+    finally:
+        sender.join(5)
+        slave.close()
+    assert not sender.is_alive()

@@ -59,7 +59,8 @@ from multi.slave_process import end_group, end_with_parent
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
 
 START_METHODS = ("forkserver", "spawn", "fork")
-#: How long a receiver looks for a message before it blocks (see ``_spin``).
+#: How long a receiver looks for a message before it blocks: the master (see ``_spin``), and a
+#: slave after each batch (see ``Channel.receive``).
 POLL_SECONDS = 100e-6
 #: How often a slave beats, and checks that its master is still there.
 HEARTBEAT_SECONDS = 0.5
@@ -410,7 +411,7 @@ def _slave_main(
 
     def receive() -> Batch | Exception | None:
         try:
-            message = channel.receive()
+            message = channel.receive(POLL_SECONDS)
         except (EOFError, OSError):  # the master is gone
             return None
         if isinstance(message, Undecodable):  # the batch arrived, but does not unpickle here
