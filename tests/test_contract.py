@@ -786,17 +786,22 @@ def test_uni_without_the_check_shares_objects() -> None:
 # The data store and global commands ----------------------------------------------------------
 
 
+def assert_every_slave_reads(processor: Any, name: str, value: Any) -> None:
+    """Commands, four per slave, that fetch ``name`` all read ``value``."""
+    memo = w.Record()
+    for _ in range(4 * processor.processor_size()):
+        processor.add_to_queue(w.Fetch(name), memo)
+    processor.run_queue()
+    assert values(memo) == [value] * 4 * processor.processor_size()
+
+
 def test_data_reaches_every_slave_once_whatever_is_queued(fabric: str) -> None:
     def body(processor: Any) -> None:
         processor.add_to_queue(w.Square(4))
         processor.send_data_to_slaves("vector", [1.0, 2.0])
         assert len(processor.command_queue) == 1
         processor.run_queue()
-        memo = w.Record()
-        for _ in range(4 * processor.processor_size()):
-            processor.add_to_queue(w.Fetch("vector"), memo)
-        processor.run_queue()
-        assert values(memo) == [[1.0, 2.0]] * 4 * processor.processor_size()
+        assert_every_slave_reads(processor, "vector", [1.0, 2.0])
 
     run_master(fabric, body)
 
@@ -811,11 +816,7 @@ def test_data_under_a_name_of_the_store_itself_is_refused_before_it_is_sent(fabr
                 processor.send_data_to_slaves(name, {})
         assert len(processor.command_queue) == 1
         assert [setup.names for setup in processor.setup_commands()] == [["vector"]]
-        memo = w.Record()
-        for _ in range(4 * processor.processor_size()):
-            processor.add_to_queue(w.Fetch("vector"), memo)
-        processor.run_queue()
-        assert values(memo) == [[1.0, 2.0]] * 4 * processor.processor_size()
+        assert_every_slave_reads(processor, "vector", [1.0, 2.0])
 
     run_master(fabric, body)
 

@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, CancelledError, as_completed, wait
 from pathlib import Path
 
@@ -58,6 +59,13 @@ def wait_for(path: str) -> str:
             raise TimeoutError(path)
         time.sleep(0.01)
     return "released"
+
+
+def until(condition: Callable[[], bool], seconds: float = 30) -> None:
+    """Wait (boundedly) on the master until ``condition`` holds."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def fails_once_released(path: str) -> None:
@@ -186,9 +194,7 @@ def test_shutdown_cancels_what_waits_and_refuses_new_calls(fabric: str, tmp_path
     release = str(tmp_path / "release")
     pool = executor(fabric)
     held = [pool.submit(wait_for, release) for _ in range(12)]  # more than the slaves take
-    deadline = time.monotonic() + 30
-    while not held[0].running() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(held[0].running)
     late = [pool.submit(square, i) for i in range(5)]
     pool.shutdown(wait=False, cancel_futures=True)
     open(release, "w").close()
@@ -278,9 +284,7 @@ def test_shutdown_killing_workers_cancels_the_calls_not_taken_only_if_asked(
         pytest.skip(f"the {fabric} fabric cannot stop a running call")
     pool = executor(fabric)
     held = [pool.submit(nap, 120) for _ in range(12)]  # more than the slaves take
-    deadline = time.monotonic() + 30
-    while not held[0].running() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(held[0].running)
     late = [pool.submit(square, i) for i in range(5)]
     pool.shutdown(cancel_futures=cancel, kill_workers=True)
     assert isinstance(held[0].exception(), MultiError)  # dropped, its slave killed
@@ -299,9 +303,7 @@ def test_shutdown_killing_workers_without_wait_returns_at_once_and_stops_the_sla
         pytest.skip(f"the {fabric} fabric cannot stop a running call")
     pool = executor(fabric)
     held = [pool.submit(nap_noted, str(tmp_path)) for _ in range(SLAVES)]
-    deadline = time.monotonic() + 30
-    while len(list(tmp_path.iterdir())) < SLAVES and time.monotonic() < deadline:
-        time.sleep(0.01)
+    until(lambda: len(list(tmp_path.iterdir())) >= SLAVES)
     slaves = {int(note.name) for note in tmp_path.iterdir()}
     released = threading.Event()
     held[0].add_done_callback(lambda _: released.wait(10))  # holds the engine as it ends
