@@ -463,9 +463,13 @@ SLAVES_OF_MANY_FILES = textwrap.dedent(
             squares = sorted(value for _, value in memo.values)
             print("squares", squares == [i * i for i in range(24)])
 
+    size = sys.argv[1]
+    if size == "most":  # as many as the master lets start here
+        from multi import limits
+        size = limits.most_slaves("process")[0]
     try:
         callback = Application_callback(Main())
-        processor = load_multiprocessor("multiprocessing", callback, int(sys.argv[1]))
+        processor = load_multiprocessor("multiprocessing", callback, int(size))
     finally:
         print("ulimit -n", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
     processor.run()
@@ -473,7 +477,7 @@ SLAVES_OF_MANY_FILES = textwrap.dedent(
 )
 
 
-def _run_with_files(slaves: int, soft: int, hard: int) -> subprocess.CompletedProcess[str]:
+def _run_with_files(slaves: int | str, soft: int, hard: int) -> subprocess.CompletedProcess[str]:
     """The program above, with ``slaves`` slaves, started under these limits of open files."""
     return subprocess.run(
         [sys.executable, "-c", SLAVES_OF_MANY_FILES, str(slaves)],
@@ -497,6 +501,16 @@ def test_slave_processes_beyond_the_soft_limit_of_open_files_raise_it_up_to_the_
     assert result.returncode == 0, result.stderr
     raised = int(re.findall(r"ulimit -n (\d+)", result.stdout)[0])
     assert 16 * 5 < raised < 200 and "squares True" in result.stdout
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+def test_as_many_slave_processes_as_the_master_lets_start_all_serve() -> None:
+    # Each slave made its processor as the master did, which checked the machine again, from
+    # the slave: near the hard limit of open files, it refused itself (ProcessorSizeError in
+    # every slave, 15 slaves where ulimit -Hn is 100), and the run stopped early.
+    result = _run_with_files("most", 32, 100)
+    assert result.returncode == 0, result.stderr
+    assert "squares True" in result.stdout
 
 
 def test_slave_processes_beyond_the_hard_limit_of_open_files_are_refused_naming_it() -> None:

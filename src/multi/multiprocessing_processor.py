@@ -401,9 +401,12 @@ def _slave_main(
         master.close()
     _watch_master(rank, heartbeat, sock)
     cls: type[Multiprocessing_processor] = wire.loads(fabric)
-    processor = cls(processor_size=slaves, callback=None, start_method=_current_method())
+    processor = cls.__new__(cls)
+    # A slave from the start (threads that its commands start are on this slave too): it
+    # starts no slaves, and does not check the machine as its master did.
+    processor.process_rank = rank
+    cls.__init__(processor, processor_size=slaves, callback=None, start_method=_current_method())
     Processor_box().processor = processor
-    processor.process_rank = rank  # (threads that commands start are on this slave too)
     context = Slave_context(rank, slaves, processor.data_store)
     context.descriptors = descriptors.Descriptor_capture(files.fds)
     context.logs = Log_forwarding(rank)

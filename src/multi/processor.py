@@ -180,8 +180,8 @@ class Processor:
 
     def _check_machine_can_start(self, size: int) -> None:
         kind = self.slave_kind
-        if kind is None:
-            return
+        if kind is None or self.process_rank:
+            return  # (a slave's processor starts no slaves: its master checked the machine)
         most = limits.most_slaves(kind) if size > usable_cores() else None
         if most is not None and size > most[0]:
             plural = "processes" if kind == "process" else f"{kind}s"
