@@ -80,6 +80,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=64, help="commands to queue")
     parser.add_argument("--darts", type=int, default=200_000, help="darts per command")
     args = parser.parse_args()
+    for name in ("batches", "darts"):  # (none would divide by zero, fewer than none by less)
+        if getattr(args, name) < 1:
+            parser.error(f"argument --{name}: must be a whole number >= 1")
+    if args.slaves < 1 and args.slaves != -1:
+        parser.error("argument --slaves: must be a whole number >= 1, or -1 for every core")
     master = Estimate_pi(args.batches, args.darts)
     callback = Application_callback(master=master)
     load_multiprocessor(args.fabric, callback, processor_size=args.slaves, verbosity=1).run()

@@ -65,3 +65,24 @@ def test_the_example_refuses_a_bad_number_saying_what_is_allowed(
     assert f"error: argument {option}: must be {allowed}, not '{value}'" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "allowed"),
+    [
+        ("--batches", "0", "a whole number >= 1"),
+        ("--darts", "0", "a whole number >= 1"),
+        ("--darts", "-5", "a whole number >= 1"),
+        ("--slaves", "0", "a whole number >= 1, or -1 for every core"),
+    ],
+)
+def test_the_small_example_refuses_a_bad_number_saying_what_is_allowed(
+    option: str, value: str, allowed: str
+) -> None:
+    # --batches 0 and --darts 0 ended with a ZeroDivisionError, --darts -5 with status 0.
+    pi = EXAMPLE.parent / "pi.py"
+    command = [sys.executable, str(pi), "--fabric", "uni", option, value]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert f"error: argument {option}: must be {allowed}" in result.stderr
+    assert "Traceback" not in result.stderr
