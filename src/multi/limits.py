@@ -53,9 +53,15 @@ def most_slaves(kind: str) -> tuple[int, str] | None:
 
 
 def make_room(kind: str, slaves: int) -> None:
-    """Raise this process's soft limit of open files (ulimit -n) to what ``slaves`` slave
-    processes take, as far as its hard limit allows: a program may raise its soft limit, which
-    is often 1024 where the hard one is far higher, and slaves beyond it failed to start."""
+    """Raise this process's soft limit of open files (ulimit -n) where ``slaves`` slave
+    processes would take more, as far as its hard limit allows: a program may raise its soft
+    limit, which is often 1024 where the hard one is far higher, and slaves beyond it failed
+    to start.
+
+    It is raised as far as it may go, not to what the slaves take: the program keeps opening
+    files of its own after the slaves have started, which a limit cut to the slaves' needs
+    made fail (EMFILE) where the same request had been refused clearly before.
+    """
     if kind != "process":
         return
     try:
@@ -67,10 +73,10 @@ def make_room(kind: str, slaves: int) -> None:
     if soft == resource.RLIM_INFINITY or needed <= soft:
         return
     ceiling = _most_descriptors(hard)
-    if ceiling is not None:
-        needed = min(needed, ceiling[0])
+    # (no ceiling that can be read: what they take, and as much again for the program's own)
+    wanted = ceiling[0] if ceiling is not None else 2 * needed
     with suppress(ValueError, OSError):  # (a start that then fails says what to do)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def _most_descriptors(hard: int) -> tuple[int, str] | None:
