@@ -217,9 +217,11 @@ def test_storage_commands_carry_named_values() -> None:
     assert (command.names, command.values) == (["a", "b"], [1, [2]])
     command.clear()
     assert (command.names, command.values) == ([], [])
-    with pytest.raises(ValueError, match="a Python identifier that does not start with '__'"):
+    with pytest.raises(ValueError, match="a string that does not start with '__'"):
         command.add("__dict__", {})  # it would wipe the store of the slave that runs it
     assert (command.names, command.values) == ([], [])
+    command.add("spin-1", 42)  # (as the original stored it: a name of the store, not code's)
+    assert command.names == ["spin-1"]
 
 
 def test_the_time_delta_is_hours_minutes_seconds() -> None:

@@ -39,13 +39,20 @@ class Exit_command(Slave_command):
         processor.return_object(processor.NULL_RESULT)
 
 
-def data_name(name: object) -> str:
-    """``name``, if data can be stored under it in a slave's data store: a Python identifier
-    that does not start with ``__``, as those name the store's own attributes (``__dict__``
-    wiped the store, ``__class__`` failed on every slave)."""
-    if not isinstance(name, str) or not name.isidentifier() or name.startswith("__"):
+def data_name(name: object, identifier: bool = True) -> str:
+    """``name``, if data can be stored under it in a slave's data store: a string that does
+    not start with ``__``, as those name the store's own attributes (``__dict__`` wiped the
+    store, ``__class__`` failed on every slave), and with ``identifier`` a Python identifier
+    (what ``send_data_to_slaves`` has always asked; the original ``Slave_storage_command``
+    stored under any other name)."""
+    if (
+        not isinstance(name, str)
+        or name.startswith("__")
+        or (identifier and not name.isidentifier())
+    ):
+        what = "a Python identifier" if identifier else "a string"
         raise ValueError(
-            "the name of the data must be a Python identifier that does not start with '__' "
+            f"the name of the data must be {what} that does not start with '__' "
             f"(such as 'table' or 'vector'), not {name!r}"
         )
     return name
@@ -61,7 +68,7 @@ class Slave_storage_command(Slave_command):
 
     def add(self, name: str, value: Any) -> None:
         """Add a value to store under ``name`` (see ``data_name``)."""
-        self.names.append(data_name(name))
+        self.names.append(data_name(name, identifier=False))
         self.values.append(value)
 
     def clear(self) -> None:
