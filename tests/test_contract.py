@@ -539,6 +539,20 @@ def test_an_exception_whose_init_takes_other_arguments_keeps_its_slots_and_oserr
     )
 
 
+def test_an_exception_with_a_field_it_cannot_set_back_still_arrives_as_itself(
+    fabric: str, pickling: dict[str, Any]
+) -> None:
+    # It arrived as a Capturing_exception: setting the field back failed the whole rebuild.
+    def body(processor: Any) -> BaseException:
+        processor.add_to_queue(w.Raises(w.Shown_slot_error, 7, "no minimum"))
+        with pytest.raises(w.Shown_slot_error) as caught:
+            processor.run_queue()
+        return caught.value
+
+    error = run_master(fabric, body, **pickling)
+    assert (str(error), error.residue) == ("residue 7: no minimum", 7)
+
+
 def test_an_exception_that_cannot_travel_arrives_as_text(
     fabric: str, pickling: dict[str, Any]
 ) -> None:

@@ -310,6 +310,18 @@ class Slotted_fit_error(Slotted_error):
         return self.__tries
 
 
+class Shown_slot_error(Slotted_error):
+    """A ``Slotted_error`` whose class shows its slot through a property that cannot be set:
+    rebuilt, the slot cannot be set back."""
+
+    def __init__(self, residue: int, reason: str) -> None:
+        super().__init__(f"residue {residue}: {reason}")
+
+    @property
+    def residue(self) -> int:  # type: ignore[override]
+        return int(str(self).split()[1].rstrip(":"))
+
+
 class Copy_error(OSError):
     """An ``OSError`` of an ``__init__`` of its own, whose fields (``errno``, ``strerror``,
     ``filename``, ``filename2``) its ``__init__`` sets through OSError's."""

@@ -13,6 +13,7 @@ import signal
 import sys
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from types import TracebackType
 from typing import Any, NoReturn
 
@@ -305,5 +306,6 @@ def _exception_from_state(
     exc.args = args
     exc.__dict__.update(state)
     for name, value in fields.items():
-        setattr(exc, name, value)
+        with suppress(AttributeError, TypeError):  # (a field a subclass made read-only)
+            setattr(exc, name, value)
     return exc
