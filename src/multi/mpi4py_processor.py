@@ -838,9 +838,11 @@ class Mpi4py_transport(Transport):
             MPI.COMM_WORLD.Abort(status)
         if self.spawned:
             guards = _watch_guards(self.notes, [self._keys[rank] for rank in self.ranks])
-            for comm, _ in self._links.values():
-                comm.Disconnect()
-            _wait_ended(guards, FAREWELL_SECONDS)
+            try:
+                for comm, _ in self._links.values():
+                    comm.Disconnect()
+            finally:
+                _wait_ended(guards, FAREWELL_SECONDS)  # (which closes their descriptors)
         elif self._world is not None:
             self._world.Free()
         self._links.clear()
