@@ -146,6 +146,36 @@ def test_under_mpiexec_a_processor_refused_as_it_was_made_leaves_the_ranks_to_th
     assert result.stdout == "option 'retries': expected a whole number >= 0, not '-1' 55 0\n"
 
 
+REFUSED_ON_THE_SLAVE_RANKS = """
+import os, sys
+from mpi4py import MPI
+from multi import Executor, MultiError
+
+rank = MPI.COMM_WORLD.Get_rank()
+folder = sys.argv[1] if rank == 0 else os.path.join(sys.argv[1], "not on this node")
+try:
+    Executor("mpi4py", verbosity=0, timeline=os.path.join(folder, "trace.json"))
+except (ValueError, MultiError) as error:
+    refused = f"{type(error).__name__}: {error}"
+with Executor("mpi4py", verbosity=0) as pool:  # (ranks 1 and 2 serve it, then end)
+    print(refused, sum(pool.map(abs, range(-10, 0))), rank)
+"""
+
+
+def test_under_mpiexec_a_processor_refused_on_some_ranks_only_is_refused_on_every_one(
+    tmp_path: Path,
+) -> None:
+    # The master went on alone, into collectives that the ranks which refused never joined:
+    # the job hung until the test's timeout.
+    result = under_mpiexec("-c", REFUSED_ON_THE_SLAVE_RANKS, str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(
+        "MultiError: the mpi4py processor was refused on rank 1 of this MPI job, which every "
+        "rank must make alike: ValueError: option 'timeline': "
+    )
+    assert result.stdout.endswith(" 55 0\n")
+
+
 def test_started_alone_executors_made_in_threads_at_once_spawn_their_slaves(
     tmp_path: Path,
 ) -> None:

@@ -1230,8 +1230,35 @@ _exit_status: int | None = None
 _spawned_as: tuple[int, int] | None = None
 #: Whether a processor of this program took the ranks of ``mpiexec -n P+1`` as its slaves.
 _world_taken = False
+
+
 #: Why a master started alone cannot spawn slaves again: one died (see ``SINGLETON_DEATH``).
 _singleton_broken: str | None = None
+
+
+def _agreed(world: Any, make: Callable[[], None]) -> None:
+    """Call ``make`` on every rank of ``world``; if it raised on some rank, raise on every one.
+
+    A processor refused on some ranks only (an option whose file exists on the master's node
+    alone) left the others waiting in the collectives that follow, for ever. The rank that
+    refused raises its own error; the others say which rank refused, and why.
+    """
+    try:
+        make()
+    except Exception as exc:
+        error: Exception | None = exc
+    else:
+        error = None
+    why = None if error is None else f"{type(error).__name__}: {error}"
+    refusals = [(rank, text) for rank, text in enumerate(world.allgather(why)) if text]
+    if error is not None:
+        raise error
+    if refusals:
+        rank, text = refusals[0]
+        raise MultiError(
+            f"the mpi4py processor was refused on rank {rank} of this MPI job, which every "
+            f"rank must make alike: {text}"
+        )
 
 
 # The fabric ----------------------------------------------------------------------------------
@@ -1289,10 +1316,9 @@ class Mpi4py_processor(Processor):
             self.process_rank = _spawned_as[0] if _spawned_as else world.Get_rank() + 1
         elif self._launched:
             self.process_rank = world.Get_rank()
-        # First what may refuse the processor (its options, its size): one refused takes
-        # nothing, and the program's next processor takes the ranks of mpiexec.
-        super().__init__(processor_size, callback, **options)
-        if self._launched:
+        if not self._launched:
+            super().__init__(processor_size, callback, **options)
+        else:
             global _world_taken
             if _world_taken and self.process_rank == MASTER:  # (its slaves would never answer)
                 raise MultiError(
@@ -1302,6 +1328,10 @@ class Mpi4py_processor(Processor):
                     "(the joblib backend keeps its own), or start the program alone "
                     "(python app.py), where each one spawns slaves of its own"
                 )
+            # First what may refuse the processor (its options, its size), on every rank: one
+            # refused takes nothing, and the program's next processor takes the ranks.
+            _agreed(world, lambda: super(Mpi4py_processor, self).__init__(
+                processor_size, callback, **options))  # fmt: skip
             _world_taken = True
             self._comm = world.Dup()  # every rank makes the processor: the collective is safe
             _unname_mpi_memory()  # (every rank has mapped it: each has made the processor)
