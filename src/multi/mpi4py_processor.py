@@ -946,13 +946,20 @@ def _notes(directory: str) -> dict[int, Death]:
     return notes
 
 
+def _guard_note(notes: str | None, key: int) -> tuple[int, int, int] | None:
+    """What the guard of a spawned slave on this host noted of itself: its pid, and its
+    descriptors of the slave's capture files; None where it noted nothing (another host)."""
+    with suppress(OSError, ValueError), open(_note_path(notes or "", key, ".files")) as file:
+        guard, out, err = map(int, file.read().split())
+        return guard, out, err
+    return None
+
+
 def _guard_files_of(notes: str | None, key: int) -> descriptors.Files | None:
     """The capture files of a spawned slave on this host, opened here through its guard's
     descriptors (which the guard noted), or None."""
-    with suppress(OSError, ValueError), open(_note_path(notes or "", key, ".files")) as file:
-        guard, out, err = map(int, file.read().split())
-        return descriptors.files_of(guard, (out, err))
-    return None
+    note = _guard_note(notes, key)
+    return None if note is None else descriptors.files_of(note[0], note[1:])
 
 
 def _watch_guards(notes: str | None, keys: Sequence[int]) -> list[int]:
@@ -960,11 +967,10 @@ def _watch_guards(notes: str | None, keys: Sequence[int]) -> list[int]:
     (Linux: pidfd), opened while they live: they wait for their slaves, which are leaving."""
     watched = []
     for key in keys:
-        with (
-            suppress(OSError, ValueError, AttributeError),  # (no pidfd: not Linux)
-            open(_note_path(notes or "", key, ".files")) as file,
-        ):
-            watched.append(os.pidfd_open(int(file.read().split()[0])))
+        note = _guard_note(notes, key)
+        if note is not None:
+            with suppress(OSError, AttributeError):  # (gone already; no pidfd: not Linux)
+                watched.append(os.pidfd_open(note[0]))
     return watched
 
 
@@ -1230,8 +1236,6 @@ _exit_status: int | None = None
 _spawned_as: tuple[int, int] | None = None
 #: Whether a processor of this program took the ranks of ``mpiexec -n P+1`` as its slaves.
 _world_taken = False
-
-
 #: Why a master started alone cannot spawn slaves again: one died (see ``SINGLETON_DEATH``).
 _singleton_broken: str | None = None
 
