@@ -4,19 +4,29 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import multiprocessing
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import pytest
 
-from multi import CommandTimeoutError, Slave_command, SlaveDiedError
+from multi import (
+    Application_callback,
+    CommandTimeoutError,
+    Slave_command,
+    SlaveDiedError,
+    load_multiprocessor,
+)
+from multi.descriptors import Descriptor_capture, unnamed_files
+from multi.slave import Slave_context, serve
 from tests.conftest import MISSING, run_master
-from tests.workloads import Logs, Record, Value
+from tests.workloads import Logs, Noop, Record, Value
 
 PROCESS_FABRICS = ["multiprocessing"] + [name for name in ("mpi4py", "pvm") if name not in MISSING]
 
@@ -54,6 +64,58 @@ class Hangs_mid_line(Slave_command):
         print("on stderr", file=sys.stderr)
         sys.stdout.flush()
         time.sleep(600)
+
+
+class Interrupted(Slave_command):
+    def run(self, processor: Any, completed: bool) -> None:
+        raise KeyboardInterrupt
+
+
+def _file_of(fd: int) -> tuple[int, int]:
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino
+
+
+def _served(batches: list[Any], at_hand: list[bool]) -> tuple[list[tuple[int, int]], Any, Any]:
+    """Serve ``batches`` in a process of their own, ``at_hand`` saying after each whether the
+    next is there: where descriptor 1 pointed at each receive, then its own file and the
+    capture's. (A process that serves takes a fork hook that would end pytest's forked slaves.)"""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        return pool.submit(_serve_here, batches, at_hand).result(timeout=60)
+
+
+def _serve_here(batches: list[Any], at_hand: list[bool]) -> tuple[list[tuple[int, int]], Any, Any]:
+    processor = load_multiprocessor("uni", Application_callback(None), processor_size=-1)
+    files = unnamed_files()
+    context = Slave_context(1, 1, processor.data_store)
+    context.descriptors = Descriptor_capture(files)
+    own, captured = _file_of(1), _file_of(files[0])
+    seen: list[tuple[int, int]] = []
+
+    def receive() -> Any:
+        seen.append(_file_of(1))
+        return batches.pop(0) if batches else None
+
+    try:
+        serve(processor, context, receive, lambda report, batch: None, None, at_hand.pop)
+        seen.append(_file_of(1))
+    finally:
+        context.descriptors.close()
+    return seen, own, captured
+
+
+def test_a_slave_points_its_descriptors_back_once_it_waits_and_as_it_leaves() -> None:
+    """Between batches that follow at once, descriptors 1 and 2 stay in the capture files (four
+    calls to the kernel saved per batch); a slave that waits, or leaves, has them back."""
+    batches = [(range(i, i + 1), [Noop()]) for i in range(3)]
+    seen, own, captured = _served(batches, [False, True, True])  # (popped from the end)
+    assert seen == [own, captured, captured, own, own]
+
+
+def test_a_slave_that_a_command_interrupts_leaves_with_its_descriptors_back() -> None:
+    seen, own, _ = _served([(range(0, 1), [Interrupted()]), (range(1, 2), [Noop()])], [True])
+    assert seen == [own, own]
 
 
 class Silences_logging(Slave_command):

@@ -18,6 +18,7 @@ size of socket buffers. A slave uses its channel blocking, one message at a time
 from __future__ import annotations
 
 import pickle
+import select
 import socket
 import struct
 import time
@@ -60,6 +61,7 @@ class Channel:
         self._frame: memoryview | None = None  # the frame being filled, and how far
         self._filled = 0
         self._ready: deque[Any] = deque()
+        self._poll: select.poll | None = None  # (made by at_hand, where it is used)
         #: Bytes read from the socket so far.
         self.received = 0
 
@@ -148,6 +150,16 @@ class Channel:
             if drained:  # (asking again would only say so, at the cost of a call and an error)
                 self._parse(done)
                 return done
+
+    def at_hand(self) -> bool:
+        """Whether a message, or the start of one, has arrived and waits to be read (one call
+        to the kernel at most, which never blocks)."""
+        if self._ready or self._head != self._tail or self._filled:
+            return True
+        if self._poll is None:
+            self._poll = select.poll()  # (select would refuse a descriptor past 1023)
+            self._poll.register(self.sock, select.POLLIN)
+        return bool(self._poll.poll(0))
 
     def receive(self, spin: float = 0.0) -> Any:
         """The next message, waiting for it (on a blocking socket), for the first ``spin``

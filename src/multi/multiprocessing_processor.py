@@ -431,7 +431,7 @@ def _slave_main(
         task[rank] = task_id
 
     try:
-        serve(processor, context, receive, reply, note)
+        serve(processor, context, receive, reply, note, channel.at_hand)
     except OSError:
         pass  # the master is gone
     finally:

@@ -420,9 +420,11 @@ def slave_main() -> None:
     context.logs = Log_forwarding(rank)
     watcher = _Watcher(pvm, master)
 
+    arrived: list[Pvm_message] = []  # a message that at_hand took in
+
     def receive() -> Batch | Exception | None:
         while True:
-            message = _next(pvm, None, watcher.wake)
+            message = arrived.pop() if arrived else _next(pvm, None, watcher.wake)
             assert message is not None  # (no time limit)
             if message.tag == WORK:
                 return rebuilt_batch(message.frames)
@@ -433,12 +435,17 @@ def slave_main() -> None:
         pvm.send(master, OUTCOMES, seal(report, batch[1] if batch is not None else ()))
         watcher.sent()
 
+    def at_hand() -> bool:
+        if not arrived and (message := pvm.receive()) is not None:
+            arrived.append(message)
+        return bool(arrived)
+
     def note(task: int) -> None:
         task_memory.write(memory, task)
         watcher.note(task)
 
     try:
-        serve(processor, context, receive, reply, note)
+        serve(processor, context, receive, reply, note, at_hand)
     finally:
         watcher.stop()
         context.descriptors.close()

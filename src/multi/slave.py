@@ -145,6 +145,7 @@ def execute(
     Any exception a command raises is its failure, but KeyboardInterrupt, which ends the slave
     (Ctrl-C where the slave is the master itself, the master's order to drop the work on MPI):
     the report then holds the commands before it, and ``lost`` says what ended it.
+    Descriptors 1 and 2 are left pointed into the capture files: ``serve`` points them back.
     """
     ids, commands = batch
     results: list[Any] = []
@@ -207,8 +208,6 @@ def execute(
     finally:
         if logs is not None:
             logs.end()
-        if descriptors is not None:
-            descriptors.end()
         capture.redirect(previous)
         processor.swap_context(was)
         context.results = None
@@ -442,16 +441,27 @@ def serve(
     receive: Callable[[], Batch | Exception | None],
     reply: Callable[[Report, Batch | None], None],
     running: Callable[[int], None] | None = None,
+    at_hand: Callable[[], bool] | None = None,
 ) -> None:
     """The loop of a slave process: receive a batch, run it, reply; until told to stop.
 
+    Descriptors 1 and 2 point back where they were once the slave waits: after a batch, unless
+    ``at_hand`` says that the next message is there already (what a thread writes between two
+    such batches then goes with the next command), and on the way out.
     A command's own fork that comes back from the command ends there (``_end_forked_child``).
     """
     os.register_at_fork(after_in_child=_note_fork)
     collector.size_for_batches()
-    with capture.routing():
-        while (batch := receive()) is not None:
-            report = run_batch(processor, context, batch, running)
-            reply(report, None if isinstance(batch, Exception) else batch)
-            if report.lost is not None:
-                return
+    descriptors = context.descriptors
+    try:
+        with capture.routing():
+            while (batch := receive()) is not None:
+                report = run_batch(processor, context, batch, running)
+                reply(report, None if isinstance(batch, Exception) else batch)
+                if report.lost is not None:
+                    return
+                if descriptors is not None and not (at_hand is not None and at_hand()):
+                    descriptors.end()
+    finally:
+        if descriptors is not None:
+            descriptors.end()
