@@ -29,7 +29,10 @@ EXTRAS: dict[str, list[tuple[str, str, str]]] = {
     "latency": [("p99", "p99 µs", "{:,.0f}")],
     "latency_wide": [("p99", "p99 µs", "{:,.0f}")],
     "arrays": [("mib_per_s", "MiB/s (both ways)", "{:,.0f}")],
-    "arrays_after_tiny": [("mib_per_s", "MiB/s (both ways)", "{:,.0f}")],
+    "arrays_after_tiny": [
+        ("mib_per_s", "MiB/s (both ways)", "{:,.0f}"),
+        ("slowdown", "÷ after arrays (paired)", "{:.2f}"),
+    ],
     "balance": [("ideal", "ideal s", "{:.3f}"), ("efficiency", "efficiency", "{:.2f}")],
     "sleep": [("ideal", "ideal s", "{:.3f}"), ("efficiency", "efficiency", "{:.2f}")],
     "cpu": [
