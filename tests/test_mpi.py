@@ -479,3 +479,35 @@ def test_under_mpiexec_that_survives_deaths_the_master_names_a_dead_slave(tmp_pa
         f"SlaveDiedError: {named(signal.SIGSEGV)} while running Die_once", result.stderr
     )
     assert result.returncode == 1
+
+
+def test_a_wait_tests_twice_after_each_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MPICH's Iprobe shows a message that came during a sleep only at its second call after
+    it: a wait that tested once per sleep found every message a whole sleep late."""
+    from multi import mpi4py_processor
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(mpi4py_processor.time, "sleep", sleeps.append)
+    answers = iter([False, False, "found"])  # before the sleep, the first test after it, ...
+    assert mpi4py_processor._wait(lambda: next(answers)) == "found"
+    assert len(sleeps) == 1
+
+
+@pytest.mark.parametrize(
+    ("local", "spawned", "expected"),
+    [("3", False, 3e-3), ("17", False, 17e-3), ("64", False, 20e-3), ("1", False, 2e-3),
+     ("1", True, 5e-3), (None, False, 5e-3)],
+)  # fmt: skip
+def test_idle_slaves_of_a_host_look_for_work_as_often_as_its_cores_allow(
+    monkeypatch: pytest.MonkeyPatch, local: str | None, spawned: bool, expected: float
+) -> None:
+    """On 2 cores: 2 ms for each MPI process of the host per core, between 2 and 20 ms; the
+    launcher counts each spawned slave alone, so they are counted beside their master."""
+    from multi import mpi4py_processor
+
+    monkeypatch.setattr(mpi4py_processor, "usable_cores", lambda: 2)
+    for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    if local is not None:
+        monkeypatch.setenv("MPI_LOCALNRANKS", local)
+    assert mpi4py_processor._idle_sleep(4, spawned) == pytest.approx(expected)

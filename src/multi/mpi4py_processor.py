@@ -16,7 +16,8 @@ Messages travel on a communicator of their own (a duplicate of ``COMM_WORLD``, o
 intercommunicator of each spawned slave) under a fixed set of tags, and as pickle protocol 5
 frames whose large buffers go out of band (``mpi4py.util.pkl5``); a small batch or report is
 its pickle stream alone, in one message. Nobody waits in a blocking MPI call, which spins: a
-waiting master probes with a backoff from 10 µs to 2 ms, an idle slave up to 20 ms.
+waiting master probes with a backoff from 10 µs to 2 ms, an idle slave up to 2 ms per MPI
+process its host has for each core (at most 20 ms).
 
 A slave's death (a signal, an exit) ends the whole job under a plain ``mpiexec -n P+1``,
 which a slave's guard (see ``_guard``) names on the way, saying how to launch for survival.
@@ -105,10 +106,11 @@ SPIN_SECONDS = 300e-6
 FIRST_WAIT = 10e-6
 LONGEST_WAIT = 2e-3
 WAIT_GROWTH = 0.1
-#: The longest sleep of a slave that waits for work: an idle slave looks 50 times a second,
-#: not 500. Under ``mpiexec -n 17`` on 2 cores, 15 idle slaves that looked every 2 ms made a
-#: round trip 1.6 times as long as under ``-n 3``. It reaches this only after 200 ms idle
-#: (a tenth of the wait), where a batch found 20 ms late costs a tenth of what was waited.
+#: The longest sleep of a slave that waits for work, where many share a core: under
+#: ``mpiexec -n 17`` on 2 cores, 15 idle slaves that looked every 2 ms made a round trip 1.6
+#: times as long as under ``-n 3``. Where few do, an idle slave sleeps less (``_idle_sleep``):
+#: a run's first batch, queued while the slaves idled, waited up to 17 ms for them, an eighth
+#: of a run of 20,000 tiny commands on 2 slaves.
 IDLE_LONGEST_WAIT = 20e-3
 #: How often a slave that runs a command looks for the master's KILL.
 WATCH_SECONDS = 0.05
@@ -207,6 +209,11 @@ def _wait(
     For the first ``spin`` seconds it does not sleep: a quick answer is then taken without the
     cost of waking up (a sleep lasts 50 µs at least), and a slow one costs that little CPU.
     Only a thread alone in its process may spin: it holds the GIL while it does.
+
+    After a sleep it tests twice: MPICH's ``Iprobe`` takes in a message that came meanwhile
+    at its first call and shows it at the second (always, on shared memory), so that a single
+    test found it a whole sleep late: the first batch after an idle spell reached its slave
+    5 ms after it was sent, where the slave slept 3 ms at a time.
     """
     start = time.monotonic()
     while not (found := test()):
@@ -216,7 +223,16 @@ def _wait(
         if seconds is not None and waited > seconds:
             return False
         time.sleep(min(longest, max(FIRST_WAIT, WAIT_GROWTH * waited)))
+        if found := test():  # (the test at the top of the loop is the second: see below)
+            return found
     return found
+
+
+def _probed_twice(probe: Callable[[], bool]) -> bool:
+    """Whether a message is there, asked of MPI twice where the first says no: MPICH's
+    ``Iprobe`` takes in what came since the last call to MPI at its first call, and shows it
+    at the second (see ``_wait``)."""
+    return bool(probe() or probe())
 
 
 def _out_of_band(frames: wire.Frames) -> list[pickle.PickleBuffer]:
@@ -1114,15 +1130,17 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
                     beat = time.monotonic()
                     beats[:] = [request for request in beats if not request.test()[0]]
                     beats.append(comm.isend(None, MASTER, BEAT))
-                if not comm.Iprobe(MASTER, KILL, status):
+                if not _probed_twice(lambda: comm.Iprobe(MASTER, KILL, status)):
                     continue
                 batches["sent"] = comm.recv(None, MASTER, KILL)
             killed.set()
             if running.is_set() and main is not None:
                 signal.pthread_kill(main, signal.SIGINT)
 
+    idle_sleep = _idle_sleep(slaves, spawned=comm.Is_inter())
+
     def receive() -> Batch | Exception | None:
-        tag, payload = _wait(take, spin=SPIN_SECONDS, longest=IDLE_LONGEST_WAIT)
+        tag, payload = _wait(take, spin=SPIN_SECONDS, longest=idle_sleep)
         if tag != WORK:  # STOP or KILL, with the number of batches the master sent
             batches["sent"] = payload
             return None
@@ -1137,7 +1155,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
 
     def at_hand() -> bool:
         with lock:
-            return killed.is_set() or bool(comm.Iprobe(MASTER, MPI.ANY_TAG))
+            return killed.is_set() or _probed_twice(lambda: comm.Iprobe(MASTER, MPI.ANY_TAG))
 
     def note(task_id: int) -> None:
         (running.set if task_id >= 0 else running.clear)()
@@ -1187,6 +1205,20 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         with lock:
             request = comm.isend(None, MASTER, BYE)
         _wait(lambda: _tested(lock, request), FAREWELL_SECONDS)
+
+
+def _idle_sleep(slaves: int, spawned: bool) -> float:
+    """The longest sleep of an idle slave: the MPI processes of its host, idle together, look
+    for work about as often as one process per core every ``LONGEST_WAIT`` (within
+    ``LONGEST_WAIT`` and ``IDLE_LONGEST_WAIT``). Spawned slaves are counted beside their master
+    (each is spawned alone: the launcher counts one); under a launcher, as it counts them."""
+    local = slaves + 1
+    if not spawned:
+        for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):  # MPICH, Open MPI
+            with suppress(KeyError, ValueError):
+                local = int(os.environ[name])
+                break
+    return min(IDLE_LONGEST_WAIT, max(LONGEST_WAIT, LONGEST_WAIT * local / usable_cores()))
 
 
 class _Flag:
