@@ -200,8 +200,8 @@ def test_an_application_gc_freeze_is_left_as_it_was(fabric: str) -> None:
 
 
 def test_a_run_of_tiny_commands_sets_off_no_young_collection_on_the_master(fabric: str) -> None:
-    # Results arrive a batch at a time, and live until delivered: a collection per 700 new
-    # objects would find nothing to free.
+    # Commands live in the queue until they run, results arrive a batch at a time and live
+    # until delivered: a collection per 700 new objects would find nothing to free.
     collections: list[int] = []
 
     def counted(phase: str, info: dict[str, int]) -> None:
@@ -211,13 +211,13 @@ def test_a_run_of_tiny_commands_sets_off_no_young_collection_on_the_master(fabri
     def body(processor: Any) -> tuple[list[int], list[int], tuple[int, ...], tuple[int, ...]]:
         processor.add_to_queue(w.Tiny())
         processor.run_queue()  # the slaves start, to live on
-        memos = [w.Tally() for _ in range(5000)]  # each command its own, as applications do
-        for memo in memos:
-            processor.add_to_queue(w.Tiny(), memo)
         before = gc.get_threshold()
+        memos = [w.Tally() for _ in range(5000)]  # each command its own, as applications do
         gc.collect()  # (what that left for the young generation)
         gc.callbacks.append(counted)
         try:
+            for memo in memos:
+                processor.add_to_queue(w.Tiny(), memo)
             processor.run_queue()
         finally:
             gc.callbacks.remove(counted)

@@ -149,6 +149,10 @@ class Processor:
         self._local = _Thread_state()
         self._transport: Transport | None = None
         self._queued_memo_ids: list[int | None] = []  # the memo of each queued command
+        #: The collector's young generation, held for the queue once it holds more than a
+        #: small run: every young collection while an application queues would find nothing
+        #: to free (the queue holds what it made), and took a third of its time to queue.
+        self._queue_held: collector.Held | None = None
         self._setup_commands: list[Slave_storage_command] = []
         self._queueable: set[type] = set()  # command classes found fit to queue
         self._returnable: set[type] = set()  # result classes found fit to return
@@ -290,8 +294,11 @@ class Processor:
             self._check_queueable(command)
         memo_id = None if memo is None else self._hold_memo(memo)
         command.memo_id = memo_id  # as the original set it; the queue keeps its own
-        self.command_queue.append(command)
+        queue = self.command_queue
+        queue.append(command)
         self._queued_memo_ids.append(memo_id)
+        if len(queue) == collector.SMALL_RUN + 1:
+            self._queue_held = collector.hold_batches(len(queue))
 
     def _hold_memo(self, memo: Memo) -> int:
         """Keep a memo on the master for one more command; return its id."""
@@ -422,6 +429,8 @@ class Processor:
             scheduler.run(run)
         finally:
             collector.restore(held)
+            collector.restore(self._queue_held)
+            self._queue_held = None
             self._run = None
             # Interrupted, slaves may still hold work; or every slave is lost: start afresh.
             if run.busy() or scheduler.broken is not None:
