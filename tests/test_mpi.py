@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -511,3 +512,49 @@ def test_idle_slaves_of_a_host_look_for_work_as_often_as_its_cores_allow(
     if local is not None:
         monkeypatch.setenv("MPI_LOCALNRANKS", local)
     assert mpi4py_processor._idle_sleep(4, spawned) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("method", ["set", "clear"])
+def test_a_running_flag_interrupted_anywhere_in_a_raise_or_lower_lowers_at_once(
+    method: str,
+) -> None:
+    """A KeyboardInterrupt (Ctrl-C under mpiexec, the watcher's SIGINT for KILL) may come
+    between any two lines of ``_Flag.set`` or ``clear``; ``execute`` then lowers the flag on
+    its way out (``running(-1)``), and so does ``_serve_master``: that must not wait for
+    ever. (Raised where ``set`` had noted the flag up, but not yet let go of its lock, the
+    lowering waited for that lock.)"""
+    import threading
+
+    from multi.mpi4py_processor import _Flag
+
+    code = getattr(_Flag, method).__code__
+    lines = sorted({line for _, _, line in code.co_lines() if line is not None})
+    assert len(lines) >= 3
+    for line in lines[1:]:  # (the first is the def's own)
+        flag = _Flag()
+        if method == "clear":
+            flag.set()
+
+        def interrupt_at(frame: Any, event: str, arg: Any, line: int = line) -> Any:
+            if frame.f_code is code:
+                if event == "line" and frame.f_lineno == line:
+                    raise KeyboardInterrupt
+                return interrupt_at
+            return None
+
+        sys.settrace(interrupt_at)
+        try:
+            getattr(flag, method)()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sys.settrace(None)
+        lowered = threading.Thread(target=flag.clear, daemon=True)
+        lowered.start()
+        lowered.join(2)
+        hangs = lowered.is_alive()
+        if hangs:  # (let the thread go)
+            flag._down.release()
+            lowered.join(2)
+        assert not hangs, f"lowering hangs after an interrupt at line {line}"
+        assert not flag.is_set()

@@ -229,6 +229,31 @@ def test_a_run_of_tiny_commands_sets_off_no_young_collection_on_the_master(fabri
     assert after == before  # the application's own threshold again once the run is over
 
 
+def test_the_threshold_is_given_back_when_results_queue_a_long_next_run(fabric: str) -> None:
+    # The queue holds the young generation from its 65th command; results that queue as many
+    # for the next run, while the queue's hold is on, took it over as nothing (the threshold
+    # was already held), and the application's threshold stayed at the batches' for good.
+    def body(processor: Any) -> tuple[list[tuple[int, ...]], int]:
+        after: list[tuple[int, ...]] = []
+        for _ in range(2 * collector.SMALL_RUN):
+            processor.add_to_queue(w.Queues_a_follow_up())
+        processor.run_queue()
+        after.append(gc.get_threshold())
+        queued = len(processor.command_queue)
+        processor.run_queue()
+        after.append(gc.get_threshold())
+        return after, queued
+
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        after, queued = run_master(fabric, body)
+    finally:
+        gc.set_threshold(*before)
+    assert queued == 2 * collector.SMALL_RUN
+    assert after == [(700, 10, 10)] * 2
+
+
 @pytest.mark.parametrize("threshold", [(5000, 7, 7), (0, 10, 10)])
 def test_a_collector_threshold_the_application_sets_during_a_run_is_kept(
     fabric: str, threshold: tuple[int, int, int]

@@ -515,6 +515,18 @@ class Starts_a_run(Slave_command):
         processor.return_object(Runs_queue(processor, self.call))
 
 
+class Follow_up(Result_command):
+    """A result that queues a command for the next run, as iterative applications do."""
+
+    def run(self, processor: Any, memo: Any) -> None:
+        processor.add_to_queue(Square(2))
+
+
+class Queues_a_follow_up(Slave_command):
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Follow_up(processor=processor, completed=True))
+
+
 class Fails_and_its_result_too(Slave_command):
     """Returns a result that raises on the master, then raises itself."""
 

@@ -1231,10 +1231,15 @@ class _Flag:
         self._down.acquire()
         self.up = False
 
+    # A KeyboardInterrupt may come between any two steps (and the slave lowers the flag on its
+    # way out): the lock is let go before the flag says up, and the flag says down before the
+    # lock is taken, so that an interrupted step leaves the lock free, never held by nobody
+    # with the flag up, where lowering it would wait for ever.
+
     def set(self) -> None:
         if not self.up:
-            self.up = True
             self._down.release()
+            self.up = True
 
     def clear(self) -> None:
         if self.up:

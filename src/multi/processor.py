@@ -347,7 +347,15 @@ class Processor:
             return
         commands, memo_ids = self.command_queue, self._queued_memo_ids
         self.command_queue, self._queued_memo_ids = [], []
-        self._execute(commands, memo_ids)
+        # (the queue's hold goes with its commands: one that results fill meanwhile finds the
+        # threshold held, and takes nothing, which must not drop this one; given back too where
+        # the slaves do not start)
+        held = self._queue_held
+        try:
+            self._queue_held = None
+            self._execute(commands, memo_ids)
+        finally:
+            collector.restore(held)
 
     def run_command_globally(self, command: Slave_command) -> None:
         """Run one copy of ``command`` on every slave, and deliver what each returns."""
@@ -429,8 +437,6 @@ class Processor:
             scheduler.run(run)
         finally:
             collector.restore(held)
-            collector.restore(self._queue_held)
-            self._queue_held = None
             self._run = None
             # Interrupted, slaves may still hold work; or every slave is lost: start afresh.
             if run.busy() or scheduler.broken is not None:
