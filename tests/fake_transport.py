@@ -35,6 +35,9 @@ class Script:
     hangs: set[int] = field(default_factory=set)
     frozen: set[int] = field(default_factory=set)  # never end, and their slave stops beating
     unreadable: set[int] = field(default_factory=set)  # their batch cannot be rebuilt
+    #: Commands whose slave dies as their batch arrives, outside any command, having written
+    #: (a thread of an earlier command, as descriptors point into the capture files still).
+    dies_before: set[int] = field(default_factory=set)
     round_trip: float = 5e-4
     start_seconds: float = 0.05  # for a replacement to start
     dies_on_start: int = 0  # replacements that die as they start, before running anything
@@ -137,6 +140,12 @@ class Fake_transport(Transport):
         start = max(arrival, slave.free_at)
         if start >= slave.dead_at:
             return  # the slave died before it got there: its loss covers this batch
+        if ids[0] in self.script.dies_before and not self.attempts[ids[0]]:
+            self.script.dies_before.discard(ids[0])
+            slave.dead_at = slave.free_at = start
+            output = [(1, f"written before command {ids[0]}\n")]
+            self._post(start, rank, slave, Slave_lost(rank, "(fake) exited", None, True, output))
+            return
         if any(task in self.script.unreadable for task in ids):
             failure = Failure(UnpicklableError("cannot rebuild"), "While receiving:")
             unreadable = Report(rank, [], 0, [], unreadable=failure)

@@ -16,7 +16,7 @@ from multi.batching import MAX_BATCH_BYTES
 from multi.errors import BrokenProcessorError, CommandTimeoutError, SlaveDiedError
 from multi.scheduler import EARLY_STOP_FAILURES, START_FAILURES
 from tests.fake_transport import Script
-from tests.scheduler_harness import simulate
+from tests.scheduler_harness import Outcome, simulate
 
 ROUND_TRIP = 1e-3
 
@@ -313,3 +313,20 @@ def test_a_long_command_of_a_slave_that_beats_is_never_taken_for_hung() -> None:
 def test_without_a_timeout_commands_run_as_long_as_they_take() -> None:
     outcome = simulate(Script([30.0, 0.1]), 2)
     assert outcome.raised is None and outcome.seconds >= 30.0
+
+
+def test_what_a_slave_wrote_between_batches_before_it_died_goes_with_its_next_command() -> None:
+    """A slave whose next batch is at hand leaves its descriptors in the capture files between
+    the two: what a thread writes there, if the slave dies before its next command, is the
+    output of none, kept with the first command of the batch it held, which runs again."""
+    outcome = simulate(Script([0.01] * 40, dies_before={4}), 2)
+    assert sorted(outcome.delivered) == list(range(40))
+    assert outcome.run is not None
+    assert outcome.run.left_output == {
+        4: [(_rank_that_held(outcome, 4), [(1, "written before command 4\n")])]
+    }
+
+
+def _rank_that_held(outcome: Outcome, index: int) -> int:
+    assert outcome.transport is not None
+    return next(rank for _, rank, ids in outcome.transport.sent if ids and ids[0] == index)

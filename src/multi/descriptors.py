@@ -15,7 +15,8 @@ The files have no name (``unnamed_files``): however the master and its slaves en
 stays behind. Where the master can hold them too (a slave that it starts inherits them; those
 of a PVM task on its host it opens through /proc, ``files_of``), it reads what a command wrote
 before its slave died in the middle of it (``read_left``), and replays it before the news of
-the death.
+the death; so too what was written between two batches that followed at once, while the
+descriptors pointed into the files still.
 """
 
 from __future__ import annotations

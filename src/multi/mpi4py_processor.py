@@ -327,7 +327,7 @@ def _guard(
         with suppress(OSError, ValueError):
             notes, master = os.read(read, 4096).decode().splitlines()[:2]
         running = task_memory.read(task)[0]
-        told = _note_death(what, key, running, _left(files, running), notes, master)
+        told = _note_death(what, key, running, descriptors.read_left(files), notes, master)
         if RELAUNCHED in os.environ:  # (under mpiexec with SURVIVE, started by the option)
             if not told:  # (else the master, which survives it, names it)
                 print(f"multi: {what}", file=sys.stderr, flush=True)
@@ -382,7 +382,10 @@ def _guard_spawned(
         if local and os.path.exists(_note_path(notes, key, ".ended")):
             return 0  # the master ended it
         what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
-        if _note_death(what, key, running, _left(files, running), notes, master) and survives:
+        if (
+            _note_death(what, key, running, descriptors.read_left(files), notes, master)
+            and survives
+        ):
             return 0  # the master names it, with the command and what follows
         print(f"multi: {what}", file=sys.stderr, flush=True)
         return 128 - code if code < 0 else code or 1
@@ -454,11 +457,6 @@ def _die_with(guard: int) -> None:
     end_with_parent()
     if os.getppid() != guard:  # it ended before the kernel was told
         os._exit(1)
-
-
-def _left(files: descriptors.Files, task: int) -> list[tuple[int, str]] | None:
-    """What the command a dead slave ran (``task``, -1: none) wrote before it died."""
-    return descriptors.read_left(files) if task >= 0 else None
 
 
 def _note_death(

@@ -247,7 +247,7 @@ class Multiprocessing_transport(Transport):
         task = self.task[rank]
         slave = self._retire(rank)
         reason = f"{slave.name()} {ending(slave.process.exitcode)}"
-        output = descriptors.read_left(self._files[rank]) if task >= 0 else None
+        output = descriptors.read_left(self._files[rank])  # (idle too: see Scheduler._on_lost)
         return Slave_lost(rank, reason, task if task >= 0 else None, idle=task < 0, output=output)
 
     def _retire(self, rank: int) -> _Slave:

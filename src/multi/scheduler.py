@@ -356,7 +356,8 @@ class Scheduler:
         """A slave ended: its commands go back, the one it ran counts an attempt; replace it.
 
         Where the transport cannot tell which command it ran, the first it held is blamed,
-        unless it was still restoring its data store.
+        unless it was still restoring its data store. What it wrote outside any command (a
+        thread, between two batches) goes with the first command it held.
         """
         statistics = self._note_lost(run, rank, reason)
         batches = run.in_flight.get(rank)
@@ -382,10 +383,13 @@ class Scheduler:
                 if self.timeline is not None:
                     self.timeline.retried(rank, culprit, attempts)
                 news += f"runs again (attempt {attempts + 1} of {self.retries + 1})"
-        elif starting:
-            news = "while it restored its data store"
         else:
-            news = "before it ran a command" if rank not in self._answered else "while idle"
+            if output and held:  # written between two batches (by a thread): with the next
+                run.left_output.setdefault(held[0], []).append((rank, output))
+            if starting:
+                news = "while it restored its data store"
+            else:
+                news = "before it ran a command" if rank not in self._answered else "while idle"
         run.again([index for index in held if index != culprit])
         then = self._replace_or_give_up(run, rank, reason, died_under_a_command=culprit is not None)
         if then is not None:
