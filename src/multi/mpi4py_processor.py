@@ -223,7 +223,7 @@ def _wait(
         if seconds is not None and waited > seconds:
             return False
         time.sleep(min(longest, max(FIRST_WAIT, WAIT_GROWTH * waited)))
-        if found := test():  # (the test at the top of the loop is the second: see below)
+        if found := test():  # (and the loop's own test is the second after the sleep)
             return found
     return found
 
