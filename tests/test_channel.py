@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 
+import numpy
 import pytest
 
 from multi import wire
@@ -73,3 +74,25 @@ def test_a_receiver_that_looks_before_it_sleeps_takes_every_message_whole(spin: 
         sender.join(5)
         slave.close()
     assert not sender.is_alive()
+
+
+def test_a_message_is_at_hand_until_it_is_taken_whole_large_frames_included() -> None:
+    # A slave leaves its descriptors in the capture files while its next batch is at hand:
+    # once the last message is taken, nothing is, whatever the size of its frames.
+    ours, theirs = socket.socketpair()
+    slave, master = Channel(ours), Channel(theirs)
+    assert not slave.at_hand()
+    for payload in ("small", numpy.arange(1 << 18)):  # (2 MiB: a frame of its own)
+        sender = threading.Thread(target=master.send, args=(wire.dumps(payload),))
+        sender.start()  # (a large one fills the socket: it is written as it is read)
+        deadline = time.monotonic() + 10
+        while not slave.at_hand() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert slave.at_hand()
+        received = slave.receive()
+        sender.join(10)
+        assert not sender.is_alive()
+        assert type(received) is type(payload)
+        assert not slave.at_hand()
+    slave.close()
+    master.close()

@@ -154,7 +154,7 @@ class Channel:
     def at_hand(self) -> bool:
         """Whether a message, or the start of one, has arrived and waits to be read (one call
         to the kernel at most, which never blocks)."""
-        if self._ready or self._head != self._tail or self._filled:
+        if self._ready or self._head != self._tail or self._frame is not None:
             return True
         if self._poll is None:
             self._poll = select.poll()  # (select would refuse a descriptor past 1023)
