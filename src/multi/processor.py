@@ -447,10 +447,12 @@ class Processor:
 
     def _close_run(self, run: Run) -> None:
         statistics = run.statistics
-        for index in run.undelivered():
-            memo_id = run.memo_ids[index]
-            statistics.not_run.append((run.commands[index], self.memo_map.get(memo_id)))  # type: ignore[arg-type]
-            self._release_memo(memo_id)
+        # (in queue order, a run delivered everything when it got to its end)
+        if run.unrun or run.delivered < run.count or not run.in_order:
+            for index in run.undelivered():
+                memo_id = run.memo_ids[index]
+                statistics.not_run.append((run.commands[index], self.memo_map.get(memo_id)))  # type: ignore[arg-type]
+                self._release_memo(memo_id)
         self._progress.close()
         if self._timeline is not None:
             self._timeline.write()
@@ -460,7 +462,7 @@ class Processor:
         held = run.count > UNCOUNTED_RUNS or statistics.failures or statistics.not_run
         if held or len(self._uncounted) >= UNCOUNTED_RUNS:
             self._count_runs()
-        if Verbosity().level() >= 2:
+        if Verbosity.level() >= 2:
             print(statistics.one_line(), file=sys.stderr)
 
     @property

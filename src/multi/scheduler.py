@@ -136,14 +136,16 @@ class Scheduler:
             # Nothing is due before the first batch has been out for this long: looking at every
             # slave at once would cost each run of a few commands its number of slaves.
             self._check_at = time.monotonic() + period if period is not None else None
+            open_run = run.source is not None
+            timed_wait = open_run or deadlines  # (else every wait is for a message, unbounded)
             while True:
-                if run.source is not None:
+                if open_run:
                     self._refill(run)
                     self._dispatch(run)
-                taking = run.source is not None and not run.closed and run.stopped is None
+                taking = open_run and not run.closed and run.stopped is None
                 if not taking and not run.busy():
                     break
-                message = transport.receive(self._wait_seconds(run))
+                message = transport.receive(self._wait_seconds(run) if timed_wait else None)
                 if message is not None:
                     rank, body = message
                     if isinstance(body, Slave_lost):
@@ -203,8 +205,8 @@ class Scheduler:
 
         Commands that fail before they leave (they do not pickle) make room for the next ones.
         """
-        while run.pinned.get(rank) or run.waiting():
-            indices = run.take(rank, run.sizer.size(run.waiting()))
+        while (waiting := run.waiting()) or run.pinned.get(rank):
+            indices = run.take(rank, run.sizer.size(waiting))
             if self._send(run, rank, indices):
                 return True
             if run.stopped is not None:
@@ -217,22 +219,23 @@ class Scheduler:
         transport = self.transport
         commands = run.commands
         nbytes = 0
-        peer = self._peer(rank)
         payload: Any
+        peer: sent_code.Peer | None = None  # (code is sent once only where batches pickle)
         if transport.pickled:
+            peer = to = self._peer(rank)
             try:
-                payload = _pickled(commands, indices, peer)
+                payload = _pickled(commands, indices, to)
             except UnpicklableError:
                 indices = self._drop_unpicklable(run, rank, indices)
                 if not indices:
                     return indices
-                payload = _pickled(commands, indices, peer)
+                payload = _pickled(commands, indices, to)
             nbytes = wire.size(payload)
             fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             while fit < len(indices):
                 run.put_back(indices[fit:])
                 indices = indices[:fit]
-                payload = _pickled(commands, indices, peer)
+                payload = _pickled(commands, indices, to)
                 nbytes = wire.size(payload)
                 fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             run.sizer.sent(len(indices), nbytes)
@@ -240,10 +243,11 @@ class Scheduler:
             payload = (indices, _pick(commands, indices))
         batches = run.in_flight[rank]
         timed = not batches and rank in self._answered
-        batches.append(Sent(indices, time.perf_counter(), timed=timed))
+        batches.append(Sent(indices, time.perf_counter(), timed))
         run.statistics.slave(rank).batches += 1  # (it takes part: its bytes are counted)
         transport.send(rank, payload)
-        peer.confirm()
+        if peer is not None:
+            peer.confirm()
         if self.timeline is not None:
             self.timeline.sent(rank, indices, nbytes)
         return indices
@@ -287,7 +291,7 @@ class Scheduler:
         self._answered.add(rank)
         batches = run.in_flight[rank]
         sent = batches[0]
-        finished = report.finished()
+        finished = len(report.seconds)  # (report.finished(), on the path of every report)
         if report.unreadable is not None:  # it may lack the code that the batch defined
             self._peers.pop(rank, None)
         if sent.setup:
@@ -305,13 +309,9 @@ class Scheduler:
                 report.failures = {0: self._named(run, indices[0], report.unreadable)}
                 report.unreadable = None
             run.finish(indices, report, finished)
-            run.statistics.timed(run.commands, indices, report.seconds)
+            busy = run.statistics.ran(rank, run.commands, indices, report.seconds)
             if self.timeline is not None:
                 self.timeline.ran(rank, indices, run.commands, report)
-            busy = sum(report.seconds)
-            slave = run.statistics.slave(rank)
-            slave.commands += finished
-            slave.busy_seconds += busy
             elapsed = time.perf_counter() - sent.sent_at if sent.timed else None
             run.sizer.reported(finished, busy, elapsed)
             if finished < len(indices):  # the slave ended in the middle of the batch

@@ -77,11 +77,29 @@ class Run_statistics:
     #: command looks it up once).
     classes: dict[str, Class_times] = field(default_factory=dict)
 
+    def ran(
+        self, rank: int, commands: Sequence[Any], indices: Sequence[int], seconds: list[float]
+    ) -> float:
+        """Note what a slave's report says its finished commands took; return their total.
+
+        The commands at ``indices`` finished on the slave of ``rank`` in ``seconds`` each (one
+        figure per finished command: fewer than ``indices`` where the slave ended mid-batch).
+        """
+        record = self.worked.get(rank)
+        if record is None:
+            record = self.worked[rank] = Slave_statistics()
+        if len(seconds) == 1:  # a round trip of one command
+            busy = seconds[0]
+            self._keep(kind(commands[indices[0]]), seconds, 1, busy)
+        else:
+            busy = sum(seconds)
+            self.timed(commands, indices, seconds)
+        record.commands += len(seconds)
+        record.busy_seconds += busy
+        return busy
+
     def timed(self, commands: Sequence[Any], indices: Sequence[int], seconds: list[float]) -> None:
         """Note the run times of a batch's finished commands, by their class."""
-        if len(seconds) == 1:  # a round trip of one command
-            self._keep(kind(commands[indices[0]]), seconds, 1, seconds[0])
-            return
         if type(indices) is range and len(seconds) == len(indices):
             batch = commands[indices.start : indices.stop]
             # The usual batch: one class, whose commands do not name themselves one by one.

@@ -12,8 +12,9 @@ class Verbosity:
 
     _level: int = 0
 
-    def level(self) -> int:
-        """Return the current level."""
+    @staticmethod
+    def level() -> int:
+        """Return the current level (``Verbosity.level()`` reads it without an instance)."""
         return Verbosity._level
 
     def set(self, value: int | None = 0) -> None:
