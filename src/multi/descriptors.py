@@ -157,7 +157,10 @@ class Descriptor_capture:
         """What the command wrote since the last ``take``, as chunks; the files are emptied."""
         if not _line_buffered:
             _flush_c_streams()
-        sizes = self._sizes()
+        out, err = self.fds
+        sizes = os.lseek(out, 0, os.SEEK_END), os.lseek(err, 0, os.SEEK_END)  # (``_sizes``)
+        if sizes == (0, 0) and not self._marks:  # (what follows every command that wrote not)
+            return []
         marks, self._marks, self._last = self._marks, [], -1
         if sizes == (0, 0):
             return []
