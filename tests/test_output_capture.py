@@ -76,29 +76,40 @@ def _file_of(fd: int) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
-def _served(batches: list[Any], at_hand: list[bool]) -> tuple[list[tuple[int, int]], Any, Any]:
-    """Serve ``batches`` in a process of their own, ``at_hand`` saying after each whether the
-    next is there: where descriptor 1 pointed at each receive, then its own file and the
-    capture's. (A process that serves takes a fork hook that would end pytest's forked slaves.)"""
+def _served(batches: list[Any], at_hand: list[int]) -> tuple[list[tuple[int, int]], Any, Any]:
+    """Serve ``batches`` in a process of their own, ``at_hand`` saying after each how many times
+    the slave asks before the next is there (-1: it never is): where descriptor 1 pointed at
+    each receive, then its own file and the capture's. (A process that serves takes a fork hook
+    that would end pytest's forked slaves.)"""
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
         return pool.submit(_serve_here, batches, at_hand).result(timeout=60)
 
 
-def _serve_here(batches: list[Any], at_hand: list[bool]) -> tuple[list[tuple[int, int]], Any, Any]:
+def _serve_here(batches: list[Any], at_hand: list[int]) -> tuple[list[tuple[int, int]], Any, Any]:
     processor = load_multiprocessor("uni", Application_callback(None), processor_size=-1)
     files = unnamed_files()
     context = Slave_context(1, 1, processor.data_store)
     context.descriptors = Descriptor_capture(files)
     own, captured = _file_of(1), _file_of(files[0])
     seen: list[tuple[int, int]] = []
+    asks_left = [0]  # before the next batch is there, after this one
 
     def receive() -> Any:
         seen.append(_file_of(1))
         return batches.pop(0) if batches else None
 
+    def reply(report: Any, batch: Any) -> None:
+        asks_left[0] = at_hand.pop(0)
+
+    def there() -> bool:
+        if asks_left[0] < 0:
+            return False
+        asks_left[0] -= 1
+        return asks_left[0] < 0
+
     try:
-        serve(processor, context, receive, lambda report, batch: None, None, at_hand.pop)
+        serve(processor, context, receive, reply, None, there)
         seen.append(_file_of(1))
     finally:
         context.descriptors.close()
@@ -109,13 +120,46 @@ def test_a_slave_points_its_descriptors_back_once_it_waits_and_as_it_leaves() ->
     """Between batches that follow at once, descriptors 1 and 2 stay in the capture files (four
     calls to the kernel saved per batch); a slave that waits, or leaves, has them back."""
     batches = [(range(i, i + 1), [Noop()]) for i in range(3)]
-    seen, own, captured = _served(batches, [False, True, True])  # (popped from the end)
+    seen, own, captured = _served(batches, [0, 0, -1])
     assert seen == [own, captured, captured, own, own]
 
 
+def test_a_slave_keeps_its_descriptors_in_the_files_for_a_batch_that_comes_a_moment_later() -> (
+    None
+):
+    """The next batch of a round trip comes a moment after the reply: the slave asks again."""
+    batches = [(range(i, i + 1), [Noop()]) for i in range(2)]
+    seen, own, captured = _served(batches, [3, -1])
+    assert seen == [own, captured, own, own]
+
+
 def test_a_slave_that_a_command_interrupts_leaves_with_its_descriptors_back() -> None:
-    seen, own, _ = _served([(range(0, 1), [Interrupted()]), (range(1, 2), [Noop()])], [True])
+    seen, own, _ = _served([(range(0, 1), [Interrupted()]), (range(1, 2), [Noop()])], [0])
     assert seen == [own, own]
+
+
+def test_what_the_files_hold_as_the_descriptors_point_back_goes_where_it_would_have_gone() -> (
+    None
+):
+    """Written outside any command (by a thread) while a slave looked for its next batch."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        out, err, left = pool.submit(_written_between_batches).result(timeout=60)
+    assert (out, err, left) == (b"between batches\n", b"\xff on stderr\n", (0, 0))
+
+
+def _written_between_batches() -> tuple[bytes, bytes, tuple[int, ...]]:
+    own = [unnamed_files()[0], unnamed_files()[0]]  # where descriptors 1 and 2 point first
+    os.dup2(own[0], 1)
+    os.dup2(own[1], 2)
+    capture = Descriptor_capture(unnamed_files())
+    capture.begin()
+    os.write(1, b"between batches\n")
+    os.write(2, b"\xff on stderr\n")  # (bytes as they are, UTF-8 or not)
+    capture.end()
+    left = tuple(os.fstat(fd).st_size for fd in capture.fds)
+    out, err = (os.pread(fd, 100, 0) for fd in own)
+    return out, err, left
 
 
 class Silences_logging(Slave_command):

@@ -134,13 +134,21 @@ class Descriptor_capture:
         self._pointed = True
 
     def end(self) -> None:
-        """Point descriptors 1 and 2 back where they were."""
+        """Point descriptors 1 and 2 back where they were. What the files hold then was
+        written outside any command (by a thread, while the slave looked for its next batch):
+        it goes where it would have gone, as it would have."""
         if not self._pointed or self._saved is None:
             return
         _flush_c_streams()
         for fd, saved in zip((1, 2), self._saved, strict=True):
             os.dup2(saved, fd)
         self._pointed = False
+        for fd, file in zip((1, 2), self.fds, strict=True):
+            size = os.lseek(file, 0, os.SEEK_END)
+            if size:
+                data = os.pread(file, size, 0)
+                os.ftruncate(file, 0)
+                _write_all(fd, data)
 
     def append(self, chunk: Chunk) -> None:
         """A Python write of a command: to its stream's file, noting a change of stream."""
@@ -148,10 +156,7 @@ class Descriptor_capture:
         if stream != self._last:
             self._marks.append((stream, *self._sizes()))
             self._last = stream
-        data = text.encode("utf-8", "backslashreplace")
-        fd = self.fds[stream]
-        while data:
-            data = data[os.write(fd, data) :]
+        _write_all(self.fds[stream], text.encode("utf-8", "backslashreplace"))
 
     def take(self) -> list[Chunk]:
         """What the command wrote since the last ``take``, as chunks; the files are emptied."""
@@ -179,6 +184,11 @@ class Descriptor_capture:
         for fd in (*self.fds, *(self._saved or ())):
             os.close(fd)
         self._saved = None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def _interleave(

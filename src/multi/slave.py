@@ -33,6 +33,12 @@ if TYPE_CHECKING:
 #: pickled: ``batch_for_wire``.)
 Batch = tuple[Sequence[int], Sequence["Slave_command"]]
 
+#: How long a slave process that has replied looks for its next batch before its descriptors
+#: point back out of the capture files: a master that answers at once (a round trip of one
+#: command) sends it within some tens of microseconds, and pointing them back and into the
+#: files again cost the slave some 5 µs on every such round trip.
+NEXT_BATCH_SECONDS = 100e-6
+
 RESULT_ADVICE = (
     "Results travel to the master: give them plain data (numbers, strings, arrays, and lists "
     "or dicts of those), and keep other objects in the command's Memo on the master."
@@ -446,9 +452,10 @@ def serve(
     """The loop of a slave process: receive a batch, run it, reply; until told to stop.
 
     Descriptors 1 and 2 point back where they were once the slave waits: after a batch, unless
-    ``at_hand`` says that the next message is there already (what a thread writes between two
-    such batches then goes with the next command), and on the way out.
-    A command's own fork that comes back from the command ends there (``_end_forked_child``).
+    ``at_hand`` says, within ``NEXT_BATCH_SECONDS``, that the next message is there (what a
+    thread writes between two such batches then goes with the next command), and on the way
+    out. A command's own fork that comes back from the command ends there
+    (``_end_forked_child``).
     """
     os.register_at_fork(after_in_child=_note_fork)
     collector.size_for_batches()
@@ -460,8 +467,17 @@ def serve(
                 reply(report, None if isinstance(batch, Exception) else batch)
                 if report.lost is not None:
                     return
-                if descriptors is not None and not (at_hand is not None and at_hand()):
+                if descriptors is not None and not (at_hand is not None and _soon(at_hand)):
                     descriptors.end()
     finally:
         if descriptors is not None:
             descriptors.end()
+
+
+def _soon(at_hand: Callable[[], bool]) -> bool:
+    """Whether ``at_hand`` says yes within ``NEXT_BATCH_SECONDS`` (asked again until then)."""
+    deadline = time.perf_counter() + NEXT_BATCH_SECONDS
+    while not at_hand():
+        if time.perf_counter() >= deadline:
+            return False
+    return True
