@@ -124,9 +124,7 @@ def test_a_slave_points_its_descriptors_back_once_it_waits_and_as_it_leaves() ->
     assert seen == [own, captured, captured, own, own]
 
 
-def test_a_slave_keeps_its_descriptors_in_the_files_for_a_batch_that_comes_a_moment_later() -> (
-    None
-):
+def test_a_slave_keeps_its_descriptors_in_the_files_for_a_batch_that_comes_a_moment_later() -> None:
     """The next batch of a round trip comes a moment after the reply: the slave asks again."""
     batches = [(range(i, i + 1), [Noop()]) for i in range(2)]
     seen, own, captured = _served(batches, [3, -1])
@@ -138,9 +136,7 @@ def test_a_slave_that_a_command_interrupts_leaves_with_its_descriptors_back() ->
     assert seen == [own, own]
 
 
-def test_what_the_files_hold_as_the_descriptors_point_back_goes_where_it_would_have_gone() -> (
-    None
-):
+def test_what_the_files_hold_as_the_descriptors_point_back_goes_where_it_would_have_gone() -> None:
     """Written outside any command (by a thread) while a slave looked for its next batch."""
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
