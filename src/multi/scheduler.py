@@ -627,9 +627,13 @@ class Scheduler:
         statistics.seconds = time.perf_counter() - run.started
         statistics.queued = run.count
         traffic = self.transport.traffic.get
-        for rank, slave in statistics.worked.items():  # (no byte moved to or from the others)
-            slave.bytes_sent = traffic((rank, "sent"), 0) - moved.get((rank, "sent"), 0)
-            slave.bytes_received = traffic((rank, "received"), 0) - moved.get((rank, "received"), 0)
+        if moved or self.transport.traffic:  # (a fabric whose slaves share the master's memory
+            # moves no byte, and a run of one command there is timed in microseconds)
+            for rank, slave in statistics.worked.items():  # (none moved to or from the others)
+                slave.bytes_sent = traffic((rank, "sent"), 0) - moved.get((rank, "sent"), 0)
+                slave.bytes_received = traffic((rank, "received"), 0) - moved.get(
+                    (rank, "received"), 0
+                )
         if run.failures:
             statistics.failures = [
                 Failure_record(index, describe(run.commands[index]), error)
