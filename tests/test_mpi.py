@@ -443,6 +443,27 @@ def test_started_alone_a_dead_slave_is_named_replaced_and_its_command_retried(
     assert result.returncode == 0
 
 
+def test_a_slave_that_dies_in_the_batch_after_a_large_report_leaves_the_master_its_report(
+    tmp_path: Path,
+) -> None:
+    """The master reads a large report from its slave's memory: a slave that had started its
+    next batch before the master had taken it, and died there, took the master down with it
+    (UCX: process_vm_readv ... No such process, then an abort)."""
+    app = str(ROOT / "tests" / "apps" / "mpi_death_after_report.py")
+    result = run(sys.executable, app, str(tmp_path / "died"))
+    assert (result.returncode, result.stdout) == (0, "12 1\n"), result.stderr
+    retried = RETRIED.replace("command 6", "command 8")
+    assert re.fullmatch(f"multi: {named(signal.SIGKILL)} {retried}\n", result.stderr), result.stderr
+
+
+def test_a_result_is_what_its_command_returned_though_the_next_command_reuses_its_buffer() -> None:
+    """An array travels from the memory it lies in: a slave that ran its next batch before its
+    report had left sent the array as the next command had filled it (the results of commands
+    2 to 10 held the index of the next command)."""
+    result = run(sys.executable, str(ROOT / "tests" / "apps" / "mpi_reused_buffer.py"))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "[]\n", "")
+
+
 @pytest.mark.parametrize("signal_number", DEATHS, ids=lambda number: signal.Signals(number).name)
 def test_spawned_under_mpiexec_a_dead_slave_is_named_replaced_and_its_command_retried(
     tmp_path: Path, signal_number: int

@@ -1097,11 +1097,13 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     batch the master says it sent, so that none of the master's sends stays pending. A lock
     serialises the MPI calls (MPI_THREAD_SERIALIZED is enough).
 
-    A report goes without waiting for the master to take it: the slave runs its next batch
-    meanwhile. (Waiting, a slave slept until the master had taken its report of a 1 MiB array,
-    and held its next batch for as long: each array took 510 µs with one slave, 265 µs now.)
-    Each send's request, which holds its buffers, is kept until the send is done; all are done
-    before the slave says goodbye.
+    A report goes without waiting for its send to be done: the slave looks for its next batch
+    meanwhile, and takes it in. It runs it only once every report has left, though: the master
+    reads a large report straight from the slave's memory (MPI's large messages), and a slave
+    that died in its next batch before the master had read it took the master down with it
+    (UCX's process_vm_readv of a process that is gone aborts). Each send's request, which
+    holds its buffers, is kept until the send is done; those still on their way as the slave
+    leaves are waited for with its goodbye.
     """
     MPI = _mpi()
     lock = threading.Lock()
@@ -1149,9 +1151,17 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
             batches["sent"] = payload
             return None
         batches["received"] += 1
+        if sending:  # (what the batch runs could end the slave: its reports go first)
+            _wait(reported, spin=SPIN_SECONDS)
         return rebuilt_batch(payload)
 
     sending: list[Any] = []  # reports on their way (a request holds its buffers until sent)
+
+    def reported() -> bool:
+        """Whether every report has left (the requests of the sends that are done dropped)."""
+        with lock:
+            sending[:] = [request for request in sending if not request.test()[0]]
+            return not sending
 
     def reply(report: Report, batch: Batch | None) -> None:
         frames = seal(report, batch[1] if batch is not None else ())
