@@ -158,6 +158,45 @@ def _written_between_batches() -> tuple[bytes, bytes, tuple[int, ...]]:
     return out, err, left
 
 
+def test_a_slave_serves_on_when_what_the_files_hold_cannot_be_passed_on() -> None:
+    """Descriptor 1 is a pipe whose reader is gone: what a thread wrote between two batches is
+    dropped, as the thread's own write would have failed, and the slave serves on. (The write
+    raised BrokenPipeError out of ``serve``: a slave of multiprocessing left, as though its
+    master were gone; one of MPI died.)"""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        served, error = pool.submit(_served_to_a_closed_pipe).result(timeout=60)
+    assert (served, error) == (2, None)
+
+
+def _served_to_a_closed_pipe() -> tuple[int, str | None]:
+    processor = load_multiprocessor("uni", Application_callback(None), processor_size=-1)
+    context = Slave_context(1, 1, processor.data_store)
+    context.descriptors = Descriptor_capture(unnamed_files())
+    batches = [(range(i, i + 1), [Noop()]) for i in range(2)]
+    served = []
+
+    def reply(report: Any, batch: Any) -> None:
+        served.append(batch)
+        os.write(1, b"from a thread, as the slave replies\n")  # (into the capture file)
+
+    own = os.dup(1)
+    read, write = os.pipe()
+    os.close(read)
+    os.dup2(write, 1)
+    os.close(write)
+    try:
+        receive = lambda: batches.pop(0) if batches else None  # noqa: E731
+        serve(processor, context, receive, reply, None, lambda: False)
+    except OSError as error:
+        return len(served), repr(error)
+    finally:
+        context.descriptors.close()
+        os.dup2(own, 1)
+        os.close(own)
+    return len(served), None
+
+
 class Silences_logging(Slave_command):
     """Sets the root logger's level so high that its own record is dropped."""
 

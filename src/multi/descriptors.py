@@ -26,6 +26,7 @@ import fcntl
 import os
 import sys
 import tempfile
+from contextlib import suppress
 
 from multi.capture import STDERR, STDOUT, Chunk
 
@@ -136,7 +137,9 @@ class Descriptor_capture:
     def end(self) -> None:
         """Point descriptors 1 and 2 back where they were. What the files hold then was
         written outside any command (by a thread, while the slave looked for its next batch):
-        it goes where it would have gone, as it would have."""
+        it goes where it would have gone, as it would have; where it cannot go (a pipe whose
+        reader is gone), it is dropped: the thread's own write would have failed, not the
+        slave."""
         if not self._pointed or self._saved is None:
             return
         _flush_c_streams()
@@ -148,7 +151,8 @@ class Descriptor_capture:
             if size:
                 data = os.pread(file, size, 0)
                 os.ftruncate(file, 0)
-                _write_all(fd, data)
+                with suppress(OSError):
+                    _write_all(fd, data)
 
     def append(self, chunk: Chunk) -> None:
         """A Python write of a command: to its stream's file, noting a change of stream."""
