@@ -1165,8 +1165,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
 
     def reply(report: Report, batch: Batch | None) -> None:
         frames = seal(report, batch[1] if batch is not None else ())
-        with lock:
-            sending[:] = [request for request in sending if not request.test()[0]]
+        with lock:  # (none is on its way: the batch ran once all had left, see ``receive``)
             sending.append(_isend(comm, frames, MASTER, OUTCOMES))
 
     def at_hand() -> bool:
