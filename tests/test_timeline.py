@@ -228,3 +228,17 @@ def test_the_class_table_of_a_long_program_holds_a_bounded_sample() -> None:
         "5.5",
         "ms",
     ]
+
+
+def test_the_run_times_a_program_reads_are_its_own_to_change() -> None:
+    from multi.statistics import Run_statistics
+
+    class Fit:
+        pass
+
+    statistics = Run_statistics()
+    statistics.timed([Fit(), Fit()], range(2), [0.001, 0.002])
+    statistics.times["Fit"][0] = 99.0
+    statistics.times["Fit"].append(99.0)
+    assert list(statistics.times["Fit"]) == [0.001, 0.002]
+    assert statistics.class_table().splitlines()[1].split()[-2:] == ["2.0", "ms"]

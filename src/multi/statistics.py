@@ -141,8 +141,9 @@ class Run_statistics:
 
     @property
     def times(self) -> dict[str, array[float]]:
-        """A sample of each class's run times (see ``Class_times``)."""
-        return {name: record.sample for name, record in self.classes.items()}
+        """A sample of each class's run times (see ``Class_times``): copies, which the caller
+        may change without changing what the statistics go on counting."""
+        return {name: array("d", record.sample) for name, record in self.classes.items()}
 
     @property
     def counts(self) -> dict[str, int]:
