@@ -1219,7 +1219,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         _wait(drained, FAREWELL_SECONDS)
         with lock:
             sending.append(comm.isend(None, MASTER, BYE))
-        _wait(lambda: all([_tested(lock, request) for request in sending]), FAREWELL_SECONDS)
+        _wait(reported, FAREWELL_SECONDS)
 
 
 def _idle_sleep(slaves: int, spawned: bool) -> float:
@@ -1270,11 +1270,6 @@ class _Flag:
             return False
         self._down.release()
         return True
-
-
-def _tested(lock: threading.Lock, request: Any) -> bool:
-    with lock:
-        return bool(request.test()[0])
 
 
 # Slaves spawned by a master started alone ----------------------------------------------------
