@@ -168,11 +168,11 @@ class Descriptor_capture:
             _flush_c_streams()
         out, err = self.fds
         sizes = os.lseek(out, 0, os.SEEK_END), os.lseek(err, 0, os.SEEK_END)  # (``_sizes``)
-        if sizes == (0, 0) and not self._marks:  # (what follows every command that wrote not)
+        if sizes == (0, 0):  # (what follows every command that wrote nothing)
+            if self._marks:  # (Python wrote empty strings)
+                self._marks, self._last = [], -1
             return []
         marks, self._marks, self._last = self._marks, [], -1
-        if sizes == (0, 0):
-            return []
         data = [os.pread(fd, size, 0) if size else b"" for fd, size in zip(self.fds, sizes)]  # noqa: B905
         for fd in self.fds:
             os.ftruncate(fd, 0)

@@ -222,20 +222,20 @@ class Scheduler:
         payload: Any
         peer: sent_code.Peer | None = None  # (code is sent once only where batches pickle)
         if transport.pickled:
-            peer = to = self._peer(rank)
+            peer = self._peer(rank)
             try:
-                payload = _pickled(commands, indices, to)
+                payload = _pickled(commands, indices, peer)
             except UnpicklableError:
                 indices = self._drop_unpicklable(run, rank, indices)
                 if not indices:
                     return indices
-                payload = _pickled(commands, indices, to)
+                payload = _pickled(commands, indices, peer)
             nbytes = wire.size(payload)
             fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             while fit < len(indices):
                 run.put_back(indices[fit:])
                 indices = indices[:fit]
-                payload = _pickled(commands, indices, to)
+                payload = _pickled(commands, indices, peer)
                 nbytes = wire.size(payload)
                 fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             run.sizer.sent(len(indices), nbytes)
@@ -626,14 +626,13 @@ class Scheduler:
         statistics = run.statistics
         statistics.seconds = time.perf_counter() - run.started
         statistics.queued = run.count
-        traffic = self.transport.traffic.get
-        if moved or self.transport.traffic:  # (a fabric whose slaves share the master's memory
-            # moves no byte, and a run of one command there is timed in microseconds)
+        traffic = self.transport.traffic
+        if moved or traffic:  # (a fabric whose slaves share the master's memory moves no byte,
+            # and a run of one command there is timed in microseconds)
+            now = traffic.get
             for rank, slave in statistics.worked.items():  # (none moved to or from the others)
-                slave.bytes_sent = traffic((rank, "sent"), 0) - moved.get((rank, "sent"), 0)
-                slave.bytes_received = traffic((rank, "received"), 0) - moved.get(
-                    (rank, "received"), 0
-                )
+                slave.bytes_sent = now((rank, "sent"), 0) - moved.get((rank, "sent"), 0)
+                slave.bytes_received = now((rank, "received"), 0) - moved.get((rank, "received"), 0)
         if run.failures:
             statistics.failures = [
                 Failure_record(index, describe(run.commands[index]), error)
