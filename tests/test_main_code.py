@@ -10,6 +10,7 @@ import os
 import pickle
 import subprocess
 import sys
+import textwrap
 import threading
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ def test_a_program_without_a_main_guard_runs_its_top_level_once(
     assert "the master's globals: [0, 1, 8, 27, 64]" in out
     assert "the second run sent a third of the first's bytes or less: True" in out
     assert "a global changed on the master reaches the slaves: True" in out
+    assert "code changed in place reaches the slaves: True" in out
     assert "Odd_error from a slave: True: 5 is not wanted" in out
 
 
@@ -164,6 +166,7 @@ def test_under_the_pickle_check_the_masters_code_stays_its_own(tmp_path: Path) -
     assert "cubes: [0, 1, 8, 27, 64], own classes: True" in out
     assert "the master's globals: [0, 1, 8, 27, 64]" in out
     assert "a global changed on the master reaches the slaves: True" in out
+    assert "code changed in place reaches the slaves: True" in out
 
 
 def test_code_of_the_main_module_that_cannot_travel_is_named(tmp_path: Path) -> None:
@@ -280,31 +283,246 @@ def test_arrays_stay_out_of_band_in_code_that_travels_by_value() -> None:
     assert type(copy) is Holds and numpy.array_equal(copy.array, array)
 
 
-class Counting:
-    """A class attribute that counts how often the class holding it was pickled by value."""
+@pytest.fixture
+def pickled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the script's code pickled by value from now on, in order."""
+    names: list[str] = []
 
-    pickled = 0
+    class Noting(sent_code.Pickler):  # type: ignore[misc]
+        def dump(self, obj: Any) -> None:
+            if not self.outer:  # (a definition; the outer pickler makes the message)
+                names.append(obj.__qualname__)
+            super().dump(obj)
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        Counting.pickled += 1
-        return (Counting, ())
+    monkeypatch.setattr(sent_code, "Pickler", Noting)
+    return names
 
 
-def test_within_a_run_a_scripts_code_is_pickled_once_for_all_its_batches() -> None:
-    script = {"__name__": "__main__"}
-    exec("class Work:\n    def run(self, processor, completed): pass", script)
-    work = script["Work"]
-    work.counting = Counting()
-    batch = ([0], [work()])
-    before = Counting.pickled
+def script(source: str) -> dict[str, Any]:
+    """The globals of a script (code of the main module) that ``source`` defines."""
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(textwrap.dedent(source), namespace)
+    return namespace
+
+
+def carried(command: Any, peer: sent_code.Peer, held: bool = True) -> list[str]:
+    """The definitions that the batch of ``command`` carries to ``peer``, in a run of its own
+    (``held`` as ``run_queue`` holds it; else as a run that the Executor keeps open)."""
+    if held:
+        sent_code.hold()
+    try:
+        wire.dumps(([0], [command]), peer)
+        names = sorted(sent_code._issued[key].__qualname__ for key in peer.offered)
+        peer.confirm()
+    finally:
+        sent_code.release()
+    return names
+
+
+SCALED = """
+    FACTOR = 2
+    OFFSETS = [0]
+    UNREAD = 0
+
+    def scaled(x):
+        return FACTOR * x + OFFSETS[-1]
+
+    class Work:
+        step = 1
+
+        def __init__(self, x):
+            self.x = x
+
+        def run(self, processor, completed):
+            return scaled(self.x) * self.step
+"""
+EVERY = ["Work", "Work.__init__", "Work.run", "scaled"]
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["run_queue", "open run"])
+def test_a_scripts_code_is_pickled_once_while_nothing_it_reads_changes(
+    pickled: list[str], held: bool
+) -> None:
+    code = script(SCALED)
+    peer = sent_code.Peer()
+    assert carried(code["Work"](1), peer, held) == EVERY
+    assert sorted(pickled) == EVERY
+    pickled.clear()
+    assert carried(code["Work"](2), peer, held) == []
+    assert carried(code["Work"](3), sent_code.Peer(), held) == EVERY  # (a new slave)
+    assert pickled == []
+
+
+@pytest.mark.parametrize(
+    ("change", "again"),
+    [
+        ("FACTOR = 3", ["Work", "Work.run", "scaled"]),  # and what names it, to see it
+        ("OFFSETS.append(5)", ["Work", "Work.run", "scaled"]),  # in place
+        ("Work.step = 2", ["Work"]),
+        ("Work.__init__.__defaults__ = (0,)", ["Work", "Work.__init__"]),
+        ("def scaled(x):\n    return x", ["Work", "Work.run", "scaled"]),  # defined anew
+        ("UNREAD = 1", []),
+    ],
+    ids=["global", "list", "class attribute", "defaults", "redefined", "unread"],
+)
+def test_code_whose_state_changed_between_runs_goes_again_with_what_names_it(
+    pickled: list[str], change: str, again: list[str]
+) -> None:
+    code = script(SCALED)
+    peer = sent_code.Peer()
+    carried(code["Work"](1), peer)
+    exec(change, code)
+    assert carried(code["Work"](2), peer) == again
+    assert carried(code["Work"](3), peer) == []
+
+
+def test_in_a_cycle_of_functions_a_change_to_one_sends_the_others_again() -> None:
+    # hops is pickled inside hop's definition, by value (it is being defined as hop is): hop
+    # must go again when what hops reads changes, though hop itself did not change.
+    code = script(
+        """
+        LANDING = 1
+
+        def hops(n):
+            return hop(n - 1) if n else LANDING
+
+        def hop(n):
+            return hops(n)
+
+        class Hop:
+            def run(self, processor, completed):
+                return hops(2)
+        """
+    )
+    peer = sent_code.Peer()
+    assert carried(code["Hop"](), peer) == ["Hop", "Hop.run", "hop", "hops"]
+    code["LANDING"] = 2
+    assert carried(code["Hop"](), peer) == ["Hop", "Hop.run", "hop", "hops"]
+
+
+def test_code_whose_state_cannot_be_looked_at_is_pickled_for_every_run(
+    pickled: list[str],
+) -> None:
+    code = script(
+        """
+        import weakref
+
+        SEEN = weakref.WeakSet()  # (plain pickle refuses it; cloudpickle has its own way)
+
+        class Counts:
+            def run(self, processor, completed):
+                return len(SEEN)
+        """
+    )
+    peer = sent_code.Peer()
+    assert carried(code["Counts"](), peer) == ["Counts", "Counts.run"]
+    pickled.clear()
+    assert carried(code["Counts"](), peer) == []  # (pickled alike: nothing goes again)
+    assert pickled == ["Counts", "Counts.run"]
+
+
+def test_a_lambda_that_code_reads_is_looked_at_by_what_it_is_made_of(
+    pickled: list[str],
+) -> None:
+    code = script(
+        """
+        OFFSET = 1
+        SHIFT = lambda x: x + OFFSET  # (a lambda travels by value wherever it is met)
+
+        class Shifted:
+            def run(self, processor, completed):
+                return SHIFT(1)
+        """
+    )
+    peer = sent_code.Peer()
+    assert carried(code["Shifted"](), peer) == ["Shifted", "Shifted.run"]
+    pickled.clear()
+    assert carried(code["Shifted"](), peer) == []
+    assert pickled == []
+    code["OFFSET"] = 2  # what the lambda reads
+    assert carried(code["Shifted"](), peer) == ["Shifted", "Shifted.run"]
+    exec("SHIFT = lambda x: x - OFFSET", code)  # another lambda
+    assert carried(code["Shifted"](), peer) == ["Shifted", "Shifted.run"]
+    assert carried(code["Shifted"](), peer) == []
+
+
+@pytest.mark.parametrize("kind", ["dataclass", "abc"])
+def test_dataclasses_and_abstract_classes_are_pickled_once_too(
+    pickled: list[str], kind: str
+) -> None:
+    code = script(
+        """
+        import abc
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Fit:
+            x: int
+            scale: float = 2.0
+
+            def run(self, processor, completed):
+                return self.x * self.scale
+
+        class Base(abc.ABC):
+            @abc.abstractmethod
+            def run(self, processor, completed): ...
+
+        class Concrete(Base):
+            def run(self, processor, completed):
+                return 1
+        """
+    )
+    command = code["Fit"](1) if kind == "dataclass" else code["Concrete"]()
+    peer = sent_code.Peer()
+    carried(command, peer)
+    pickled.clear()
+    assert carried(command, peer) == []
+    assert pickled == []
+    type(command).tag = "changed"
+    assert type(command).__qualname__ in carried(command, peer)
+    if kind == "abc":  # (its registry is its state; the caches that isinstance fills are not)
+        assert isinstance(command, code["Base"]) and carried(command, peer) == []
+        code["Base"].register(int)
+        assert carried(command, peer) == ["Base", "Concrete"]
+
+
+def test_a_forked_child_makes_its_own_definitions(
+    pickled: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A child forked from a master that sent code (a slave started later under fork) issues
+    # keys of its own: it passes the script's code on to slaves of its own under those keys.
+    code = script(SCALED)
+    carried(code["Work"](1), sent_code.Peer())
+    pickled.clear()
+    for name in ("_keys", "_key_of", "_issued", "_made"):  # (this process's own, kept)
+        value = getattr(sent_code, name)
+        monkeypatch.setattr(sent_code, name, value if name == "_keys" else value.copy())
+    sent_code._issue_afresh()  # (what a forked child does first)
+    peer = sent_code.Peer()
+    assert carried(code["Work"](1), peer) == EVERY
+    assert sorted(pickled) == EVERY
+    assert {sent_code._issued[key] for key in peer.known} == {
+        code["Work"],
+        code["Work"].__init__,
+        code["Work"].run,
+        code["scaled"],
+    }
+
+
+def test_within_a_run_a_scripts_code_is_taken_as_its_first_batch_found_it(
+    pickled: list[str],
+) -> None:
+    code = script(SCALED)
+    batch = ([0], [code["Work"](1)])
     sent_code.hold()  # as the engine does for a run_queue
     try:
         messages = [wire.dumps(batch, sent_code.Peer()) for _ in range(3)]  # three new slaves
-        work.counting = Counting()  # changed during the run: the run keeps what it sent
+        code["FACTOR"] = 3  # changed during the run: the run keeps what it sent
         messages.append(wire.dumps(batch, sent_code.Peer()))
     finally:
         sent_code.release()
-    assert Counting.pickled - before == 1
+    assert sorted(pickled) == EVERY
     assert all(message[0] == messages[0][0] for message in messages)  # each defines it alike
+    pickled.clear()
     wire.dumps(batch, sent_code.Peer())  # the next run takes the code as it is then
-    assert Counting.pickled - before == 2
+    assert sorted(pickled) == ["Work", "Work.run", "scaled"]

@@ -15,11 +15,16 @@ each object of a message that is not a number, a string or a container, and redu
 of plain classes itself (``multi.reducers``): a batch of a script's tiny commands is pickled in
 a quarter of the time that cloudpickle takes alone.
 
-The master pickles the code again for every run: a definition is the same only if its pickle
-is, so a global that the program changes between runs (``THRESHOLD = 10`` in a cell) reaches
-the slaves as before. Within one ``run_queue`` the code is taken as it was when its first batch
-named it (``hold``): pickling a script's command class by value takes some 0.1-0.5 ms, which
-every batch paid. (A run that the Executor keeps open is not held: it may last across cells.)
+A definition is the same only if its pickle is, so a global that the program changes between
+runs (``THRESHOLD = 10`` in a cell) reaches the slaves as before. But pickling a script's command
+class by value, with its methods and its result's class, takes the master most of a
+millisecond: ten times a round trip. So the master keeps each pickle, with a snapshot of what
+it depends on (``_state``: the globals, defaults and closure of a function, the attributes of a
+class, with the code they meet named by identity), and pickles again only code whose snapshot
+changed, or that meets code whose snapshot did. Within one ``run_queue`` the code is taken as
+it was when its first batch named it (``hold``); a run that the Executor keeps open, which may
+last across cells, looks again for every message. What cannot be looked at so (a global that
+plain pickle refuses, such as a weak set) is pickled again for every run, as before.
 What is saved is the master's pickling, the bytes on the wire and the slaves' unpickling.
 
 What is named so is what a script defines at its top level: classes and functions of the
@@ -29,6 +34,7 @@ travel by value each time, so nothing here grows with the number of calls.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import io
 import itertools
@@ -36,7 +42,7 @@ import os
 import pickle
 import secrets
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
@@ -57,31 +63,55 @@ _superseded: list[Any] = []
 
 @dataclass(slots=True)
 class _Definition:
-    """A definition made for a message: the object, its pickle and digest, and the keys of
-    the code that the pickle names (defined before it)."""
+    """A definition made for a message: the object, its pickle and digest, the keys of the
+    code that the pickle names (defined before it) and their digests then, and the snapshot
+    of what the pickle depends on (``_state``; None where it cannot be told)."""
 
     obj: Any
     key: int
     data: bytes
     digest: bytes
     names: list[int]
+    uses: list[bytes]
+    state: _State | None = None
 
 
-#: While a run is held (``hold``), the definitions made for its messages, by ``id``.
-_held: dict[int, _Definition] | None = None
+@dataclass(slots=True)
+class _State:
+    """What a definition's pickle is made of (``_leaves``), to tell whether it would be the
+    same now: the ``id`` of each leaf that is compared by identity (``_fixed``; 0 for the
+    others), the snapshot of the others (pickled: the content of a list that the program
+    appends to counts), and the ``id`` of each piece of the script's code met (it has its own
+    definition, looked at in turn)."""
+
+    ids: list[int]
+    fixed: list[bool]
+    loose: bytes = b""  # (empty where every leaf is fixed)
+    met: list[int] = field(default_factory=list)
+    #: The objects whose ``id`` it holds, kept so that no ``id`` passes to another object
+    #: (not the loose leaves: an array that the program lets go is not kept for it).
+    kept: list[Any] = field(default_factory=list)
+
+
+#: Every definition made, by ``id`` of its object: taken again while ``_unchanged``.
+_made: dict[int, _Definition] = {}
+#: While a run is held (``hold``), whether each definition it looked at is unchanged, by
+#: ``id``: the run takes the code as it was when its first message named it.
+_run_checks: dict[int, bool] | None = None
 
 
 def hold() -> None:
-    """Take the code of the main module as it is now named for the rest of a run: each object
-    is pickled for its first message, and that pickle serves the run's other messages."""
-    global _held
-    _held = {}
+    """Take the code of the main module as it is now named for the rest of a run: each
+    definition is looked at (and pickled if it changed) for its first message, and serves the
+    run's other messages as it is."""
+    global _run_checks
+    _run_checks = {}
 
 
 def release() -> None:
-    """End ``hold``: the next message pickles the code again (a global may have changed)."""
-    global _held
-    _held = None
+    """End ``hold``: the next message looks at the code again (a global may have changed)."""
+    global _run_checks
+    _run_checks = None
 
 
 class Peer:
@@ -114,11 +144,12 @@ def _issue_afresh() -> None:
     """Issue keys that no other process issues (from a random start of its own, again in a
     forked child, which issued nothing of what it inherited): a slave that passes code on to
     slaves of its own issues keys beside those its master sent, and must not take one for
-    another."""
+    another. (The definitions made under the keys it inherited go with them.)"""
     global _keys
     _keys = itertools.count(secrets.randbits(40) << 20)
     _key_of.clear()
     _issued.clear()
+    _made.clear()
 
 
 _issue_afresh()
@@ -137,9 +168,11 @@ class _Message:
     """What one message has decided of the code it names: the key of each object (by ``id``),
     the digest of each key, what is being pickled now, and the definitions not yet placed."""
 
-    __slots__ = ("definitions", "digests", "in_progress", "keys", "names", "uses")
+    __slots__ = ("checks", "definitions", "digests", "in_progress", "keys", "names", "uses")
 
     def __init__(self) -> None:
+        #: What ``_unchanged`` found, by ``id``: the run's, else this message's own.
+        self.checks: dict[int, bool] = _run_checks if _run_checks is not None else {}
         self.keys: dict[int, int] = {}
         self.digests: dict[int, bytes] = {}
         self.in_progress: set[int] = set()
@@ -224,16 +257,25 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
 
     def _define(self, obj: Any) -> int:
         """Pickle ``obj`` by value, naming the code it names (defined first where needed);
-        queue its definition if the slave lacks it."""
+        queue its definition if the slave lacks it. A definition made before serves again if
+        neither it nor the code it meets changed since."""
         message = self.message
-        held = _held.get(id(obj)) if _held is not None else None
-        if held is not None and held.obj is obj:
-            for named in held.names:  # (what it names, defined before it as the first time)
-                if named not in message.digests:
+        made = _made.get(id(obj))
+        if made is not None and made.obj is obj and self._unchanged(made):
+            if self._held_as_known(made):
+                message.keys[id(obj)] = made.key
+                message.digests[made.key] = made.digest
+                return made.key
+            message.in_progress.add(id(obj))  # (code it names, made again, names it by value)
+            for named in made.names:  # (defined before it, as the first time)
+                if named not in message.digests and id(_issued[named]) not in message.in_progress:
                     self._define(_issued[named])
-            message.keys[id(obj)] = held.key
-            self._offer(held.key, held.data, held.digest)
-            return held.key
+            message.in_progress.discard(id(obj))
+            if [message.digests.get(named) for named in made.names] == made.uses:
+                message.keys[id(obj)] = made.key
+                self._offer(made.key, made.data, made.digest)
+                return made.key
+        state = _state(obj, self.main_modules)  # (before pickling: what the pickle reads)
         key = message.keys[id(obj)] = _key(obj)
         message.in_progress.add(id(obj))
         outer, message.uses, message.names = (message.uses, message.names), [], []
@@ -241,12 +283,64 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
             Pickler(file, self.peer, self.main_modules, message, protocol=self.proto).dump(obj)
             data = file.getvalue()
         digest = hashlib.blake2b(data + b"".join(message.uses), digest_size=16).digest()
-        if _held is not None:
-            _held[id(obj)] = _Definition(obj, key, data, digest, message.names)
+        _made[id(obj)] = _Definition(obj, key, data, digest, message.names, message.uses, state)
+        message.checks[id(obj)] = True  # (what the run takes from now on)
         message.uses, message.names = outer
         message.in_progress.discard(id(obj))
         self._offer(key, data, digest)
         return key
+
+    def _held_as_known(self, made: _Definition) -> bool:
+        """Whether the slave holds an unchanged definition as it is, and so all that it names
+        (which came with it, or before): the usual case, where nothing needs to be defined."""
+        if self.peer.known.get(made.key) != made.digest:  # type: ignore[union-attr]
+            return False
+        checks = self.message.checks
+        for named, digest in zip(made.names, made.uses):  # noqa: B905
+            obj = _issued[named]
+            if not checks.get(id(obj)) or _made[id(obj)].digest != digest:
+                return False  # (not looked at yet, or made again: go through them)
+        return True
+
+    def _unchanged(self, made: _Definition) -> bool:
+        """Whether a definition made before would pickle as it did: neither its own state nor
+        that of any code it meets has changed, cycles included. Each definition it reaches is
+        looked at once for a run (once for a message outside a run)."""
+        checks = self.message.checks
+        root = id(made.obj)
+        found = checks.get(root)
+        if found is not None:
+            return found
+        reached: dict[int, _Definition | None] = {root: made}
+        stack = [made]
+        while stack:
+            state = stack.pop().state
+            for met in state.met if state is not None else ():
+                if met not in reached and met not in checks:
+                    definition = reached[met] = _made.get(met)
+                    if definition is not None:
+                        stack.append(definition)
+        changed = {
+            key
+            for key, definition in reached.items()
+            if definition is None
+            or definition.state is None
+            or not _same(definition.state, definition.obj, self.main_modules)
+        }
+        # (then whatever meets changed code has changed too, until nothing more does)
+        spread = True
+        while spread:
+            spread = False
+            for key, definition in reached.items():
+                if key in changed:
+                    continue
+                meets = definition.state.met  # type: ignore[union-attr]  # (else changed)
+                if any(other in changed or checks.get(other) is False for other in meets):
+                    changed.add(key)
+                    spread = True
+        for key in reached:
+            checks[key] = key not in changed
+        return checks[root]
 
     def _offer(self, key: int, data: bytes, digest: bytes) -> None:
         """Note a definition's digest; queue it for the message if the slave lacks it."""
@@ -256,6 +350,204 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
         if peer.known.get(key) != digest and peer.offered.get(key) != digest:
             peer.offered[key] = digest
             message.definitions.append((key, data))
+
+
+#: cloudpickle's own account of the globals that a function's pickle holds, and of what it
+#: pickles by reference (private to cloudpickle: under a version without them, every
+#: definition is pickled again for every run, as ``_state`` then tells nothing).
+_code_globals = getattr(cloudpickle.cloudpickle, "_extract_code_globals", None)
+_by_reference = getattr(cloudpickle.cloudpickle, "_should_pickle_by_reference", None)
+#: Objects that a state names by identity: immutable, and made by the interpreter.
+_BY_IDENTITY = (
+    types.CodeType,
+    types.GetSetDescriptorType,
+    types.MemberDescriptorType,
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.ClassMethodDescriptorType,
+)
+
+
+class _Unsure(Exception):
+    """What a definition depends on cannot be told by looking at it."""
+
+
+class _Absent:
+    """Stands for a global that a function names but that is not defined, or a cell not
+    filled yet: defining it changes the function."""
+
+
+def _stands_for(*what: Any) -> None:
+    """What a snapshot puts in place of an object it records its own way (never called)."""
+
+
+class _State_pickler(pickle.Pickler):
+    """Pickles the leaves of a state that are not compared by identity. Plain values are
+    pickled as pickle would; code of the script is named by identity and noted; code found by
+    reference is named as cloudpickle names it; code that cloudpickle pickles by value where it
+    is met (a lambda, a local class) is described by its own leaves."""
+
+    def __init__(self, file: Any, main_modules: tuple[str, ...], state: _State) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.main_modules = main_modules
+        self.state = state
+        self.described: set[int] = set()
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if obj is _stands_for:
+            return NotImplemented
+        if kind is types.FunctionType or isinstance(obj, type):
+            if _named(obj, self.main_modules):
+                self.state.met.append(id(obj))
+                return self._by_identity(obj)
+            if _by_reference(obj):  # type: ignore[misc]
+                return NotImplemented  # (by its module and name, as cloudpickle pickles it)
+            if id(obj) in self.described:  # (met again, within itself: as pickle's memo)
+                return self._by_identity(obj)
+            self.described.add(id(obj))  # a lambda, a local class: by what it is made of
+            return _stands_for, ("by value", _leaves(obj))
+        if kind in _BY_IDENTITY:
+            return self._by_identity(obj)
+        if kind is types.ModuleType:
+            if _by_reference(obj):  # type: ignore[misc]
+                return _stands_for, ("module", obj.__name__)
+            raise _Unsure(obj)
+        if kind is types.CellType:
+            try:
+                return _stands_for, ("cell", obj.cell_contents)
+            except ValueError:  # (a cell not filled yet)
+                return _stands_for, ("cell",)
+        if kind is types.MappingProxyType:
+            return _stands_for, ("mapping", dict(obj))
+        if kind is staticmethod or kind is classmethod:
+            return _stands_for, (kind, obj.__func__)
+        if kind is property:
+            return _stands_for, (kind, obj.fget, obj.fset, obj.fdel, obj.__doc__)
+        return NotImplemented
+
+    def _by_identity(self, obj: Any) -> Any:
+        self.state.kept.append(obj)
+        return _stands_for, ("id", id(obj))
+
+
+#: Values compared by identity where they are leaves of a state (with code, in ``_fixed``).
+_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None), type(...), range})
+
+
+def _leaves(obj: Any) -> list[Any]:
+    """What the pickle of a function or a class of the script is made of, its dictionaries
+    flattened (each behind its length): the code of a function, its names, defaults, the
+    globals it reads and its closure; the attributes of a class, the classes registered with
+    an abstract one. A global's value is one leaf."""
+    leaves: list[Any]
+    if isinstance(obj, type):
+        leaves = [type(obj), obj.__name__, obj.__qualname__, obj.__bases__]
+        attributes = vars(obj)
+        leaves.append(len(attributes))
+        for item in attributes.items():
+            leaves += item
+        if "_abc_impl" in attributes:  # (its caches change at every isinstance: not its state)
+            registered = abc._get_dump(obj)[0]  # type: ignore[attr-defined]
+            leaves[6 + 2 * list(attributes).index("_abc_impl")] = len(registered)
+            leaves += [reference() for reference in registered]
+        return leaves
+    code = obj.__code__
+    leaves = [code, obj.__name__, obj.__qualname__, obj.__module__, obj.__doc__]
+    leaves.append(obj.__defaults__)
+    found = obj.__globals__.get
+    leaves += [found(name, _Absent) for name in _global_names(code)]
+    leaves += [_contents(cell) for cell in obj.__closure__ or ()]
+    for part in (obj.__kwdefaults__ or {}, obj.__annotations__, obj.__dict__):
+        leaves.append(len(part))
+        for item in part.items():
+            leaves += item
+    return leaves
+
+
+#: The globals that each function's code reads, by ``id`` of the code (kept with it).
+_names_read: dict[int, tuple[types.CodeType, tuple[str, ...]]] = {}
+
+
+def _global_names(code: types.CodeType) -> tuple[str, ...]:
+    """The globals that cloudpickle pickles with a function of this code (it keeps them too,
+    but in a weak dictionary, which takes a third of the time to look at a function)."""
+    known = _names_read.get(id(code))
+    if known is None or known[0] is not code:
+        known = _names_read[id(code)] = (code, tuple(_code_globals(code)))  # type: ignore[misc]
+    return known[1]
+
+
+def _contents(cell: types.CellType) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # (not filled yet)
+        return _Absent
+
+
+def _fixed(value: Any, main_modules: tuple[str, ...], met: list[int]) -> bool:
+    """Whether a leaf is the same exactly where it is the same object: a number, a string,
+    code of the interpreter, of the script (``met``), or found by reference; a tuple of those."""
+    kind = type(value)
+    if kind in _ATOMS or kind in _BY_IDENTITY or kind is types.BuiltinFunctionType:
+        return True
+    if kind is types.FunctionType or isinstance(value, type):
+        if _named(value, main_modules):
+            met.append(id(value))
+            return True
+        return bool(_by_reference(value))  # type: ignore[misc]
+    if kind is types.ModuleType:
+        return bool(_by_reference(value))  # type: ignore[misc]
+    if kind is tuple or kind is frozenset:
+        return all(_fixed(item, main_modules, met) for item in value)
+    return False
+
+
+def _state(obj: Any, main_modules: tuple[str, ...]) -> _State | None:
+    """What the pickle of ``obj`` (a function or a class of the script) is made of now, or
+    None where that cannot be told: a value that plain pickle refuses, a module pickled by
+    value, another version of cloudpickle."""
+    if _code_globals is None or _by_reference is None:
+        return None
+    try:
+        leaves = _leaves(obj)
+        met: list[int] = []
+        fixed = [_fixed(leaf, main_modules, met) for leaf in leaves]
+        kept = [leaf for leaf, is_fixed in zip(leaves, fixed) if is_fixed]  # noqa: B905
+        state = _State(_ids(leaves, fixed), fixed, met=met, kept=kept)
+        if len(kept) < len(leaves):
+            state.loose = _pickled_loose(state, leaves, main_modules)
+    except Exception:  # (_Unsure; or what a value's own reduction raises)
+        return None
+    return state
+
+
+def _ids(leaves: list[Any], fixed: list[bool]) -> list[int]:
+    return [id(leaf) if is_fixed else 0 for leaf, is_fixed in zip(leaves, fixed)]  # noqa: B905
+
+
+def _pickled_loose(state: _State, leaves: list[Any], main_modules: tuple[str, ...]) -> bytes:
+    loose = [leaf for leaf, fixed in zip(leaves, state.fixed) if not fixed]  # noqa: B905
+    with io.BytesIO() as file:
+        _State_pickler(file, main_modules, state).dump(loose)
+        return file.getvalue()
+
+
+def _same(state: _State, obj: Any, main_modules: tuple[str, ...]) -> bool:
+    """Whether ``obj`` is made now as ``state`` says: its fixed leaves are the same objects,
+    the others pickle alike."""
+    try:
+        leaves = _leaves(obj)
+        if len(leaves) != len(state.ids):
+            return False
+        if not state.loose:  # (every leaf fixed: the usual code)
+            return list(map(id, leaves)) == state.ids
+        if _ids(leaves, state.fixed) != state.ids:
+            return False
+        scratch = _State(state.ids, state.fixed)
+        return _pickled_loose(scratch, leaves, main_modules) == state.loose
+    except Exception:  # (as in ``_state``)
+        return False
 
 
 def named(name: tuple[Any, ...]) -> Any:

@@ -101,6 +101,27 @@ class Scale(Slave_command):
         processor.return_object(Squared(processor, completed, scaled(self.x)))
 
 
+#: Read on the slaves through a cycle of functions: the master appends to it between runs.
+OFFSETS = [1]
+
+
+def hops(n):
+    return hop(n - 1) if n else OFFSETS[-1]
+
+
+def hop(n):
+    return hops(n)
+
+
+class Hop(Slave_command):
+    """Its code never changes; a list that it reads and an attribute of its class do."""
+
+    step = 1
+
+    def run(self, processor, completed):
+        processor.return_object(Squared(processor, completed, hops(2) * Hop.step))
+
+
 class Collect(Memo):
     def __init__(self):
         self.points = []
@@ -148,6 +169,15 @@ for factor in (1, 2):
     processor.add_to_queue(Scale(3), scales)
     processor.run_queue()
 print(f"a global changed on the master reaches the slaves: {scales.points == [3, 6]}")
+hopped = Collect()
+for change in ("none", "a list", "a class attribute"):
+    if change == "a list":
+        OFFSETS.append(2)
+    elif change == "a class attribute":
+        Hop.step = 3
+    processor.add_to_queue(Hop(), hopped)
+    processor.run_queue()
+print(f"code changed in place reaches the slaves: {hopped.points == [1, 2, 6]}")
 
 processor.add_to_queue(Uses_the_lock())
 try:
