@@ -509,6 +509,41 @@ def test_a_forked_child_makes_its_own_definitions(
     }
 
 
+def test_a_report_names_the_classes_its_slave_received_without_cloudpickle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code = script(
+        """
+        class Point:
+            def __init__(self, x):
+                self.x = x
+
+        class Slotted:
+            __slots__ = ("x",)
+
+            def __init__(self, x):
+                self.x = x
+        """
+    )
+    point, slotted = code["Point"], code["Slotted"]
+    # As a slave receives them (in the process that issued them, as uni's pickle check does).
+    wire.loads(wire.dumps([point, slotted], sent_code.Peer()))
+    used = []
+
+    class Noting(sent_code.Pickler):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            used.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(sent_code, "Pickler", Noting)
+    copies = wire.loads(wire.dumps([point(1), point(2)]))  # (a report goes to no peer)
+    assert [(type(copy), copy.x) for copy in copies] == [(point, 1), (point, 2)]
+    assert used == []  # (the C pickler alone)
+    copy = wire.loads(wire.dumps(slotted(3)))  # (not a plain class: by cloudpickle, as ever)
+    assert (type(copy), copy.x) == (slotted, 3)
+    assert len(used) == 1
+
+
 def test_within_a_run_a_scripts_code_is_taken_as_its_first_batch_found_it(
     pickled: list[str],
 ) -> None:

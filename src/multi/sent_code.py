@@ -550,6 +550,20 @@ def _same(state: _State, obj: Any, main_modules: tuple[str, ...]) -> bool:
         return False
 
 
+def received(cls: type) -> int | None:
+    """The key under which this process received a class (a slave: from its master), if it
+    did: what a report names it by."""
+    return _received_key.get(id(cls))
+
+
+def received_instance(key: int) -> Any:
+    """A new, empty instance of the class received under ``key``: an instance that a slave
+    reports is rebuilt so (``multi.wire``), its ``__dict__`` filled by pickle after, as
+    ``copyreg.__newobj__`` would make it."""
+    cls = named(("s", key))
+    return cls.__new__(cls)
+
+
 def named(name: tuple[Any, ...]) -> Any:
     """The code that a message names (``Pickler._name``), once its definitions are kept."""
     kind, key = name[0], name[-1]

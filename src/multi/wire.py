@@ -55,11 +55,17 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
     """The reducer of each class the pickler meets, found when it first meets it: as
     ``copyreg`` says, a plain class's own (``multi.reducers``), else pickle's default. An
     instance of a class of the main module stops the plain pickler at once, rather than once
-    it has pickled the whole message by reference to the main module.
+    it has pickled the whole message by reference to the main module; in a report, though, an
+    instance of a plain class that the slave received names its class by the key it came
+    under, as cloudpickle's pickler would (``multi.sent_code``), at a third of the cost.
 
     A class whose instances are classes has none: pickle saves those by name when the table
     names no reducer, and only then.
     """
+
+    def __init__(self, reports: bool = False) -> None:
+        super().__init__()
+        self.reports = reports
 
     def __missing__(self, cls: type) -> Callable[[Any], Any]:
         if issubclass(cls, type):
@@ -67,7 +73,7 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
         if len(self) >= reducers.KEPT:
             self.clear()
         if cls.__module__ in MAIN_MODULES:
-            reducer: Callable[[Any], Any] = _main_code
+            reducer: Callable[[Any], Any] = (self.reports and _as_received(cls)) or _main_code
         elif cls in copyreg.dispatch_table:
             reducer = _as_registered(cls)
         else:
@@ -89,11 +95,27 @@ def _as_registered(cls: type) -> Callable[[Any], Any]:
     return reduce
 
 
+def _as_received(cls: type) -> Callable[[Any], Any] | None:
+    """The reducer of a plain class that this process received, for a report (or None)."""
+    key = sent_code.received(cls)
+    if key is None or reducers.plain[cls] is None:
+        return None
+    rebuild, args = sent_code.received_instance, (key,)
+    return lambda obj: (rebuild, args, obj.__dict__ or None)
+
+
 class _Pickler(pickle.Pickler):
     dispatch_table = _Reducers()
 
 
+class _Report_pickler(pickle.Pickler):
+    """For what goes without a peer, a slave's reports: no code is sent once there."""
+
+    dispatch_table = _Reducers(reports=True)
+
+
 reducers.kept(_Pickler.dispatch_table)
+reducers.kept(_Report_pickler.dispatch_table)
 
 
 class _Pickling:
@@ -101,10 +123,10 @@ class _Pickling:
     making them took as long as pickling a batch of one tiny command. ``busy`` while it
     pickles, as an object's own reduction may pickle another message meanwhile."""
 
-    def __init__(self) -> None:
+    def __init__(self, kind: type[pickle.Pickler] = _Pickler) -> None:
         self.file = io.BytesIO()
         self.buffers: list[pickle.PickleBuffer] = []
-        self.pickler = _Pickler(self.file, PROTOCOL, buffer_callback=self.buffers.append)
+        self.pickler = kind(self.file, PROTOCOL, buffer_callback=self.buffers.append)
         self.busy = False
 
     def frames(self, obj: Any) -> Frames:
@@ -122,20 +144,23 @@ class _Pickling:
 
 
 class _Kept(threading.local):
-    """The pickling of this thread, kept for its next message."""
+    """The picklings of this thread, kept for its next message: to a peer, and without one."""
 
     def __init__(self) -> None:
         self.pickling = _Pickling()
+        self.report = _Pickling(_Report_pickler)
 
 
 _kept = _Kept()
 
 
-def _by_reference(obj: Any) -> Frames:
-    """Pickle ``obj`` with the C pickler, code and classes by reference; a message pickled
-    while another is gets a pickling of its own."""
-    pickling = _kept.pickling
-    return (_Pickling() if pickling.busy else pickling).frames(obj)
+def _by_reference(obj: Any, report: bool = False) -> Frames:
+    """Pickle ``obj`` with the C pickler, code and classes by reference (with ``report``, as
+    ``_Report_pickler`` does); a message pickled while another is gets a pickling of its own."""
+    pickling = _kept.report if report else _kept.pickling
+    if pickling.busy:
+        pickling = _Pickling(_Report_pickler if report else _Pickler)
+    return pickling.frames(obj)
 
 
 COMMAND_ADVICE = (
@@ -152,7 +177,7 @@ def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
     """
     reducers.check_registrations()
     try:
-        frames = _by_reference(obj)
+        frames = _by_reference(obj, report=peer is None)
     except (pickle.PicklingError, AttributeError):  # not found by reference: try by value
         pass
     except Exception as exc:
