@@ -509,6 +509,29 @@ def test_a_forked_child_makes_its_own_definitions(
     }
 
 
+def test_a_batch_names_the_scripts_classes_its_slave_holds_without_cloudpickle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    code = script(SCALED)
+    peer = sent_code.Peer()
+    carried(code["Work"](1), peer)  # (the definitions go with the first batch)
+    used = []
+
+    class Noting(sent_code.Pickler):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            used.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(sent_code, "Pickler", Noting)
+    assert carried(code["Work"](2), peer) == []
+    assert used == []  # (the C pickler alone: the slave holds the class as it is)
+    wire.dumps(code["Work"](3), peer)
+    assert len(used) == 1  # (outside a run, the code is looked at by cloudpickle's way)
+    code["FACTOR"] = 3
+    assert carried(code["Work"](4), peer) == ["Work", "Work.run", "scaled"]
+    assert carried(code["Work"](5), sent_code.Peer()) == EVERY
+
+
 def test_a_report_names_the_classes_its_slave_received_without_cloudpickle(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -261,8 +261,9 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
         neither it nor the code it meets changed since."""
         message = self.message
         made = _made.get(id(obj))
-        if made is not None and made.obj is obj and self._unchanged(made):
-            if self._held_as_known(made):
+        checks = message.checks
+        if made is not None and made.obj is obj and _unchanged(made, checks, self.main_modules):
+            if _held_as_known(made, self.peer, checks):  # type: ignore[arg-type]
                 message.keys[id(obj)] = made.key
                 message.digests[made.key] = made.digest
                 return made.key
@@ -290,58 +291,6 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
         self._offer(key, data, digest)
         return key
 
-    def _held_as_known(self, made: _Definition) -> bool:
-        """Whether the slave holds an unchanged definition as it is, and so all that it names
-        (which came with it, or before): the usual case, where nothing needs to be defined."""
-        if self.peer.known.get(made.key) != made.digest:  # type: ignore[union-attr]
-            return False
-        checks = self.message.checks
-        for named, digest in zip(made.names, made.uses):  # noqa: B905
-            obj = _issued[named]
-            if not checks.get(id(obj)) or _made[id(obj)].digest != digest:
-                return False  # (not looked at yet, or made again: go through them)
-        return True
-
-    def _unchanged(self, made: _Definition) -> bool:
-        """Whether a definition made before would pickle as it did: neither its own state nor
-        that of any code it meets has changed, cycles included. Each definition it reaches is
-        looked at once for a run (once for a message outside a run)."""
-        checks = self.message.checks
-        root = id(made.obj)
-        found = checks.get(root)
-        if found is not None:
-            return found
-        reached: dict[int, _Definition | None] = {root: made}
-        stack = [made]
-        while stack:
-            state = stack.pop().state
-            for met in state.met if state is not None else ():
-                if met not in reached and met not in checks:
-                    definition = reached[met] = _made.get(met)
-                    if definition is not None:
-                        stack.append(definition)
-        changed = {
-            key
-            for key, definition in reached.items()
-            if definition is None
-            or definition.state is None
-            or not _same(definition.state, definition.obj, self.main_modules)
-        }
-        # (then whatever meets changed code has changed too, until nothing more does)
-        spread = True
-        while spread:
-            spread = False
-            for key, definition in reached.items():
-                if key in changed:
-                    continue
-                meets = definition.state.met  # type: ignore[union-attr]  # (else changed)
-                if any(other in changed or checks.get(other) is False for other in meets):
-                    changed.add(key)
-                    spread = True
-        for key in reached:
-            checks[key] = key not in changed
-        return checks[root]
-
     def _offer(self, key: int, data: bytes, digest: bytes) -> None:
         """Note a definition's digest; queue it for the message if the slave lacks it."""
         peer, message = self.peer, self.message
@@ -350,6 +299,79 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
         if peer.known.get(key) != digest and peer.offered.get(key) != digest:
             peer.offered[key] = digest
             message.definitions.append((key, data))
+
+
+def _unchanged(made: _Definition, checks: dict[int, bool], main_modules: tuple[str, ...]) -> bool:
+    """Whether a definition made before would pickle as it did: neither its own state nor
+    that of any code it meets has changed, cycles included. Each definition it reaches is
+    looked at once for ``checks`` (a run's, or a message's outside a run)."""
+    root = id(made.obj)
+    found = checks.get(root)
+    if found is not None:
+        return found
+    reached: dict[int, _Definition | None] = {root: made}
+    stack = [made]
+    while stack:
+        state = stack.pop().state
+        for met in state.met if state is not None else ():
+            if met not in reached and met not in checks:
+                definition = reached[met] = _made.get(met)
+                if definition is not None:
+                    stack.append(definition)
+    changed = {
+        key
+        for key, definition in reached.items()
+        if definition is None
+        or definition.state is None
+        or not _same(definition.state, definition.obj, main_modules)
+    }
+    # (then whatever meets changed code has changed too, until nothing more does)
+    spread = True
+    while spread:
+        spread = False
+        for key, definition in reached.items():
+            if key in changed:
+                continue
+            meets = definition.state.met  # type: ignore[union-attr]  # (else changed)
+            if any(other in changed or checks.get(other) is False for other in meets):
+                changed.add(key)
+                spread = True
+    for key in reached:
+        checks[key] = key not in changed
+    return checks[root]
+
+
+def _held_as_known(made: _Definition, peer: Peer, checks: dict[int, bool]) -> bool:
+    """Whether the slave holds an unchanged definition as it is, and so all that it names
+    (which came with it, or before): the usual case, where nothing needs to be defined."""
+    if peer.known.get(made.key) != made.digest:
+        return False
+    for named, digest in zip(made.names, made.uses):  # noqa: B905
+        obj = _issued[named]
+        if not checks.get(id(obj)) or _made[id(obj)].digest != digest:
+            return False  # (not looked at yet, or made again: go through them)
+    return True
+
+
+def known(cls: type, peer: Peer, main_modules: tuple[str, ...]) -> int | None:
+    """The key of a class of the script, if the slave of ``peer`` holds its definition as it
+    is for the run under way (and all that it names): its instances in a batch can then name
+    it, which the C pickler does (``multi.wire``). None outside a run (``hold``), or where the
+    definition must go first."""
+    checks = _run_checks
+    made = _made.get(id(cls))
+    if checks is None or made is None or made.obj is not cls:
+        return None
+    if not _unchanged(made, checks, main_modules) or not _held_as_known(made, peer, checks):
+        return None
+    return made.key
+
+
+def sent_instance(key: int) -> Any:
+    """A new, empty instance of the class sent under ``key``, in a batch (``known``), its
+    ``__dict__`` filled by pickle after, as ``copyreg.__newobj__`` would make it."""
+    cls = named(("m", key))
+    return cls.__new__(cls)
 
 
 #: cloudpickle's own account of the globals that a function's pickle holds, and of what it

@@ -73,7 +73,8 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
         if len(self) >= reducers.KEPT:
             self.clear()
         if cls.__module__ in MAIN_MODULES:
-            reducer: Callable[[Any], Any] = (self.reports and _as_received(cls)) or _main_code
+            made = _as_received(cls) if self.reports else _as_sent(cls)
+            reducer: Callable[[Any], Any] = made or _main_code
         elif cls in copyreg.dispatch_table:
             reducer = _as_registered(cls)
         else:
@@ -102,6 +103,24 @@ def _as_received(cls: type) -> Callable[[Any], Any] | None:
         return None
     rebuild, args = sent_code.received_instance, (key,)
     return lambda obj: (rebuild, args, obj.__dict__ or None)
+
+
+def _as_sent(cls: type) -> Callable[[Any], Any] | None:
+    """The reducer of a plain class of the script, for a batch (or None): its instances name
+    it where the slave holds it as it is (``sent_code.known``), else go by cloudpickle's way,
+    which defines it first."""
+    if reducers.plain[cls] is None:
+        return None
+    rebuild = sent_code.sent_instance
+
+    def reduce(obj: Any) -> Any:
+        peer = _kept.peer
+        key = None if peer is None else sent_code.known(cls, peer, MAIN_MODULES)
+        if key is None:
+            raise pickle.PicklingError("the main module's code travels by value")
+        return rebuild, (key,), obj.__dict__ or None
+
+    return reduce
 
 
 class _Pickler(pickle.Pickler):
@@ -149,6 +168,8 @@ class _Kept(threading.local):
     def __init__(self) -> None:
         self.pickling = _Pickling()
         self.report = _Pickling(_Report_pickler)
+        #: The slave process that the message being pickled goes to (``dumps``).
+        self.peer: sent_code.Peer | None = None
 
 
 _kept = _Kept()
@@ -176,8 +197,10 @@ def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
     then goes once (see ``multi.sent_code``). Raises ``UnpicklableError`` if it does not pickle.
     """
     reducers.check_registrations()
+    if peer is not None:
+        peer.offered = {}  # (a batch pickled again, smaller, defines what it defines itself)
     try:
-        frames = _by_reference(obj, report=peer is None)
+        frames = _with_peer(obj, peer)
     except (pickle.PicklingError, AttributeError):  # not found by reference: try by value
         pass
     except Exception as exc:
@@ -188,6 +211,16 @@ def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
         if head.find(b"main__") < 0 or not _names_main(head):
             return frames
     return _dumps_by_value(obj, peer)
+
+
+def _with_peer(obj: Any, peer: sent_code.Peer | None) -> Frames:
+    """``_by_reference``, with the slave that the message goes to at hand for the reducers
+    of the script's classes (``_as_sent``)."""
+    outer, _kept.peer = _kept.peer, peer
+    try:
+        return _by_reference(obj, report=peer is None)
+    finally:
+        _kept.peer = outer
 
 
 def _names_main(head: bytes) -> bool:
@@ -202,8 +235,6 @@ def _dumps_by_value(obj: Any, peer: sent_code.Peer | None) -> Frames:
     if mp_main is not None and not _by_value(mp_main):
         cloudpickle.register_pickle_by_value(mp_main)
     buffers: list[pickle.PickleBuffer] = []
-    if peer is not None:
-        peer.offered = {}  # (a batch pickled again, smaller, defines what it defines itself)
     try:
         with io.BytesIO() as file:
             sent_code.Pickler(
