@@ -49,7 +49,7 @@ typecheck: install
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache
 
-## bench: the benchmark suite against the peers (under 15 min): docs/benchmarks.md and .png
+## bench: the benchmark suite against the peers (about 25 min on 2 cores): docs/benchmarks.md, .png
 bench: install
 	$(BIN)/python -m pip install --quiet "$$(ls dist/*.whl)[bench]"
 	$(BIN)/python -m benchmarks

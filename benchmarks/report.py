@@ -272,7 +272,7 @@ def markdown(results: dict[str, Any], png_name: str = "benchmarks.png") -> str:
         f"{results['mode']} mode, {results['rounds']} round(s), {len(results['runs'])} "
         f"measurements in {results['seconds']:.0f} s. Regenerate it rather than edit it.",
         "",
-        "To reproduce: `make bench` (the full run, under 15 minutes on 2 cores, writes this "
+        "To reproduce: `make bench` (the full run, about 25 minutes on 2 cores, writes this "
         "file, `docs/benchmarks.png` and the README's summary) or `make bench-quick` (a check in "
         "about a minute with small sizes, written under `results/`). Raw figures of every round "
         "are kept in `results/benchmarks-<mode>.json`.",
