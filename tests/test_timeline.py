@@ -102,6 +102,26 @@ def test_a_command_past_its_timeout_is_a_failed_span_and_its_slave_a_stop_not_a_
     assert [text.get_text() for text in legend.get_texts()] == ["a slave stopped by the timeout"]
 
 
+def test_a_slave_stopped_for_its_silence_is_a_stop_not_a_death(
+    replacing_fabric: str, tmp_path: Path
+) -> None:
+    trace = tmp_path / "trace.json"
+
+    def body(processor: Any) -> None:
+        for i in range(4):
+            command = w.Stop_once(str(tmp_path / "stopped"), i) if i == 2 else w.Square(i)
+            processor.add_to_queue(command, w.Record())
+        processor.run_queue()
+
+    run_master(replacing_fabric, body, liveness=1.5, timeline=str(trace))
+    instants = [(e["cat"], e["name"]) for e in events(trace) if e.get("ph") == "i"]
+    kinds = [kind for kind, _ in instants if kind != "dispatch"]
+    assert kinds == ["silent", "retry"]
+    assert instants[[kind for kind, _ in instants].index("silent")][1].endswith(
+        "stopped for its silence"
+    )
+
+
 def test_a_timeline_is_drawn_as_a_gantt_chart(tmp_path: Path) -> None:
     trace, png = tmp_path / "trace.json", tmp_path / "trace.png"
 

@@ -352,14 +352,16 @@ class Scheduler:
         task_id: int | None,
         idle: bool = False,
         output: list[tuple[int, str]] | None = None,
+        died: bool = True,
     ) -> None:
-        """A slave ended: its commands go back, the one it ran counts an attempt; replace it.
+        """A slave ended (``died``, or was stopped by the engine): its commands go back, the one
+        it ran counts an attempt; replace it.
 
         Where the transport cannot tell which command it ran, the first it held is blamed,
         unless it was still restoring its data store. What it wrote outside any command (a
         thread, between two batches) goes with the first command it held.
         """
-        statistics = self._note_lost(run, rank, reason)
+        statistics = self._note_lost(run, rank, reason, died)
         batches = run.in_flight.get(rank)
         starting = bool(batches) and batches[0].setup  # type: ignore[index]
         held = run.in_flight_indices(rank)
@@ -485,7 +487,9 @@ class Scheduler:
                     f"{ended.name} showed no sign of life for {silent:.0f} s and was stopped "
                     f"(option liveness: {liveness:g} s)"
                 )
-                self._on_lost(run, rank, reason, task, output=ended.output)
+                if self.timeline is not None:
+                    self.timeline.silenced(rank, silent)
+                self._on_lost(run, rank, reason, task, output=ended.output, died=False)
         self._check_at = soonest
 
     def _time_out(self, run: Run, rank: int, index: int, started: float) -> None:
@@ -507,7 +511,8 @@ class Scheduler:
 
     def _note_lost(self, run: Run, rank: int, reason: str, died: bool = True) -> Slave_statistics:
         """Count a slave's loss in the run's statistics, and in its timeline if it died (a stop
-        by the timeout is there as such, see ``Timeline.stopped``); its record."""
+        by a deadline is there as such: ``Timeline.stopped``, ``Timeline.silenced``); its
+        record."""
         statistics = run.statistics.slave(rank)
         statistics.lost += 1
         if died and self.timeline is not None:

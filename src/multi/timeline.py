@@ -35,6 +35,7 @@ MARKS = {
     "death": ("x", "a slave died"),
     "retry": ("+", "a command runs again"),
     "timeout": ("v", "a slave stopped by the timeout"),
+    "silent": ("^", "a slave stopped for its silence"),
 }
 
 
@@ -100,8 +101,15 @@ class Timeline:
         self._instant(rank, f"retry of command {index}", "retry", {"attempts": attempts})
 
     def lost(self, rank: int, reason: str) -> None:
-        """A slave died (see ``stopped`` for one that the timeout stopped)."""
+        """A slave died (see ``stopped`` for one that the timeout stopped, ``silenced`` for one
+        stopped by the liveness bound)."""
         self._instant(rank, f"slave {rank} lost", "death", {"reason": reason})
+
+    def silenced(self, rank: int, seconds: float) -> None:
+        """A slave that showed no sign of life for ``seconds`` was stopped (a stop by the
+        engine, not a death)."""
+        self._instant(rank, f"slave {rank} stopped for its silence", "silent",
+                      {"seconds": seconds})  # fmt: skip
 
     def _instant(self, track: int, name: str, category: str, args: dict[str, Any]) -> None:
         self._track(track)
