@@ -9,11 +9,13 @@ slave while another holds nothing (``Fake_transport.check_breadth_first``).
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import pytest
 
-from multi.batching import MAX_BATCH_BYTES
+from multi.batching import MAX_BATCH_BYTES, Batch_sizer
 from multi.errors import BrokenProcessorError, CommandTimeoutError, SlaveDiedError
+from multi.run import Run
 from multi.scheduler import EARLY_STOP_FAILURES, START_FAILURES
 from tests.fake_transport import Script
 from tests.scheduler_harness import Outcome, simulate
@@ -116,6 +118,18 @@ def test_commands_pinned_to_slaves_run_once_on_each() -> None:
         (2, [1]),
         (3, [2]),
     ]
+
+
+def test_a_slave_whose_pinned_commands_were_all_taken_holds_no_queue_of_them() -> None:
+    # (dispatch then sees that nothing is left to send, as in a run of fresh commands)
+    run = Run([None] * 3, [None] * 3, (1, 2), Batch_sizer(2, True, False), pinned=[1, 2, 1])
+    assert list(run.take(1, 1)) == [0]
+    assert list(run.take(2, 1)) == [1]
+    assert run.pinned == {1: deque([2])}
+    assert list(run.take(1, 1)) == [2]
+    assert run.pinned == {}
+    run.again([1])  # (its slave died: it goes back to that slave)
+    assert run.pinned == {2: deque([1])}
 
 
 def test_a_pinned_command_whose_slave_died_runs_again_on_that_slave() -> None:

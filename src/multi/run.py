@@ -129,7 +129,10 @@ class Run:
         then one that must travel alone, then those handed back, then fresh ones."""
         pinned = self.pinned.get(rank)
         if pinned:
-            return [pinned.popleft()]
+            index = pinned.popleft()
+            if not pinned:  # (an empty queue left there would keep dispatch looking)
+                del self.pinned[rank]
+            return [index]
         if self.alone:
             return [self.alone.popleft()]
         if self.returned:
