@@ -55,9 +55,11 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
     """The reducer of each class the pickler meets, found when it first meets it: as
     ``copyreg`` says, a plain class's own (``multi.reducers``), else pickle's default. An
     instance of a class of the main module stops the plain pickler at once, rather than once
-    it has pickled the whole message by reference to the main module; in a report, though, an
-    instance of a plain class that the slave received names its class by the key it came
-    under, as cloudpickle's pickler would (``multi.sent_code``), at a third of the cost.
+    it has pickled the whole message by reference to the main module. An instance of a plain
+    class of the script names its class by its key instead, as cloudpickle's pickler would
+    (``multi.sent_code``) at a fraction of the cost, where no definition needs to go with it:
+    in a batch, where the slave holds the class as it is (``_as_sent``); in a report, where
+    the slave received it (``_as_received``).
 
     A class whose instances are classes has none: pickle saves those by name when the table
     names no reducer, and only then.
