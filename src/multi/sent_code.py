@@ -74,6 +74,7 @@ class _Definition:
     names: list[int]
     uses: list[bytes]
     state: _State | None = None
+    name: Named_code | None = None  # (what a batch names it by, made when first needed)
 
 
 @dataclass(slots=True)
@@ -353,25 +354,20 @@ def _held_as_known(made: _Definition, peer: Peer, checks: dict[int, bool]) -> bo
     return True
 
 
-def known(cls: type, peer: Peer, main_modules: tuple[str, ...]) -> int | None:
-    """The key of a class of the script, if the slave of ``peer`` holds its definition as it
-    is for the run under way (and all that it names): its instances in a batch can then name
-    it, which the C pickler does (``multi.wire``). None outside a run (``hold``), or where the
-    definition must go first."""
+def known(cls: type, peer: Peer, main_modules: tuple[str, ...]) -> Named_code | None:
+    """What a batch names a class of the script by, if the slave of ``peer`` holds its
+    definition as it is for the run under way (and all that it names): its instances can then
+    name it, which the C pickler does (``multi.wire``). None outside a run (``hold``), or where
+    the definition must go first."""
     checks = _run_checks
     made = _made.get(id(cls))
     if checks is None or made is None or made.obj is not cls:
         return None
     if not _unchanged(made, checks, main_modules) or not _held_as_known(made, peer, checks):
         return None
-    return made.key
-
-
-def sent_instance(key: int) -> Any:
-    """A new, empty instance of the class sent under ``key``, in a batch (``known``), its
-    ``__dict__`` filled by pickle after, as ``copyreg.__newobj__`` would make it."""
-    cls = named(("m", key))
-    return cls.__new__(cls)
+    if made.name is None:
+        made.name = Named_code(("m", made.key))
+    return made.name
 
 
 #: cloudpickle's own account of the globals that a function's pickle holds, and of what it
@@ -572,18 +568,33 @@ def _same(state: _State, obj: Any, main_modules: tuple[str, ...]) -> bool:
         return False
 
 
-def received(cls: type) -> int | None:
-    """The key under which this process received a class (a slave: from its master), if it
-    did: what a report names it by."""
-    return _received_key.get(id(cls))
+class Named_code:
+    """Stands in a message for code that it names (``named``), which the C pickler can write:
+    one object per class, so that a message unpickles it once for all its instances."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: tuple[Any, ...]) -> None:
+        self.name = name
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return named, (self.name,)
 
 
-def received_instance(key: int) -> Any:
-    """A new, empty instance of the class received under ``key``: an instance that a slave
-    reports is rebuilt so (``multi.wire``), its ``__dict__`` filled by pickle after, as
-    ``copyreg.__newobj__`` would make it."""
-    cls = named(("s", key))
-    return cls.__new__(cls)
+#: The stand-in of each class received, by key: what a report names it by (``received``).
+_received_names: dict[int, Named_code] = {}
+
+
+def received(cls: type) -> Named_code | None:
+    """What a report names a class by, if this process received it (a slave: from its
+    master), as cloudpickle's pickler names it (``Pickler._name``)."""
+    key = _received_key.get(id(cls))
+    if key is None:
+        return None
+    name = _received_names.get(key)
+    if name is None:
+        name = _received_names[key] = Named_code(("s", key))
+    return name
 
 
 def named(name: tuple[Any, ...]) -> Any:

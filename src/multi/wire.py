@@ -100,29 +100,40 @@ def _as_registered(cls: type) -> Callable[[Any], Any]:
 
 def _as_received(cls: type) -> Callable[[Any], Any] | None:
     """The reducer of a plain class that this process received, for a report (or None)."""
-    key = sent_code.received(cls)
-    if key is None or reducers.plain[cls] is None:
+    name = sent_code.received(cls) if _plain_made(cls) else None
+    if name is None:
         return None
-    rebuild, args = sent_code.received_instance, (key,)
-    return lambda obj: (rebuild, args, obj.__dict__ or None)
+    return lambda obj: (_NEW, (name,), obj.__dict__ or None)
 
 
 def _as_sent(cls: type) -> Callable[[Any], Any] | None:
     """The reducer of a plain class of the script, for a batch (or None): its instances name
     it where the slave holds it as it is (``sent_code.known``), else go by cloudpickle's way,
     which defines it first."""
-    if reducers.plain[cls] is None:
+    if not _plain_made(cls):
         return None
-    rebuild = sent_code.sent_instance
 
     def reduce(obj: Any) -> Any:
-        peer = _kept.peer
-        key = None if peer is None else sent_code.known(cls, peer, MAIN_MODULES)
-        if key is None:
+        names = _kept.names  # (what this message found of each class: once for all instances)
+        name = names.get(cls, False)
+        if name is False:
+            peer = _kept.peer
+            name = names[cls] = None if peer is None else sent_code.known(cls, peer, MAIN_MODULES)
+        if name is None:
             raise pickle.PicklingError("the main module's code travels by value")
-        return rebuild, (key,), obj.__dict__ or None
+        return _NEW, (name,), obj.__dict__ or None
 
     return reduce
+
+
+#: How an instance that names its class (``sent_code.Named_code``) is made again: in C, as
+#: ``copyreg.__newobj__`` makes one where ``__new__`` is object's own.
+_NEW = object.__new__
+
+
+def _plain_made(cls: type) -> bool:
+    """Whether instances of ``cls`` are plain (``multi.reducers``) and made by ``_NEW``."""
+    return reducers.plain[cls] is not None and cls.__new__ is _NEW  # type: ignore[comparison-overlap]
 
 
 class _Pickler(pickle.Pickler):
@@ -170,8 +181,10 @@ class _Kept(threading.local):
     def __init__(self) -> None:
         self.pickling = _Pickling()
         self.report = _Pickling(_Report_pickler)
-        #: The slave process that the message being pickled goes to (``dumps``).
+        #: The slave process that the message being pickled goes to (``dumps``), and what it
+        #: names each class of the script by, as the message found (``_as_sent``).
         self.peer: sent_code.Peer | None = None
+        self.names: dict[type, sent_code.Named_code | None] = {}
 
 
 _kept = _Kept()
@@ -218,11 +231,12 @@ def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
 def _with_peer(obj: Any, peer: sent_code.Peer | None) -> Frames:
     """``_by_reference``, with the slave that the message goes to at hand for the reducers
     of the script's classes (``_as_sent``)."""
-    outer, _kept.peer = _kept.peer, peer
+    outer = _kept.peer, _kept.names
+    _kept.peer, _kept.names = peer, {}
     try:
         return _by_reference(obj, report=peer is None)
     finally:
-        _kept.peer = outer
+        _kept.peer, _kept.names = outer
 
 
 def _names_main(head: bytes) -> bool:
