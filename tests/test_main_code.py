@@ -400,6 +400,25 @@ def test_in_a_cycle_of_functions_a_change_to_one_sends_the_others_again() -> Non
     assert carried(code["Hop"](), peer) == ["Hop", "Hop.run", "hop", "hops"]
 
 
+def test_a_built_in_method_of_a_global_is_looked_at_with_its_object() -> None:
+    # cloudpickle pickles PARAMS.get with the dictionary: a value changed in it must go.
+    code = script(
+        """
+        PARAMS = {"scale": 1}
+        LOOKUP = PARAMS.get
+
+        class Scaled:
+            def run(self, processor, completed):
+                return LOOKUP("scale") * len("ab")
+        """
+    )
+    peer = sent_code.Peer()
+    carried(code["Scaled"](), peer)
+    assert carried(code["Scaled"](), peer) == []
+    code["PARAMS"]["scale"] = 2
+    assert carried(code["Scaled"](), peer) == ["Scaled", "Scaled.run"]
+
+
 def test_code_whose_state_cannot_be_looked_at_is_pickled_for_every_run(
     pickled: list[str],
 ) -> None:

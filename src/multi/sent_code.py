@@ -505,10 +505,15 @@ def _contents(cell: types.CellType) -> Any:
 
 def _fixed(value: Any, main_modules: tuple[str, ...], met: list[int]) -> bool:
     """Whether a leaf is the same exactly where it is the same object: a number, a string,
-    code of the interpreter, of the script (``met``), or found by reference; a tuple of those."""
+    code of the interpreter, of the script (``met``), or found by reference; a tuple of those;
+    a built-in method bound to one of those (cloudpickle pickles ``PARAMS.get`` with the
+    dictionary, which the program may change)."""
     kind = type(value)
-    if kind in _ATOMS or kind in _BY_IDENTITY or kind is types.BuiltinFunctionType:
+    if kind in _ATOMS or kind in _BY_IDENTITY:
         return True
+    if kind is types.BuiltinFunctionType:  # (bound to its module, or to an object: {}.get)
+        owner = value.__self__
+        return owner is None or _fixed(owner, main_modules, met)
     if kind is types.FunctionType or isinstance(value, type):
         if _named(value, main_modules):
             met.append(id(value))
