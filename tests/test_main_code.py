@@ -419,6 +419,34 @@ def test_a_built_in_method_of_a_global_is_looked_at_with_its_object() -> None:
     assert carried(code["Scaled"](), peer) == ["Scaled", "Scaled.run"]
 
 
+def test_a_slave_that_holds_another_version_of_a_class_that_code_names_gets_it_again() -> None:
+    # A class that goes again is updated in place in the slave (cloudpickle's class tracker),
+    # under the code that came with its first version: once the master's class is as it was
+    # then, that code is as it was, but the class must go again.
+    code = script(
+        """
+        class Model:
+            scale = 1
+
+        class First:
+            def run(self, processor, completed):
+                return Model.scale
+
+        class Second:
+            def run(self, processor, completed):
+                return -Model.scale
+        """
+    )
+    first, second, model = code["First"], code["Second"], code["Model"]
+    slave, other = sent_code.Peer(), sent_code.Peer()
+    carried(first(), slave)
+    model.scale = 2
+    assert carried(second(), slave) == ["Model", "Second", "Second.run"]
+    model.scale = 1
+    carried(second(), other)  # (the run's first batch went to another slave)
+    assert carried(first(), slave) == ["Model"]
+
+
 def test_code_whose_state_cannot_be_looked_at_is_pickled_for_every_run(
     pickled: list[str],
 ) -> None:

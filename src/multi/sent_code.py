@@ -343,14 +343,30 @@ def _unchanged(made: _Definition, checks: dict[int, bool], main_modules: tuple[s
 
 
 def _held_as_known(made: _Definition, peer: Peer, checks: dict[int, bool]) -> bool:
-    """Whether the slave holds an unchanged definition as it is, and so all that it names
-    (which came with it, or before): the usual case, where nothing needs to be defined."""
-    if peer.known.get(made.key) != made.digest:
+    """Whether the slave holds an unchanged definition as it is, and all that it names, and
+    what that names in turn, as they are now: the usual case, where nothing needs to be defined.
+
+    Each named definition is looked at in the slave too: it may have received another version
+    since, with other code that names it (the run before, a global had another value). A class
+    received again is updated in place (cloudpickle's class tracker), so the code that it
+    came with would see that version, not the one it was pickled with."""
+    known = peer.known
+    if known.get(made.key) != made.digest:
         return False
-    for named, digest in zip(made.names, made.uses):  # noqa: B905
-        obj = _issued[named]
-        if not checks.get(id(obj)) or _made[id(obj)].digest != digest:
-            return False  # (not looked at yet, or made again: go through them)
+    stack, seen = [made], {made.key}
+    while stack:
+        definition = stack.pop()
+        for named, digest in zip(definition.names, definition.uses):  # noqa: B905
+            if named in seen:
+                continue
+            seen.add(named)
+            obj = _issued[named]
+            other = _made.get(id(obj))
+            if not checks.get(id(obj)) or other is None or other.digest != digest:
+                return False  # (not looked at yet, or made again: go through them)
+            if known.get(named) != digest:
+                return False  # (the slave holds another version: it goes again)
+            stack.append(other)
     return True
 
 
