@@ -447,6 +447,34 @@ def test_a_slave_that_holds_another_version_of_a_class_that_code_names_gets_it_a
     assert carried(first(), slave) == ["Model"]
 
 
+def test_a_definition_that_a_run_did_not_look_at_is_let_go() -> None:
+    # A class defined again in a cell at every run: each version's pickle must not stay.
+    namespace: dict[str, Any] = {}
+    versions = []
+    for _ in range(3):
+        namespace = script(SCALED)
+        versions.append(namespace["Work"])
+        carried(namespace["Work"](1), sent_code.Peer())
+    made = {id(definition.obj) for definition in sent_code._made.values()}
+    assert id(versions[0]) not in made
+    assert {id(versions[1]), id(versions[2])} <= made  # (the last run's, and this one's)
+    peer = sent_code.Peer()
+    assert carried(versions[0](1), peer) == EVERY  # (made again where it is named again)
+    assert carried(versions[0](1), peer) == []
+
+
+def test_a_forked_child_is_in_no_run_of_its_parents(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("_keys", "_key_of", "_issued", "_made"):  # (this process's own, kept)
+        value = getattr(sent_code, name)
+        monkeypatch.setattr(sent_code, name, value if name == "_keys" else value.copy())
+    sent_code.hold()  # (forked during a run: a slave started in place of a lost one)
+    try:
+        sent_code._issue_afresh()  # (what a forked child does first)
+        assert sent_code._run_checks is None  # (its own runs look at their code again)
+    finally:
+        sent_code.release()
+
+
 def test_code_whose_state_cannot_be_looked_at_is_pickled_for_every_run(
     pickled: list[str],
 ) -> None:

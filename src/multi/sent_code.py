@@ -75,6 +75,7 @@ class _Definition:
     uses: list[bytes]
     state: _State | None = None
     name: Named_code | None = None  # (what a batch names it by, made when first needed)
+    seen: int = 0  # (the last run that looked at it: see ``hold``)
 
 
 @dataclass(slots=True)
@@ -96,6 +97,10 @@ class _State:
 
 #: Every definition made, by ``id`` of its object: taken again while ``_unchanged``.
 _made: dict[int, _Definition] = {}
+#: The runs held so far (``hold``). A definition that neither a run nor the messages after it
+#: looked at is let go when the next run starts: a class defined again in a notebook's cell at
+#: every run would otherwise keep the pickle of each version, its large globals included.
+_runs = 0
 #: While a run is held (``hold``), whether each definition it looked at is unchanged, by
 #: ``id``: the run takes the code as it was when its first message named it.
 _run_checks: dict[int, bool] | None = None
@@ -104,9 +109,12 @@ _run_checks: dict[int, bool] | None = None
 def hold() -> None:
     """Take the code of the main module as it is now named for the rest of a run: each
     definition is looked at (and pickled if it changed) for its first message, and serves the
-    run's other messages as it is."""
-    global _run_checks
+    run's other messages as it is. The definitions that the run before did not look at go."""
+    global _run_checks, _runs
     _run_checks = {}
+    _runs += 1
+    for gone in [key for key, made in _made.items() if made.seen < _runs - 1]:
+        del _made[gone]
 
 
 def release() -> None:
@@ -145,9 +153,11 @@ def _issue_afresh() -> None:
     """Issue keys that no other process issues (from a random start of its own, again in a
     forked child, which issued nothing of what it inherited): a slave that passes code on to
     slaves of its own issues keys beside those its master sent, and must not take one for
-    another. (The definitions made under the keys it inherited go with them.)"""
-    global _keys
+    another. (The definitions made under the keys it inherited go with them; it is in no run of
+    its parent's.)"""
+    global _keys, _run_checks
     _keys = itertools.count(secrets.randbits(40) << 20)
+    _run_checks = None
     _key_of.clear()
     _issued.clear()
     _made.clear()
@@ -285,7 +295,9 @@ class Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no 
             Pickler(file, self.peer, self.main_modules, message, protocol=self.proto).dump(obj)
             data = file.getvalue()
         digest = hashlib.blake2b(data + b"".join(message.uses), digest_size=16).digest()
-        _made[id(obj)] = _Definition(obj, key, data, digest, message.names, message.uses, state)
+        _made[id(obj)] = _Definition(
+            obj, key, data, digest, message.names, message.uses, state, seen=_runs
+        )
         message.checks[id(obj)] = True  # (what the run takes from now on)
         message.uses, message.names = outer
         message.in_progress.discard(id(obj))
@@ -337,8 +349,10 @@ def _unchanged(made: _Definition, checks: dict[int, bool], main_modules: tuple[s
             if any(other in changed or checks.get(other) is False for other in meets):
                 changed.add(key)
                 spread = True
-    for key in reached:
+    for key, definition in reached.items():
         checks[key] = key not in changed
+        if definition is not None:
+            definition.seen = _runs  # (kept for the next run: see ``hold``)
     return checks[root]
 
 
@@ -363,9 +377,10 @@ def _held_as_known(made: _Definition, peer: Peer, checks: dict[int, bool]) -> bo
             obj = _issued[named]
             other = _made.get(id(obj))
             if not checks.get(id(obj)) or other is None or other.digest != digest:
-                return False  # (not looked at yet, or made again: go through them)
+                return False  # (not looked at yet, made again or let go: go through them)
             if known.get(named) != digest:
                 return False  # (the slave holds another version: it goes again)
+            other.seen = _runs
             stack.append(other)
     return True
 
