@@ -642,6 +642,28 @@ def test_a_report_names_the_classes_its_slave_received_without_cloudpickle(
     assert len(used) == 1
 
 
+@pytest.mark.parametrize("attribute", ["module", "keys"])
+def test_what_the_plain_pickler_refuses_in_an_instance_that_names_its_class_goes_by_cloudpickle(
+    attribute: str,
+) -> None:
+    code = script(
+        """
+        import math
+
+        class Holds:
+            def __init__(self, kind):
+                self.held = math if kind == "module" else {1: 2}.keys()
+        """
+    )
+    holds = code["Holds"]
+    peer = sent_code.Peer()
+    carried(holds(attribute), peer)
+    carried(holds(attribute), peer)  # (the slave holds the class: the C pickler's way first)
+    wire.loads(wire.dumps([holds], sent_code.Peer()))  # (received, as a slave receives it)
+    copy = wire.loads(wire.dumps(holds(attribute)))  # (a report: the C pickler's way first)
+    assert type(copy) is holds and type(copy.held) is type(holds(attribute).held)
+
+
 def test_within_a_run_a_scripts_code_is_taken_as_its_first_batch_found_it(
     pickled: list[str],
 ) -> None:

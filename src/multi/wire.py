@@ -103,7 +103,12 @@ def _as_received(cls: type) -> Callable[[Any], Any] | None:
     name = sent_code.received(cls) if _plain_made(cls) else None
     if name is None:
         return None
-    return lambda obj: (_NEW, (name,), obj.__dict__ or None)
+
+    def reduce(obj: Any) -> Any:
+        _kept.names[cls] = name  # (noted for ``_with_peer``)
+        return _NEW, (name,), obj.__dict__ or None
+
+    return reduce
 
 
 def _as_sent(cls: type) -> Callable[[Any], Any] | None:
@@ -230,11 +235,23 @@ def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
 
 def _with_peer(obj: Any, peer: sent_code.Peer | None) -> Frames:
     """``_by_reference``, with the slave that the message goes to at hand for the reducers
-    of the script's classes (``_as_sent``)."""
+    of the script's classes (``_as_sent``).
+
+    Where an instance of the script's classes named its class, the C pickler went on to its
+    attributes, which cloudpickle's way took before: what the C pickler refuses and cloudpickle
+    does not (a module, a dictionary's keys, a property) sends the message that way, as then.
+    """
     outer = _kept.peer, _kept.names
-    _kept.peer, _kept.names = peer, {}
+    names: dict[type, sent_code.Named_code | None] = {}
+    _kept.peer, _kept.names = peer, names
     try:
         return _by_reference(obj, report=peer is None)
+    except (pickle.PicklingError, AttributeError):
+        raise
+    except Exception as exc:
+        if names:  # (a class of the script was met)
+            raise pickle.PicklingError(f"{type(exc).__name__}: {exc}") from exc
+        raise
     finally:
         _kept.peer, _kept.names = outer
 
