@@ -82,13 +82,13 @@ class _Definition:
 class _State:
     """What a definition's pickle is made of (``_leaves``), to tell whether it would be the
     same now: the ``id`` of each leaf that is compared by identity (``_fixed``; 0 for the
-    others), the snapshot of the others (pickled: the content of a list that the program
+    others), the digest of the others, pickled (the content of a list that the program
     appends to counts), and the ``id`` of each piece of the script's code met (it has its own
     definition, looked at in turn)."""
 
     ids: list[int]
     fixed: list[bool]
-    loose: bytes = b""  # (empty where every leaf is fixed)
+    loose: bytes = b""  # (their digest; empty where every leaf is fixed)
     met: list[int] = field(default_factory=list)
     #: The objects whose ``id`` it holds, kept so that no ``id`` passes to another object
     #: (not the loose leaves: an array that the program lets go is not kept for it).
@@ -581,10 +581,12 @@ def _ids(leaves: list[Any], fixed: list[bool]) -> list[int]:
 
 
 def _pickled_loose(state: _State, leaves: list[Any], main_modules: tuple[str, ...]) -> bytes:
+    """The digest of the leaves that are not fixed, pickled (a digest: a large global that
+    code reads is not kept a second time beside the definition's own pickle)."""
     loose = [leaf for leaf, fixed in zip(leaves, state.fixed) if not fixed]  # noqa: B905
     with io.BytesIO() as file:
         _State_pickler(file, main_modules, state).dump(loose)
-        return file.getvalue()
+        return hashlib.blake2b(file.getbuffer(), digest_size=16).digest()
 
 
 def _same(state: _State, obj: Any, main_modules: tuple[str, ...]) -> bool:
