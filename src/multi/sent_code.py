@@ -113,8 +113,9 @@ def hold() -> None:
     global _run_checks, _runs
     _run_checks = {}
     _runs += 1
-    for gone in [key for key, made in _made.items() if made.seen < _runs - 1]:
-        del _made[gone]
+    if _made:  # (none where the script's code never travelled: the usual run)
+        for gone in [key for key, made in _made.items() if made.seen < _runs - 1]:
+            del _made[gone]
 
 
 def release() -> None:

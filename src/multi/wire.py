@@ -217,7 +217,7 @@ def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
     then goes once (see ``multi.sent_code``). Raises ``UnpicklableError`` if it does not pickle.
     """
     reducers.check_registrations()
-    if peer is not None:
+    if peer is not None and peer.offered:
         peer.offered = {}  # (a batch pickled again, smaller, defines what it defines itself)
     try:
         frames = _with_peer(obj, peer)
@@ -241,9 +241,10 @@ def _with_peer(obj: Any, peer: sent_code.Peer | None) -> Frames:
     attributes, which cloudpickle's way took before: what the C pickler refuses and cloudpickle
     does not (a module, a dictionary's keys, a property) sends the message that way, as then.
     """
-    outer = _kept.peer, _kept.names
+    kept = _kept
+    outer = kept.peer, kept.names
     names: dict[type, sent_code.Named_code | None] = {}
-    _kept.peer, _kept.names = peer, names
+    kept.peer, kept.names = peer, names
     try:
         return _by_reference(obj, report=peer is None)
     except (pickle.PicklingError, AttributeError):
@@ -253,7 +254,7 @@ def _with_peer(obj: Any, peer: sent_code.Peer | None) -> Frames:
             raise pickle.PicklingError(f"{type(exc).__name__}: {exc}") from exc
         raise
     finally:
-        _kept.peer, _kept.names = outer
+        kept.peer, kept.names = outer
 
 
 def _names_main(head: bytes) -> bool:
