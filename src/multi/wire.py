@@ -105,7 +105,7 @@ def _as_received(cls: type) -> Callable[[Any], Any] | None:
         return None
 
     def reduce(obj: Any) -> Any:
-        _kept.names[cls] = name  # (noted for ``_with_peer``)
+        _kept.named += 1  # (noted for ``dumps``)
         return _NEW, (name,), obj.__dict__ or None
 
     return reduce
@@ -119,13 +119,16 @@ def _as_sent(cls: type) -> Callable[[Any], Any] | None:
         return None
 
     def reduce(obj: Any) -> Any:
-        names = _kept.names  # (what this message found of each class: once for all instances)
+        kept = _kept
+        if kept.peer is None:
+            raise pickle.PicklingError("the main module's code travels by value")
+        peer, names = kept.peer  # (what this message found of each class: once for all)
         name = names.get(cls, False)
         if name is False:
-            peer = _kept.peer
-            name = names[cls] = None if peer is None else sent_code.known(cls, peer, MAIN_MODULES)
+            name = names[cls] = sent_code.known(cls, peer, MAIN_MODULES)
         if name is None:
             raise pickle.PicklingError("the main module's code travels by value")
+        kept.named += 1  # (noted for ``dumps``)
         return _NEW, (name,), obj.__dict__ or None
 
     return reduce
@@ -186,10 +189,11 @@ class _Kept(threading.local):
     def __init__(self) -> None:
         self.pickling = _Pickling()
         self.report = _Pickling(_Report_pickler)
-        #: The slave process that the message being pickled goes to (``dumps``), and what it
-        #: names each class of the script by, as the message found (``_as_sent``).
-        self.peer: sent_code.Peer | None = None
-        self.names: dict[type, sent_code.Named_code | None] = {}
+        #: The slave process that the batch being pickled goes to (``dumps``), with what it
+        #: names each class of the script by, as the batch found (``_as_sent``).
+        self.peer: tuple[sent_code.Peer, dict[type, sent_code.Named_code | None]] | None = None
+        #: Instances of the script's classes named by the C pickler so far (``dumps``).
+        self.named = 0
 
 
 _kept = _Kept()
@@ -217,14 +221,23 @@ def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
     then goes once (see ``multi.sent_code``). Raises ``UnpicklableError`` if it does not pickle.
     """
     reducers.check_registrations()
-    if peer is not None and peer.offered:
-        peer.offered = {}  # (a batch pickled again, smaller, defines what it defines itself)
+    named = _kept.named
     try:
-        frames = _with_peer(obj, peer)
+        if peer is None:
+            frames = _by_reference(obj, report=True)
+        else:
+            if peer.offered:  # (a batch pickled again, smaller, defines what it defines itself)
+                peer.offered = {}
+            frames = _to_peer(obj, peer)
     except (pickle.PicklingError, AttributeError):  # not found by reference: try by value
         pass
     except Exception as exc:
-        raise UnpicklableError(f"{type(exc).__name__}: {exc}") from exc
+        # Where an instance of the script's classes named its class, the C pickler went on to
+        # its attributes, which cloudpickle's way took before: what the C pickler refuses and
+        # cloudpickle does not (a module, a dictionary's keys, a property) goes that way, as
+        # then.
+        if _kept.named == named:
+            raise UnpicklableError(f"{type(exc).__name__}: {exc}") from exc
     else:
         head = frames[0]
         # One scan for the end that both names share (``in`` on bytes costs twice ``find``).
@@ -233,28 +246,15 @@ def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
     return _dumps_by_value(obj, peer)
 
 
-def _with_peer(obj: Any, peer: sent_code.Peer | None) -> Frames:
-    """``_by_reference``, with the slave that the message goes to at hand for the reducers
-    of the script's classes (``_as_sent``).
-
-    Where an instance of the script's classes named its class, the C pickler went on to its
-    attributes, which cloudpickle's way took before: what the C pickler refuses and cloudpickle
-    does not (a module, a dictionary's keys, a property) sends the message that way, as then.
-    """
+def _to_peer(obj: Any, peer: sent_code.Peer) -> Frames:
+    """``_by_reference``, with the slave that the batch goes to at hand for the reducers of
+    the script's classes (``_as_sent``)."""
     kept = _kept
-    outer = kept.peer, kept.names
-    names: dict[type, sent_code.Named_code | None] = {}
-    kept.peer, kept.names = peer, names
+    outer, kept.peer = kept.peer, (peer, {})
     try:
-        return _by_reference(obj, report=peer is None)
-    except (pickle.PicklingError, AttributeError):
-        raise
-    except Exception as exc:
-        if names:  # (a class of the script was met)
-            raise pickle.PicklingError(f"{type(exc).__name__}: {exc}") from exc
-        raise
+        return _by_reference(obj)
     finally:
-        kept.peer, kept.names = outer
+        kept.peer = outer
 
 
 def _names_main(head: bytes) -> bool:
