@@ -433,8 +433,8 @@ def _stands_for(*what: Any) -> None:
 
 class _State_pickler(pickle.Pickler):
     """Pickles the leaves of a state that are not compared by identity. Plain values are
-    pickled as pickle would; code of the script is named by identity and noted; code found by
-    reference is named as cloudpickle names it; code that cloudpickle pickles by value where it
+    pickled as pickle would; what ``_fixed`` takes (code of the interpreter, of the script,
+    found by reference) is named by identity; code that cloudpickle pickles by value where it
     is met (a lambda, a local class) is described by its own leaves."""
 
     def __init__(self, file: Any, main_modules: tuple[str, ...], state: _State) -> None:
@@ -444,30 +444,20 @@ class _State_pickler(pickle.Pickler):
         self.described: set[int] = set()
 
     def reducer_override(self, obj: Any) -> Any:
-        kind = type(obj)
         if obj is _stands_for:
             return NotImplemented
+        if _fixed(obj, self.main_modules, self.state.met):  # (the rule of the fixed leaves)
+            return self._by_identity(obj)
+        kind = type(obj)
         if kind is types.FunctionType or isinstance(obj, type):
-            if _named(obj, self.main_modules):
-                self.state.met.append(id(obj))
-                return self._by_identity(obj)
-            if _by_reference(obj):  # type: ignore[misc]
-                return NotImplemented  # (by its module and name, as cloudpickle pickles it)
             if id(obj) in self.described:  # (met again, within itself: as pickle's memo)
                 return self._by_identity(obj)
             self.described.add(id(obj))  # a lambda, a local class: by what it is made of
             return _stands_for, ("by value", _leaves(obj))
-        if kind in _BY_IDENTITY:
-            return self._by_identity(obj)
-        if kind is types.ModuleType:
-            if _by_reference(obj):  # type: ignore[misc]
-                return _stands_for, ("module", obj.__name__)
+        if kind is types.ModuleType:  # (one that cloudpickle pickles by value)
             raise _Unsure(obj)
         if kind is types.CellType:
-            try:
-                return _stands_for, ("cell", obj.cell_contents)
-            except ValueError:  # (a cell not filled yet)
-                return _stands_for, ("cell",)
+            return _stands_for, ("cell", _contents(obj))
         if kind is types.MappingProxyType:
             return _stands_for, ("mapping", dict(obj))
         if kind is staticmethod or kind is classmethod:
@@ -494,9 +484,7 @@ def _leaves(obj: Any) -> list[Any]:
     if isinstance(obj, type):
         leaves = [type(obj), obj.__name__, obj.__qualname__, obj.__bases__]
         attributes = vars(obj)
-        leaves.append(len(attributes))
-        for item in attributes.items():
-            leaves += item
+        _flatten(attributes, leaves)
         if "_abc_impl" in attributes:  # (its caches change at every isinstance: not its state)
             registered = abc._get_dump(obj)[0]  # type: ignore[attr-defined]
             leaves[6 + 2 * list(attributes).index("_abc_impl")] = len(registered)
@@ -509,10 +497,15 @@ def _leaves(obj: Any) -> list[Any]:
     leaves += [found(name, _Absent) for name in _global_names(code)]
     leaves += [_contents(cell) for cell in obj.__closure__ or ()]
     for part in (obj.__kwdefaults__ or {}, obj.__annotations__, obj.__dict__):
-        leaves.append(len(part))
-        for item in part.items():
-            leaves += item
+        _flatten(part, leaves)
     return leaves
+
+
+def _flatten(mapping: Any, leaves: list[Any]) -> None:
+    """Add a dictionary to the leaves: its length, then each key and value."""
+    leaves.append(len(mapping))
+    for item in mapping.items():
+        leaves += item
 
 
 #: The globals that each function's code reads, by ``id`` of the code (kept with it).

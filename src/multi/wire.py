@@ -28,7 +28,7 @@ import sys
 import threading
 import types
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import cloudpickle
 
@@ -47,7 +47,7 @@ Frames = list[Any]  # the pickle stream, then its out-of-band buffers
 _by_default = operator.methodcaller("__reduce_ex__", PROTOCOL)
 
 
-def _main_code(obj: Any) -> Any:
+def _main_code(obj: Any) -> NoReturn:
     raise pickle.PicklingError("the main module's code travels by value")
 
 
@@ -121,13 +121,13 @@ def _as_sent(cls: type) -> Callable[[Any], Any] | None:
     def reduce(obj: Any) -> Any:
         kept = _kept
         if kept.peer is None:
-            raise pickle.PicklingError("the main module's code travels by value")
+            _main_code(obj)
         peer, names = kept.peer  # (what this message found of each class: once for all)
         name = names.get(cls, False)
         if name is False:
             name = names[cls] = sent_code.known(cls, peer, MAIN_MODULES)
         if name is None:
-            raise pickle.PicklingError("the main module's code travels by value")
+            _main_code(obj)
         kept.named += 1  # (noted for ``dumps``)
         return _NEW, (name,), obj.__dict__ or None
 
@@ -204,7 +204,7 @@ def _by_reference(obj: Any, report: bool = False) -> Frames:
     ``_Report_pickler`` does); a message pickled while another is gets a pickling of its own."""
     pickling = _kept.report if report else _kept.pickling
     if pickling.busy:
-        pickling = _Pickling(_Report_pickler if report else _Pickler)
+        pickling = _Pickling(type(pickling.pickler))
     return pickling.frames(obj)
 
 
