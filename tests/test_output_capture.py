@@ -24,7 +24,7 @@ from multi import (
     load_multiprocessor,
 )
 from multi.descriptors import Descriptor_capture, unnamed_files
-from multi.slave import Slave_context, serve
+from multi.slave import Slave_context, execute, serve
 from tests.conftest import MISSING, run_master
 from tests.workloads import Logs, Noop, Record, Value
 
@@ -47,6 +47,40 @@ class Mixed(Slave_command):
         print(f"{i}: to stderr", file=sys.stderr)
         os.write(2, f"{i}: os.write to stderr\n".encode())
         processor.return_object(Value(processor, i))
+
+
+class Writes_natively(Slave_command):
+    """Writes only by routes Python does not see, or nothing, by its index: one in three by
+    ``os.write``, one in three by a child process."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def run(self, processor: Any, completed: bool) -> None:
+        i = self.index
+        if i % 3 == 0:
+            os.write(1, f"{i}: os.write\n".encode())
+        elif i % 3 == 1:
+            subprocess.run(["echo", f"{i}: child"], check=True)
+        processor.return_object(Told(processor, i))
+
+
+class Told(Value):
+    """Says on the master which command it is the result of, after that command's output."""
+
+    def run(self, processor: Any, memo: Record | None) -> None:
+        print(f"result {self.value}")
+
+
+def _native_lines(count: int) -> list[str]:
+    """What the master shows of ``count`` such commands: each one's output, then its result."""
+    lines = []
+    for i in range(count):
+        if i % 3 != 2:
+            lines.append(f"{i}: os.write" if i % 3 == 0 else f"{i}: child")
+        lines.append(f"result {i}")
+    return lines
 
 
 class Crashes_mid_line(Slave_command):
@@ -235,6 +269,48 @@ def test_output_of_c_os_write_and_children_is_one_block_per_command(
         assert err_lines.index(f"{rank} E| {i}: to stderr") + 1 == err_lines.index(
             f"{rank} E| {i}: os.write to stderr"
         )
+
+
+def test_a_watched_slave_tells_apart_what_each_command_of_a_batch_wrote_natively() -> None:
+    """Where the kernel says when the files were written to, they are looked at only after the
+    commands that wrote: each still gets its own output, none another's."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        watched, output = pool.submit(_native_batch, 30).result(timeout=60)
+    assert watched == sys.platform.startswith("linux")
+    assert output == {
+        i: [(0, f"{i}: os.write\n" if i % 3 == 0 else f"{i}: child\n")]
+        for i in range(30)
+        if i % 3 != 2
+    }
+
+
+def _native_batch(count: int) -> tuple[bool, dict[int, Any]]:
+    processor = load_multiprocessor("uni", Application_callback(None), processor_size=-1)
+    context = Slave_context(1, 1, processor.data_store)
+    context.descriptors = capture = Descriptor_capture(unnamed_files())
+    watched = capture._watch is not None
+    batch = (range(count), [Writes_natively(i) for i in range(count)])
+    try:
+        report = execute(processor, context, batch)
+    finally:
+        capture.close()
+    return watched, report.output or {}
+
+
+@pytest.mark.parametrize("kind", PROCESS_FABRICS)
+def test_native_output_of_commands_batched_together_comes_before_each_ones_result(
+    kind: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def body(processor: Any) -> None:
+        for i in range(60):
+            processor.add_to_queue(Writes_natively(i), Record())
+        processor.run_queue()
+
+    run_master(kind, body, verbosity=1)
+    out, _ = capfd.readouterr()
+    lines = [re.sub(r"^\s*\d+  \| ", "", line) for line in out.splitlines()]
+    assert [line for line in lines if re.match(r"(result )?\d+", line)] == _native_lines(60)
 
 
 @pytest.mark.parametrize("kind", PROCESS_FABRICS)

@@ -11,6 +11,9 @@ Between the two streams the order is kept as far as this process can know it: wh
 writes to the other stream than last time, the sizes of both files are noted, and the
 command's output is replayed interval by interval, the stream Python wrote to first.
 
+Where the kernel can say that the files were written to (``multi.write_watch``), they are
+looked at only after the commands that wrote to them, not after every one.
+
 The files have no name (``unnamed_files``): however the master and its slaves end, nothing
 stays behind. Where the master can hold them too (a slave that it starts inherits them; those
 of a PVM task on its host it opens through /proc, ``files_of``), it reads what a command wrote
@@ -29,6 +32,7 @@ import tempfile
 from contextlib import suppress
 
 from multi.capture import STDERR, STDOUT, Chunk
+from multi.write_watch import Write_watch
 
 _libc: ctypes.CDLL | None = None
 #: Whether C's stdout writes each line as it ends (set up once), so that no flush is needed
@@ -114,6 +118,7 @@ class Descriptor_capture:
         self._pointed = False  # into the files
         self._marks: list[tuple[int, int, int]] = []  # (stream Python wrote first, sizes)
         self._last = -1  # the stream Python wrote to last
+        self._watch = Write_watch.start(files)
         global _line_buffered
         if not _line_buffered:
             _line_buffered = _line_buffer_c_stdout()
@@ -166,6 +171,13 @@ class Descriptor_capture:
         """What the command wrote since the last ``take``, as chunks; the files are emptied."""
         if not _line_buffered:
             _flush_c_streams()
+        watch = self._watch
+        if watch is not None:
+            if watch.quiet():  # (what follows every command that wrote nothing)
+                if self._marks:  # (Python wrote empty strings)
+                    self._marks, self._last = [], -1
+                return []
+            watch.clear()
         out, err = self.fds
         sizes = os.lseek(out, 0, os.SEEK_END), os.lseek(err, 0, os.SEEK_END)  # (``_sizes``)
         if sizes == (0, 0):  # (what follows every command that wrote nothing)
@@ -185,6 +197,9 @@ class Descriptor_capture:
 
     def close(self) -> None:
         self.end()
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         for fd in (*self.fds, *(self._saved or ())):
             os.close(fd)
         self._saved = None
