@@ -151,6 +151,11 @@ class Descriptor_capture:
         for fd, saved in zip((1, 2), self._saved, strict=True):
             os.dup2(saved, fd)
         self._pointed = False
+        watch = self._watch
+        if watch is not None:
+            if watch.quiet():
+                return
+            watch.clear()
         for fd, file in zip((1, 2), self.fds, strict=True):
             size = os.lseek(file, 0, os.SEEK_END)
             if size:

@@ -4,13 +4,14 @@ not ask it after every command.
 After each command a slave must know whether anything reached its capture files
 (``multi.descriptors``) by a route Python does not see: compiled code, ``os.write``, a child
 process. Asking is a system call per file; on a slave that runs tiny commands those two calls
-took a third of its time. Instead, an inotify watch on both files, whose descriptor signals
-this process as an event is queued (``O_ASYNC``), sets a flag; the files are looked at only
-after commands that found it set.
+took a third of its CPU. Instead, an inotify watch on both files signals the slave's main
+thread as an event is queued (``O_ASYNC``); the handler sets a flag, and the files are looked
+at only after the commands that found it set.
 
-No write is missed: a write that is done before the watch's events are read is seen by the
-look that follows (the event comes after the data is in place), and one done after queues a
-new event, which signals again.
+No write is missed: one done before the watch's events are read is seen by the look that
+follows (its event comes once the data is in place), and one done after queues a new event,
+which signals again. The signal goes to the main thread, where the command runs: its handler
+has run by the time the command returns, even where the writer was a child that it waited for.
 
 Linux only. Where a step fails (no inotify, no instance left, not the main thread, a watch
 already on), ``start`` returns None and the slave asks after every command. The signal is
@@ -25,6 +26,7 @@ import ctypes
 import fcntl
 import os
 import signal
+import struct
 import sys
 import threading
 from collections.abc import Callable
@@ -33,7 +35,9 @@ from types import FrameType
 _IN_MODIFY = 0x2
 #: Which signal the watch sends (its default action: none).
 SIGNAL = signal.SIGURG
-_F_SETSIG = getattr(fcntl, "F_SETSIG", 10)  # (Linux's number, where Python does not name it)
+# (Linux's numbers, which Python does not all name)
+_F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
+_F_SETOWN_EX, _F_OWNER_TID = 15, 0
 #: The handler Python holds for a signal, as it holds it: ``signal.getsignal`` makes an enum of
 #: it first, which for a function costs a caught exception (2.5 µs, at every command).
 _handler_of: Callable[[int], object]
@@ -53,7 +57,7 @@ def _note(signum: int, frame: FrameType | None) -> None:
 
 
 class Write_watch:
-    """An inotify watch on a slave's capture files that signals this process."""
+    """An inotify watch on a slave's capture files that signals its main thread."""
 
     def __init__(self, fd: int, previous: signal.Handlers | object) -> None:
         self.fd = fd
@@ -80,7 +84,11 @@ class Write_watch:
                     raise OSError(ctypes.get_errno(), "inotify_add_watch")
             previous = signal.signal(SIGNAL, _note)
             signal.siginterrupt(SIGNAL, False)  # (system calls of commands go on, not EINTR)
-            fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+            # To the main thread itself: a signal to the process may go to a thread that
+            # sleeps, which runs its handler only once it is scheduled, perhaps after the
+            # command that wrote has returned and its files were found quiet.
+            owner = struct.pack("ii", _F_OWNER_TID, threading.get_native_id())
+            fcntl.fcntl(fd, _F_SETOWN_EX, owner)
             fcntl.fcntl(fd, _F_SETSIG, SIGNAL)
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
         except (OSError, ValueError):
