@@ -13,6 +13,10 @@ follows (its event comes once the data is in place), and one done after queues a
 which signals again. The signal goes to the main thread, where the command runs: its handler
 has run by the time the command returns, even where the writer was a child that it waited for.
 
+The signal comes only as the files are written to, and it restarts the system calls it finds
+under way (``SA_RESTART``), as Python retries its own: what it can cut short is a sleep or a
+poll in compiled code, while a child or another thread writes.
+
 Linux only. Where a step fails (no inotify, no instance left, not the main thread, a watch
 already on), ``start`` returns None and the slave asks after every command. The signal is
 SIGURG, which a process ignores by default: a command that takes the handler away, or puts in
