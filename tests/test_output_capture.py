@@ -60,7 +60,7 @@ class Writes_natively(Slave_command):
     def run(self, processor: Any, completed: bool) -> None:
         i = self.index
         if i % 3 == 0:
-            os.write(1, f"{i}: os.write\n".encode())
+            os.write(1, _native_text(i).encode())
         elif i % 3 == 1:
             subprocess.run(["echo", f"{i}: child"], check=True)
         processor.return_object(Told(processor, i))
@@ -124,7 +124,7 @@ def _serve_here(batches: list[Any], at_hand: list[int]) -> tuple[list[tuple[int,
     processor = load_multiprocessor("uni", Application_callback(None), processor_size=-1)
     files = unnamed_files()
     context = Slave_context(1, 1, processor.data_store)
-    context.descriptors = Descriptor_capture(files)
+    context.descriptors = Descriptor_capture(files, 1)
     own, captured = _file_of(1), _file_of(files[0])
     seen: list[tuple[int, int]] = []
     asks_left = [0]  # before the next batch is there, after this one
@@ -182,7 +182,7 @@ def _written_between_batches() -> tuple[bytes, bytes, tuple[int, ...]]:
     own = [unnamed_files()[0], unnamed_files()[0]]  # where descriptors 1 and 2 point first
     os.dup2(own[0], 1)
     os.dup2(own[1], 2)
-    capture = Descriptor_capture(unnamed_files())
+    capture = Descriptor_capture(unnamed_files(), 1)
     capture.begin()
     os.write(1, b"between batches\n")
     os.write(2, b"\xff on stderr\n")  # (bytes as they are, UTF-8 or not)
@@ -206,7 +206,7 @@ def test_a_slave_serves_on_when_what_the_files_hold_cannot_be_passed_on() -> Non
 def _served_to_a_closed_pipe() -> tuple[int, str | None]:
     processor = load_multiprocessor("uni", Application_callback(None), processor_size=-1)
     context = Slave_context(1, 1, processor.data_store)
-    context.descriptors = Descriptor_capture(unnamed_files())
+    context.descriptors = Descriptor_capture(unnamed_files(), 1)
     batches = [(range(i, i + 1), [Noop()]) for i in range(2)]
     served = []
 
@@ -273,29 +273,98 @@ def test_output_of_c_os_write_and_children_is_one_block_per_command(
 
 def test_a_watched_slave_tells_apart_what_each_command_of_a_batch_wrote_natively() -> None:
     """Where the kernel says when the files were written to, they are looked at only after the
-    commands that wrote: each still gets its own output, none another's."""
+    commands that wrote (and the next: emptied, they changed), and once at the end of the
+    batch: each command still gets its own output, none another's."""
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-        watched, output = pool.submit(_native_batch, 30).result(timeout=60)
-    assert watched == sys.platform.startswith("linux")
-    assert output == {
-        i: [(0, f"{i}: os.write\n" if i % 3 == 0 else f"{i}: child\n")]
-        for i in range(30)
-        if i % 3 != 2
-    }
+        watched, outputs, looks = pool.submit(_native_batches, 30, None).result(timeout=60)
+    assert watched == [True, True]
+    expected = {i: [(0, _native_text(i))] for i in range(30) if i % 3 != 2}
+    assert outputs == [expected, expected]
+    # (20 commands wrote; 10 of them are followed by one that did not, looked at too, since
+    # emptying the files is a change; one look at the end of each batch)
+    assert looks == 2 * (20 + 10 + 1)
 
 
-def _native_batch(count: int) -> tuple[bool, dict[int, Any]]:
+@pytest.mark.parametrize("spoiler", ["Blocks_the_signal", "Borrows_the_signal"])
+def test_a_slave_whose_watch_a_command_deafens_loses_no_output_and_looks_again_itself(
+    spoiler: str,
+) -> None:
+    """A command that blocks the watch's signal, or takes it for a while: what the batch's
+    later commands write goes with its last command, nothing is lost, and the next batch is
+    looked at after every command, as without a watch."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+        watched, (first, second), _ = pool.submit(_native_batches, 12, spoiler).result(timeout=60)
+    text = globals()[spoiler].text
+    assert watched == [True, False]
+    assert sorted(first) == [0, 1, 11]
+    assert first[0] == [(0, "0: os.write\n")] and first[1] == [(0, "1: child\n")]
+    assert "".join(chunk for _, chunk in first[11]) == text + "".join(
+        _native_text(i) for i in range(4, 12) if i % 3 != 2
+    )
+    assert second == {i: [(0, _native_text(i))] for i in range(12) if i % 3 != 2}
+
+
+class Blocks_the_signal(Slave_command):
+    text = ""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGURG])
+
+
+class Borrows_the_signal(Slave_command):
+    """Puts in a handler of its own while it writes, then the one it found."""
+
+    text = "3: borrowed\n"
+
+    def run(self, processor: Any, completed: bool) -> None:
+        taken = []
+        found = signal.signal(signal.SIGURG, lambda number, frame: taken.append(number))
+        os.write(1, self.text.encode())
+        self.wait_for(taken)
+        signal.signal(signal.SIGURG, found)
+
+    def wait_for(self, taken: list[int]) -> None:
+        """(A Python call: the signal's handler runs as it begins.)"""
+        assert taken
+
+
+def _native_text(i: int) -> str:
+    return f"{i}: os.write\n" if i % 3 == 0 else f"{i}: child\n"
+
+
+def _native_batches(
+    count: int, spoiler: str | None
+) -> tuple[list[bool], list[dict[int, Any]], int]:
+    """Two batches of ``count`` commands that write natively, the first with ``spoiler`` in
+    the place of its command 3 (after one that wrote nothing, whose look read every event):
+    whether the capture was watched as each began, their output by position, and how many
+    times the files' sizes were asked."""
     processor = load_multiprocessor("uni", Application_callback(None), processor_size=-1)
     context = Slave_context(1, 1, processor.data_store)
-    context.descriptors = capture = Descriptor_capture(unnamed_files())
-    watched = capture._watch is not None
-    batch = (range(count), [Writes_natively(i) for i in range(count)])
+    context.descriptors = capture = Descriptor_capture(unnamed_files(), 1)
+    looks = [0]
+    lseek = os.lseek
+
+    def counted(fd: int, position: int, how: int) -> int:
+        looks[0] += 1
+        return lseek(fd, position, how)
+
+    watched, outputs = [], []
+    os.lseek = counted  # type: ignore[assignment]
     try:
-        report = execute(processor, context, batch)
+        for batch in range(2):
+            commands: list[Slave_command] = [Writes_natively(i) for i in range(count)]
+            if spoiler is not None and batch == 0:
+                commands[3] = globals()[spoiler]()
+            watched.append(capture._watch is not None)
+            report = execute(processor, context, (range(count), commands))
+            outputs.append(report.output or {})
     finally:
+        os.lseek = lseek  # type: ignore[assignment]
         capture.close()
-    return watched, report.output or {}
+    return watched, outputs, looks[0] // 2
 
 
 @pytest.mark.parametrize("kind", PROCESS_FABRICS)

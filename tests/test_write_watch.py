@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from multi import write_watch
 from multi.descriptors import unnamed_files
 from multi.write_watch import SIGNAL, Write_watch
 
@@ -19,34 +21,41 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="in
 
 
 @pytest.fixture
-def watched() -> Iterator[tuple[Write_watch, tuple[int, int]]]:
-    files = unnamed_files()
-    watch = Write_watch.start(files)
+def files() -> Iterator[tuple[int, int]]:
+    fds = unnamed_files()
+    try:
+        yield fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@pytest.fixture
+def watched(files: tuple[int, int]) -> Iterator[tuple[Write_watch, tuple[int, int]]]:
+    watch = Write_watch.start(files, 1)
     assert watch is not None
     try:
         yield watch, files
     finally:
         watch.close()
-        for fd in files:
-            os.close(fd)
 
 
 def test_a_watch_is_quiet_until_a_file_is_written_by_any_route(
     watched: tuple[Write_watch, tuple[int, int]],
 ) -> None:
     watch, (out, err) = watched
-    assert not watch.quiet()  # (what the files held before it began is looked at once)
     seen = []
     for write in (
         lambda: os.write(out, b"os.write\n"),
         lambda: ctypes.CDLL(None).dprintf(err, b"compiled code\n"),
         lambda: subprocess.run(["echo", "child"], stdout=out, check=True),
+        lambda: os.ftruncate(out, 0),  # (emptied by the look: a change too)
     ):
-        watch.clear()
         before = watch.quiet()
         write()
         seen.append((before, watch.quiet()))
-    assert seen == [(True, False)] * 3
+        watch.clear()
+    assert seen == [(True, False)] * 4
 
 
 def test_writes_made_between_looks_are_all_seen_by_the_next(
@@ -54,7 +63,6 @@ def test_writes_made_between_looks_are_all_seen_by_the_next(
 ) -> None:
     """The events of several writes merge into one: the look after them finds them all."""
     watch, (out, _) = watched
-    watch.clear()
     for _ in range(3):
         os.write(out, b"x")
     assert not watch.quiet()
@@ -69,7 +77,6 @@ def test_a_command_that_takes_the_signal_for_itself_makes_the_files_looked_at(
     watched: tuple[Write_watch, tuple[int, int]],
 ) -> None:
     watch, _ = watched
-    watch.clear()
     previous = signal.signal(SIGNAL, signal.SIG_IGN)
     try:
         assert not watch.quiet()
@@ -79,23 +86,58 @@ def test_a_command_that_takes_the_signal_for_itself_makes_the_files_looked_at(
         signal.signal(SIGNAL, previous)
 
 
-def test_one_watch_per_process_from_its_main_thread_and_the_handler_put_back() -> None:
+def test_one_watch_per_process_from_its_main_thread_and_the_handler_put_back(
+    files: tuple[int, int],
+) -> None:
     before = signal.getsignal(SIGNAL)
-    files = unnamed_files()
-    try:
-        watch = Write_watch.start(files)
-        assert watch is not None
-        assert Write_watch.start(files) is None
-        other: list[Write_watch | None] = []
-        thread = threading.Thread(target=lambda: other.append(Write_watch.start(files)))
-        watch.close()
-        thread.start()
-        thread.join(10)
-        assert other == [None]
-        assert signal.getsignal(SIGNAL) == before
-        again = Write_watch.start(files)  # (once closed, another may start)
-        assert again is not None
-        again.close()
-    finally:
-        for fd in files:
-            os.close(fd)
+    watch = Write_watch.start(files, 1)
+    assert watch is not None
+    assert Write_watch.start(files, 1) is None
+    other: list[Write_watch | None] = []
+    thread = threading.Thread(target=lambda: other.append(Write_watch.start(files, 1)))
+    watch.close()
+    thread.start()
+    thread.join(10)
+    assert other == [None]
+    assert signal.getsignal(SIGNAL) == before
+    again = Write_watch.start(files, 1)  # (once closed, another may start)
+    assert again is not None
+    again.close()
+
+
+def test_slaves_beyond_a_quarter_of_the_users_inotify_instances_take_none(
+    files: tuple[int, int],
+) -> None:
+    """The rest is left to the user's other programs (an editor, ``tail -f``)."""
+    share = write_watch._instance_limit() // 4
+    assert Write_watch.start(files, share + 1) is None
+    watch = Write_watch.start(files, share)
+    assert watch is not None
+    watch.close()
+
+
+def test_a_watch_that_cannot_be_set_up_leaves_the_signal_as_it_was(
+    files: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(*arguments: object) -> int:
+        raise OSError("refused")
+
+    before = signal.getsignal(SIGNAL)
+    monkeypatch.setattr(fcntl, "fcntl", refused)
+    assert Write_watch.start(files, 1) is None
+    assert signal.getsignal(SIGNAL) == before
+    assert write_watch._active is None
+
+
+def test_a_forked_child_forgets_its_parents_watch_which_goes_on(
+    watched: tuple[Write_watch, tuple[int, int]],
+) -> None:
+    watch, (out, _) = watched
+    pid = os.fork()
+    if pid == 0:  # (the child: its status says what it found)
+        forgot = write_watch._active is None and signal.getsignal(SIGNAL) != write_watch._note
+        os.write(out, b"from the child\n")
+        os._exit(0 if forgot else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert not watch.quiet()  # (the child's write signalled the parent)

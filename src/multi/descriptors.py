@@ -12,7 +12,8 @@ writes to the other stream than last time, the sizes of both files are noted, an
 command's output is replayed interval by interval, the stream Python wrote to first.
 
 Where the kernel can say that the files were written to (``multi.write_watch``), they are
-looked at only after the commands that wrote to them, not after every one.
+looked at after the commands that wrote to them (and the next), and at the end of each batch
+(``settle``), not after every command.
 
 The files have no name (``unnamed_files``): however the master and its slaves end, nothing
 stays behind. Where the master can hold them too (a slave that it starts inherits them; those
@@ -108,7 +109,7 @@ def unnamed_file() -> int:
 class Descriptor_capture:
     """Descriptors 1 and 2 of this process, pointed into two files while a batch runs."""
 
-    def __init__(self, files: Files) -> None:
+    def __init__(self, files: Files, rank: int) -> None:
         self.fds = files
         for fd in files:  # (those of the slave that it replaces, read or not)
             os.ftruncate(fd, 0)
@@ -118,7 +119,8 @@ class Descriptor_capture:
         self._pointed = False  # into the files
         self._marks: list[tuple[int, int, int]] = []  # (stream Python wrote first, sizes)
         self._last = -1  # the stream Python wrote to last
-        self._watch = Write_watch.start(files)
+        self._wrote = False  # (Python wrote since the files were last looked at)
+        self._watch = Write_watch.start(files, rank)
         global _line_buffered
         if not _line_buffered:
             _line_buffered = _line_buffer_c_stdout()
@@ -151,11 +153,8 @@ class Descriptor_capture:
         for fd, saved in zip((1, 2), self._saved, strict=True):
             os.dup2(saved, fd)
         self._pointed = False
-        watch = self._watch
-        if watch is not None:
-            if watch.quiet():
-                return
-            watch.clear()
+        if self._watch is not None:
+            self._watch.clear()
         for fd, file in zip((1, 2), self.fds, strict=True):
             size = os.lseek(file, 0, os.SEEK_END)
             if size:
@@ -170,7 +169,9 @@ class Descriptor_capture:
         if stream != self._last:
             self._marks.append((stream, *self._sizes()))
             self._last = stream
-        _write_all(self.fds[stream], text.encode("utf-8", "backslashreplace"))
+        if text:
+            self._wrote = True
+            _write_all(self.fds[stream], text.encode("utf-8", "backslashreplace"))
 
     def take(self) -> list[Chunk]:
         """What the command wrote since the last ``take``, as chunks; the files are emptied."""
@@ -178,22 +179,41 @@ class Descriptor_capture:
             _flush_c_streams()
         watch = self._watch
         if watch is not None:
-            if watch.quiet():  # (what follows every command that wrote nothing)
+            if watch.quiet() and not self._wrote:  # (what follows every command that wrote
+                # nothing)
                 if self._marks:  # (Python wrote empty strings)
                     self._marks, self._last = [], -1
                 return []
             watch.clear()
+        self._wrote = False
         out, err = self.fds
         sizes = os.lseek(out, 0, os.SEEK_END), os.lseek(err, 0, os.SEEK_END)  # (``_sizes``)
-        if sizes == (0, 0):  # (what follows every command that wrote nothing)
+        if sizes == (0, 0):  # (what follows every command that wrote nothing, unwatched)
             if self._marks:  # (Python wrote empty strings)
                 self._marks, self._last = [], -1
             return []
         marks, self._marks, self._last = self._marks, [], -1
         data = [os.pread(fd, size, 0) if size else b"" for fd, size in zip(self.fds, sizes)]  # noqa: B905
-        for fd in self.fds:
-            os.ftruncate(fd, 0)
+        for fd, size in zip(self.fds, sizes):  # noqa: B905
+            if size:
+                os.ftruncate(fd, 0)
         return _interleave(data, marks, sizes)
+
+    def settle(self) -> list[Chunk]:
+        """At the end of a batch, where a watch spared the looks: what the files hold that it
+        did not tell of, which goes with the batch's last command. There is none, unless its
+        signal was lost (``multi.write_watch``); the watch, no longer trusted, then goes, and the
+        files are looked at after every command from then on."""
+        watch = self._watch
+        if watch is None:
+            return []
+        out, err = self.fds
+        if os.lseek(out, 0, os.SEEK_END) == 0 and os.lseek(err, 0, os.SEEK_END) == 0:
+            return []
+        if watch.quiet():  # (after a call to the kernel: a signal on its way has come)
+            self._watch = None
+            watch.close()
+        return self.take()
 
     def _sizes(self) -> tuple[int, int]:
         """The sizes of both files (a seek to the end: far cheaper than fstat)."""

@@ -1199,7 +1199,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
     watcher = threading.Thread(target=watch, name="multi-mpi-watcher", daemon=True)
     watcher.start()
     context = Slave_context(rank, slaves, processor.data_store)
-    context.descriptors = Descriptor_capture(_guard_files or unnamed_files())
+    context.descriptors = Descriptor_capture(_guard_files or unnamed_files(), rank)
     context.logs = Log_forwarding(rank)
     try:
         # (a spawned slave starts with SIGINT held back: a Ctrl-C that came as it started

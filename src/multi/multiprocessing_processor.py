@@ -408,7 +408,7 @@ def _slave_main(
     cls.__init__(processor, processor_size=slaves, callback=None, start_method=_current_method())
     Processor_box().processor = processor
     context = Slave_context(rank, slaves, processor.data_store)
-    context.descriptors = descriptors.Descriptor_capture(files.fds)
+    context.descriptors = descriptors.Descriptor_capture(files.fds, rank)
     context.logs = Log_forwarding(rank)
     channel = Channel(sock)
 

@@ -416,7 +416,7 @@ def slave_main() -> None:
     Processor_box().processor = processor
     processor.process_rank = rank  # (threads that commands start are on this slave too)
     context = Slave_context(rank, slaves, processor.data_store)
-    context.descriptors = descriptors.Descriptor_capture(files)
+    context.descriptors = descriptors.Descriptor_capture(files, rank)
     context.logs = Log_forwarding(rank)
     watcher = _Watcher(pvm, master)
 

@@ -211,6 +211,10 @@ def execute(
                 output[position] = chunks
                 chunks = []
                 capture.redirect(chunks)
+        if descriptors is not None and seconds:
+            left = descriptors.settle()
+            if left:
+                output.setdefault(len(seconds) - 1, []).extend(left)
     finally:
         if logs is not None:
             logs.end()

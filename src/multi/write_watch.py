@@ -6,22 +6,30 @@ After each command a slave must know whether anything reached its capture files
 process. Asking is a system call per file; on a slave that runs tiny commands those two calls
 took a third of its CPU. Instead, an inotify watch on both files signals the slave's main
 thread as an event is queued (``O_ASYNC``); the handler sets a flag, and the files are looked
-at only after the commands that found it set.
+at only after the commands that found it set (and after the next one: emptying the files is a
+change too).
 
-No write is missed: one done before the watch's events are read is seen by the look that
-follows (its event comes once the data is in place), and one done after queues a new event,
-which signals again. The signal goes to the main thread, where the command runs: its handler
-has run by the time the command returns, even where the writer was a child that it waited for.
+A write done before the watch's events are read is seen by the look that follows (its event
+comes once the data is in place), and one done after queues a new event, which signals again.
+The signal goes to the main thread, where the command runs: the thread takes it as it next
+enters the kernel (a command that waits for a child does), and its Python handler runs as
+``quiet`` begins.
 
-The signal comes only as the files are written to, and it restarts the system calls it finds
-under way (``SA_RESTART``), as Python retries its own: what it can cut short is a sleep or a
-poll in compiled code, while a child or another thread writes.
+A signal can still be lost to the watch: a command that blocks it, or compiled code that takes
+it for itself. Its event then stays unread, and the events of later writes merge into it
+without a signal. So the files are looked at once more at the end of each batch (``settle``
+in ``multi.descriptors``): what is found there unannounced goes with the batch's last command,
+and the watch, no longer trusted, is dropped for the slave's life.
 
-Linux only. Where a step fails (no inotify, no instance left, not the main thread, a watch
-already on), ``start`` returns None and the slave asks after every command. The signal is
-SIGURG, which a process ignores by default: a command that takes the handler away, or puts in
-its own, ends nothing; ``quiet`` then finds the handler not ours and says the files must be
-looked at.
+The signal, SIGURG, is ignored by a process that has no handler for it, and it restarts the
+system calls it finds under way (``SA_RESTART``), as Python retries its own: what it can cut
+short is a sleep or a poll in compiled code, while a child or another thread writes.
+
+Linux only. ``start`` returns None (and the slave asks after every command) where a step fails:
+no inotify, not the main thread, a watch already on, a signal that does not come back to this
+thread as it should (``start`` tries one), or a slave beyond a quarter of the inotify instances
+that a user may hold (``fs.inotify.max_user_instances``), which leaves the others to the
+user's other programs.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ import struct
 import sys
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from types import FrameType
 
 _IN_MODIFY = 0x2
@@ -41,7 +50,9 @@ _IN_MODIFY = 0x2
 SIGNAL = signal.SIGURG
 # (Linux's numbers, which Python does not all name)
 _F_SETSIG = getattr(fcntl, "F_SETSIG", 10)
-_F_SETOWN_EX, _F_OWNER_TID = 15, 0
+_F_SETOWN_EX = getattr(fcntl, "F_SETOWN_EX", 15)
+_F_OWNER_TID = getattr(fcntl, "F_OWNER_TID", 0)
+_EVENTS_READ = 1 << 16  # (bytes: 4,096 events of a watched file, in one read)
 #: The handler Python holds for a signal, as it holds it: ``signal.getsignal`` makes an enum of
 #: it first, which for a function costs a caught exception (2.5 µs, at every command).
 _handler_of: Callable[[int], object]
@@ -63,30 +74,34 @@ def _note(signum: int, frame: FrameType | None) -> None:
 class Write_watch:
     """An inotify watch on a slave's capture files that signals its main thread."""
 
-    def __init__(self, fd: int, previous: signal.Handlers | object) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        #: The handler to put back (none set from Python: the default).
-        self._previous = signal.SIG_DFL if previous is None else previous
+        #: The handler to put back (the default, where none was set from Python).
+        self._previous: object = signal.SIG_DFL
 
     @staticmethod
-    def start(files: tuple[int, ...]) -> Write_watch | None:
-        """Watch ``files`` (open descriptors); None where this process cannot."""
+    def start(files: tuple[int, int], rank: int) -> Write_watch | None:
+        """Watch ``files`` (open descriptors, empty) for the slave of ``rank``; None where
+        this process cannot, or should not."""
         global _active, _written
         if (
             not sys.platform.startswith("linux")
             or _active is not None
             or threading.current_thread() is not threading.main_thread()
+            or rank > _instance_limit() // 4
         ):
             return None
         libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             return None
+        watch = Write_watch(fd)
         try:
             for file in files:
                 if libc.inotify_add_watch(fd, f"/proc/self/fd/{file}".encode(), _IN_MODIFY) < 0:
                     raise OSError(ctypes.get_errno(), "inotify_add_watch")
             previous = signal.signal(SIGNAL, _note)
+            watch._previous = signal.SIG_DFL if previous is None else previous
             signal.siginterrupt(SIGNAL, False)  # (system calls of commands go on, not EINTR)
             # To the main thread itself: a signal to the process may go to a thread that
             # sleeps, which runs its handler only once it is scheduled, perhaps after the
@@ -95,12 +110,19 @@ class Write_watch:
             fcntl.fcntl(fd, _F_SETOWN_EX, owner)
             fcntl.fcntl(fd, _F_SETSIG, SIGNAL)
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+            _written = False
+            os.ftruncate(files[0], 0)  # (a change: the watch must say so)
+            if not _heard():
+                raise OSError("the watch's signal did not come")
         except (OSError, ValueError):
+            if _handler_of(SIGNAL) is _note:
+                signal.signal(SIGNAL, watch._previous)  # type: ignore[arg-type]
             os.close(fd)
             return None
-        _written = True  # (what the files hold already is looked at once)
-        _active = Write_watch(fd, previous)
-        return _active
+        watch.clear()
+        _active = watch
+        _forget_in_children()
+        return watch
 
     def quiet(self) -> bool:
         """Whether nothing was written to the files since the last ``clear``. (A Python call:
@@ -108,11 +130,12 @@ class Write_watch:
         return not _written and _handler_of(SIGNAL) is _note
 
     def clear(self) -> None:
-        """Forget the writes so far: called just before the files are looked at."""
+        """Forget the writes so far: called just before the files are looked at. (The events
+        are read, so that the next write queues a new one, which signals.)"""
         global _written
         _written = False
         try:
-            while os.read(self.fd, 4096):
+            while len(os.read(self.fd, _EVENTS_READ)) == _EVENTS_READ:
                 pass
         except BlockingIOError:
             pass
@@ -123,5 +146,42 @@ class Write_watch:
             return
         _active = None
         os.close(self.fd)
-        if signal.getsignal(SIGNAL) is _note:
+        if _handler_of(SIGNAL) is _note:
             signal.signal(SIGNAL, self._previous)  # type: ignore[arg-type]
+
+
+def _heard() -> bool:
+    """Whether the watch said that a file changed (a Python call: a signal that came is
+    handled as it begins)."""
+    return _written
+
+
+def _instance_limit() -> int:
+    """How many inotify instances a user may hold (Linux's default where it cannot be read)."""
+    try:
+        with open("/proc/sys/fs/inotify/max_user_instances") as limit:
+            return int(limit.read())
+    except (OSError, ValueError):
+        return 128
+
+
+_forgetting = False
+
+
+def _forget_in_children() -> None:
+    """Have a forked child forget the watch, once (its events are its parent's, and signal
+    the parent): it may start its own, as a slave of a master that a command started."""
+    global _forgetting
+    if not _forgetting:
+        _forgetting = True
+        os.register_at_fork(after_in_child=_forget)
+
+
+def _forget() -> None:
+    global _active
+    watch, _active = _active, None
+    if watch is not None:
+        os.close(watch.fd)  # (the parent's stays open: its signals go on)
+        if _handler_of(SIGNAL) is _note:
+            with suppress(ValueError):  # (a child of a thread that Python does not know)
+                signal.signal(SIGNAL, watch._previous)  # type: ignore[arg-type]
