@@ -179,8 +179,7 @@ class Descriptor_capture:
             _flush_c_streams()
         watch = self._watch
         if watch is not None:
-            if watch.quiet() and not self._wrote:  # (what follows every command that wrote
-                # nothing)
+            if watch.quiet() and not self._wrote:  # (after every command that wrote nothing)
                 if self._marks:  # (Python wrote empty strings)
                     self._marks, self._last = [], -1
                 return []
@@ -188,7 +187,8 @@ class Descriptor_capture:
         self._wrote = False
         out, err = self.fds
         sizes = os.lseek(out, 0, os.SEEK_END), os.lseek(err, 0, os.SEEK_END)  # (``_sizes``)
-        if sizes == (0, 0):  # (what follows every command that wrote nothing, unwatched)
+        if sizes == (0, 0):  # (nothing written: unwatched, or the change the watch told of
+            # was the files' own emptying by the look before)
             if self._marks:  # (Python wrote empty strings)
                 self._marks, self._last = [], -1
             return []
