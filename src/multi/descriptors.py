@@ -207,8 +207,7 @@ class Descriptor_capture:
         watch = self._watch
         if watch is None:
             return []
-        out, err = self.fds
-        if os.lseek(out, 0, os.SEEK_END) == 0 and os.lseek(err, 0, os.SEEK_END) == 0:
+        if self._sizes() == (0, 0):
             return []
         if watch.quiet():  # (after a call to the kernel: a signal on its way has come)
             self._watch = None

@@ -112,16 +112,13 @@ class Write_watch:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
             _written = False
             os.ftruncate(files[0], 0)  # (a change: the watch must say so)
-            if not _heard():
+            if watch.quiet():
                 raise OSError("the watch's signal did not come")
         except (OSError, ValueError):
-            if _handler_of(SIGNAL) is _note:
-                signal.signal(SIGNAL, watch._previous)  # type: ignore[arg-type]
-            os.close(fd)
+            watch.close()
             return None
         watch.clear()
         _active = watch
-        _forget_in_children()
         return watch
 
     def quiet(self) -> bool:
@@ -141,19 +138,14 @@ class Write_watch:
             pass
 
     def close(self) -> None:
+        """Close the watch, and give the signal back its handler where ours is still on."""
         global _active
-        if _active is not self:
-            return
-        _active = None
+        if _active is self:
+            _active = None
         os.close(self.fd)
         if _handler_of(SIGNAL) is _note:
-            signal.signal(SIGNAL, self._previous)  # type: ignore[arg-type]
-
-
-def _heard() -> bool:
-    """Whether the watch said that a file changed (a Python call: a signal that came is
-    handled as it begins)."""
-    return _written
+            with suppress(ValueError):  # (a forked child of a thread that Python does not know)
+                signal.signal(SIGNAL, self._previous)  # type: ignore[arg-type]
 
 
 def _instance_limit() -> int:
@@ -165,23 +157,12 @@ def _instance_limit() -> int:
         return 128
 
 
-_forgetting = False
-
-
-def _forget_in_children() -> None:
-    """Have a forked child forget the watch, once (its events are its parent's, and signal
-    the parent): it may start its own, as a slave of a master that a command started."""
-    global _forgetting
-    if not _forgetting:
-        _forgetting = True
-        os.register_at_fork(after_in_child=_forget)
-
-
 def _forget() -> None:
-    global _active
-    watch, _active = _active, None
-    if watch is not None:
-        os.close(watch.fd)  # (the parent's stays open: its signals go on)
-        if _handler_of(SIGNAL) is _note:
-            with suppress(ValueError):  # (a child of a thread that Python does not know)
-                signal.signal(SIGNAL, watch._previous)  # type: ignore[arg-type]
+    """A forked child forgets its parent's watch (whose events are the parent's, and signal
+    the parent; the parent's descriptor stays open): it may start its own, as a slave of a
+    master that a command started."""
+    if _active is not None:
+        _active.close()
+
+
+os.register_at_fork(after_in_child=_forget)
