@@ -172,7 +172,10 @@ class Run:
     def finish(self, indices: Sequence[int], report: Report, count: int) -> None:
         """Note the report of the first ``count`` commands of a batch."""
         outcomes, positions = self.outcomes, self.positions
-        if type(indices) is range and indices.step == 1:  # the usual batch: a stretch at once
+        if count == 1:  # (a round trip of one command: a slice costs a list and a range)
+            outcomes[indices[0]] = report
+            positions[indices[0]] = 0
+        elif type(indices) is range and indices.step == 1:  # the usual batch: a stretch at once
             start = indices.start
             outcomes[start : start + count] = [report] * count
             positions[start : start + count] = range(count)

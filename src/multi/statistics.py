@@ -38,9 +38,15 @@ class Class_times:
     """The run times of one class's finished commands: their count and total, and a sample of
     at most ``SAMPLE`` of them for the percentile (every other one is dropped when full)."""
 
-    count: int = 0
-    total: float = 0.0
-    sample: array[float] = field(default_factory=lambda: array("d"))
+    count: int
+    total: float
+    sample: array[float]
+
+    def thin(self) -> None:
+        """Keep every other time until the sample holds ``SAMPLE`` at most."""
+        sample = self.sample
+        while len(sample) > SAMPLE:
+            sample = self.sample = sample[::2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +91,7 @@ class Run_statistics:
         The commands at ``indices`` finished on the slave of ``rank`` in ``seconds`` each (one
         figure per finished command: fewer than ``indices`` where the slave ended mid-batch).
         """
-        record = self.slave(rank)
+        record = self.worked.get(rank) or self.slave(rank)
         if len(seconds) == 1:  # a round trip of one command
             busy = seconds[0]
             self._keep(kind(commands[indices[0]]), seconds, 1, busy)
@@ -129,13 +135,13 @@ class Run_statistics:
     def _keep(self, name: str, times: Sequence[float], count: int, total: float) -> None:
         record = self.classes.get(name)
         if record is None:
-            record = self.classes[name] = Class_times()
-        record.count += count
-        record.total += total
-        sample = record.sample
-        sample.extend(times)
-        while len(sample) > SAMPLE:
-            sample = record.sample = sample[::2]
+            record = self.classes[name] = Class_times(count, total, array("d", times))
+        else:
+            record.count += count
+            record.total += total
+            record.sample.extend(times)
+        if len(record.sample) > SAMPLE:
+            record.thin()
 
     @property
     def times(self) -> dict[str, array[float]]:

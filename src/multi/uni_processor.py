@@ -30,6 +30,7 @@ class Uni_transport(Transport):
     """Runs each batch as it is sent; ``receive`` hands back what it gave."""
 
     window = 1  # (batches: there is no message to save, but the engine's cost per batch)
+    inline = True
 
     def __init__(self, processor: Processor, pickle_check: bool) -> None:
         self.processor = processor
