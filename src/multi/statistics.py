@@ -91,7 +91,7 @@ class Run_statistics:
         The commands at ``indices`` finished on the slave of ``rank`` in ``seconds`` each (one
         figure per finished command: fewer than ``indices`` where the slave ended mid-batch).
         """
-        record = self.worked.get(rank) or self.slave(rank)
+        record = self.slave(rank)
         if len(seconds) == 1:  # a round trip of one command
             busy = seconds[0]
             self._keep(kind(commands[indices[0]]), seconds, 1, busy)

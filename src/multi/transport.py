@@ -68,8 +68,8 @@ class Transport(ABC):
     #: Whether batches travel to other processes: the engine then pickles them (``send`` gets
     #: frames), which bounds them in bytes and names a command that does not pickle.
     pickled: bool = False
-    #: Whether ``send`` runs the batch before it returns, in the master's own thread: its
-    #: report is then the next thing ``receive`` gives.
+    #: Whether the master is the one slave: ``send`` runs the batch before it returns, in the
+    #: master's own thread, and its report is the next thing ``receive`` gives.
     inline: bool = False
     #: Whether ``end_slave`` and ``replace`` work: needed for per-command timeouts, and for a
     #: slave that dies to be replaced.
