@@ -244,3 +244,26 @@ def test_an_option_read_from_the_environment_is_checked(monkeypatch: pytest.Monk
     monkeypatch.setenv("MULTI_THREAD_RETRIES", "many")
     with pytest.raises(ValueError, match="MULTI_THREAD_RETRIES"):
         load_multiprocessor("thread", None, processor_size=1)  # type: ignore[arg-type]
+
+
+def test_a_bar_made_late_counts_what_was_delivered_before(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("tqdm")
+    from types import SimpleNamespace
+
+    from multi import progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    monkeypatch.setattr(progress, "DELAY_SECONDS", 10.0)
+    bar = progress.Progress("yes", 20)
+    bar.advance(3, redraw=False)
+    assert bar.bar is None  # (not due yet)
+    now[0] = 10.0
+    bar.advance(2, redraw=True)
+    assert bar.bar is not None and bar.bar.n == 5 and bar.bar.total == 20
+    bar.advance(4, redraw=False)
+    assert bar.bar.n == 9
+    bar.close()
+    assert bar.bar is None

@@ -928,6 +928,31 @@ def test_the_progress_bar_follows_its_option(
     assert "command 4 to stderr" in err and out.count("command 4") == 3
 
 
+def test_a_run_over_before_the_bar_is_due_makes_no_bar(
+    fabric: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tqdm = pytest.importorskip("tqdm")
+    made: list[int] = []
+
+    class Counted(tqdm.tqdm):  # type: ignore[misc,name-defined]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(kwargs.get("initial", 0))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(tqdm, "tqdm", Counted)
+    monkeypatch.setattr("multi.progress.DELAY_SECONDS", 3600.0)
+
+    def body(processor: Any) -> None:
+        for i in range(5):
+            processor.add_to_queue(w.Square(i))
+        processor.run_queue()
+        processor.add_to_queue(w.Square(5))
+        processor.run_queue()
+
+    run_master(fabric, body, progress="yes")
+    assert made == []
+
+
 def test_verbosity_two_prints_each_run_statistics(
     fabric: str, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -171,7 +171,7 @@ class Processor:
         #: there are ``UNCOUNTED_RUNS`` (adding a run took a run of one command a twelfth of
         #: its time).
         self._uncounted: list[Run_statistics] = []
-        self._progress = progress.Progress("no", 0)
+        self._progress = progress.OFF
         #: What must finish before ``run()`` stops the slaves (see ``before_stop``).
         self._before_stop: list[weakref.WeakMethod[Callable[[BaseException | None], None]]] = []
         logs.give_records_their_slave()
@@ -431,7 +431,7 @@ class Processor:
         self._run = run
         self._run_thread = threading.get_ident()
         wanted = self.settings["progress"] if show_progress else "no"
-        self._progress = progress.Progress(wanted, run.count)
+        self._progress = progress.OFF if wanted == "no" else progress.Progress(wanted, run.count)
         held = collector.hold_batches(None if run.source is not None else run.count)
         try:
             scheduler.run(run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from typing import Any
 
@@ -24,10 +25,18 @@ def setting(text: str) -> str:
 
 
 class Progress:
-    """Counts delivered commands on a bar; clears it while output is written."""
+    """Counts delivered commands on a bar; clears it while output is written.
+
+    The bar is made once the run has gone on for ``DELAY_SECONDS``, at a delivery: most runs
+    are over before then, and making one took 20 µs, more than a whole run of one command.
+    """
 
     def __init__(self, wanted: str, total: int) -> None:
         self.bar: Any = None
+        self.total = total
+        self.done = 0
+        #: When the bar is due, while one is wanted and not made yet.
+        self.due: float | None = None
         if wanted == "no" or (wanted == "auto" and not _on_terminal()):
             return
         try:
@@ -40,14 +49,8 @@ class Progress:
                     stacklevel=3,
                 )
             return
-        self.bar = tqdm(
-            total=total,
-            unit="cmd",
-            delay=DELAY_SECONDS,
-            leave=False,
-            file=sys.stderr,
-            dynamic_ncols=True,
-        )
+        self._tqdm = tqdm
+        self.due = time.monotonic() + DELAY_SECONDS
 
     def clear(self) -> None:
         """Take the bar off the screen before other output."""
@@ -56,15 +59,41 @@ class Progress:
 
     def advance(self, count: int, redraw: bool) -> None:
         """Count delivered commands; draw the bar again if output took its place."""
-        if self.bar is not None:
-            self.bar.update(count)
-            if redraw:
-                self.bar.refresh()
+        bar = self.bar
+        if bar is not None:
+            bar.update(count)
+        else:
+            if self.due is None:
+                return
+            self.done += count
+            if time.monotonic() < self.due:
+                return
+            bar = self._made()
+        if redraw:
+            bar.refresh()
+
+    def _made(self) -> Any:
+        """The bar, with the commands delivered so far."""
+        self.due = None
+        self.bar = self._tqdm(
+            total=self.total,
+            initial=self.done,
+            unit="cmd",
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        return self.bar
 
     def close(self) -> None:
+        self.due = None
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+#: The progress of a run that shows none.
+OFF = Progress("no", 0)
 
 
 def _on_terminal() -> bool:
