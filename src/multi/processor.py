@@ -281,7 +281,7 @@ class Processor:
         """Make this thread run as the slave that ``context`` describes (None: as itself);
         return what it ran as before, to be restored the same way."""
         local = self._local
-        previous = getattr(local, "context", None)
+        previous = local.context
         local.context = context
         return previous
 
@@ -355,7 +355,8 @@ class Processor:
             self._queue_held = None
             self._execute(commands, memo_ids)
         finally:
-            collector.restore(held)
+            if held is not None:  # (a small queue held nothing: its run is timed in µs)
+                collector.restore(held)
 
     def run_command_globally(self, command: Slave_command) -> None:
         """Run one copy of ``command`` on every slave, and deliver what each returns."""
@@ -436,7 +437,8 @@ class Processor:
         try:
             scheduler.run(run)
         finally:
-            collector.restore(held)
+            if held is not None:
+                collector.restore(held)
             self._run = None
             # Interrupted, slaves may still hold work; or every slave is lost: start afresh.
             if run.busy() or scheduler.broken is not None:
@@ -472,8 +474,7 @@ class Processor:
         return self._totals
 
     def _count_runs(self) -> None:
-        for statistics in self._uncounted:
-            self._totals.add(statistics)
+        self._totals.add(*self._uncounted)
         self._uncounted.clear()
 
     # Delivery on the master --------------------------------------------------------------
@@ -689,7 +690,7 @@ class Processor:
     # Lifecycle ---------------------------------------------------------------------------
 
     def _started_scheduler(self) -> Scheduler:
-        transport = self._started_transport()
+        transport = self._transport or self._started_transport()
         if self._scheduler is None or self._scheduler.transport is not transport:
             settings = self.settings
             self._scheduler = Scheduler(

@@ -57,8 +57,10 @@ class Run:
         self.count = count
         #: Indices from here to the end have never been sent (commands pinned to a rank aside).
         self.fresh = count if pinned is not None else 0
-        self.returned: deque[int] = deque()
-        self.alone: deque[int] = deque()
+        # (made on first use: most runs never need them, and a deque costs as much to make
+        # as a dozen empty lists)
+        self.returned: deque[int] | tuple[()] = ()
+        self.alone: deque[int] | tuple[()] = ()
         self.pinned: dict[int, deque[int]] = {}  # the commands that must run on a given slave
         self._rank_of = pinned  # the slave each command must run on, if any
         if pinned is not None:
@@ -69,7 +71,9 @@ class Run:
         self.left_output: dict[int, list[tuple[int, list[tuple[int, str]]]]] = {}
         #: The batches each live slave holds, oldest first: one or two, so a list serves (a
         #: deque per slave costs 2.5 times as much to make, at every run).
-        self.in_flight: dict[int, list[Sent]] = {rank: [] for rank in ranks}
+        self.in_flight: dict[int, list[Sent]] = {}
+        for rank in ranks:  # (a comprehension is a call of its own: a fifth of this method)
+            self.in_flight[rank] = []
         #: A finished command's report (or the exception that ended it) and its place there.
         self.outcomes: list[Report | BaseException | None] = [None] * count
         self.positions: list[int] = [0] * count
@@ -133,10 +137,10 @@ class Run:
             if not pinned:  # (an empty queue left there would keep dispatch looking)
                 del self.pinned[rank]
             return [index]
-        if self.alone:
-            return [self.alone.popleft()]
-        if self.returned:
-            returned = self.returned
+        alone, returned = self.alone, self.returned
+        if alone:
+            return [alone.popleft()]
+        if returned:
             return [returned.popleft() for _ in range(min(size, len(returned)))]
         start = self.fresh
         end = min(start + size, self.count)
@@ -150,16 +154,16 @@ class Run:
             for index in reversed(indices):
                 self.pinned.setdefault(self._rank_of[index], deque()).appendleft(index)
         elif alone:
-            self.alone.extendleft(reversed(indices))
+            self.alone = _in_front(self.alone, indices)
         else:
-            self.returned.extendleft(reversed(indices))
+            self.returned = _in_front(self.returned, indices)
 
     def put_back(self, indices: Sequence[int]) -> None:
         """Return commands that were taken but not sent, to the front of where they came from."""
         if isinstance(indices, range) and indices.stop == self.fresh:
             self.fresh = indices.start
         else:
-            self.returned.extendleft(reversed(indices))
+            self.returned = _in_front(self.returned, indices)
 
     def in_flight_indices(self, rank: int) -> list[int]:
         return [i for sent in self.in_flight.get(rank, ()) if not sent.setup for i in sent.indices]
@@ -204,3 +208,11 @@ class Run:
             self.failed_first += 1
         if not self.in_order:
             self.ready.append(index)
+
+
+def _in_front(queue: deque[int] | tuple[()], indices: Sequence[int]) -> deque[int]:
+    """``queue`` with ``indices`` in front of it, in their order (a deque from then on)."""
+    if not queue:
+        return deque(indices)
+    queue.extendleft(reversed(indices))
+    return queue

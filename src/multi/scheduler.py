@@ -123,7 +123,8 @@ class Scheduler:
     def run(self, run: Run) -> None:
         """Run every command of ``run`` and deliver each outcome; raise the first failure."""
         transport = self.transport
-        moved = dict(transport.traffic)
+        traffic = transport.traffic
+        moved = dict(traffic) if traffic else {}  # (none where slaves share the master's memory)
         if not run.in_flight:
             self._no_slave_left(run, self.broken or "no slave could be started")
         held = transport.pickled and run.source is None  # (an open run may last across cells)
@@ -445,8 +446,7 @@ class Scheduler:
     def _no_slave_left(self, run: Run, reason: str) -> None:
         """Every slave is lost: the commands that wait fail, saying so."""
         waiting = [*run.alone, *run.returned, *range(run.fresh, run.count)]
-        run.alone.clear()
-        run.returned.clear()
+        run.alone = run.returned = ()
         run.fresh = run.count
         for index in waiting:
             error = BrokenProcessorError(

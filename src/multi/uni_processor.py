@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from typing import cast
 
 from multi.errors import MultiWarning
 from multi.options import Option, boolean
 from multi.processor import Processor
 from multi.slave import (
     Batch,
-    Report,
     Slave_context,
+    execute,
     rebuilt_batch,
     rebuilt_report,
     run_batch,
@@ -46,19 +45,16 @@ class Uni_transport(Transport):
     def send(self, rank: int, payload: Payload) -> None:
         # The batch itself, unless the engine pickled it (``pickled`` follows ``pickle_check``).
         if not self.pickle_check:
-            self._replies.append((rank, self._run(cast(Batch, payload))))
-            return
-        batch = rebuilt_batch(payload)  # as a slave process and its master rebuild them
-        report = self._run(batch)
-        if not isinstance(batch, Exception):
-            report = rebuilt_report(rank, seal(report, batch[1]))
-        self._replies.append((rank, report))
-
-    def _run(self, batch: Batch | Exception) -> Report:
-        report = run_batch(self.processor, self.context, batch)
+            batch: Batch = payload  # type: ignore[assignment]  # (``cast`` is a call)
+            report = execute(self.processor, self.context, batch)
+        else:
+            rebuilt = rebuilt_batch(payload)  # as a slave process and its master rebuild them
+            report = run_batch(self.processor, self.context, rebuilt)
+            if report.interruption is None and not isinstance(rebuilt, Exception):
+                report = rebuilt_report(rank, seal(report, rebuilt[1]))
         if report.interruption is not None:  # Ctrl-C in a command: it interrupts the master
             raise report.interruption
-        return report
+        self._replies.append((rank, report))
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         return self._replies.popleft() if self._replies else None
