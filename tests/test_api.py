@@ -257,7 +257,7 @@ def test_a_bar_made_late_counts_what_was_delivered_before(
     now = [0.0]
     monkeypatch.setattr(progress, "time", SimpleNamespace(monotonic=lambda: now[0]))
     monkeypatch.setattr(progress, "DELAY_SECONDS", 10.0)
-    bar = progress.Progress("yes", 20)
+    bar = progress.for_run("yes", 20)
     bar.advance(3, redraw=False)
     assert bar.bar is None  # (not due yet)
     now[0] = 10.0
@@ -267,3 +267,20 @@ def test_a_bar_made_late_counts_what_was_delivered_before(
     assert bar.bar.n == 9
     bar.close()
     assert bar.bar is None
+
+
+def test_a_bar_wanted_without_tqdm_is_a_warning_that_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import warnings
+
+    from multi import progress
+    from multi.errors import MultiWarning
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # (its import fails)
+    with pytest.warns(MultiWarning, match=r"pip install 'multi-fabric\[progress\]'"):
+        assert progress.for_run("yes", 5) is progress.OFF
+    monkeypatch.setattr(progress, "_on_terminal", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert progress.for_run("auto", 5) is progress.OFF  # (asked for nothing: no warning)

@@ -432,7 +432,7 @@ class Processor:
         self._run = run
         self._run_thread = threading.get_ident()
         wanted = self.settings["progress"] if show_progress else "no"
-        self._progress = progress.OFF if wanted == "no" else progress.Progress(wanted, run.count)
+        self._progress = progress.for_run(wanted, run.count)
         held = collector.hold_batches(None if run.source is not None else run.count)
         try:
             scheduler.run(run)

@@ -29,28 +29,16 @@ class Progress:
 
     The bar is made once the run has gone on for ``DELAY_SECONDS``, at a delivery: most runs
     are over before then, and making one took 20 µs, more than a whole run of one command.
+    ``tqdm`` is the class that draws it; without one, no bar is ever made (``OFF``).
     """
 
-    def __init__(self, wanted: str, total: int) -> None:
+    def __init__(self, total: int, tqdm: Any = None) -> None:
         self.bar: Any = None
         self.total = total
         self.done = 0
-        #: When the bar is due, while one is wanted and not made yet.
-        self.due: float | None = None
-        if wanted == "no" or (wanted == "auto" and not _on_terminal()):
-            return
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            if wanted == "yes":
-                warnings.warn(
-                    "no progress bar: install tqdm (pip install 'multi-fabric[progress]')",
-                    MultiWarning,
-                    stacklevel=3,
-                )
-            return
         self._tqdm = tqdm
-        self.due = time.monotonic() + DELAY_SECONDS
+        #: When the bar is due, while one is wanted and not made yet.
+        self.due: float | None = None if tqdm is None else time.monotonic() + DELAY_SECONDS
 
     def clear(self) -> None:
         """Take the bar off the screen before other output."""
@@ -93,7 +81,25 @@ class Progress:
 
 
 #: The progress of a run that shows none.
-OFF = Progress("no", 0)
+OFF = Progress(0)
+
+
+def for_run(wanted: str, total: int) -> Progress:
+    """The progress of a run of ``total`` commands, under the option ``progress``: ``OFF``
+    unless a bar is wanted (``yes``, or ``auto`` on a terminal) and tqdm is there."""
+    if wanted == "no" or (wanted == "auto" and not _on_terminal()):
+        return OFF
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        if wanted == "yes":
+            warnings.warn(
+                "no progress bar: install tqdm (pip install 'multi-fabric[progress]')",
+                MultiWarning,
+                stacklevel=3,
+            )
+        return OFF
+    return Progress(total, tqdm)
 
 
 def _on_terminal() -> bool:
