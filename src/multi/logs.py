@@ -97,15 +97,17 @@ class Log_forwarding:
         self.handler = Forwarding_handler(rank)
         self._applied: Levels = ()
         self._saved: list[logging.Handler] | None = None
+        self._root = logging.getLogger()  # (made once by logging, for the life of the process)
 
     def begin(self) -> None:
-        root = logging.getLogger()
+        root = self._root
         levels = wanted
         if levels != self._applied:
             self._apply(levels)
         elif root.level != levels[0][1]:  # (a command may change it)
             root.setLevel(levels[0][1])
-        self._saved = root.handlers[:]
+        # (the list itself is kept: the commands change the one put in its place, if any)
+        self._saved = root.handlers
         root.handlers = [self.handler]
 
     def _apply(self, levels: Levels) -> None:
@@ -121,7 +123,7 @@ class Log_forwarding:
 
     def end(self) -> None:
         if self._saved is not None:
-            logging.getLogger().handlers = self._saved
+            self._root.handlers = self._saved
             self._saved = None
 
     def take(self) -> list[tuple[int, Any]]:
