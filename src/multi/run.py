@@ -57,8 +57,8 @@ class Run:
         self.count = count
         #: Indices from here to the end have never been sent (commands pinned to a rank aside).
         self.fresh = count if pinned is not None else 0
-        # (made on first use: most runs never need them, and a deque costs as much to make
-        # as a dozen empty lists)
+        # (made on first use: most runs never need them, and a deque costs about four times
+        # as much to make as an empty list)
         self.returned: deque[int] | tuple[()] = ()
         self.alone: deque[int] | tuple[()] = ()
         self.pinned: dict[int, deque[int]] = {}  # the commands that must run on a given slave
@@ -72,7 +72,7 @@ class Run:
         #: The batches each live slave holds, oldest first: one or two, so a list serves (a
         #: deque per slave costs 2.5 times as much to make, at every run).
         self.in_flight: dict[int, list[Sent]] = {}
-        for rank in ranks:  # (a comprehension is a call of its own: a fifth of this method)
+        for rank in ranks:  # (a comprehension is a call of its own)
             self.in_flight[rank] = []
         #: A finished command's report (or the exception that ended it) and its place there.
         self.outcomes: list[Report | BaseException | None] = [None] * count
