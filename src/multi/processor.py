@@ -355,8 +355,7 @@ class Processor:
             self._queue_held = None
             self._execute(commands, memo_ids)
         finally:
-            if held is not None:  # (a small queue held nothing: its run is timed in µs)
-                collector.restore(held)
+            collector.restore(held)
 
     def run_command_globally(self, command: Slave_command) -> None:
         """Run one copy of ``command`` on every slave, and deliver what each returns."""
@@ -437,8 +436,7 @@ class Processor:
         try:
             scheduler.run(run)
         finally:
-            if held is not None:
-                collector.restore(held)
+            collector.restore(held)
             self._run = None
             # Interrupted, slaves may still hold work; or every slave is lost: start afresh.
             if run.busy() or scheduler.broken is not None:
@@ -690,7 +688,7 @@ class Processor:
     # Lifecycle ---------------------------------------------------------------------------
 
     def _started_scheduler(self) -> Scheduler:
-        transport = self._transport or self._started_transport()
+        transport = self._started_transport()
         if self._scheduler is None or self._scheduler.transport is not transport:
             settings = self.settings
             self._scheduler = Scheduler(

@@ -177,21 +177,16 @@ class Run_statistics:
 
     def add(self, *others: Run_statistics) -> None:
         """Count other runs in (their failures as a number, not the exceptions themselves):
-        many at once, as the processor counts a program's runs, each for less."""
-        ranks, slave, keep = self.ranks, self.slave, self._keep
-        seconds, queued, failed = 0.0, 0, 0
+        many at once, as the processor counts a program's runs."""
         for other in others:
-            for rank, record in other.worked.items():
-                slave(rank).add(record)
-            ranks |= other.ranks
-            seconds += other.seconds
-            queued += other.queued
-            failed += len(other.failures)
-            for name, times in other.classes.items():
-                keep(name, times.sample, times.count, times.total)
-        self.seconds += seconds
-        self.queued += queued
-        self.failed += failed
+            for rank, slave in other.worked.items():
+                self.slave(rank).add(slave)
+            self.ranks |= other.ranks
+            self.seconds += other.seconds
+            self.queued += other.queued
+            self.failed += len(other.failures)
+            for name, record in other.classes.items():
+                self._keep(name, record.sample, record.count, record.total)
 
     def one_line(self) -> str:
         batches = sum(slave.batches for slave in self.worked.values())
