@@ -4,24 +4,29 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 #: Run times kept per command class for its percentile: beyond, a sample of them.
 SAMPLE = 20_000
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Slave_statistics:
     """What one slave did."""
 
-    commands: int = 0  # that finished on it
-    batches: int = 0  # sent to it
-    busy_seconds: float = 0.0
-    bytes_sent: int = 0  # to the slave
-    bytes_received: int = 0  # from the slave
-    retries: int = 0  # commands run again after this slave died under them
-    lost: int = 0  # times this slave died
+    commands: int  # that finished on it
+    batches: int  # sent to it
+    busy_seconds: float
+    bytes_sent: int  # to the slave
+    bytes_received: int  # from the slave
+    retries: int  # commands run again after this slave died under them
+    lost: int  # times this slave died
+
+    def __init__(self) -> None:  # (made at every run: a dataclass's own takes twice as long)
+        self.commands = self.batches = self.bytes_sent = self.bytes_received = 0
+        self.retries = self.lost = 0
+        self.busy_seconds = 0.0
 
     def add(self, other: Slave_statistics) -> None:
         self.commands += other.commands
@@ -58,7 +63,7 @@ class Failure_record:
     error: BaseException
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Run_statistics:
     """What one ``run_queue``, or all of a program's, did.
 
@@ -68,20 +73,30 @@ class Run_statistics:
     """
 
     #: The records of the slaves that took part, by rank.
-    worked: dict[int, Slave_statistics] = field(default_factory=dict)
+    worked: dict[int, Slave_statistics]
     #: The ranks of every slave there was, idle ones included.
-    ranks: set[int] = field(default_factory=set)
-    seconds: float = 0.0  # wall time inside run_queue
-    queued: int = 0  # commands of the run, or of the runs counted in
+    ranks: set[int]
+    seconds: float  # wall time inside run_queue
+    queued: int  # commands of the run, or of the runs counted in
     #: Every failure of the run, in queue order (the first is the one raised).
-    failures: list[Failure_record] = field(default_factory=list)
+    failures: list[Failure_record]
     #: The commands a run that stopped early did not run, with their memos, to queue again.
-    not_run: list[tuple[Any, Any]] = field(default_factory=list)
+    not_run: list[tuple[Any, Any]]
     #: Failures of every run counted in (``add``), for the totals of a program.
-    failed: int = 0
+    failed: int
     #: The run times of finished commands, by class name (one record each: a run of one
     #: command looks it up once).
-    classes: dict[str, Class_times] = field(default_factory=dict)
+    classes: dict[str, Class_times]
+
+    def __init__(self, ranks: set[int] | None = None) -> None:
+        # (made at every run: a dataclass's own, with its factories, took 1.7 times as long)
+        self.worked = {}
+        self.ranks = set() if ranks is None else ranks
+        self.seconds = 0.0
+        self.queued = self.failed = 0
+        self.failures = []
+        self.not_run = []
+        self.classes = {}
 
     def ran(
         self, rank: int, commands: Sequence[Any], indices: Sequence[int], seconds: list[float]
