@@ -330,8 +330,9 @@ class Scheduler:
             busy = run.statistics.ran(rank, run.commands, indices, report.seconds)
             if self.timeline is not None:
                 self.timeline.ran(rank, indices, run.commands, report)
-            elapsed = time.perf_counter() - sent.sent_at if sent.timed else None
-            run.sizer.reported(finished, busy, elapsed)
+            if run.count > 1 or run.source is not None:  # (else nothing is left to size)
+                elapsed = time.perf_counter() - sent.sent_at if sent.timed else None
+                run.sizer.reported(finished, busy, elapsed)
             if finished < len(indices):  # the slave ended in the middle of the batch
                 sent.indices = indices[finished:]
             else:
