@@ -207,6 +207,42 @@ def test_a_result_may_name_another_memo(fabric: str) -> None:
     run_master(fabric, body)
 
 
+@pytest.mark.parametrize("each", [0, 1, 2])
+def test_commands_that_return_as_many_results_each_deliver_them_to_their_own_memos(
+    fabric: str, each: int
+) -> None:
+    def body(processor: Any) -> list[list[Any]]:
+        memos = [w.Record(str(i)) for i in range(6)]
+        for i, memo in enumerate(memos):
+            processor.add_to_queue(w.Several(str(i), each), memo)
+        processor.run_queue()
+        assert processor.memo_map == {}
+        return [values(memo) for memo in memos]
+
+    assert run_master(fabric, body) == [[(str(i), n) for n in range(each)] for i in range(6)]
+
+
+@pytest.mark.parametrize("each", [1, 2])
+def test_a_result_that_names_a_memo_not_on_the_master_fails_its_command_alone(
+    fabric: str, each: int
+) -> None:
+    def body(processor: Any) -> tuple[str, list[list[Any]]]:
+        memos = [w.Record(str(i)) for i in range(5)]
+        gone = w.Record("gone").memo_id()  # (never queued: not on the master)
+        for i, memo in enumerate(memos):
+            command = w.To_memo(gone, each) if i == 2 else w.Several(str(i), each)
+            processor.add_to_queue(command, memo)
+        with pytest.raises(MultiError) as caught:
+            processor.run_queue()
+        assert [record.index for record in processor.last_run.failures] == [2] * each
+        assert processor.memo_map == {}
+        return str(caught.value), [values(memo) for memo in memos]
+
+    message, delivered = run_master(fabric, body)
+    assert re.search(r"names memo \d+, which is not on the master", message)
+    assert delivered == [[(str(i), n) for n in range(each)] if i != 2 else [] for i in range(5)]
+
+
 def test_add_to_queue_sets_the_memo_id_of_a_command_without_init() -> None:
     class Bare(w.Square):
         def __init__(self) -> None:  # never calls Slave_command.__init__

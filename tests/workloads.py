@@ -109,14 +109,16 @@ class Several(Slave_command):
 
 
 class To_memo(Slave_command):
-    """Returns a result that names a memo of its own choosing."""
+    """Returns ``count`` results that name a memo of its own choosing."""
 
-    def __init__(self, memo_id: int) -> None:
+    def __init__(self, memo_id: int, count: int = 1) -> None:
         super().__init__()
         self.target = memo_id
+        self.count = count
 
     def run(self, processor: Any, completed: bool) -> None:
-        processor.return_object(Value(processor, "redirected", memo_id=self.target))
+        for _ in range(self.count):
+            processor.return_object(Value(processor, "redirected", memo_id=self.target))
 
 
 class Talk(Slave_command):

@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 STOP_SECONDS = 2.0
 #: Runs of this many commands or fewer are counted in ``totals`` this many at a time.
 UNCOUNTED_RUNS = 64
+#: What the memo map gives for an id it does not hold (one lookup, where ``in`` and ``[]``
+#: are two, on the path of every result).
+_MISSING: Any = object()
 
 
 class Data_store:
@@ -526,22 +529,24 @@ class Processor:
         try:
             for index in range(start, stop):
                 memo_id = memo_ids[index]
-                if each:
-                    if each == 1:
-                        own_results: Any = (results[positions[index]],)
-                    else:
-                        first = positions[index] * each
-                        own_results = results[first : first + each]
-                    for result in own_results:
-                        own = result.memo_id
-                        target = memo_id if own is None else own
+                if each == 1:  # the usual: one result each, run without a loop around it
+                    result = results[positions[index]]
+                    own = result.memo_id
+                    target = memo_id if own is None else own
+                    try:
+                        if target is None:
+                            result.run(self, None)
+                        elif (memo := memo_map.get(target, _MISSING)) is not _MISSING:
+                            result.run(self, memo)
+                        else:
+                            self._run_result(result, target)  # says which memo is missing
+                    except Exception as exc:
+                        errors.append((index, self._from_result(exc, result, run, index)))
+                elif each:
+                    first = positions[index] * each
+                    for result in results[first : first + each]:
                         try:
-                            if target is None:
-                                result.run(self, None)
-                            elif target in memo_map:
-                                result.run(self, memo_map[target])
-                            else:
-                                self._run_result(result, target)  # says which memo is missing
+                            self._run_result(result, memo_id)
                         except Exception as exc:
                             errors.append((index, self._from_result(exc, result, run, index)))
                 if memo_id is not None:  # release the memo, inline: this loop is the hot path
