@@ -107,6 +107,15 @@ def test_the_original_signatures_are_kept() -> None:
     assert parameters(Application_callback.__init__)[1:] == ["master"]
 
 
+def test_a_usual_result_holds_its_rank_alone_and_travels_so() -> None:
+    processor = load_multiprocessor("uni", None)  # type: ignore[arg-type]
+    usual = Result_command(processor)
+    assert (usual.completed, usual.memo_id, vars(usual)) == (True, None, {"rank": 0})
+    other = Result_command(processor, completed=False, memo_id=7)
+    assert vars(other) == {"completed": False, "memo_id": 7, "rank": 0}
+    assert vars(pickle.loads(pickle.dumps(usual))) == {"rank": 0}
+
+
 def test_load_multiprocessor_fills_the_processor_box() -> None:
     processor = load_multiprocessor("uni", Application_callback(None), processor_size=-1)
     box = Processor_box()

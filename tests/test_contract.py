@@ -207,6 +207,22 @@ def test_a_result_may_name_another_memo(fabric: str) -> None:
     run_master(fabric, body)
 
 
+def test_a_result_reads_on_the_master_the_completed_and_memo_id_it_was_made_with(
+    fabric: str,
+) -> None:
+    def body(processor: Any) -> tuple[int, list[Any]]:
+        memo = w.Record()
+        processor.add_to_queue(w.Flags(memo.memo_id()), memo)
+        processor.run_queue()
+        return memo.memo_id(), memo.values
+
+    memo_id, seen = run_master(fabric, body)
+    ranks = {rank for _, _, rank in seen}
+    assert len(ranks) == 1 and ranks <= set(range(1, 17))
+    rank = ranks.pop()
+    assert seen == [(True, None, rank), (False, None, rank), (True, memo_id, rank)]
+
+
 @pytest.mark.parametrize("each", [0, 1, 2])
 def test_commands_that_return_as_many_results_each_deliver_them_to_their_own_memos(
     fabric: str, each: int

@@ -121,6 +121,26 @@ class To_memo(Slave_command):
             processor.return_object(Value(processor, "redirected", memo_id=self.target))
 
 
+class Flagged(Result_command):
+    """Hands its memo what it says of itself on the master: completed, memo_id, rank."""
+
+    def run(self, processor: Any, memo: Record) -> None:
+        memo.values.append((self.completed, self.memo_id, self.rank))
+
+
+class Flags(Slave_command):
+    """Returns a usual result, one not completed, and one that names its memo itself."""
+
+    def __init__(self, memo_id: int) -> None:
+        super().__init__()
+        self.target = memo_id
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Flagged(processor))
+        processor.return_object(Flagged(processor, completed=False))
+        processor.return_object(Flagged(processor, memo_id=self.target))
+
+
 class Talk(Slave_command):
     """Writes lines on stdout and stderr, some in pieces (one through the bytes of stdout),
     then returns its index."""

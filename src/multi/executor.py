@@ -95,14 +95,16 @@ class _Call(Slave_command):
 
 
 class _Returned(Result_command):
-    """A call's value, handed to its future on the master."""
+    """A call's value, handed to its future on the master (``completed`` and ``memo_id``
+    are the class's: ``Result``)."""
+
+    partial = False  # the values of a chunk before the call that failed (the class's if not)
 
     def __init__(self, key: int, value: Any, partial: bool = False) -> None:
-        self.completed = True
-        self.memo_id = None
         self.key = key
         self.value = value
-        self.partial = partial  # the values of a chunk before the call that failed
+        if partial:
+            self.partial = partial
 
     def run(self, processor: Processor, memo: Memo | None) -> None:
         assert isinstance(memo, _Futures)
