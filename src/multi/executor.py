@@ -98,7 +98,8 @@ class _Returned(Result_command):
     """A call's value, handed to its future on the master (``completed`` and ``memo_id``
     are the class's: ``Result``)."""
 
-    partial = False  # the values of a chunk before the call that failed (the class's if not)
+    #: Whether the value is what a chunk gave before the call that failed (set where it is).
+    partial = False
 
     def __init__(self, key: int, value: Any, partial: bool = False) -> None:
         self.key = key
