@@ -250,6 +250,36 @@ def test_the_class_table_of_a_long_program_holds_a_bounded_sample() -> None:
     ]
 
 
+@pytest.mark.parametrize("shape", ["runs of 1,000", "runs of one", "batches of one run"])
+def test_the_sample_of_a_long_program_stands_for_early_and_late_commands_alike(
+    shape: str,
+) -> None:
+    from multi.statistics import SAMPLE, Run_statistics
+
+    class Fit:
+        pass
+
+    def run_of(seconds: float, size: int) -> Run_statistics:
+        run = Run_statistics()
+        run.timed([Fit()] * size, range(size), [seconds] * size)
+        return run
+
+    program = Run_statistics()
+    size = {"runs of 1,000": 1000, "runs of one": 1, "batches of one run": 1000}[shape]
+    runs = 5 * SAMPLE // size  # a tenth of them late, which take three times as long
+    early, late = run_of(0.001, size), run_of(0.003, size)
+    for number in range(runs):
+        if shape == "batches of one run":
+            seconds = 0.003 if number >= 0.9 * runs else 0.001
+            program.timed([Fit()] * size, range(size), [seconds] * size)
+        else:
+            program.add(late if number >= 0.9 * runs else early)
+    times = program.times["Fit"]
+    assert program.counts["Fit"] == runs * size and len(times) <= SAMPLE
+    assert abs(list(times).count(0.003) / len(times) - 0.1) < 0.01
+    assert program.class_table().splitlines()[1].split()[-2:] == ["3.0", "ms"]
+
+
 def test_the_run_times_a_program_reads_are_its_own_to_change() -> None:
     from multi.statistics import Run_statistics
 

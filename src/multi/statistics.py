@@ -36,17 +36,44 @@ class Slave_statistics:
 @dataclass(slots=True)
 class Class_times:
     """The run times of one class's finished commands: their count and total, and a sample of
-    at most ``SAMPLE`` of them for the percentile (every other one is dropped when full)."""
+    at most ``SAMPLE`` of them for the percentile.
+
+    The sample holds every ``stride``-th time in the order they came; the stride doubles (every
+    other time kept is dropped) whenever the sample would hold more. Each time kept then stands
+    for as many commands, early and late ones alike: a sample that took every new time at
+    first and halved itself when full held mostly the last ones.
+    """
 
     count: int
     total: float
     sample: array[float]
+    stride: int = 1
+
+    def keep(self, times: Sequence[float], count: int, total: float, stride: int = 1) -> None:
+        """Count ``count`` more commands that took ``total`` seconds, of which ``times`` are
+        every ``stride``-th (a power of two, as this one's)."""
+        mine = self.stride
+        if stride == mine == 1:  # (every time is kept until the sample is first full)
+            self.sample.extend(times)
+        else:
+            if stride > mine:  # (theirs are sparser: this sample thins to match)
+                self.sample = self.sample[:: stride // mine]
+                mine = self.stride = stride
+            # The times kept are those at a multiple of the stride, counting from the first
+            # command of the class: the first of theirs there, then one in every step.
+            first = (-self.count % mine + stride - 1) // stride
+            self.sample.extend(times[first :: mine // stride])
+        self.count += count
+        self.total += total
+        if len(self.sample) > SAMPLE:
+            self.thin()
 
     def thin(self) -> None:
-        """Keep every other time until the sample holds ``SAMPLE`` at most."""
+        """Drop every other time kept until the sample holds ``SAMPLE`` at most."""
         sample = self.sample
         while len(sample) > SAMPLE:
             sample = self.sample = sample[::2]
+            self.stride *= 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +169,16 @@ class Run_statistics:
             record = self.worked[rank] = Slave_statistics()
         return record
 
-    def _keep(self, name: str, times: Sequence[float], count: int, total: float) -> None:
+    def _keep(
+        self, name: str, times: Sequence[float], count: int, total: float, stride: int = 1
+    ) -> None:
         record = self.classes.get(name)
         if record is None:
-            record = self.classes[name] = Class_times(count, total, array("d", times))
+            record = self.classes[name] = Class_times(count, total, array("d", times), stride)
+            if len(times) > SAMPLE:
+                record.thin()
         else:
-            record.count += count
-            record.total += total
-            record.sample.extend(times)
-        if len(record.sample) > SAMPLE:
-            record.thin()
+            record.keep(times, count, total, stride)
 
     @property
     def times(self) -> dict[str, array[float]]:
@@ -196,7 +223,7 @@ class Run_statistics:
             self.queued += other.queued
             self.failed += len(other.failures)
             for name, record in other.classes.items():
-                self._keep(name, record.sample, record.count, record.total)
+                self._keep(name, record.sample, record.count, record.total, record.stride)
 
     def one_line(self) -> str:
         batches = sum(slave.batches for slave in self.worked.values())
