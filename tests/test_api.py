@@ -27,7 +27,9 @@ from multi import (
     Verbosity,
     load_multiprocessor,
     raise_unimplemented,
+    wire,
 )
+from multi.slave import Report, report_from_wire, seal
 from tests import workloads as w
 from tests.conftest import run_master
 
@@ -114,6 +116,17 @@ def test_a_usual_result_holds_its_rank_alone_and_travels_so() -> None:
     other = Result_command(processor, completed=False, memo_id=7)
     assert vars(other) == {"completed": False, "memo_id": 7, "rank": 0}
     assert vars(pickle.loads(pickle.dumps(usual))) == {"rank": 0}
+
+
+def test_a_result_holding_only_its_rank_travels_in_a_report_without_it() -> None:
+    processor = load_multiprocessor("uni", None)  # type: ignore[arg-type]
+    bare, carrying = Result_command(processor), w.Value(processor, "data")
+    bare.rank = carrying.rank = 3  # (as made on slave 3)
+    for result, travels in ((bare, {}), (carrying, {"rank": 3, "value": "data"})):
+        frames = seal(Report(3, [result], 1, [0.0]), [None])
+        assert vars(wire.loads(frames)[1][0]) == travels
+        arrived = report_from_wire(wire.loads(frames)).results[0]
+        assert (type(arrived), vars(arrived)) == (type(result), {**travels, "rank": 3})
 
 
 def test_load_multiprocessor_fills_the_processor_box() -> None:

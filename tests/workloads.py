@@ -15,9 +15,9 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
-from multi import Memo, Result_command, Slave_command, fetch_data
+from multi import Batched_result_command, Memo, Result_command, Slave_command, fetch_data
 
 
 class Record(Memo):
@@ -139,6 +139,22 @@ class Flags(Slave_command):
         processor.return_object(Flagged(processor))
         processor.return_object(Flagged(processor, completed=False))
         processor.return_object(Flagged(processor, memo_id=self.target))
+
+
+class Noted(Result_command):
+    """Notes on the master what it says of itself (completed, memo_id, rank) in ``seen``."""
+
+    seen: ClassVar[list[tuple[bool, int | None, int]]] = []
+
+    def run(self, processor: Any, memo: None) -> None:
+        self.seen.append((self.completed, self.memo_id, self.rank))
+
+
+class Batched_usual(Slave_command):
+    """Returns a usual result inside a ``Batched_result_command`` (which takes no memo)."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Batched_result_command(processor, [Noted(processor)]))
 
 
 class Talk(Slave_command):

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from multi import capture, collector, logs, wire
 from multi.errors import Failure, UnpicklableError, describe, exit_status
+from multi.results import Result
 from multi.wire import unpicklable_error
 
 if TYPE_CHECKING:
@@ -372,7 +373,10 @@ def rebuilt_report(rank: int, frames: Sequence[Any]) -> Report:
 
 def report_from_wire(fields: Sequence[Any]) -> Report:
     """A report as ``seal`` pickled it (its ``fields``), unpickled. Where its results and
-    failures do not unpickle, it keeps its output, and ``unreadable`` says why."""
+    failures do not unpickle, it keeps its output, and ``unreadable`` says why. Its results
+    (``Result``'s, where a result may be any object with ``run``) get its rank, as the slave
+    that returned them: one that held nothing else travelled without it
+    (``wire._bare_result``)."""
     report = Report(*fields)
     packed: Any = report.results
     if type(packed) is Packed:
@@ -381,6 +385,10 @@ def report_from_wire(fields: Sequence[Any]) -> Report:
         except Exception as error:
             report.results, report.counts = [], 0
             report.unreadable = Failure(_not_unpickled(report.rank, error), "On the master:")
+    rank = report.rank
+    for result in report.results:
+        if isinstance(result, Result):
+            result.rank = rank
     return report
 
 

@@ -34,6 +34,7 @@ import cloudpickle
 
 from multi import reducers, sent_code
 from multi.errors import UnpicklableError
+from multi.results import Result
 
 PROTOCOL = 5
 #: The names under which a process knows the application's main module (``__mp_main__`` in a
@@ -79,10 +80,25 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
             reducer: Callable[[Any], Any] = made or _main_code
         elif cls in copyreg.dispatch_table:
             reducer = _as_registered(cls)
+        elif self.reports and issubclass(cls, Result) and reducers.plain[cls] is not None:
+            reducer = _bare_result(copyreg.__newobj__, (cls,))  # type: ignore[attr-defined]
         else:
             reducer = reducers.plain[cls] or _by_default
         self[cls] = reducer
         return reducer
+
+
+def _bare_result(new: Callable[..., Any], args: tuple[Any, ...]) -> Callable[[Any], Any]:
+    """The reducer of a plain class of results, in a report: an instance that holds nothing
+    but its rank travels as its class alone, and the master gives it the report's rank
+    (``multi.slave.report_from_wire``). Unpickled with its rank, it took the master four
+    times as long (220 ns against 55)."""
+
+    def reduce(obj: Any) -> Any:
+        state = obj.__dict__
+        return new, args, None if len(state) == 1 and "rank" in state else (state or None)
+
+    return reduce
 
 
 def _as_registered(cls: type) -> Callable[[Any], Any]:
@@ -103,6 +119,15 @@ def _as_received(cls: type) -> Callable[[Any], Any] | None:
     name = sent_code.received(cls) if _plain_made(cls) else None
     if name is None:
         return None
+
+    if issubclass(cls, Result):
+        bare = _bare_result(_NEW, (name,))
+
+        def reduce_result(obj: Any) -> Any:
+            _kept.named += 1  # (noted for ``dumps``)
+            return bare(obj)
+
+        return reduce_result
 
     def reduce(obj: Any) -> Any:
         _kept.named += 1  # (noted for ``dumps``)
