@@ -225,6 +225,23 @@ def test_a_result_reads_on_the_master_the_completed_memo_id_and_rank_it_was_made
     assert inside == [(True, None, batched)]
 
 
+def test_a_command_reads_on_its_slave_the_id_of_the_memo_it_was_queued_with(fabric: str) -> None:
+    def body(processor: Any) -> tuple[list[int], list[list[Any]]]:
+        memos = [w.Record(str(i)) for i in range(3)]
+        for memo in [*memos, memos[1]]:  # (the second memo for two commands)
+            processor.add_to_queue(w.Own_memo_id(), memo)
+        stray = w.Own_memo_id()
+        stray.memo_id = memos[0].memo_id()  # (queued without a memo: it has none)
+        processor.add_to_queue(stray)
+        processor.add_to_queue(w.Own_memo_id(more=True), memos[2])
+        processor.run_queue()
+        unclaimed = [value for _, value in processor.data_store.__dict__.get("unclaimed", [])]
+        return [memo.memo_id() for memo in memos], [values(memo) for memo in memos] + [unclaimed]
+
+    ids, seen = run_master(fabric, body)
+    assert seen == [[ids[0]], [ids[1], ids[1]], [ids[2], ids[2]], [None]]
+
+
 @pytest.mark.parametrize("each", [0, 1, 2])
 def test_commands_that_return_as_many_results_each_deliver_them_to_their_own_memos(
     fabric: str, each: int

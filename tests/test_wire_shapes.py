@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from multi import wire
+from multi import sent_code, wire
 from multi.errors import Failure
 from multi.slave import SETUP_ID, Report, batch_for_wire, rebuilt_batch, rebuilt_report, seal
 from tests import workloads as w
@@ -39,6 +39,18 @@ def test_a_batch_comes_back_with_the_ids_of_its_commands(ids: Sequence[int]) -> 
     assert [command.x for command in batch[1]] == [0, 1, 2, 3][: len(ids)]
     if isinstance(ids, range):  # a stretch names its first index, not a range object
         assert b"range" not in bytes(frames[0])
+
+
+def test_a_command_holding_only_its_memo_id_travels_without_it_and_gets_it_back() -> None:
+    bare, more = w.Tiny(), w.Square(2)
+    memo_ids = [None, None, 41, 42]
+    frames = wire.dumps(batch_for_wire((range(2, 4), [bare, more]), memo_ids), sent_code.Peer())
+
+    _, commands, held, _ = wire.loads(frames)
+    assert (vars(commands[0]), vars(commands[1]), held) == ({}, {"memo_id": None, "x": 2}, [41, 42])
+    batch = rebuilt_batch(frames)
+    assert not isinstance(batch, Exception)
+    assert [vars(command) for command in batch[1]] == [{"memo_id": 41}, {"memo_id": 42, "x": 2}]
 
 
 def test_a_report_comes_back_whole() -> None:

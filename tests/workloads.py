@@ -150,6 +150,19 @@ class Noted(Result_command):
         self.seen.append((self.completed, self.memo_id, self.rank))
 
 
+class Own_memo_id(Slave_command):
+    """Returns its ``memo_id`` as it reads on the slave, in a result that names that memo
+    itself, as the original's commands did; with ``more``, it holds an attribute more."""
+
+    def __init__(self, more: bool = False) -> None:
+        super().__init__()
+        if more:
+            self.more = more
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Value(processor, self.memo_id, memo_id=self.memo_id))
+
+
 class Batched_usual(Slave_command):
     """Returns a usual result inside a ``Batched_result_command`` (which takes no memo)."""
 

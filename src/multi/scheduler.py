@@ -242,18 +242,18 @@ class Scheduler:
         if transport.pickled:
             peer = self._peer(rank)
             try:
-                payload = _pickled(commands, indices, peer)
+                payload = _pickled(run, indices, peer)
             except UnpicklableError:
                 indices = self._drop_unpicklable(run, rank, indices)
                 if not indices:
                     return indices
-                payload = _pickled(commands, indices, peer)
+                payload = _pickled(run, indices, peer)
             nbytes = wire.size(payload)
             fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             while fit < len(indices):
                 run.put_back(indices[fit:])
                 indices = indices[:fit]
-                payload = _pickled(commands, indices, peer)
+                payload = _pickled(run, indices, peer)
                 nbytes = wire.size(payload)
                 fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             run.sizer.sent(len(indices), nbytes)
@@ -663,9 +663,10 @@ class Scheduler:
             ]
 
 
-def _pickled(commands: list[Any], indices: Sequence[int], peer: sent_code.Peer) -> wire.Frames:
+def _pickled(run: Run, indices: Sequence[int], peer: sent_code.Peer) -> wire.Frames:
     """The frames of the batch of the commands at ``indices``, for the slave ``peer``."""
-    return wire.dumps(batch_for_wire((indices, _pick(commands, indices))), peer)
+    batch = (indices, _pick(run.commands, indices))
+    return wire.dumps(batch_for_wire(batch, run.memo_ids), peer)
 
 
 def _pick(commands: list[Any], indices: Sequence[int]) -> list[Any]:

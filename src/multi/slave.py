@@ -330,23 +330,36 @@ UNREADABLE_ADVICE = (
 
 
 #: A batch as it travels (``batch_for_wire``).
-Travelled = tuple[int | Sequence[int], Sequence["Slave_command"], logs.Levels]
+Travelled = tuple[int | Sequence[int], Sequence["Slave_command"], Sequence[int | None], logs.Levels]
 
 
-def batch_for_wire(batch: Batch) -> Travelled:
+def batch_for_wire(batch: Batch, memo_ids: Sequence[int | None] | None = None) -> Travelled:
     """A batch as it is pickled: a stretch of the run's commands names only its first index
-    (a ``range`` pickles in as much time as the rest of a batch of one command); the levels of
-    the master's loggers go with it, for the slave's records (``multi.logs``)."""
+    (a ``range`` pickles in as much time as the rest of a batch of one command); the ids of
+    their memos in the run (``memo_ids``, by index; none without it) go as one list, which a
+    command that holds nothing else travels without (``wire._lone``); the levels of the
+    master's loggers go with it, for the slave's records (``multi.logs``)."""
     ids, commands = batch
-    first = ids.start if type(ids) is range and ids.step == 1 else ids
-    return first, commands, logs.master_levels()
+    if type(ids) is range and ids.step == 1:
+        first: int | Sequence[int] = ids.start
+        held = [None] * len(commands) if memo_ids is None else memo_ids[ids.start : ids.stop]
+    else:
+        first = ids
+        held = [None] * len(commands) if memo_ids is None else [memo_ids[i] for i in ids]
+    return first, commands, held, logs.master_levels()
 
 
 def batch_from_wire(travelled: Travelled) -> Batch:
-    """A batch as ``batch_for_wire`` made it, unpickled: its ids again, the master's levels
-    noted for the slave's loggers."""
-    ids, commands, levels = travelled
+    """A batch as ``batch_for_wire`` made it, unpickled: its ids again, each command's
+    ``memo_id`` the id of the memo it was queued with (as ``add_to_queue`` set it), the
+    master's levels noted for the slave's loggers."""
+    ids, commands, memo_ids, levels = travelled
     logs.want(levels)
+    for command, memo_id in zip(commands, memo_ids, strict=True):
+        try:  # noqa: SIM105 (suppress() would cost a call per command)
+            command.memo_id = memo_id
+        except AttributeError:  # (an object with run() that takes no attributes)
+            pass
     if isinstance(ids, int):
         return range(ids, ids + len(commands)), commands
     return ids, commands
@@ -376,7 +389,7 @@ def report_from_wire(fields: Sequence[Any]) -> Report:
     failures do not unpickle, it keeps its output, and ``unreadable`` says why. Its results
     (``Result``'s, where a result may be any object with ``run``) get its rank, as the slave
     that returned them: one that held nothing else travelled without it
-    (``wire._bare_result``)."""
+    (``wire._lone``)."""
     report = Report(*fields)
     packed: Any = report.results
     if type(packed) is Packed:
