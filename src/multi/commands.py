@@ -15,7 +15,9 @@ class Slave_command:
     """A piece of work run on a slave; subclasses carry their data and define ``run``.
 
     A command must pickle on fabrics whose slaves are other processes: keep what does not
-    (open files, locks, bound methods of master objects) in a ``Memo`` on the master.
+    (open files, locks, bound methods of master objects) in a ``Memo`` on the master. On its
+    slave, ``memo_id`` is the id of the memo it was queued with (None without one), which its
+    batch carries for all its commands.
     """
 
     def __init__(self) -> None:
