@@ -65,6 +65,17 @@ def test_tiny_commands_travel_in_growing_batches_with_a_second_one_in_flight() -
     assert outcome.seconds < 20000 * 1e-5 / 2 * 1.5
 
 
+def test_the_last_batches_of_tiny_commands_hold_no_fewer_than_run_in_a_round_trip() -> None:
+    script = Script([1e-5] * 20000)
+    outcome = simulate(script, 2)
+    floor = round(script.round_trip / 1e-5)
+    sizes = [len(ids) for _, _, ids in outcome.transport.sent]
+    assert sizes[:2] == [1, 1]  # nothing is known of the commands yet
+    # (the last batch takes what is left, which may be fewer)
+    assert all(size >= floor for size in sizes[2:-1]), sizes
+    assert outcome.delivered == list(range(20000))
+
+
 def test_the_last_commands_spread_over_every_slave() -> None:
     outcome = simulate(Script([1e-3] * 400), 8)
     tail = outcome.transport.sent[-8:]

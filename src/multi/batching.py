@@ -8,7 +8,8 @@ and the round trip of a batch beyond the work it holds (messages, pickling, waki
   length are spread one per slave first.
 - A batch then holds as many commands as run in about ``TARGET_SECONDS`` and take at most
   ``MAX_BATCH_BYTES`` (a larger command travels alone), and no more than an even share of what
-  is left, so that the last commands spread over every slave.
+  is left, so that the last commands spread over every slave; but no fewer than run in one
+  round trip, since a batch split smaller ends no sooner, each part paying a round trip.
 - A slave gets a second batch to hold only where that hides a round trip that would otherwise
   idle it for more than ``IDLE_SHARE`` of its time (tiny commands, large payloads), only while
   enough commands are left for every slave to get another batch after it, and only if the
@@ -51,6 +52,8 @@ class Batch_sizer:
         if self.bytes:
             wanted = min(wanted, MAX_BATCH_BYTES / self.bytes)
         share = math.ceil(waiting / (2 * self.slaves))
+        if self.round_trip is not None:  # (the tail of tiny commands: 1 ms of a 35 ms run)
+            share = max(share, round(self.round_trip / max(self.seconds, 1e-7)))
         return max(1, min(int(wanted), share, MAX_BATCH))
 
     def second_batch_pays(self, waiting: int, size: int) -> bool:
