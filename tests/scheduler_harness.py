@@ -45,8 +45,11 @@ def simulate(
     pinned: bool = False,
     payloads: list[bytes] | None = None,
     liveness: float | None = None,
+    answered: bool = False,
 ) -> Outcome:
-    """Run the script's commands on ``slaves`` fake slaves; record and return what happened."""
+    """Run the script's commands on ``slaves`` fake slaves; record and return what happened.
+    With ``answered``, every slave has answered in an earlier run (its first round trip is
+    timed)."""
     clock = Clock()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(scheduler_module, "time", clock)
@@ -80,6 +83,8 @@ def simulate(
             liveness=liveness,
             tell=outcome.told.append,
         )
+        if answered:
+            scheduler._answered.update(transport.ranks)
         commands = [
             Fake_command(index, payloads[index] if payloads else b"")
             for index in range(len(script))

@@ -53,6 +53,14 @@ def test_a_slave_gets_a_second_batch_only_once_every_slave_has_one() -> None:
     assert sorted(first_four) == [1, 2, 3, 4]
 
 
+@pytest.mark.parametrize("slaves", [2, 4])
+def test_every_slave_gets_a_sized_batch_before_any_gets_a_second(slaves: int) -> None:
+    outcome = simulate(Script([1e-5] * 5000), slaves, answered=True)
+    ranks = [rank for _, rank, _ in outcome.transport.sent]
+    everyone = list(range(1, slaves + 1))
+    assert sorted(ranks[:slaves]) == sorted(ranks[slaves : 2 * slaves]) == everyone
+
+
 def test_tiny_commands_travel_in_growing_batches_with_a_second_one_in_flight() -> None:
     outcome = simulate(Script([1e-5] * 20000), 2)
     sizes = [len(ids) for _, _, ids in outcome.transport.sent]

@@ -24,13 +24,15 @@ from multi.statistics import Run_statistics
 @dataclass(slots=True)
 class Sent:
     """A batch in flight: the indices of its commands, when it left, whether its round trip
-    tells the scheduler anything, and whether it restores a new slave's data rather than
-    running commands of the run."""
+    tells the scheduler anything, whether it restores a new slave's data rather than
+    running commands of the run, and whether it left before any command of the run had
+    finished (``blind``: one command, sized on nothing)."""
 
     indices: Sequence[int]
     sent_at: float
     timed: bool  # its slave had answered before, and held nothing else when it was sent
     setup: bool = False
+    blind: bool = False
 
 
 class Run:
