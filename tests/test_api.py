@@ -127,6 +127,11 @@ def test_a_result_holding_only_its_rank_travels_in_a_report_without_it() -> None
         assert vars(wire.loads(frames)[1][0]) == travels
         arrived = report_from_wire(wire.loads(frames)).results[0]
         assert (type(arrived), vars(arrived)) == (type(result), {**travels, "rank": 3})
+    inner = Result_command(processor)
+    inner.rank = 3
+    inside = w.Value(processor, inner)  # (not returned itself: it keeps its rank)
+    frames = seal(Report(3, [inside], 1, [0.0]), [None])
+    assert vars(wire.loads(frames)[1][0].value) == {"rank": 3}
 
 
 def test_load_multiprocessor_fills_the_processor_box() -> None:

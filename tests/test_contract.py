@@ -242,6 +242,18 @@ def test_a_command_reads_on_its_slave_the_id_of_the_memo_it_was_queued_with(fabr
     assert seen == [[ids[0]], [ids[1], ids[1]], [ids[2], ids[2]], [None]]
 
 
+def test_what_travels_inside_a_command_or_a_result_keeps_its_memo_id_and_rank(fabric: str) -> None:
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        processor.add_to_queue(w.Nesting(), memo)
+        processor.run_queue()
+        return memo.values
+
+    (outer, inner), (rank, inner_memo_id) = run_master(fabric, body)
+    assert outer == inner == rank and rank in range(1, 17)
+    assert inner_memo_id is None  # (never queued)
+
+
 @pytest.mark.parametrize("each", [0, 1, 2])
 def test_commands_that_return_as_many_results_each_deliver_them_to_their_own_memos(
     fabric: str, each: int

@@ -163,6 +163,30 @@ class Own_memo_id(Slave_command):
         processor.return_object(Value(processor, self.memo_id, memo_id=self.memo_id))
 
 
+class Holder(Result_command):
+    """Holds another result; notes on the master its own rank and the other's."""
+
+    def __init__(self, processor: Any, inner: Result_command) -> None:
+        super().__init__(processor)
+        self.inner = inner
+
+    def run(self, processor: Any, memo: Record) -> None:
+        memo.values.append((self.rank, self.inner.rank))
+
+
+class Nesting(Slave_command):
+    """Holds a command that was never queued, and returns what its ``memo_id`` reads on the
+    slave; returns a usual result inside another."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = Own_memo_id()
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Holder(processor, Result_command(processor)))
+        processor.return_object(Value(processor, self.inner.memo_id))
+
+
 class Batched_usual(Slave_command):
     """Returns a usual result inside a ``Batched_result_command`` (which takes no memo)."""
 

@@ -17,11 +17,14 @@ class Slave_command:
     A command must pickle on fabrics whose slaves are other processes: keep what does not
     (open files, locks, bound methods of master objects) in a ``Memo`` on the master. On its
     slave, ``memo_id`` is the id of the memo it was queued with (None without one), which its
-    batch carries for all its commands.
+    batch carries for all its commands; a command that travels inside another holds its own
+    where it holds more (else None: it was not queued).
     """
 
+    memo_id: int | None = None
+
     def __init__(self) -> None:
-        self.memo_id: int | None = None
+        self.memo_id = None
 
     def run(self, processor: Processor, completed: bool) -> None:
         """Do the work on a slave; hand results back with ``processor.return_object``."""

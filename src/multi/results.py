@@ -94,6 +94,4 @@ class Batched_result_command(Result_command):
             raise ValueError("a Batched_result_command has no memo: its results name their own")
         replay(self.io_data, None)
         for result in self.result_commands:
-            if "rank" not in vars(result):  # it held nothing else, and travelled without it
-                result.rank = self.rank
             processor.process_result(result)

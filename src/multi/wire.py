@@ -35,7 +35,6 @@ import cloudpickle
 from multi import reducers, sent_code
 from multi.commands import Slave_command
 from multi.errors import UnpicklableError
-from multi.results import Result
 
 PROTOCOL = 5
 #: The names under which a process knows the application's main module (``__mp_main__`` in a
@@ -81,33 +80,29 @@ class _Reducers(dict[type, Callable[[Any], Any]]):
             reducer: Callable[[Any], Any] = made or _main_code
         elif cls in copyreg.dispatch_table:
             reducer = _as_registered(cls)
-        elif (lone := _lone(cls, self.reports)) and reducers.plain[cls] is not None:
-            new = copyreg.__newobj__  # type: ignore[attr-defined]
-            reducer = _bare_reducer(new, (cls,), lone)
+        elif not self.reports and issubclass(cls, Slave_command) and reducers.plain[cls]:
+            reducer = _as_queued(copyreg.__newobj__, (cls,))  # type: ignore[attr-defined]
         else:
             reducer = reducers.plain[cls] or _by_default
         self[cls] = reducer
         return reducer
 
 
-def _lone(cls: type, reports: bool) -> str:
-    """The attribute that an instance of ``cls`` travels without where it holds nothing else
-    (or ""), as the message says it for all: a result's rank in a report, whose results the
-    master gives the report's rank (``multi.slave.report_from_wire``); a command's memo id in a
-    batch, which carries the memo ids of its commands (``multi.slave.batch_for_wire``).
-    Unpickled with one attribute, an instance took four times as long (220 ns against 55)."""
-    if reports:
-        return "rank" if issubclass(cls, Result) else ""
-    return "memo_id" if issubclass(cls, Slave_command) else ""
+# An instance that holds one attribute unpickles in four times the time of one that holds none
+# (220 ns against 55): pickle builds its state, a dictionary, and sets it item by item. Where the
+# message says that attribute for all its instances, they travel without it (a result's rank:
+# ``multi.slave.seal``).
 
 
-def _bare_reducer(new: Callable[..., Any], args: tuple[Any, ...], lone: str) -> reducers.Reducer:
-    """The reducer of a plain class whose instances travel without ``lone`` (see ``_lone``)
-    where it is all they hold."""
+def _as_queued(new: Callable[..., Any], args: tuple[Any, ...]) -> reducers.Reducer:
+    """The reducer of a plain class of commands, in a batch: a command that holds nothing but
+    its memo id travels as its class alone; the batch carries the memo ids of its commands
+    (``multi.slave.batch_for_wire``), and one inside another command was not queued: its memo
+    id reads None (the class's)."""
 
     def reduce(obj: Any) -> Any:
         state = obj.__dict__
-        return new, args, None if len(state) == 1 and lone in state else (state or None)
+        return new, args, None if len(state) == 1 and "memo_id" in state else (state or None)
 
     return reduce
 
@@ -131,12 +126,9 @@ def _as_received(cls: type) -> Callable[[Any], Any] | None:
     if name is None:
         return None
 
-    lone = _lone(cls, reports=True)
-
     def reduce(obj: Any) -> Any:
         _kept.named += 1  # (noted for ``dumps``)
-        state = obj.__dict__
-        return _NEW, (name,), None if len(state) == 1 and lone in state else (state or None)
+        return _NEW, (name,), obj.__dict__ or None
 
     return reduce
 
@@ -147,7 +139,7 @@ def _as_sent(cls: type) -> Callable[[Any], Any] | None:
     which defines it first."""
     if not _plain_made(cls):
         return None
-    lone = _lone(cls, reports=False)
+    lone = "memo_id" if issubclass(cls, Slave_command) else ""  # (see ``_as_queued``)
 
     def reduce(obj: Any) -> Any:
         kept = _kept
