@@ -41,10 +41,13 @@ def test_a_batch_comes_back_with_the_ids_of_its_commands(ids: Sequence[int]) -> 
         assert b"range" not in bytes(frames[0])
 
 
-def test_a_command_holding_only_its_memo_id_travels_without_it_and_gets_it_back() -> None:
+@pytest.mark.parametrize("ids", [range(2, 4), [2, 3]])  # (a stretch, and commands sent again)
+def test_a_command_holding_only_its_memo_id_travels_without_it_and_gets_it_back(
+    ids: Sequence[int],
+) -> None:
     bare, more = w.Tiny(), w.Square(2)
     memo_ids = [None, None, 41, 42]
-    frames = wire.dumps(batch_for_wire((range(2, 4), [bare, more]), memo_ids), sent_code.Peer())
+    frames = wire.dumps(batch_for_wire((ids, [bare, more]), memo_ids), sent_code.Peer())
 
     _, commands, held, _ = wire.loads(frames)
     assert (vars(commands[0]), vars(commands[1]), held) == ({}, {"memo_id": None, "x": 2}, [41, 42])

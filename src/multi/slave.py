@@ -273,11 +273,10 @@ def seal(report: Report, commands: Sequence[Any]) -> wire.Frames:
 
 
 def _leave_ranks(results: list[Any]) -> None:
-    """Take its rank off each result that holds nothing else: it travels as its class alone,
-    and the master gives the results of a report the report's rank (``report_from_wire``).
-    Unpickled with one attribute, an instance took four times as long (220 ns against 55): pickle
-    builds its state, a dictionary, and sets it item by item. A result inside another's
-    attributes keeps its own. (The slave lets go of its results once they are pickled.)"""
+    """Take its rank off each result that holds nothing else: it travels as its class alone
+    (why: ``multi.wire``, beside ``_as_queued``), and the master gives the results of a report
+    the report's rank (``report_from_wire``). A result inside another's attributes keeps its
+    own. (The slave lets go of its results once they are pickled.)"""
     for result in results:
         if isinstance(result, Result):  # (a result may be any object with run())
             state = result.__dict__
@@ -351,7 +350,7 @@ def batch_for_wire(batch: Batch, memo_ids: Sequence[int | None] | None = None) -
     """A batch as it is pickled: a stretch of the run's commands names only its first index
     (a ``range`` pickles in as much time as the rest of a batch of one command); the ids of
     their memos in the run (``memo_ids``, by index; none without it) go as one list, which a
-    command that holds nothing else travels without (``_leave_ranks``); the levels of the
+    command that holds nothing else travels without (``wire._as_queued``); the levels of the
     master's loggers go with it, for the slave's records (``multi.logs``)."""
     ids, commands = batch
     if type(ids) is range and ids.step == 1:
