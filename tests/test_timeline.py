@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from multi import CommandTimeoutError, load_multiprocessor
 from multi.timeline import draw
@@ -278,6 +280,67 @@ def test_the_sample_of_a_long_program_stands_for_early_and_late_commands_alike(
     assert program.counts["Fit"] == runs * size and len(times) <= SAMPLE
     assert abs(list(times).count(0.003) / len(times) - 0.1) < 0.01
     assert program.class_table().splitlines()[1].split()[-2:] == ["3.0", "ms"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 50_000), min_size=1, max_size=10),
+    already=st.sampled_from([0, 1, 30_000, 70_000]),
+)
+def test_runs_counted_in_together_keep_the_times_they_keep_counted_in_one_by_one(
+    sizes: list[int], already: int
+) -> None:
+    """The totals count many runs at once; a program already past its first sample, and runs
+    large enough to keep a sample of their own, keep the same times in the same order."""
+    from multi.statistics import Run_statistics
+
+    class Fit:
+        pass
+
+    made = 0
+
+    def run_of(size: int) -> Run_statistics:
+        nonlocal made
+        run = Run_statistics({1})
+        seconds = [float(made + i) for i in range(size)]
+        made += size
+        if size == 1:  # a run of one command, as the scheduler notes its report
+            run.slave(1).batches += 1
+            run.ran(1, [Fit()], range(1), seconds)
+        else:
+            run.timed([Fit()] * size, range(size), seconds)
+        return run
+
+    before = run_of(already) if already else None
+    runs = [run_of(size) for size in sizes]
+    one_by_one, together = Run_statistics(), Run_statistics()
+    if before is not None:
+        one_by_one.add(before)
+        together.add(before)
+    for run in runs:
+        one_by_one.add(run)
+    together.add(*runs)
+    expected, got = one_by_one.classes["Fit"], together.classes["Fit"]
+    assert (got.count, got.stride, got.total) == (expected.count, expected.stride, expected.total)
+    assert list(together.times["Fit"]) == list(one_by_one.times["Fit"])
+    assert together.slaves[1].commands == [*sizes, already].count(1)  # (ran counts, timed not)
+
+
+def test_the_times_of_runs_of_one_command_add_up_in_the_run_and_the_program() -> None:
+    from multi.statistics import Run_statistics
+
+    class Fit:
+        pass
+
+    run = Run_statistics({1})
+    for taken in (0.001, 0.003):  # two reports of one command each
+        run.ran(1, [Fit()], range(1), [taken])
+    assert (run.counts, run.totals) == ({"Fit": 2}, {"Fit": pytest.approx(0.004)})
+    assert list(run.times["Fit"]) == [0.001, 0.003]
+    program = Run_statistics()
+    program.add(run, run)
+    assert list(program.times["Fit"]) == [0.001, 0.003, 0.001, 0.003]
+    assert run.slaves[1].commands == 2
 
 
 def test_the_run_times_a_program_reads_are_its_own_to_change() -> None:

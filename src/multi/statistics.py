@@ -33,7 +33,6 @@ class Slave_statistics:
         self.lost += other.lost
 
 
-@dataclass(slots=True)
 class Class_times:
     """The run times of one class's finished commands: their count and total, and a sample of
     at most ``SAMPLE`` of them for the percentile.
@@ -44,15 +43,26 @@ class Class_times:
     first and halved itself when full held mostly the last ones.
     """
 
-    count: int
-    total: float
-    sample: array[float]
-    stride: int = 1
+    __slots__ = ("count", "sample", "stride", "total")
+
+    def __init__(
+        self, count: int, total: float, sample: array[float] | list[float], stride: int = 1
+    ) -> None:
+        # (made for every class of every run: a dataclass's own took twice as long)
+        self.count = count
+        self.total = total
+        self.sample = sample
+        self.stride = stride
+
+    def __repr__(self) -> str:
+        return f"Class_times(count={self.count}, total={self.total}, stride={self.stride})"
 
     def keep(self, times: Sequence[float], count: int, total: float, stride: int = 1) -> None:
         """Count ``count`` more commands that took ``total`` seconds, of which ``times`` are
         every ``stride``-th (a power of two, as this one's)."""
         mine = self.stride
+        if type(self.sample) is list:  # the one time of a run's first report: an array now
+            self.sample = array("d", self.sample)
         if stride == mine == 1:  # (every time is kept until the sample is first full)
             self.sample.extend(times)
         else:
@@ -128,10 +138,15 @@ class Run_statistics:
         The commands at ``indices`` finished on the slave of ``rank`` in ``seconds`` each (one
         figure per finished command: fewer than ``indices`` where the slave ended mid-batch).
         """
-        record = self.slave(rank)
-        if len(seconds) == 1:  # a round trip of one command
+        record = self.worked.get(rank) or self.slave(rank)  # (made when its batch was sent)
+        if len(seconds) == 1:  # a round trip of one command, the path of a run of one
             busy = seconds[0]
-            self._keep(kind(commands[indices[0]]), seconds, 1, busy)
+            name = kind(commands[indices[0]])
+            known = self.classes.get(name)
+            if known is None:  # (a list of one: an array costs 0.1 µs more to make)
+                self.classes[name] = Class_times(1, busy, [busy])
+            else:
+                known.keep(seconds, 1, busy)
         else:
             busy = sum(seconds)
             self.timed(commands, indices, seconds)
@@ -215,9 +230,10 @@ class Run_statistics:
     def add(self, *others: Run_statistics) -> None:
         """Count other runs in (their failures as a number, not the exceptions themselves):
         many at once, as the processor counts a program's runs."""
+        worked = self.worked
         for other in others:
             for rank, slave in other.worked.items():
-                self.slave(rank).add(slave)
+                (worked.get(rank) or self.slave(rank)).add(slave)
             self.ranks |= other.ranks
             self.seconds += other.seconds
             self.queued += other.queued
