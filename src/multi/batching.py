@@ -36,6 +36,8 @@ def _blend(old: float | None, new: float) -> float:
 class Batch_sizer:
     """The estimates of one run, and the batch sizes they give."""
 
+    __slots__ = ("batching", "bytes", "pickled", "round_trip", "seconds", "slaves")
+
     def __init__(self, slaves: int, batching: bool, pickled: bool) -> None:
         self.slaves = max(1, slaves)
         self.batching = batching

@@ -105,7 +105,7 @@ class Run:
         self.started = time.perf_counter()
         #: What the run has learnt of its commands, for the size of its batches.
         self.sizer = sizer
-        self.statistics = Run_statistics(ranks=set(ranks))
+        self.statistics = Run_statistics(set(ranks))
 
     # The queue ---------------------------------------------------------------------------
 

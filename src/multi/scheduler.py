@@ -135,7 +135,7 @@ class Scheduler:
                 self._run_inline(run)
             else:
                 self._run_loop(run)
-            self._deliver_ready(run, everything=True)
+            self._deliver_ready(run, True)  # (everything: a keyword costs a run of one 60 ns)
         finally:
             if held:
                 sent_code.release()
@@ -267,7 +267,8 @@ class Scheduler:
             payload = (indices, _pick(commands, indices))
         batches = run.in_flight[rank]
         timed = not batches and rank in self._answered
-        batches.append(Sent(indices, time.perf_counter(), timed, blind=run.sizer.seconds is None))
+        blind = run.sizer.seconds is None
+        batches.append(Sent(indices, time.perf_counter(), timed, False, blind))  # (not setup)
         run.statistics.slave(rank).batches += 1  # (it takes part: its bytes are counted)
         transport.send(rank, payload)
         if peer is not None:
