@@ -207,6 +207,19 @@ def test_a_result_may_name_another_memo(fabric: str) -> None:
     run_master(fabric, body)
 
 
+def test_results_inside_a_batched_result_run_with_their_command_s_memo_or_the_one_they_name(
+    fabric: str,
+) -> None:
+    def body(processor: Any) -> tuple[list[Any], list[Any]]:
+        own, other = w.Record("own"), w.Record("other")
+        processor.add_to_queue(w.Batched_to_memos(other.memo_id()), own)
+        processor.add_to_queue(w.Square(1), other)  # keeps the other memo alive
+        processor.run_queue()
+        return values(own), values(other)
+
+    assert run_master(fabric, body) == (["mine"], ["theirs", 1])
+
+
 def test_a_result_reads_on_the_master_the_completed_memo_id_and_rank_it_was_made_with(
     fabric: str,
 ) -> None:

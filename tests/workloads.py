@@ -187,8 +187,21 @@ class Nesting(Slave_command):
         processor.return_object(Value(processor, self.inner.memo_id))
 
 
+class Batched_to_memos(Slave_command):
+    """Returns, inside a ``Batched_result_command``, a result that names no memo and one that
+    names the memo ``other``."""
+
+    def __init__(self, other: int) -> None:
+        super().__init__()
+        self.other = other
+
+    def run(self, processor: Any, completed: bool) -> None:
+        inside = [Value(processor, "mine"), Value(processor, "theirs", memo_id=self.other)]
+        processor.return_object(Batched_result_command(processor, inside))
+
+
 class Batched_usual(Slave_command):
-    """Returns a usual result inside a ``Batched_result_command`` (which takes no memo)."""
+    """Returns a usual result inside a ``Batched_result_command``."""
 
     def run(self, processor: Any, completed: bool) -> None:
         processor.return_object(Batched_result_command(processor, [Noted(processor)]))

@@ -624,9 +624,13 @@ class Processor:
                 ) from None
         result.run(self, memo)
 
-    def process_result(self, result: Any) -> None:
-        """Run a result command on the master with the memo that it names."""
-        self._run_result(result, None)
+    def process_result(self, result: Any, memo: Memo | None = None) -> None:
+        """Run a result command on the master with the memo that it names, or else ``memo``
+        (what a ``Batched_result_command`` hands on to the results it holds)."""
+        if memo is None or result.memo_id is not None:
+            self._run_result(result, None)
+        else:
+            result.run(self, memo)
 
     def _release_memo(self, memo_id: int | None) -> None:
         if memo_id is None:

@@ -74,7 +74,11 @@ class Result_exception(Result_command):
 
 
 class Batched_result_command(Result_command):
-    """Several results with the output printed while they were made, delivered as one."""
+    """Several results with the output printed while they were made, delivered as one.
+
+    Each runs with the memo it names, or else with the one this result runs with: that of
+    the command that returned it, as if the command had returned them one by one.
+    """
 
     def __init__(
         self,
@@ -90,8 +94,6 @@ class Batched_result_command(Result_command):
     def run(self, processor: Processor, memo: Memo | None) -> None:
         from multi.capture import replay
 
-        if memo is not None:
-            raise ValueError("a Batched_result_command has no memo: its results name their own")
         replay(self.io_data, None)
         for result in self.result_commands:
-            processor.process_result(result)
+            processor.process_result(result, memo)
