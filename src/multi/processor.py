@@ -358,7 +358,8 @@ class Processor:
         held = self._queue_held
         try:
             self._queue_held = None
-            self._execute(commands, memo_ids)
+            scheduler = self._started_scheduler()
+            self._execute_run(scheduler, scheduler.new_run(commands, memo_ids))
         finally:
             collector.restore(held)
 
@@ -368,8 +369,10 @@ class Processor:
         self._refuse_nested("run_command_globally")
         if type(command) not in self._queueable:
             self._check_queueable(command)
-        ranks = list(self._started_transport().ranks)
-        self._execute([command] * len(ranks), [None] * len(ranks), pinned=ranks)
+        scheduler = self._started_scheduler()
+        ranks = list(scheduler.transport.ranks)
+        run = scheduler.new_run([command] * len(ranks), [None] * len(ranks), ranks)
+        self._execute_run(scheduler, run)
 
     def _refuse_nested(
         self,
@@ -425,12 +428,6 @@ class Processor:
         run.on_failure = on_failure
         self._execute_run(scheduler, run, show_progress=False)
         return run.stopped
-
-    def _execute(
-        self, commands: list[Any], memo_ids: list[int | None], pinned: list[int] | None = None
-    ) -> None:
-        scheduler = self._started_scheduler()
-        self._execute_run(scheduler, scheduler.new_run(commands, memo_ids, pinned))
 
     def _execute_run(self, scheduler: Scheduler, run: Run, show_progress: bool = True) -> None:
         self._run = run
