@@ -13,7 +13,7 @@ from collections import deque
 
 import pytest
 
-from multi.batching import MAX_BATCH_BYTES, Batch_sizer
+from multi.batching import MAX_BATCH_BYTES, UNSIZED, Batch_sizer
 from multi.errors import BrokenProcessorError, CommandTimeoutError, SlaveDiedError
 from multi.run import Run
 from multi.scheduler import EARLY_STOP_FAILURES, START_FAILURES
@@ -116,6 +116,13 @@ def test_batch_size_is_learnt_from_this_run_alone() -> None:
     long = simulate(Script([0.5] * 4), 4)
     assert [len(ids) for _, _, ids in long.transport.sent] == [1, 1, 1, 1]
     assert not any(name.startswith("_sizer") for name in vars(long.scheduler))
+
+
+def test_runs_of_one_command_share_a_sizer_that_learns_nothing() -> None:
+    for lengths, deaths in (([1e-5], {}), ([0.5], {0: 1}), ([1e-5], {})):  # (one runs again)
+        outcome = simulate(Script(lengths, deaths=deaths), 2, payloads=[b"x" * 1000])
+        assert outcome.delivered == [0]
+    assert (UNSIZED.seconds, UNSIZED.bytes, UNSIZED.round_trip) == (None, None, None)
 
 
 def test_batches_stay_under_the_byte_bound_unless_one_command_is_larger() -> None:

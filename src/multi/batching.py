@@ -90,3 +90,20 @@ class Batch_sizer:
             self.seconds = _blend(self.seconds, busy / count)
         if elapsed is not None:
             self.round_trip = _blend(self.round_trip, max(0.0, elapsed - busy))
+
+
+class _Unsized(Batch_sizer):
+    """The sizer of a run of one command, which learns nothing: nothing is left to size. It
+    knows nothing either, so every such run shares one (making one took each 0.2 µs)."""
+
+    __slots__ = ()
+
+    def sent(self, count: int, nbytes: int) -> None:
+        pass
+
+    def reported(self, count: int, busy: float, elapsed: float | None) -> None:
+        pass
+
+
+#: The sizer of every run of one command.
+UNSIZED: Batch_sizer = _Unsized(1, batching=False, pickled=False)

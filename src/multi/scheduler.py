@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from multi import sent_code, wire
-from multi.batching import Batch_sizer
+from multi.batching import UNSIZED, Batch_sizer
 from multi.errors import (
     BrokenProcessorError,
     CommandTimeoutError,
@@ -117,7 +117,10 @@ class Scheduler:
         """The state of a run of ``commands`` on the slaves there are now."""
         transport = self.transport
         ranks = transport.ranks
-        sizer = Batch_sizer(len(ranks), transport.batching, transport.pickled)
+        if len(commands) == 1:  # (an open run starts with none, and takes more)
+            sizer = UNSIZED
+        else:
+            sizer = Batch_sizer(len(ranks), transport.batching, transport.pickled)
         return Run(commands, memo_ids, ranks, sizer, pinned, in_order)
 
     def run(self, run: Run) -> None:
@@ -337,7 +340,7 @@ class Scheduler:
             busy = run.statistics.ran(rank, run.commands, indices, report.seconds)
             if self.timeline is not None:
                 self.timeline.ran(rank, indices, run.commands, report)
-            if run.count > 1 or run.source is not None:  # (else nothing is left to size)
+            if run.count > 1 or run.source is not None:  # (else its sizer learns nothing)
                 elapsed = time.perf_counter() - sent.sent_at if sent.timed else None
                 run.sizer.reported(finished, busy, elapsed)
             if finished < len(indices):  # the slave ended in the middle of the batch
