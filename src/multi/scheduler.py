@@ -340,7 +340,7 @@ class Scheduler:
             busy = run.statistics.ran(rank, run.commands, indices, report.seconds)
             if self.timeline is not None:
                 self.timeline.ran(rank, indices, run.commands, report)
-            if run.count > 1 or run.source is not None:  # (else its sizer learns nothing)
+            if run.sizer is not UNSIZED:  # (a run of one command's, which learns nothing)
                 elapsed = time.perf_counter() - sent.sent_at if sent.timed else None
                 run.sizer.reported(finished, busy, elapsed)
             if finished < len(indices):  # the slave ended in the middle of the batch
