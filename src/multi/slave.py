@@ -164,8 +164,8 @@ def execute(
     started = time.time()
     descriptors = context.descriptors
     chunks: Any = [] if descriptors is None else descriptors  # Python's writes go there
-    previous = capture.redirect(chunks)
-    was = processor.swap_context(context)
+    route = capture.redirect(chunks)
+    running_as = processor.run_as(context)
     clock = time.perf_counter
     logs = context.logs
     if descriptors is not None:
@@ -219,8 +219,8 @@ def execute(
     finally:
         if logs is not None:
             logs.end()
-        capture.redirect(previous)
-        processor.swap_context(was)
+        capture.restore(route)
+        processor.stop_running_as(running_as)
         context.results = None
         context.running = None
         if running is not None:
