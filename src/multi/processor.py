@@ -362,7 +362,8 @@ class Processor:
             scheduler = self._started_scheduler()
             self._execute_run(scheduler, scheduler.new_run(commands, memo_ids))
         finally:
-            collector.restore(held)
+            if held is not None:  # (the queue of a small run holds nothing: no call then)
+                collector.restore(held)
 
     def run_command_globally(self, command: Slave_command) -> None:
         """Run one copy of ``command`` on every slave, and deliver what each returns."""
@@ -439,7 +440,8 @@ class Processor:
         try:
             scheduler.run(run)
         finally:
-            collector.restore(held)
+            if held is not None:
+                collector.restore(held)
             self._run = None
             # Interrupted, slaves may still hold work; or every slave is lost: start afresh.
             if run.busy() or scheduler.broken is not None:

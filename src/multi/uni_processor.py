@@ -38,9 +38,7 @@ class Uni_transport(Transport):
         self.context = Slave_context(1, 1, processor.data_store)
         self._replies: deque[tuple[int, Message]] = deque()
 
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        return (1,)
+    ranks = (1,)  # the master itself, always (an attribute: a property is a call per run)
 
     def send(self, rank: int, payload: Payload) -> None:
         # The batch itself, unless the engine pickled it (``pickled`` follows ``pickle_check``).
