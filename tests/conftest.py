@@ -225,11 +225,11 @@ def nothing_left_behind() -> Iterator[None]:
 
 
 def interrupt(
-    command: list[str], running: int, env: dict[str, str] | None = None
+    command: list[str], running: int, env: dict[str, str] | None = None, group: bool = True
 ) -> tuple[int, str, set[int]]:
     """Start a program whose commands note in $STARTED that they run (and the child process
     each started); once ``running`` of them do, press Ctrl-C as a terminal does, to the
-    program's whole process group.
+    program's whole process group (or, without ``group``, send SIGINT to the program alone).
 
     Return its status, its stderr, and its processes with the children of its commands (for
     ``survivors``).
@@ -247,7 +247,10 @@ def interrupt(
     try:
         programs = started_programs(started, running, process)
         processes = family(process.pid) | programs  # (once they run: they are all there)
-        os.killpg(process.pid, signal.SIGINT)
+        if group:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            os.kill(process.pid, signal.SIGINT)
         status = process.wait(timeout=10)
     finally:
         if process.poll() is None:

@@ -264,6 +264,20 @@ def test_ctrl_c_on_mpiexec_ends_every_rank(tmp_path: Path) -> None:
     assert survivors(processes) == []
 
 
+def test_sigint_to_mpiexec_ends_the_job_with_the_status_of_ctrl_c(tmp_path: Path) -> None:
+    # (as a batch system or `kill -INT` sends it: mpiexec passes it on to every rank; the
+    # master dying by it had mpiexec kill the slaves as they left, and report 2 | 9 as a
+    # segmentation fault)
+    script = tmp_path / "interrupted.py"
+    script.write_text(INTERRUPTED)
+    command = [mpiexec(), "-n", "3", sys.executable, str(script), "mpi4py"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    status, stderr, processes = interrupt(command, running=2, env=env, group=False)
+    assert status == 128 + signal.SIGINT, stderr
+    assert "KeyboardInterrupt" in stderr
+    assert survivors(processes) == []
+
+
 ALONE = textwrap.dedent(
     """
     import sys

@@ -908,6 +908,18 @@ def _stop_listening() -> None:
         _failures.listening = False
 
 
+def _exit_plainly_if_interrupted() -> None:
+    """At the end of a master of ``mpiexec`` ranks that Ctrl-C ends (a KeyboardInterrupt that
+    nothing caught), have Python end it with status 130 rather than by SIGINT, which it sends
+    itself once MPI is finalised: SIGINT held back, it exits with that status instead.
+
+    MPICH's mpiexec ends every process of a job as soon as one dies by a signal, and the
+    slaves, which had left as told, were still ending: it killed them, and reported the job's
+    statuses together, 2 | 9, as a segmentation fault (in 5 runs of 6)."""
+    if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 def _address(pid: int) -> str:
     """How a process of this host is found from another process: "host:pid" (the master by
     its slaves' guards, a spawned slave by its master; see ``_local_pid``)."""
@@ -1424,6 +1436,8 @@ class Mpi4py_processor(Processor):
             where = self._comm.bcast((self._notes, _address(os.getpid())), root=MASTER)
             if self.process_rank != 0:
                 _tell_guard(*where)
+            else:
+                atexit.register(_exit_plainly_if_interrupted)
         self._served = False
         if self.process_rank == 0:
             _listen_for_failures()  # here, where it may be the main thread (see Executor)
