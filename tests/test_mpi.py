@@ -177,6 +177,22 @@ def test_under_mpiexec_a_processor_refused_on_some_ranks_only_is_refused_on_ever
     assert result.stdout.endswith(" 55 0\n")
 
 
+UNCAUGHT_REFUSAL = """
+from multi import Application_callback, load_multiprocessor
+load_multiprocessor("mpi4py", Application_callback(None), retries=-1).run()
+"""
+
+
+def test_under_mpiexec_a_refusal_that_nothing_catches_is_told_once_by_the_master() -> None:
+    # Every rank printed its traceback, and every slave's guard took its end for a death
+    # that might end the job.
+    result = under_mpiexec("-c", UNCAUGHT_REFUSAL)
+    assert result.returncode == 1
+    assert result.stderr.count("Traceback") == 1, result.stderr
+    assert result.stderr.count("expected a whole number >= 0, not '-1'") == 1
+    assert "multi: slave" not in result.stderr
+
+
 def test_started_alone_executors_made_in_threads_at_once_spawn_their_slaves(
     tmp_path: Path,
 ) -> None:

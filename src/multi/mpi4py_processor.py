@@ -321,7 +321,9 @@ def _guard(
     # when the job fails); only where the guard leads a session of its own, as each rank of
     # MPICH's mpiexec does: another launcher's group may hold other ranks (Slurm's, a node's).
     end_what_commands_left(session=True)
-    if code != 0:
+    # (a slave that marked its end a leave, with a status, ended on an error that its master
+    # reports: ``_leave_to_the_master``)
+    if code != 0 and not (code > 0 and task_memory.read(task)[0] == LEFT):
         what = f"slave {rank} (pid {child} on {socket.gethostname()}) {ending(code)}"
         os.set_blocking(read, False)  # where to note the death, if the slave passed it on
         with suppress(OSError, ValueError):
@@ -1348,14 +1350,40 @@ def _agreed(world: Any, make: Callable[[], None]) -> None:
         error = None
     why = None if error is None else f"{type(error).__name__}: {error}"
     refusals = [(rank, text) for rank, text in enumerate(world.allgather(why)) if text]
-    if error is not None:
-        raise error
-    if refusals:
+    if error is None and refusals:
         rank, text = refusals[0]
-        raise MultiError(
+        error = MultiError(
             f"the mpi4py processor was refused on rank {rank} of this MPI job, which every "
             f"rank must make alike: {text}"
         )
+    if error is not None:
+        if world.Get_rank() != MASTER:
+            _leave_to_the_master(error)
+        raise error
+
+
+def _leave_to_the_master(error: BaseException) -> None:
+    """Let the master alone report ``error``, which every rank raises, where nothing catches
+    it: a slave rank then ends with status 1 in silence, and its guard names no death. (A
+    mistyped option printed its traceback once per rank, and every slave's guard took the
+    slave's end for a death that might end the job.)"""
+    error.multi_told_by_master = True  # type: ignore[attr-defined]
+    if not isinstance(sys.excepthook, _Quiet_for_the_master):
+        sys.excepthook = _Quiet_for_the_master(sys.excepthook)
+
+
+class _Quiet_for_the_master:
+    """A ``sys.excepthook`` of a slave rank that prints nothing of an error the master reports
+    (``_leave_to_the_master``), and leaves every other one to the hook it replaced."""
+
+    def __init__(self, replaced: Callable[..., Any]) -> None:
+        self.replaced = replaced
+
+    def __call__(self, kind: type[BaseException], error: BaseException, traceback: Any) -> Any:
+        if getattr(error, "multi_told_by_master", False):
+            _note_task(LEFT)  # (its guard then knows that it did not die)
+            return None
+        return self.replaced(kind, error, traceback)
 
 
 # The fabric ----------------------------------------------------------------------------------
