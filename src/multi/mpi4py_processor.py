@@ -1442,6 +1442,8 @@ class Mpi4py_processor(Processor):
         elif self._launched:
             self.process_rank = world.Get_rank()
         if not self._launched:
+            if not self._spawned_slave:  # it spawns processes of this machine: it checks
+                self.slave_kind = "process"  # that the machine can start them
             super().__init__(processor_size, callback, **options)
         else:
             global _world_taken

@@ -116,7 +116,8 @@ class Processor:
     slaves_in_process: ClassVar[bool] = True
     #: What a slave is on this machine, "thread" or "process", for the fabrics that start
     #: them here: a size beyond what the machine can start is refused (``multi.limits``).
-    slave_kind: ClassVar[str | None] = None
+    #: (A fabric may say it per processor, before ``Processor.__init__`` checks the size.)
+    slave_kind: str | None = None
     #: The rank of this process: 0 for the master; a slave's own where the launcher starts
     #: slaves as copies of the application (MPI), whose ``run()`` then serves the master.
     process_rank: int = 0
