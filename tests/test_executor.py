@@ -356,6 +356,21 @@ def test_under_the_launcher_another_fabric_is_refused_with_the_way_to_run_it(
     assert "multi -m thread" in other.stderr
 
 
+def test_under_the_launcher_settings_given_here_are_refused_with_the_flags_that_give_them(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "program.py"
+    script.write_text(
+        "from multi import Executor\n"
+        "with Executor(None, max_workers=3, verbosity=0, retries=2) as pool:\n"
+        "    print(list(pool.map(abs, [-1])))\n"
+    )
+    result = run(sys.executable, "-m", "multi", "-m", "multiprocessing", "-n", "2", str(script))
+    assert result.returncode == 1
+    assert "leave out max_workers=3, verbosity=0, retries=2 here" in result.stderr
+    assert "launch with multi -n 3 -v 0 --retries 2 ..." in result.stderr
+
+
 @pytest.mark.skipif(bool(MPI_MISSING), reason=f"MPI is not available: {MPI_MISSING}")
 def test_an_executor_under_mpiexec_serves_on_ranks_above_zero(tmp_path: Path) -> None:
     script = tmp_path / "program.py"

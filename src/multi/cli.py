@@ -51,10 +51,6 @@ def owner(fabric: str | None) -> str:
     return "every fabric" if fabric is None else f"the {fabric} fabric"
 
 
-def flag(option: Option) -> str:
-    return "--" + option.name.replace("_", "-")
-
-
 def build_parser(groups: dict[str | None, list[Option]]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="multi",
@@ -93,7 +89,7 @@ def build_parser(groups: dict[str | None, list[Option]]) -> argparse.ArgumentPar
             help_text = f"{option.help} (default: {option.default})"
             if option.parse is boolean:
                 group.add_argument(
-                    flag(option),
+                    option.flag,
                     dest=option.name,
                     default=None,
                     action=argparse.BooleanOptionalAction,
@@ -101,7 +97,7 @@ def build_parser(groups: dict[str | None, list[Option]]) -> argparse.ArgumentPar
                 )
             else:
                 group.add_argument(
-                    flag(option),
+                    option.flag,
                     dest=option.name,
                     default=None,
                     type=_said(option.parse),
@@ -165,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in given.keys() - declared:
         owners = [owner(f) for f, options in groups.items() if name in {o.name for o in options}]
         parser.error(
-            f"{flag(Option(name, '', None))} is an option of {', '.join(owners)}, "
+            f"{Option(name, '', None).flag} is an option of {', '.join(owners)}, "
             f"not of the {args.fabric} fabric"
         )
     module = as_main(script, args.arguments)

@@ -35,6 +35,7 @@ from multi import application
 from multi.commands import Slave_command
 from multi.errors import MultiError
 from multi.memo import Memo
+from multi.options import Option
 from multi.processor import Processor, ending_status
 from multi.results import Result_command
 
@@ -420,6 +421,10 @@ def _values(futures: list[Future[Any]], end: float | None) -> Iterator[Any]:
             future.cancel()
 
 
+#: The launcher's flags for the executor's own arguments (for a fabric's options, ``Option.flag``).
+_LAUNCHER_FLAGS = {"max_workers": "-n", "verbosity": "-v"}
+
+
 def _processor(
     fabric: str | None, max_workers: int | None, options: dict[str, Any]
 ) -> tuple[Processor, bool]:
@@ -431,10 +436,15 @@ def _processor(
                 f"the multi launcher runs this program on the {launched.fabric} fabric: leave "
                 f"out the fabric {fabric!r} here, or launch with multi -m {fabric}"
             )
-        if options or max_workers is not None:
+        given = {"max_workers": max_workers} if max_workers is not None else {}
+        given.update(options)
+        if given:
+            settings = ", ".join(f"{name}={value!r}" for name, value in given.items())
+            flags = " ".join(f"{_LAUNCHER_FLAGS.get(name) or Option(name, '', None).flag} "
+                             f"{value}" for name, value in given.items())  # fmt: skip
             raise MultiError(
-                "under the multi launcher the executor runs on the launcher's slaves: give the "
-                "fabric's size and options to the launcher (multi -n N --option ...), not here"
+                "under the multi launcher the executor runs on the launcher's slaves, with its "
+                f"settings: leave out {settings} here, and launch with multi {flags} ..."
             )
         return launched, False
     verbosity = options.pop("verbosity", 1)

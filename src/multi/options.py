@@ -111,6 +111,11 @@ class Option:
     def env_name(self, fabric: str) -> str:
         return f"MULTI_{fabric}_{self.name}".upper()
 
+    @property
+    def flag(self) -> str:
+        """The launcher's flag for it (``multi --name ...``)."""
+        return "--" + self.name.replace("_", "-")
+
 
 def resolve(fabric: str, declared: Iterable[Option], given: Mapping[str, Any]) -> dict[str, Any]:
     """The value of every option: the keyword if given, else the environment, else the default."""
