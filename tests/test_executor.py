@@ -356,7 +356,7 @@ def test_under_the_launcher_another_fabric_is_refused_with_the_way_to_run_it(
     assert "multi -m thread" in other.stderr
 
 
-def test_under_the_launcher_settings_given_here_are_refused_with_the_flags_that_give_them(
+def test_under_the_launcher_other_settings_given_here_are_refused_with_the_flags_that_give_them(
     tmp_path: Path,
 ) -> None:
     script = tmp_path / "program.py"
@@ -365,10 +365,13 @@ def test_under_the_launcher_settings_given_here_are_refused_with_the_flags_that_
         "with Executor(None, max_workers=3, verbosity=0, retries=2) as pool:\n"
         "    print(list(pool.map(abs, [-1])))\n"
     )
-    result = run(sys.executable, "-m", "multi", "-m", "multiprocessing", "-n", "2", str(script))
-    assert result.returncode == 1
-    assert "leave out max_workers=3, verbosity=0, retries=2 here" in result.stderr
-    assert "launch with multi -n 3 -v 0 --retries 2 ..." in result.stderr
+    launcher = [sys.executable, "-m", "multi", "-m", "multiprocessing"]
+    refused = run(*launcher, "-n", "2", str(script))
+    assert refused.returncode == 1
+    assert "leave out max_workers=3, verbosity=0, retries=2 here" in refused.stderr
+    assert "launch with multi -n 3 -v 0 --retries 2 ..." in refused.stderr
+    taken = run(*launcher, "-n", "3", "-v", "0", "--retries", "2", str(script))  # the same
+    assert (taken.returncode, taken.stdout) == (0, "[1]\n"), taken.stderr
 
 
 @pytest.mark.skipif(bool(MPI_MISSING), reason=f"MPI is not available: {MPI_MISSING}")

@@ -250,6 +250,43 @@ def test_what_commands_left_running_ends_with_their_slaves(replacing_fabric: str
     assert survivors(children) == []
 
 
+def test_what_a_command_started_ends_with_its_slave_that_died(
+    replacing_fabric: str, tmp_path: Path
+) -> None:
+    # (a PVM slave's group outlived it: the program its command started ran on)
+    def body(processor: Any) -> int:
+        processor.add_to_queue(w.Leaves_a_program_and_dies_once(str(tmp_path)), w.Record())
+        processor.run_queue()
+        return processor.last_run.retries  # type: ignore[no-any-return]
+
+    assert run_master(replacing_fabric, body) == 1
+    programs = {int(note.name) for note in tmp_path.iterdir()}
+    assert len(programs) == 2  # the dead slave's, and the one its command left on the next
+    assert survivors(programs) == []
+
+
+def test_slaves_killed_between_two_runs_are_replaced_without_blaming_the_next_commands(
+    replacing_fabric: str,
+) -> None:
+    # (PVM's word of the deaths came once the next run had sent its first commands, which it
+    # blamed: with no retry left, they failed without having run)
+    def body(processor: Any) -> tuple[list[Any], int]:
+        memo = w.Record()
+        for _ in range(8):
+            processor.add_to_queue(w.Where(0), memo)
+        processor.run_queue()
+        for pid in {pid for _, (_, pid) in memo.values}:
+            os.kill(pid, signal.SIGKILL)
+        memo = w.Record()
+        for index in range(8):
+            processor.add_to_queue(w.Square(index), memo)
+        processor.run_queue()
+        return values(memo), processor.last_run.retries
+
+    delivered, retries = run_master(replacing_fabric, body, retries=0)
+    assert (delivered, retries) == ([index * index for index in range(8)], 0)
+
+
 def test_messages_of_many_arrays_cross_intact_both_ways(process_fabric: str) -> None:
     # Each array is a buffer of its own on the wire: PVM crashed on a message of about 27.
     numpy = pytest.importorskip("numpy")

@@ -11,6 +11,7 @@ import errno
 import gc
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -563,6 +564,24 @@ class Leaves_a_program(Slave_command):
 
     def run(self, processor: Any, completed: bool) -> None:
         child = subprocess.Popen(["sleep", "300"])
+        processor.return_object(Value(processor, child.pid))
+
+
+class Leaves_a_program_and_dies_once(Slave_command):
+    """Starts a program that would run for minutes, notes its pid in ``folder``, and kills
+    its slave the first time it runs; returns the program's pid the second time."""
+
+    def __init__(self, folder: str) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def run(self, processor: Any, completed: bool) -> None:
+        first = not os.listdir(self.folder)
+        child = subprocess.Popen(["sleep", "300"])
+        with open(os.path.join(self.folder, str(child.pid)), "w") as note:
+            note.write(str(child.pid))
+        if first:
+            os.kill(os.getpid(), signal.SIGKILL)
         processor.return_object(Value(processor, child.pid))
 
 

@@ -38,6 +38,7 @@ from multi.memo import Memo
 from multi.options import Option
 from multi.processor import Processor, ending_status
 from multi.results import Result_command
+from multi.verbosity import Verbosity
 
 #: The fabric of an executor made outside the launcher without one.
 DEFAULT_FABRIC = "multiprocessing"
@@ -423,6 +424,7 @@ def _values(futures: list[Future[Any]], end: float | None) -> Iterator[Any]:
 
 #: The launcher's flags for the executor's own arguments (for a fabric's options, ``Option.flag``).
 _LAUNCHER_FLAGS = {"max_workers": "-n", "verbosity": "-v"}
+_NOT_SET = object()
 
 
 def _processor(
@@ -438,10 +440,16 @@ def _processor(
             )
         given = {"max_workers": max_workers} if max_workers is not None else {}
         given.update(options)
-        if given:
-            settings = ", ".join(f"{name}={value!r}" for name, value in given.items())
+        theirs = {"max_workers": launched.processor_size(), "verbosity": Verbosity.level()}
+        differ = {
+            name: value
+            for name, value in given.items()
+            if theirs.get(name, launched.settings.get(name, _NOT_SET)) != value
+        }
+        if differ:  # (the launcher's own settings, given again, are taken)
+            settings = ", ".join(f"{name}={value!r}" for name, value in differ.items())
             flags = " ".join(f"{_LAUNCHER_FLAGS.get(name) or Option(name, '', None).flag} "
-                             f"{value}" for name, value in given.items())  # fmt: skip
+                             f"{value}" for name, value in differ.items())  # fmt: skip
             raise MultiError(
                 "under the multi launcher the executor runs on the launcher's slaves, with its "
                 f"settings: leave out {settings} here, and launch with multi {flags} ..."

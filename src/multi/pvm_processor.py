@@ -297,13 +297,18 @@ class Pvm_transport(Transport):
     # Losing slaves --------------------------------------------------------------------------
 
     def _lost(self, rank: int) -> Slave_lost:
-        """Name a slave that ended, with the command it said it ran, and what it wrote."""
+        """Name a slave that ended, with the command it said it ran, and what it wrote; end
+        what its commands started, where this host has it (the group it led outlives it)."""
         slave = self._slaves[rank]
         task = self._task(slave)[0]
+        # (where it shows its command as it runs, none shown is none run: a slave that died
+        # between two runs was blamed on the first command sent to it next)
+        idle = slave.memory is not None and task < 0
         output = descriptors.read_left(slave.files)  # (see end_slave)
+        self._end_group(slave)
         self._forget(rank)
         reason = f"{slave.name()} ended"
-        return Slave_lost(rank, reason, task if task >= 0 else None, output=output)
+        return Slave_lost(rank, reason, task if task >= 0 else None, idle, output=output)
 
     def _forget(self, rank: int) -> _Slave:
         slave = self._slaves.pop(rank)
@@ -326,11 +331,17 @@ class Pvm_transport(Transport):
     def _end(self, slave: _Slave) -> None:
         """End a slave task at once, with what its commands started where that can be reached
         (its process group, on this host); elsewhere its daemon ends it."""
-        if slave.pid is not None and slave.host == self.host:
-            with suppress(OSError):
-                os.killpg(slave.pid, signal.SIGKILL)
-        else:
+        if not self._end_group(slave):
             self._pvm().kill(slave.tid)
+
+    def _end_group(self, slave: _Slave) -> bool:
+        """End the process group that a slave leads, where it runs on this host; False where
+        it runs elsewhere."""
+        if slave.pid is None or slave.host != self.host:
+            return False
+        with suppress(OSError):  # (none of it is left)
+            os.killpg(slave.pid, signal.SIGKILL)
+        return True
 
     # Stopping -------------------------------------------------------------------------------
 
