@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +286,22 @@ def test_slaves_killed_between_two_runs_are_replaced_without_blaming_the_next_co
 
     delivered, retries = run_master(replacing_fabric, body, retries=0)
     assert (delivered, retries) == ([index * index for index in range(8)], 0)
+
+
+def test_data_that_does_not_pickle_is_refused_naming_it_and_the_data_sent_before_stays(
+    process_fabric: str,
+) -> None:
+    # (it named the command that carries data, and advised a Memo)
+    def body(processor: Any) -> None:
+        processor.send_data_to_slaves("vector", [1.0, 2.0])
+        processor.add_to_queue(w.Square(3))
+        refused = r"the data 'lock' does not pickle: it \(a lock\) fails: .* on each slave"
+        with pytest.raises(UnpicklableError, match=refused):
+            processor.send_data_to_slaves("lock", threading.Lock())
+        assert len(processor.command_queue) == 1
+        assert [setup.names for setup in processor.setup_commands()] == [["vector"]]
+
+    run_master(process_fabric, body)
 
 
 def test_messages_of_many_arrays_cross_intact_both_ways(process_fabric: str) -> None:

@@ -23,9 +23,16 @@ from contextlib import suppress
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from multi import capture, collector, limits, logs, progress
+from multi import capture, collector, limits, logs, progress, wire
 from multi.commands import Exit_command, Slave_command, Slave_storage_command, data_name
-from multi.errors import MultiError, ProcessorSizeError, add_note, describe, exit_status
+from multi.errors import (
+    MultiError,
+    ProcessorSizeError,
+    UnpicklableError,
+    add_note,
+    describe,
+    exit_status,
+)
 from multi.memo import Memo
 from multi.options import Option, count, file_to_write, one_of, resolve, seconds_or_none
 from multi.results import Null_result_command
@@ -58,6 +65,12 @@ class Data_store:
             f"no data named {name!r} is in this data store: send it first with "
             f"send_data_to_slaves({name!r}, value) on the master"
         )
+
+
+DATA_ADVICE = (
+    "Data sent to the slaves travels to each of them: send what pickles, and make what does not "
+    "(a lock, an open file, a connection) on each slave, in the commands that need it"
+)
 
 
 class Processor:
@@ -676,7 +689,10 @@ class Processor:
         name = data_name(name)  # refused here, on the master, before anything is sent
         command = Slave_storage_command()
         command.add(name, value)
-        self.run_command_globally(command)
+        try:
+            self.run_command_globally(command)
+        except UnpicklableError:  # (named as the command that carries it: name the data)
+            raise wire.unpicklable_error(f"the data {name!r}", value, DATA_ADVICE) from None
         kept = [setup for setup in self._setup_commands if setup.names != [name]]
         self._setup_commands = [*kept, command]
 
