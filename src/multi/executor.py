@@ -374,14 +374,15 @@ class Executor(concurrent.futures.Executor):
             self._closed = True
 
     def _not_run(self, why: str, waiting_too: bool = False) -> None:
-        """Fail the futures of calls that were taken but will never run (the run stopped on
-        a failure, or ended abruptly), and with ``waiting_too`` those submitted meanwhile;
+        """Fail the futures of calls that were taken but will never finish (the run stopped on
+        a failure, or ended abruptly; some may have started), and with ``waiting_too`` those
+        submitted meanwhile, which never ran;
         cancel those never taken, if the executor ended."""
         futures = self._futures.by_key
         self._futures.before_failure.clear()  # (values of chunks whose failure will not come)
         while futures:
             key, future = futures.popitem()
-            error = self._broken or MultiError(f"call {key} was not run: {why}")
+            error = self._broken or MultiError(f"call {key} did not finish: {why}")
             if not future.done():
                 future.set_exception(error)
         with self._lock:

@@ -166,8 +166,9 @@ class Pvm_transport(Transport):
         global _current
         if _current is not None:
             raise MultiError(
-                "a program is one task of one PVM virtual machine: stop the other pvm "
-                "processor first (processor.stop_slaves())"
+                "a program is one task of one PVM virtual machine, whose slaves serve one "
+                "processor or executor at a time: stop the other one first "
+                "(processor.stop_slaves(), or the executor's shutdown())"
             )
         settings = self.processor.settings
         own = settings["daemon"] == "own" or (
