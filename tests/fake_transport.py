@@ -101,8 +101,10 @@ class Fake_transport(Transport):
         replaceable: bool = True,
         window: int = 2,
         pickled: bool = False,
+        largest_message: int | None = None,
     ) -> None:
         self.script = script
+        self.largest_message = largest_message
         self.clock = clock
         self.replaceable = replaceable
         self.window = window
@@ -129,6 +131,8 @@ class Fake_transport(Transport):
 
     def send(self, rank: int, payload: Payload) -> None:
         if self.pickled:
+            if self.largest_message is not None:  # (a promise of the engine)
+                assert wire.size(payload) <= self.largest_message  # type: ignore[arg-type]
             self.traffic[rank, "sent"] += wire.size(payload)  # type: ignore[arg-type]
             payload = batch_from_wire(wire.loads(payload))
         ids, _ = payload  # type: ignore[misc]

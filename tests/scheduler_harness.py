@@ -46,6 +46,7 @@ def simulate(
     payloads: list[bytes] | None = None,
     liveness: float | None = None,
     answered: bool = False,
+    largest_message: int | None = None,
 ) -> Outcome:
     """Run the script's commands on ``slaves`` fake slaves; record and return what happened.
     With ``answered``, every slave has answered in an earlier run (its first round trip is
@@ -55,7 +56,13 @@ def simulate(
         patch.setattr(scheduler_module, "time", clock)
         patch.setattr(run_module, "time", clock)
         transport = Fake_transport(
-            script, slaves, clock, replaceable=replaceable, window=window, pickled=bool(payloads)
+            script,
+            slaves,
+            clock,
+            replaceable=replaceable,
+            window=window,
+            pickled=bool(payloads),
+            largest_message=largest_message,
         )
         outcome = Outcome(transport=transport)
 

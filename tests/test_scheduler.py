@@ -137,6 +137,18 @@ def test_batches_stay_under_the_byte_bound_unless_one_command_is_larger() -> Non
     assert outcome.delivered == list(range(len(payloads)))
 
 
+def test_a_command_larger_than_a_message_fails_alone_and_the_others_go() -> None:
+    # (PVM's bound of 2 GiB: the run ended there, its other commands not run)
+    payloads = [bytes([i]) * 300 for i in range(12)]
+    payloads[5] = b"x" * 5000
+    outcome = simulate(Script([1e-5] * 12), 2, payloads=payloads, largest_message=2000)
+    assert outcome.delivered == list(range(12))
+    assert [index for index, _ in outcome.run.failures] == [5]
+    assert "(command 5 of the run) pickles to" in str(outcome.raised)
+    assert "more than one message of this fabric takes (2,000 bytes)" in str(outcome.raised)
+    assert all(5 not in ids for _, _, ids in outcome.transport.sent)
+
+
 def test_commands_pinned_to_slaves_run_once_on_each() -> None:
     outcome = simulate(Script([0.01] * 3), 3, pinned=True)
     assert sorted((rank, ids) for _, rank, ids in outcome.transport.sent) == [

@@ -44,8 +44,8 @@ from multi.errors import MultiError
 from multi.logs import Log_forwarding
 from multi.options import Option, file_to_read, one_of
 from multi.processor import Processor
+from multi.pvm_binding import MAX_MESSAGE, Pvm, library
 from multi.pvm_binding import Message as Pvm_message
-from multi.pvm_binding import Pvm, library
 from multi.pvm_daemon import Own_daemon, find_daemon, running_daemon
 from multi.slave import (
     Batch,
@@ -145,6 +145,7 @@ class Pvm_transport(Transport):
     pickled = True
     replaceable = True
     heartbeats = True
+    largest_message = MAX_MESSAGE
 
     def __init__(self, processor: Pvm_processor, slaves: int) -> None:
         self.processor = processor

@@ -40,6 +40,7 @@ from multi.errors import (
     BrokenProcessorError,
     CommandTimeoutError,
     Failure,
+    MultiError,
     SlaveDiedError,
     UnpicklableError,
     add_note,
@@ -265,6 +266,9 @@ class Scheduler:
                 payload = _pickled(run, indices, peer)
                 nbytes = wire.size(payload)
                 fit = run.sizer.fit_in_bytes(len(indices), nbytes)
+            largest = transport.largest_message
+            if largest is not None and nbytes > largest:
+                return self._too_large(run, rank, indices, nbytes, largest)
             run.sizer.sent(len(indices), nbytes)
         else:
             payload = (indices, _pick(commands, indices))
@@ -279,6 +283,28 @@ class Scheduler:
         if self.timeline is not None:
             self.timeline.sent(rank, indices, nbytes)
         return indices
+
+    def _too_large(
+        self,
+        run: Run,
+        rank: int,
+        indices: Sequence[int],
+        nbytes: int,
+        largest: int,
+    ) -> Sequence[int]:
+        """A batch larger than one message of the transport: its first command goes alone, or
+        fails alone if it is larger itself; the others go back to their place."""
+        if len(indices) > 1:
+            run.put_back(indices[1:])
+            return self._send(run, rank, indices[:1])
+        index = indices[0]
+        error = MultiError(
+            f"command {describe(run.commands[index])} (command {index} of the run) pickles to "
+            f"{nbytes:,} bytes, more than one message of this fabric takes ({largest:,} "
+            "bytes): split its data between several commands"
+        )
+        self._fail(run, index, error)
+        return ()
 
     def _peer(self, rank: int) -> sent_code.Peer:
         """What the slave of ``rank`` holds of the code sent once (made on first use)."""
