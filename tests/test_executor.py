@@ -365,15 +365,15 @@ def test_under_the_launcher_other_settings_given_here_are_refused_with_the_flags
     script = tmp_path / "program.py"
     script.write_text(
         "from multi import Executor\n"
-        "with Executor(None, max_workers=3, verbosity=0, retries=2) as pool:\n"
+        "with Executor(None, max_workers=3, verbosity=0, retries=5) as pool:\n"
         "    print(list(pool.map(abs, [-1])))\n"
     )
     launcher = [sys.executable, "-m", "multi", "-m", "multiprocessing"]
     refused = run(*launcher, "-n", "2", str(script))
     assert refused.returncode == 1
-    assert "leave out max_workers=3, verbosity=0, retries=2 here" in refused.stderr
-    assert "launch with multi -n 3 -v 0 --retries 2 ..." in refused.stderr
-    taken = run(*launcher, "-n", "3", "-v", "0", "--retries", "2", str(script))  # the same
+    assert "leave out max_workers=3, verbosity=0, retries=5 here" in refused.stderr
+    assert "launch with multi -n 3 -v 0 --retries 5 ..." in refused.stderr
+    taken = run(*launcher, "-n", "3", "-v", "0", "--retries", "5", str(script))  # the same
     assert (taken.returncode, taken.stdout) == (0, "[1]\n"), taken.stderr
 
 

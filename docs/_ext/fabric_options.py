@@ -9,7 +9,7 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-from multi.cli import fabric_options, flag, owner
+from multi.cli import fabric_options, owner
 
 COLUMNS = ("option", "launcher", "environment", "default", "meaning")
 
@@ -48,7 +48,7 @@ class FabricOptions(SphinxDirective):
             rows = [
                 [
                     nodes.literal(option.name, option.name),
-                    nodes.literal(flag(option), flag(option)),
+                    nodes.literal(option.flag, option.flag),
                     nodes.literal(env := option.env_name(fabric or "<fabric>"), env),
                     nodes.Text(_default(option.default)),
                     nodes.Text(option.help),
