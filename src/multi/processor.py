@@ -691,7 +691,9 @@ class Processor:
         command.add(name, value)
         try:
             self.run_command_globally(command)
-        except UnpicklableError:  # (named as the command that carries it: name the data)
+        except UnpicklableError:  # named as the command that carries it: name the data
+            if wire.find_unpicklable(value) is None:
+                raise  # (it pickles: a slave could not rebuild it, and says why)
             raise wire.unpicklable_error(f"the data {name!r}", value, DATA_ADVICE) from None
         kept = [setup for setup in self._setup_commands if setup.names != [name]]
         self._setup_commands = [*kept, command]
