@@ -266,28 +266,6 @@ def test_what_a_command_started_ends_with_its_slave_that_died(
     assert survivors(programs) == []
 
 
-def test_slaves_killed_between_two_runs_are_replaced_without_blaming_the_next_commands(
-    replacing_fabric: str,
-) -> None:
-    # (PVM's word of the deaths came once the next run had sent its first commands, which it
-    # blamed: with no retry left, they failed without having run)
-    def body(processor: Any) -> tuple[list[Any], int]:
-        memo = w.Record()
-        for _ in range(8):
-            processor.add_to_queue(w.Where(0), memo)
-        processor.run_queue()
-        for pid in {pid for _, (_, pid) in memo.values}:
-            os.kill(pid, signal.SIGKILL)
-        memo = w.Record()
-        for index in range(8):
-            processor.add_to_queue(w.Square(index), memo)
-        processor.run_queue()
-        return values(memo), processor.last_run.retries
-
-    delivered, retries = run_master(replacing_fabric, body, retries=0)
-    assert (delivered, retries) == ([index * index for index in range(8)], 0)
-
-
 def test_data_that_does_not_pickle_is_refused_naming_it_and_the_data_sent_before_stays(
     process_fabric: str,
 ) -> None:

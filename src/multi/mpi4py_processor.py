@@ -769,11 +769,8 @@ class Mpi4py_transport(Transport):
             }
         deaths = []
         for rank, reason in reasons.items():
+            idle = self._work_sent[rank] == self._answered[rank]
             task, _, output = named.get(rank, (-1, "", None))
-            # Its guard's note says which command it ran, if any: one that ran none died idle,
-            # whatever it was sent since (the first command sent to a slave that had died
-            # between two runs was blamed, and failed where no retry was left).
-            idle = task < 0 if rank in named else self._work_sent[rank] == self._answered[rank]
             lost = Slave_lost(rank, reason, task if task >= 0 else None, idle, output)
             deaths.append((rank, lost))
             link = self._forget(rank)

@@ -303,14 +303,11 @@ class Pvm_transport(Transport):
         what its commands started, where this host has it (the group it led outlives it)."""
         slave = self._slaves[rank]
         task = self._task(slave)[0]
-        # (where it shows its command as it runs, none shown is none run: a slave that died
-        # between two runs was blamed on the first command sent to it next)
-        idle = slave.memory is not None and task < 0
         output = descriptors.read_left(slave.files)  # (see end_slave)
-        self._end_group(slave)
+        self._end_group(slave)  # (the group outlives its leader while it has members)
         self._forget(rank)
         reason = f"{slave.name()} ended"
-        return Slave_lost(rank, reason, task if task >= 0 else None, idle, output=output)
+        return Slave_lost(rank, reason, task if task >= 0 else None, output=output)
 
     def _forget(self, rank: int) -> _Slave:
         slave = self._slaves.pop(rank)
