@@ -748,6 +748,21 @@ def test_a_thread_that_carries_a_command_s_context_works_as_the_command(
     assert out == "".join(f"command {index} from its thread\n" for index in range(3))
 
 
+def test_a_thread_with_a_command_s_context_that_outlives_it_runs_as_no_command(
+    fabric: str,
+) -> None:
+    # (its result went to the memo of the command that ran next on its slave)
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        processor.add_to_queue(w.Leaves_a_thread_with_its_context(), memo)
+        processor.run_queue()
+        processor.add_to_queue(w.Ends_it(), memo)
+        processor.run_queue()
+        return values(memo)
+
+    assert run_master(fabric, body, size=slaves_for(fabric, 1)) == ["MultiError"]
+
+
 @pytest.mark.parametrize("how", ["sys.exit", "exit", "abort"])
 def test_a_command_ending_the_program_on_a_slave_is_an_error(fabric: str, how: str) -> None:
     def body(processor: Any) -> list[Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import errno
 import gc
 import logging
@@ -526,6 +527,40 @@ class Awaits_a_thread(Slave_command):
             processor.return_object(Value(processor, self.index * 10))
 
         asyncio.run(asyncio.to_thread(work))
+
+
+#: The thread that ``Leaves_a_thread_with_its_context`` left, told to go on by ``Ends_it``,
+#: with what it met.
+LEFT_BEHIND: dict[str, Any] = {}
+
+
+class Leaves_a_thread_with_its_context(Slave_command):
+    """Starts a thread that carries its context and, once ``Ends_it`` says so (the command
+    is over by then), hands a result back."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        go_on = threading.Event()
+
+        def later() -> None:
+            go_on.wait(60)
+            try:
+                processor.return_object(Value(processor, "from a thread left behind"))
+            except Exception as error:
+                LEFT_BEHIND["met"] = type(error).__name__
+
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(later,))
+        LEFT_BEHIND.update(thread=thread, go_on=go_on, met=None)
+        thread.start()
+
+
+class Ends_it(Slave_command):
+    """Lets the thread that ``Leaves_a_thread_with_its_context`` left go on, and returns what
+    it met."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        LEFT_BEHIND["go_on"].set()
+        LEFT_BEHIND["thread"].join(60)
+        processor.return_object(Value(processor, LEFT_BEHIND["met"]))
 
 
 class Forks(Slave_command):

@@ -26,22 +26,35 @@ LOG = 2  # a logging record of a slave process (see multi.logs), among the chunk
 _MARKS = ("  | ", " E| ")
 
 
-#: Where this thread's writes go: a command's chunks, or None (through). A context variable,
-#: as each thread has its own: it reads in less than half a thread-local's time.
-_route: ContextVar[list[Chunk] | None] = ContextVar("multi.capture_route", default=None)
+#: Where a thread's writes go while it runs a batch: the running command's chunks, in a list
+#: of one (a box that costs no call to make) that the end of the batch empties, so that the
+#: copies of the thread's context that outlive it write through. None outside batches. A
+#: context variable, as each thread has its own: it reads in less than half a thread-local's
+#: time.
+Box = list[list[Chunk] | None]
+_route: ContextVar[Box | None] = ContextVar("multi.capture_route", default=None)
 _install_lock = threading.Lock()
 
 
-def redirect(chunks: list[Chunk]) -> Token[list[Chunk] | None]:
-    """Send this thread's writes to stdout and stderr into ``chunks``, until ``restore`` is
-    given what this returns (the first of several calls in a row, to restore what was before
-    them all)."""
-    return _route.set(chunks)
+def redirect(route: Box) -> Token[Box | None]:
+    """Send this thread's writes to stdout and stderr into the chunks that ``route``, a list of
+    one, holds (which may change meanwhile), until ``restore`` is given what this returns."""
+    return _route.set(route)
 
 
-def restore(token: Token[list[Chunk] | None]) -> None:
-    """Send this thread's writes where they went before ``redirect`` gave ``token``."""
+def restore(token: Token[Box | None]) -> None:
+    """Send this thread's writes where they went before ``redirect`` gave ``token``, and close
+    its route."""
+    route = _route.get()
+    if route is not None:
+        route[0] = None
     _route.reset(token)
+
+
+def _chunks() -> list[Chunk] | None:
+    """Where this thread's writes go now: a command's chunks, or None (through)."""
+    route = _route.get()
+    return None if route is None else route[0]
 
 
 class _Router(io.TextIOBase):
@@ -54,7 +67,7 @@ class _Router(io.TextIOBase):
         self._bytes = _Bytes_router(self)
 
     def write(self, text: str) -> int:
-        chunks = _route.get()
+        chunks = _chunks()
         if chunks is None:
             return self.target.write(text)
         if not isinstance(text, str):
@@ -64,11 +77,11 @@ class _Router(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        if _route.get() is None:
+        if _chunks() is None:
             self.target.flush()
 
     def isatty(self) -> bool:
-        return _route.get() is None and self.target.isatty()
+        return _chunks() is None and self.target.isatty()
 
     def writable(self) -> bool:
         return True
@@ -101,14 +114,14 @@ class _Bytes_router:
 
     def write(self, data: Any) -> int:
         router = self._router
-        if _route.get() is None:
+        if _chunks() is None:
             return router.target.buffer.write(data)
         view = memoryview(data)
         router.write(view.tobytes().decode(router.encoding, "replace"))
         return view.nbytes
 
     def flush(self) -> None:
-        if _route.get() is None:
+        if _chunks() is None:
             self._router.target.buffer.flush()
 
     def __getattr__(self, name: str) -> Any:

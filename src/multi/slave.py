@@ -164,7 +164,8 @@ def execute(
     started = time.time()
     descriptors = context.descriptors
     chunks: Any = [] if descriptors is None else descriptors  # Python's writes go there
-    route = capture.redirect(chunks)
+    route = [chunks]  # (see ``capture.redirect``)
+    routed = capture.redirect(route)
     running_as = processor.run_as(context)
     clock = time.perf_counter
     logs = context.logs
@@ -210,8 +211,7 @@ def execute(
                     output[position] = taken
             elif chunks:
                 output[position] = chunks
-                chunks = []
-                capture.redirect(chunks)
+                chunks = route[0] = []
         if descriptors is not None and seconds:
             left = descriptors.settle()
             if left:
@@ -219,7 +219,7 @@ def execute(
     finally:
         if logs is not None:
             logs.end()
-        capture.restore(route)
+        capture.restore(routed)
         processor.stop_running_as(running_as)
         context.results = None
         context.running = None
