@@ -22,6 +22,7 @@ from multi import (
     fetch_data,
     fetch_data_store,
     load_multiprocessor,
+    registry,
 )
 from tests import workloads as w
 from tests.conftest import MISSING, run_master, slaves_for
@@ -821,6 +822,12 @@ def test_more_slaves_than_the_machine_can_start_are_refused_before_any_starts(
     refused = r"cannot start 10000000 slave .*can start at most"
     with pytest.raises(ProcessorSizeError, match=refused):
         load_multiprocessor(local_fabric, None, processor_size=10_000_000)
+    if local_fabric == "mpi4py":  # the program run again under mpiexec: checked before
+        relaunched = registry.load(local_fabric)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(relaunched, "_relaunch", lambda self, slaves: pytest.fail("relaunched"))
+            with pytest.raises(ProcessorSizeError, match=refused):
+                load_multiprocessor(local_fabric, None, processor_size=10**7, launch="mpiexec")
     assert threading.active_count() == threads
 
 

@@ -375,6 +375,9 @@ def test_under_the_launcher_other_settings_given_here_are_refused_with_the_flags
     assert "launch with multi -n 3 -v 0 --retries 5 ..." in refused.stderr
     taken = run(*launcher, "-n", "3", "-v", "0", "--retries", "5", str(script))  # the same
     assert (taken.returncode, taken.stdout) == (0, "[1]\n"), taken.stderr
+    script.write_text(script.read_text().replace("retries=5", 'retries="5", retires=2'))
+    mistyped = run(*launcher, "-n", "3", "-v", "0", "--retries", "5", str(script))
+    assert "the 'multiprocessing' fabric has no option 'retires'" in mistyped.stderr
 
 
 @pytest.mark.skipif(bool(MPI_MISSING), reason=f"MPI is not available: {MPI_MISSING}")

@@ -35,7 +35,7 @@ from multi import application
 from multi.commands import Slave_command
 from multi.errors import MultiError
 from multi.memo import Memo
-from multi.options import Option
+from multi.options import Option, resolve
 from multi.processor import Processor, ending_status
 from multi.results import Result_command
 from multi.verbosity import Verbosity
@@ -425,7 +425,6 @@ def _values(futures: list[Future[Any]], end: float | None) -> Iterator[Any]:
 
 #: The launcher's flags for the executor's own arguments (for a fabric's options, ``Option.flag``).
 _LAUNCHER_FLAGS = {"max_workers": "-n", "verbosity": "-v"}
-_NOT_SET = object()
 
 
 def _processor(
@@ -439,13 +438,17 @@ def _processor(
                 f"the multi launcher runs this program on the {launched.fabric} fabric: leave "
                 f"out the fabric {fabric!r} here, or launch with multi -m {fabric}"
             )
-        given = {"max_workers": max_workers} if max_workers is not None else {}
-        given.update(options)
+        own = {"max_workers": max_workers, "verbosity": options.pop("verbosity", None)}
         theirs = {"max_workers": launched.processor_size(), "verbosity": Verbosity.level()}
+        given = {name: value for name, value in own.items() if value is not None}
+        given.update(options)
+        # (read as the fabric reads them: an unknown option or a bad value is refused as ever)
+        parsed = resolve(launched.fabric, launched.options, options)
         differ = {
             name: value
             for name, value in given.items()
-            if theirs.get(name, launched.settings.get(name, _NOT_SET)) != value
+            if (theirs[name] if name in theirs else launched.settings[name])
+            != (value if name in theirs else parsed[name])
         }
         if differ:  # (the launcher's own settings, given again, are taken)
             settings = ", ".join(f"{name}={value!r}" for name, value in differ.items())

@@ -917,7 +917,9 @@ def _exit_plainly_if_interrupted() -> None:
 
     MPICH's mpiexec ends every process of a job as soon as one dies by a signal, and the
     slaves, which had left as told, were still ending: it killed them, and reported the job's
-    statuses together, 2 | 9, as a segmentation fault (in 5 runs of 6)."""
+    statuses together, 2 | 9, as a segmentation fault (in 5 runs of 6). (Held back in this
+    thread only: another thread of the program that still runs, and does not hold it back,
+    takes the signal, and the process dies by it as before.)"""
     if isinstance(getattr(sys, "last_value", None), KeyboardInterrupt):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
@@ -1492,7 +1494,8 @@ class Mpi4py_processor(Processor):
                 f"the mpi4py fabric has no slaves: this program runs as the only MPI process. "
                 f"To run {wanted} slaves, {HOW_TO_LAUNCH.replace('P+1', str(wanted + 1))}"
             )
-        if launch == "mpiexec":
+        if launch == "mpiexec":  # (checked first: this process ends there)
+            self._check_machine_can_start(wanted)
             self._relaunch(wanted)
         return wanted
 
