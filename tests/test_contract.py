@@ -733,22 +733,6 @@ def test_a_result_or_exit_from_a_thread_a_command_started_is_refused(
     assert run_master(fabric, body) == [9]  # nothing ran where it should not have
 
 
-def test_a_thread_that_carries_a_command_s_context_works_as_the_command(
-    fabric: str, capfd: pytest.CaptureFixture[str]
-) -> None:
-    # (asyncio.to_thread runs its function in the context of the code that awaits it)
-    def body(processor: Any) -> list[Any]:
-        memo = w.Record()
-        for index in range(3):
-            processor.add_to_queue(w.Awaits_a_thread(index), memo)
-        processor.run_queue()
-        return sorted(value for _, value in memo.values)
-
-    assert run_master(fabric, body, verbosity=0) == [0, 10, 20]
-    out, _ = capfd.readouterr()
-    assert out == "".join(f"command {index} from its thread\n" for index in range(3))
-
-
 def test_a_thread_with_a_command_s_context_that_outlives_it_runs_as_no_command(
     fabric: str,
 ) -> None:

@@ -5,7 +5,6 @@ They live in a module of their own so that slaves in other processes can import 
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextvars
 import errno
@@ -511,22 +510,6 @@ class Returns_from_a_thread(Slave_command):
             if self.call == "exit":
                 pool.submit(processor.exit, 4).result()
             pool.submit(processor.return_object, Value(processor, "from a thread")).result()
-
-
-class Awaits_a_thread(Slave_command):
-    """Computes in a thread that carries its context (``asyncio.to_thread``), which prints
-    and hands a result back as the command itself would."""
-
-    def __init__(self, index: int) -> None:
-        super().__init__()
-        self.index = index
-
-    def run(self, processor: Any, completed: bool) -> None:
-        def work() -> None:
-            print(f"command {self.index} from its thread")
-            processor.return_object(Value(processor, self.index * 10))
-
-        asyncio.run(asyncio.to_thread(work))
 
 
 #: The thread that ``Leaves_a_thread_with_its_context`` left, told to go on by ``Ends_it``,

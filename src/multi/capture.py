@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 import sys
 import threading
-from contextvars import ContextVar, Token
 from typing import Any, TextIO
 
 Chunk = tuple[int, str]
@@ -26,35 +25,23 @@ LOG = 2  # a logging record of a slave process (see multi.logs), among the chunk
 _MARKS = ("  | ", " E| ")
 
 
-#: Where a thread's writes go while it runs a batch: the running command's chunks, in a list
-#: of one (a box that costs no call to make) that the end of the batch empties, so that the
-#: copies of the thread's context that outlive it write through. None outside batches. A
-#: context variable, as each thread has its own: it reads in less than half a thread-local's
-#: time.
-Box = list[list[Chunk] | None]
-_route: ContextVar[Box | None] = ContextVar("multi.capture_route", default=None)
+class _Thread_route(threading.local):
+    """Where this thread's writes go: a command's chunks, or None (through). A class default,
+    so that a thread that never set it reads None without an exception raised and caught."""
+
+    chunks: list[Chunk] | None = None
+
+
+_local = _Thread_route()
 _install_lock = threading.Lock()
 
 
-def redirect(route: Box) -> Token[Box | None]:
-    """Send this thread's writes to stdout and stderr into the chunks that ``route``, a list of
-    one, holds (which may change meanwhile), until ``restore`` is given what this returns."""
-    return _route.set(route)
-
-
-def restore(token: Token[Box | None]) -> None:
-    """Send this thread's writes where they went before ``redirect`` gave ``token``, and close
-    its route."""
-    route = _route.get()
-    if route is not None:
-        route[0] = None
-    _route.reset(token)
-
-
-def _chunks() -> list[Chunk] | None:
-    """Where this thread's writes go now: a command's chunks, or None (through)."""
-    route = _route.get()
-    return None if route is None else route[0]
+def redirect(chunks: list[Chunk] | None) -> list[Chunk] | None:
+    """Send this thread's writes to stdout and stderr into ``chunks`` (None: pass them
+    through); return where they went before, to be restored the same way."""
+    previous = _local.chunks
+    _local.chunks = chunks
+    return previous
 
 
 class _Router(io.TextIOBase):
@@ -67,7 +54,7 @@ class _Router(io.TextIOBase):
         self._bytes = _Bytes_router(self)
 
     def write(self, text: str) -> int:
-        chunks = _chunks()
+        chunks = _local.chunks
         if chunks is None:
             return self.target.write(text)
         if not isinstance(text, str):
@@ -77,11 +64,11 @@ class _Router(io.TextIOBase):
         return len(text)
 
     def flush(self) -> None:
-        if _chunks() is None:
+        if _local.chunks is None:
             self.target.flush()
 
     def isatty(self) -> bool:
-        return _chunks() is None and self.target.isatty()
+        return _local.chunks is None and self.target.isatty()
 
     def writable(self) -> bool:
         return True
@@ -114,14 +101,14 @@ class _Bytes_router:
 
     def write(self, data: Any) -> int:
         router = self._router
-        if _chunks() is None:
+        if _local.chunks is None:
             return router.target.buffer.write(data)
         view = memoryview(data)
         router.write(view.tobytes().decode(router.encoding, "replace"))
         return view.nbytes
 
     def flush(self) -> None:
-        if _chunks() is None:
+        if _local.chunks is None:
             self._router.target.buffer.flush()
 
     def __getattr__(self, name: str) -> Any:

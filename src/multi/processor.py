@@ -20,7 +20,6 @@ import time
 import weakref
 from collections.abc import Callable
 from contextlib import suppress
-from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from multi import capture, collector, limits, logs, progress, wire
@@ -73,8 +72,12 @@ DATA_ADVICE = (
 )
 
 
-#: What a thread runs as while it runs a batch (see ``Processor._running_as``).
-Running_as = list[Slave_context | None]
+class _Thread_state(threading.local):
+    """The slave that a thread runs as (None: the master). A class default, so that a thread
+    that never ran as a slave reads None without an exception raised and caught (five times
+    the cost, on every ``add_to_queue``)."""
+
+    context: Slave_context | None = None
 
 
 class Processor:
@@ -160,17 +163,7 @@ class Processor:
         self.memo_map: dict[int, Memo] = {}
         self._memo_users: dict[int, int] = {}
         self._master_store = Data_store()
-        #: The slave that this thread runs as, set by ``execute`` around a batch: its context,
-        #: in a list of one (a box that costs no call to make) that the end of the batch
-        #: empties, so that the copies of the thread's context that outlive it run as no
-        #: command; None outside batches (the master). A context variable: code that a command
-        #: awaits in another thread with its context (``asyncio.to_thread``) runs as the
-        #: command; and read on every ``add_to_queue`` and ``return_object``, it reads in less
-        #: than half a thread-local's time. One per processor: a slave of one processor is the
-        #: master of another.
-        self._running_as: ContextVar[Running_as | None] = ContextVar(
-            "multi.running_as", default=None
-        )
+        self._local = _Thread_state()
         self._transport: Transport | None = None
         self._queued_memo_ids: list[int | None] = []  # the memo of each queued command
         #: The collector's young generation, held for the queue once it holds more than a
@@ -248,8 +241,7 @@ class Processor:
 
     def rank(self) -> int:
         """0 on the master, 1 to ``processor_size()`` on the slaves."""
-        running = self._running_as.get()  # (``_context``, inline: results ask it)
-        context = None if running is None else running[0]
+        context = self._local.context
         return context.rank if context is not None else self.process_rank
 
     def on_master(self) -> bool:
@@ -263,8 +255,8 @@ class Processor:
     def assert_on_master(self) -> None:
         """Fail clearly when master-only API is called from a slave's command, or from a
         thread that a command started (on each add_to_queue: three tests, while all is well)."""
-        if self.process_rank or self._running_as.get() is not None or self._run is not None:
-            context = self._context()
+        if self.process_rank or self._local.context is not None or self._run is not None:
+            context = self._local.context
             if context is not None:
                 raise MultiError(
                     f"{sys._getframe(1).f_code.co_name}() can only be called on the master, not "
@@ -276,14 +268,14 @@ class Processor:
     def _in_another_thread(self) -> bool:
         """Whether this thread, which runs no command, is one that a command started: on a
         slave process, or beside the master's thread while it runs commands."""
-        return (self.process_rank != 0 and self._context() is None) or (
+        return (self.process_rank != 0 and self._local.context is None) or (
             self._run is not None and threading.get_ident() != self._run_thread
         )
 
     def current_command(self) -> str:
         """The command that this thread runs as a slave, as log records name it (its class
         and its number in the run), or "" outside commands."""
-        context = self._context()
+        context = self._local.context
         running = context.running if context is not None else None
         return "" if running is None else f"{type(running[0]).__name__} {running[1]}"
 
@@ -300,27 +292,21 @@ class Processor:
         return context.data_store if context is not None else self._master_store
 
     def _context(self) -> Slave_context | None:
-        running = self._running_as.get()
-        return None if running is None else running[0]
+        return self._local.context
 
-    def run_as(self, context: Slave_context) -> Token[Running_as | None]:
-        """Make this thread run as the slave that ``context`` describes, until ``stop_running_as``
-        is given what this returns."""
-        return self._running_as.set([context])
-
-    def stop_running_as(self, token: Token[Running_as | None]) -> None:
-        """Make this thread run as what it ran as before ``run_as`` gave ``token``; a copy of its
-        context that outlives the batch (in a thread that carries it) runs as no command."""
-        running = self._running_as.get()
-        if running is not None:
-            running[0] = None
-        self._running_as.reset(token)
+    def swap_context(self, context: Slave_context | None) -> Slave_context | None:
+        """Make this thread run as the slave that ``context`` describes (None: as itself);
+        return what it ran as before, to be restored the same way."""
+        local = self._local
+        previous = local.context
+        local.context = context
+        return previous
 
     # The queue ---------------------------------------------------------------------------
 
     def add_to_queue(self, command: Slave_command, memo: Memo | None = None) -> None:
         """Queue a command; its results will find ``memo`` on the master."""
-        if self.process_rank or self._running_as.get() is not None or self._run is not None:
+        if self.process_rank or self._local.context is not None or self._run is not None:
             self.assert_on_master()  # (its test inline: a call costs each command 60 ns)
         if type(command) not in self._queueable:
             self._check_queueable(command)
@@ -372,7 +358,7 @@ class Processor:
         others are in ``last_run.failures``. Commands queued meanwhile (by result commands)
         wait for the next ``run_queue``.
         """
-        if self.process_rank or self._running_as.get() is not None or self._run is not None:
+        if self.process_rank or self._local.context is not None or self._run is not None:
             self.assert_on_master()  # (their tests inline: two calls cost a run of one 0.1 µs)
             self._refuse_nested("run_queue")
         if not self.command_queue:
@@ -672,8 +658,7 @@ class Processor:
 
     def return_object(self, result: Any) -> None:
         """Hand a result back to the master; called by a command while it runs on a slave."""
-        running = self._running_as.get()  # (``_context``, inline: once per result)
-        context = None if running is None else running[0]
+        context = self._local.context
         if context is None or context.results is None:
             if context is None and self._in_another_thread():
                 raise _from_another_thread("return_object")
@@ -920,7 +905,7 @@ class Processor:
         hold rather than wait for it. Called by a command on a slave, it ends nothing but the
         command, with the ``SlaveExitError`` of a ``sys.exit`` there.
         """
-        if self._context() is None:
+        if self._local.context is None:
             if self._in_another_thread():
                 raise _from_another_thread("exit")
             self._drop_transport(kill=self._run is not None, status=exit_status(SystemExit(status)))
@@ -929,7 +914,7 @@ class Processor:
     def abort(self) -> None:
         """Stop the slaves at once and end the program with a failure status (called by a
         command on a slave: as ``exit``)."""
-        if self._context() is None:
+        if self._local.context is None:
             if self._in_another_thread():
                 raise _from_another_thread("abort")
             self._drop_transport(kill=True)

@@ -164,9 +164,8 @@ def execute(
     started = time.time()
     descriptors = context.descriptors
     chunks: Any = [] if descriptors is None else descriptors  # Python's writes go there
-    route = [chunks]  # (see ``capture.redirect``)
-    routed = capture.redirect(route)
-    running_as = processor.run_as(context)
+    previous = capture.redirect(chunks)
+    was = processor.swap_context(context)
     clock = time.perf_counter
     logs = context.logs
     if descriptors is not None:
@@ -211,7 +210,8 @@ def execute(
                     output[position] = taken
             elif chunks:
                 output[position] = chunks
-                chunks = route[0] = []
+                chunks = []
+                capture.redirect(chunks)
         if descriptors is not None and seconds:
             left = descriptors.settle()
             if left:
@@ -219,8 +219,8 @@ def execute(
     finally:
         if logs is not None:
             logs.end()
-        capture.restore(routed)
-        processor.stop_running_as(running_as)
+        capture.redirect(previous)
+        processor.swap_context(was)
         context.results = None
         context.running = None
         if running is not None:
