@@ -7,7 +7,8 @@ and the round trip of a batch beyond the work it holds (messages, pickling, waki
 - Until a command of the run has finished, a batch holds one command: commands of unknown
   length are spread one per slave first.
 - A batch then holds as many commands as run in about ``TARGET_SECONDS`` and take at most
-  ``MAX_BATCH_BYTES`` (a larger command travels alone), and no more than an even share of what
+  ``MAX_BATCH_BYTES``, or less where the transport's messages hold less (a larger command
+  travels alone), and no more than an even share of what
   is left, so that the last commands spread over every slave; but no fewer than run in one
   round trip, since a batch split smaller ends no sooner, each part paying a round trip.
 - A slave gets a second batch to hold only where that hides a round trip that would otherwise
@@ -36,12 +37,16 @@ def _blend(old: float | None, new: float) -> float:
 class Batch_sizer:
     """The estimates of one run, and the batch sizes they give."""
 
-    __slots__ = ("batching", "bytes", "pickled", "round_trip", "seconds", "slaves")
+    __slots__ = ("batching", "bytes", "most_bytes", "pickled", "round_trip", "seconds", "slaves")
 
-    def __init__(self, slaves: int, batching: bool, pickled: bool) -> None:
+    def __init__(
+        self, slaves: int, batching: bool, pickled: bool, largest_message: int | None = None
+    ) -> None:
         self.slaves = max(1, slaves)
         self.batching = batching
         self.pickled = pickled
+        #: The bytes of a batch of several commands, at most (see ``Transport.largest_message``).
+        self.most_bytes = min(MAX_BATCH_BYTES, largest_message or MAX_BATCH_BYTES)
         self.seconds: float | None = None  # per command, on the slave
         self.bytes: float | None = None  # per command, on the wire
         self.round_trip: float | None = None  # per batch, beyond the work it holds
@@ -52,7 +57,7 @@ class Batch_sizer:
             return 1
         wanted = TARGET_SECONDS / max(self.seconds, 1e-7)
         if self.bytes:
-            wanted = min(wanted, MAX_BATCH_BYTES / self.bytes)
+            wanted = min(wanted, self.most_bytes / self.bytes)
         share = math.ceil(waiting / (2 * self.slaves))
         if self.round_trip is not None:  # (the tail of tiny commands: 1 ms of a 35 ms run)
             share = max(share, round(self.round_trip / max(self.seconds, 1e-7)))
@@ -75,9 +80,9 @@ class Batch_sizer:
 
     def fit_in_bytes(self, count: int, nbytes: int) -> int:
         """How many of ``count`` commands that pickled to ``nbytes`` fit in a batch (>= 1)."""
-        if count <= 1 or nbytes <= MAX_BATCH_BYTES:
+        if count <= 1 or nbytes <= self.most_bytes:
             return count
-        return max(1, min(count - 1, count * MAX_BATCH_BYTES // nbytes))
+        return max(1, min(count - 1, count * self.most_bytes // nbytes))
 
     def sent(self, count: int, nbytes: int) -> None:
         if count:

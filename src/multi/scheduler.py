@@ -121,7 +121,9 @@ class Scheduler:
         if len(commands) == 1:  # (an open run starts with none, and takes more)
             sizer = UNSIZED
         else:
-            sizer = Batch_sizer(len(ranks), transport.batching, transport.pickled)
+            sizer = Batch_sizer(
+                len(ranks), transport.batching, transport.pickled, transport.largest_message
+            )
         return Run(commands, memo_ids, ranks, sizer, pinned, in_order)
 
     def run(self, run: Run) -> None:
@@ -267,8 +269,9 @@ class Scheduler:
                 nbytes = wire.size(payload)
                 fit = run.sizer.fit_in_bytes(len(indices), nbytes)
             largest = transport.largest_message
-            if largest is not None and nbytes > largest:
-                return self._too_large(run, rank, indices, nbytes, largest)
+            if largest is not None and nbytes > largest:  # (alone: the sizer cut the batch)
+                self._fail(run, indices[0], _too_large(run, indices[0], nbytes, largest))
+                return ()
             run.sizer.sent(len(indices), nbytes)
         else:
             payload = (indices, _pick(commands, indices))
@@ -283,28 +286,6 @@ class Scheduler:
         if self.timeline is not None:
             self.timeline.sent(rank, indices, nbytes)
         return indices
-
-    def _too_large(
-        self,
-        run: Run,
-        rank: int,
-        indices: Sequence[int],
-        nbytes: int,
-        largest: int,
-    ) -> Sequence[int]:
-        """A batch larger than one message of the transport: its first command goes alone, or
-        fails alone if it is larger itself; the others go back to their place."""
-        if len(indices) > 1:
-            run.put_back(indices[1:])
-            return self._send(run, rank, indices[:1])
-        index = indices[0]
-        error = MultiError(
-            f"command {describe(run.commands[index])} (command {index} of the run) pickles to "
-            f"{nbytes:,} bytes, more than one message of this fabric takes ({largest:,} "
-            "bytes): split its data between several commands"
-        )
-        self._fail(run, index, error)
-        return ()
 
     def _peer(self, rank: int) -> sent_code.Peer:
         """What the slave of ``rank`` holds of the code sent once (made on first use)."""
@@ -703,6 +684,15 @@ def _pickled(run: Run, indices: Sequence[int], peer: sent_code.Peer) -> wire.Fra
     """The frames of the batch of the commands at ``indices``, for the slave ``peer``."""
     batch = (indices, _pick(run.commands, indices))
     return wire.dumps(batch_for_wire(batch, run.memo_ids), peer)
+
+
+def _too_large(run: Run, index: int, nbytes: int, largest: int) -> MultiError:
+    """The failure of a command larger than one message of the transport."""
+    return MultiError(
+        f"command {describe(run.commands[index])} (command {index} of the run) pickles to "
+        f"{nbytes:,} bytes, more than one message of this fabric takes ({largest:,} bytes): "
+        "split its data between several commands"
+    )
 
 
 def _pick(commands: list[Any], indices: Sequence[int]) -> list[Any]:

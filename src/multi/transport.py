@@ -76,8 +76,8 @@ class Transport(ABC):
     replaceable: bool = False
     #: Whether slaves beat (``silent_for`` tells), so that a silent one can be taken for hung.
     heartbeats: bool = False
-    #: The most bytes that one batch can take to a slave (None: no bound): a command that
-    #: pickles to more fails alone, and the others go.
+    #: The most bytes that one batch can take to a slave (None: no bound): batches are cut
+    #: to it, and a command that pickles to more fails alone.
     largest_message: int | None = None
 
     @cached_property
