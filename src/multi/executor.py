@@ -439,17 +439,15 @@ def _processor(
                 f"out the fabric {fabric!r} here, or launch with multi -m {fabric}"
             )
         own = {"max_workers": max_workers, "verbosity": options.pop("verbosity", None)}
-        theirs = {"max_workers": launched.processor_size(), "verbosity": Verbosity.level()}
-        given = {name: value for name, value in own.items() if value is not None}
-        given.update(options)
+        given = {name: value for name, value in own.items() if value is not None} | options
         # (read as the fabric reads them: an unknown option or a bad value is refused as ever)
-        parsed = resolve(launched.fabric, launched.options, options)
-        differ = {
-            name: value
-            for name, value in given.items()
-            if (theirs[name] if name in theirs else launched.settings[name])
-            != (value if name in theirs else parsed[name])
+        read = given | resolve(launched.fabric, launched.options, options)
+        theirs = {
+            "max_workers": launched.processor_size(),
+            "verbosity": Verbosity.level(),
+            **launched.settings,
         }
+        differ = {name: value for name, value in given.items() if read[name] != theirs[name]}
         if differ:  # (the launcher's own settings, given again, are taken)
             settings = ", ".join(f"{name}={value!r}" for name, value in differ.items())
             flags = " ".join(f"{_LAUNCHER_FLAGS.get(name) or Option(name, '', None).flag} "
