@@ -38,6 +38,8 @@ class Script:
     #: Commands whose slave dies as their batch arrives, outside any command, having written
     #: (a thread of an earlier command, as descriptors point into the capture files still).
     dies_before: set[int] = field(default_factory=set)
+    #: Commands whose unpickling kills their slave, every time their batch arrives.
+    kills_unpickling: set[int] = field(default_factory=set)
     round_trip: float = 5e-4
     start_seconds: float = 0.05  # for a replacement to start
     dies_on_start: int = 0  # replacements that die as they start, before running anything
@@ -114,6 +116,7 @@ class Fake_transport(Transport):
         self.sent: list[tuple[float, int, list[int]]] = []  # when, to whom, which commands
         self.replaced: list[int] = []
         self.ended: list[int] = []
+        self.unpickled: list[list[int]] = []  # the batches whose unpickling killed their slave
         self.run: Any = None  # the Run, for the checks of check_breadth_first
         self._incarnations = itertools.count()
         self._slaves = {rank: self._new_slave(0.0) for rank in range(1, slaves + 1)}
@@ -149,6 +152,12 @@ class Fake_transport(Transport):
             slave.dead_at = slave.free_at = start
             output = [(1, f"written before command {ids[0]}\n")]
             self._post(start, rank, slave, Slave_lost(rank, "(fake) exited", None, True, output))
+            return
+        if any(task in self.script.kills_unpickling for task in ids):
+            slave.dead_at = slave.free_at = start
+            self.unpickled.append(list(ids))
+            lost = Slave_lost(rank, "(fake) exited with status 3", unpacking=True)
+            self._post(start + self.script.round_trip / 2, rank, slave, lost)  # (after its report)
             return
         if any(task in self.script.unreadable for task in ids):
             failure = Failure(UnpicklableError("cannot rebuild"), "While receiving:")

@@ -96,3 +96,27 @@ def test_a_message_is_at_hand_until_it_is_taken_whole_large_frames_included() ->
         assert not slave.at_hand()
     slave.close()
     master.close()
+
+
+def test_a_channel_that_does_not_decode_gives_each_message_as_its_frames() -> None:
+    # A slave shows that it holds a batch before it unpickles it: its channel gives frames,
+    # small messages and large ones with out-of-band buffers alike, which rebuild whole.
+    ours, theirs = socket.socketpair()
+    slave, master = Channel(ours, decode=False), Channel(theirs)
+    array = numpy.arange(1 << 18, dtype=numpy.float64)  # (2 MiB, out of band)
+
+    def send() -> None:  # (a thread: the socket takes less than the array at once)
+        master.send(wire.dumps("small"))
+        master.send(wire.dumps({"array": array}))
+        master.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    small, large = slave.receive(), slave.receive()
+    sender.join(10)
+    assert not sender.is_alive()
+    assert [type(frame) for frame in small] == [bytearray]
+    assert wire.loads(small) == "small"
+    assert len(large) == 2
+    numpy.testing.assert_array_equal(wire.loads(large)["array"], array)
+    slave.close()

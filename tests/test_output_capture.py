@@ -22,9 +22,10 @@ from multi import (
     Slave_command,
     SlaveDiedError,
     load_multiprocessor,
+    wire,
 )
 from multi.descriptors import Descriptor_capture, unnamed_files
-from multi.slave import Slave_context, execute, serve
+from multi.slave import Slave_context, batch_for_wire, execute, serve
 from tests.conftest import MISSING, run_master
 from tests.workloads import Logs, Noop, Record, Value
 
@@ -131,7 +132,7 @@ def _serve_here(batches: list[Any], at_hand: list[int]) -> tuple[list[tuple[int,
 
     def receive() -> Any:
         seen.append(_file_of(1))
-        return batches.pop(0) if batches else None
+        return wire.dumps(batch_for_wire(batches.pop(0))) if batches else None
 
     def reply(report: Any, batch: Any) -> None:
         asks_left[0] = at_hand.pop(0)
@@ -220,7 +221,7 @@ def _served_to_a_closed_pipe() -> tuple[int, str | None]:
     os.dup2(write, 1)
     os.close(write)
     try:
-        receive = lambda: batches.pop(0) if batches else None  # noqa: E731
+        receive = lambda: wire.dumps(batch_for_wire(batches.pop(0))) if batches else None  # noqa: E731
         serve(processor, context, receive, reply, None, lambda: False)
     except OSError as error:
         return len(served), repr(error)

@@ -153,6 +153,56 @@ def test_a_command_that_always_crashes_is_named_after_its_retries(process_fabric
     assert after == [25]  # and the processor goes on
 
 
+def test_a_command_whose_unpickling_kills_its_slave_fails_alone_and_the_others_go(
+    process_fabric: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """It travels with others (quick commands, many to a batch): they go again one by one,
+    with no attempt counted, and then its own deaths name it."""
+
+    def body(processor: Any) -> tuple[SlaveDiedError, list[Any], int]:
+        memo = w.Record()
+        for i in range(300):
+            command = w.Exits_when_unpickled(3) if i == 250 else w.Square(i)
+            processor.add_to_queue(command, memo)
+        with pytest.raises(SlaveDiedError) as caught:
+            processor.run_queue()
+        return caught.value, values(memo), processor.last_run.retries
+
+    error, delivered, retries = run_master(process_fabric, body, retries=1)
+    assert delivered == [i * i for i in range(300) if i != 250]
+    assert error.attempts == 2
+    assert "while unpickling Exits_when_unpickled (tried 2 times)" in str(error)
+    assert "on the 'uni' fabric with the option pickle_check to debug it" in str(error)
+    assert retries == 1  # the command itself, and no other
+    news = [line for line in capfd.readouterr().err.splitlines() if line.startswith("multi:")]
+    assert "while unpickling a batch of" in news[0], news
+    assert [line for line in news[1:] if "while unpickling Exits_when_unpickled" in line] == (
+        news[1:]
+    )
+    assert len(news) == 3
+
+
+def test_a_slave_killed_while_it_waits_for_work_costs_no_command_an_attempt(
+    process_fabric: str,
+) -> None:
+    """Killed between two runs, it holds nothing when the next run's first batch is sent to
+    it: those commands go to its replacement, not counted as tried (no retry is allowed)."""
+
+    def body(processor: Any) -> tuple[list[Any], int]:
+        where = w.Record()
+        for _ in range(2 * processor.processor_size()):
+            processor.add_to_queue(w.Where(0.05), where)
+        processor.run_queue()
+        os.kill(dict(values(where))[1], signal.SIGKILL)
+        memo = w.Record()
+        for i in range(6):
+            processor.add_to_queue(w.Square(i), memo)
+        processor.run_queue()
+        return values(memo), processor.last_run.retries
+
+    assert run_master(process_fabric, body, retries=0) == ([i * i for i in range(6)], 0)
+
+
 @pytest.mark.parametrize("status", [3, 0])
 def test_a_slave_that_exits_is_reported_with_its_status(process_fabric: str, status: int) -> None:
     def body(processor: Any) -> None:

@@ -332,6 +332,39 @@ def test_a_command_the_slave_cannot_rebuild_fails_alone() -> None:
     assert [index for index, _ in outcome.run.failures] == [1500]
 
 
+def test_a_command_whose_unpickling_kills_its_slave_fails_alone_after_its_retries() -> None:
+    """The batch it came in goes again one command at a time, with no attempt counted: then
+    its own deaths name it, and it fails once it was tried as often as a command that
+    crashes its slave; every other command runs once."""
+    outcome = simulate(Script([1e-4] * 2000, kills_unpickling={1500}), 2, retries=2)
+    assert outcome.transport is not None and outcome.run is not None
+    unpickled = outcome.transport.unpickled
+    assert len(unpickled[0]) > 1  # it first travelled with others
+    assert unpickled[1:] == [[1500]] * 3  # then alone, on its attempts
+    assert isinstance(outcome.raised, SlaveDiedError) and outcome.raised.attempts == 3
+    assert outcome.delivered == list(range(2000))
+    assert [index for index, _ in outcome.run.failures] == [1500]
+    ran = outcome.transport.attempts
+    assert all(ran[index] == 1 for index in range(2000) if index != 1500)
+    assert outcome.run.statistics.retries == 2
+    assert outcome.told[0].endswith(
+        f"while unpickling a batch of {len(unpickled[0])} commands, which run again one by one; "
+        "a new slave takes its place"
+    )
+    assert (
+        "while unpickling Fake_command(1500) (command 1500 of the run), which runs again"
+        in (outcome.told[1])
+    )
+
+
+def test_a_slave_that_dies_unpickling_a_batch_of_one_fails_it_with_no_retry() -> None:
+    outcome = simulate(Script([1e-4] * 4, kills_unpickling={2}), 2, retries=0)
+    assert outcome.transport is not None and outcome.run is not None
+    assert outcome.transport.unpickled == [[2]]
+    assert [index for index, _ in outcome.run.failures] == [2]
+    assert outcome.delivered == [0, 1, 2, 3]
+
+
 # Timeouts -------------------------------------------------------------------------------------
 
 

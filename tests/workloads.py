@@ -614,6 +614,24 @@ class Exit_hard(Slave_command):
         os._exit(self.status)
 
 
+class Exits_when_unpickled(Slave_command):
+    """Ends the process that unpickles it, unless it is the master that made it: its slave
+    dies before it runs anything."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.status = status
+        self.master = os.getpid()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state["master"] != os.getpid():
+            os._exit(state["status"])
+        self.__dict__.update(state)
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Value(processor, "ran"))
+
+
 class Where(Slave_command):
     """Sleeps, then returns the rank and process id of its slave."""
 

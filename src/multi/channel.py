@@ -47,10 +47,12 @@ class Undecodable:
 
 class Channel:
     """One end of a socket pair: queued messages written as the socket takes them, and
-    messages read as their bytes arrive."""
+    messages read as their bytes arrive: unpickled, or, with ``decode`` false, as their frames
+    (a slave shows that it holds a batch before it rebuilds it)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, decode: bool = True) -> None:
         self.sock = sock
+        self._decode = decode
         self._out: deque[memoryview] = deque()
         self._scratch = bytearray(SCRATCH_BYTES)
         self._view = memoryview(self._scratch)
@@ -240,9 +242,13 @@ class Channel:
                 available -= header
                 sizes = self._sizes
                 if len(sizes) == 1 and sizes[0] <= available:  # a small message, all here
-                    stream = self._view[self._head : self._head + sizes[0]]
+                    start = self._head
                     self._head += sizes[0]
                     self._sizes = None
+                    if not self._decode:
+                        done.append([self._scratch[start : self._head]])
+                        continue
+                    stream = self._view[start : self._head]
                     done.append(_decode(stream, []))
                     stream.release()
                     continue
@@ -261,7 +267,7 @@ class Channel:
                 return
             self._frames.append(buffer)
         frames, self._frames, self._sizes = self._frames, [], None
-        done.append(_decode(frames[0], frames[1:]))
+        done.append(_decode(frames[0], frames[1:]) if self._decode else frames)
 
     def _fill(self) -> bool:
         """Move bytes at hand into the frame being filled; False when more must arrive."""

@@ -45,18 +45,21 @@ class UnpicklableError(MultiError, pickle.PicklingError):
 class SlaveDiedError(MultiError):
     """A slave ended while it ran a command, more often than the retries allow."""
 
-    def __init__(self, rank: int, reason: str, command: str, attempts: int) -> None:
+    def __init__(
+        self, rank: int, reason: str, command: str, attempts: int, doing: str = "running"
+    ) -> None:
         self.rank = rank
         self.reason = reason
         self.command = command
         self.attempts = attempts
         if attempts:
-            what = f"while running {command} (tried {times(attempts)})"
+            what = f"while {doing} {command} (tried {times(attempts)})"
         else:
             what = f"before it could run {command}"
+        debug = "with the option pickle_check " if doing == "unpickling" else ""
         super().__init__(
-            f"slave {rank} {reason} {what}; "
-            "if the command itself crashes the process, run it on the 'uni' fabric to debug it"
+            f"slave {rank} {reason} {what}; if the command itself crashes the process, run it "
+            f"on the 'uni' fabric {debug}to debug it"
         )
 
 

@@ -65,7 +65,6 @@ from multi.slave import (
     Batch,
     Report,
     Slave_context,
-    rebuilt_batch,
     rebuilt_report,
     seal,
     serve,
@@ -769,9 +768,18 @@ class Mpi4py_transport(Transport):
             }
         deaths = []
         for rank, reason in reasons.items():
+            # (what a guard noted, the slave showed it: else only whether it had work)
             idle = self._work_sent[rank] == self._answered[rank]
-            task, _, output = named.get(rank, (-1, "", None))
-            lost = Slave_lost(rank, reason, task if task >= 0 else None, idle, output)
+            task, _, output = named.get(rank, (task_memory.IDLE, "", None))
+            shown = rank in named
+            lost = Slave_lost(
+                rank,
+                reason,
+                task if task >= 0 else None,
+                idle or (shown and task == task_memory.IDLE),
+                output,
+                unpacking=shown and task == task_memory.UNPACKING,
+            )
             deaths.append((rank, lost))
             link = self._forget(rank)
             if self.spawned:
@@ -956,8 +964,9 @@ def _notes_directory() -> str:
     return directory
 
 
-#: What a guard notes of its slave's death: the command it ran (-1: none), how it died, and
-#: what the command wrote, as (stream, text).
+#: What a guard notes of its slave's death: the command it ran (or what it did between
+#: commands, as ``multi.task_memory`` says it), how it died, and what the command wrote, as
+#: (stream, text).
 Death = tuple[int, str, list[tuple[int, str]] | None]
 
 
@@ -1161,7 +1170,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
 
     idle_sleep = _idle_sleep(slaves, spawned=comm.Is_inter())
 
-    def receive() -> Batch | Exception | None:
+    def receive() -> list[Any] | None:
         tag, payload = _wait(take, spin=SPIN_SECONDS, longest=idle_sleep)
         if tag != WORK:  # STOP or KILL, with the number of batches the master sent
             batches["sent"] = payload
@@ -1169,7 +1178,7 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         batches["received"] += 1
         if sending:  # (what the batch runs could end the slave: its reports go first)
             _wait(reported, spin=SPIN_SECONDS)
-        return rebuilt_batch(payload)
+        return payload  # type: ignore[no-any-return]
 
     sending: list[Any] = []  # reports on their way (a request holds its buffers until sent)
 
@@ -1324,7 +1333,7 @@ _guard_files: descriptors.Files | None = None
 #: The memory this slave shares with its guard: the command it runs (``_note_task``).
 _guard_task: mmap.mmap | None = None
 #: The "command" of a slave that left as told: its guard then knows that it did not die.
-LEFT = -2
+LEFT = task_memory.LEFT
 #: The note by which a master says that it hears SIGUSR1 (see ``_note_death``).
 LISTENING = "listening"
 #: The status a master last gave its slaves as it stopped them (see ``_end_unfinalized``).

@@ -38,7 +38,7 @@ from multiprocessing import reduction
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from multi import descriptors, wire
+from multi import descriptors, task_memory, wire
 from multi.application import Processor_box
 from multi.channel import Channel, Undecodable
 from multi.errors import ending
@@ -49,7 +49,6 @@ from multi.slave import (
     Batch,
     Report,
     Slave_context,
-    batch_from_wire,
     report_from_wire,
     seal,
     serve,
@@ -62,6 +61,9 @@ START_METHODS = ("forkserver", "spawn", "fork")
 #: How long a receiver looks for a message before it blocks: the master (see ``_spin``), and a
 #: slave after each batch (see ``Channel.receive``).
 POLL_SECONDS = 100e-6
+#: The master's word to a slave to leave: a message that no batch is (a slave compares the
+#: frames it reads with it, before it rebuilds them).
+GOODBYE = wire.dumps(None)
 #: How often a slave beats, and checks that its master is still there.
 HEARTBEAT_SECONDS = 0.5
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_READ | selectors.EVENT_WRITE
@@ -124,7 +126,7 @@ class Multiprocessing_transport(Transport):
         files = self._files.get(rank)
         if files is None:  # (a replacement gets the files of the rank's slaves before it)
             files = self._files[rank] = descriptors.unnamed_files()
-        self.task[rank] = -1
+        self.task[rank] = task_memory.IDLE
         self.heartbeat[rank] = time.monotonic()  # (it beats once it has started)
         ours, theirs = socket.socketpair()
         forked = self.context.get_start_method() == "fork"
@@ -248,7 +250,14 @@ class Multiprocessing_transport(Transport):
         slave = self._retire(rank)
         reason = f"{slave.name()} {ending(slave.process.exitcode)}"
         output = descriptors.read_left(self._files[rank])  # (idle too: see Scheduler._on_lost)
-        return Slave_lost(rank, reason, task if task >= 0 else None, idle=task < 0, output=output)
+        return Slave_lost(
+            rank,
+            reason,
+            task if task >= 0 else None,
+            idle=task == task_memory.IDLE,
+            unpacking=task == task_memory.UNPACKING,
+            output=output,
+        )
 
     def _retire(self, rank: int) -> _Slave:
         """Forget a slave that ended, or is made to: its process group is killed (itself, if it
@@ -259,7 +268,7 @@ class Multiprocessing_transport(Transport):
         _kill_group(slave.process)
         slave.process.join(1.0)
         slave.channel.close()
-        self.task[rank] = -1
+        self.task[rank] = task_memory.IDLE
         return slave
 
     def end_slave(self, rank: int) -> Slave_ended:
@@ -272,9 +281,8 @@ class Multiprocessing_transport(Transport):
     # Stopping -----------------------------------------------------------------------------
 
     def stop(self, timeout: float, status: int = 0) -> None:
-        goodbye = wire.dumps(None)
         for slave in self._slaves.values():
-            slave.channel.put(goodbye)
+            slave.channel.put(GOODBYE)
             with suppress(OSError):  # it is gone already
                 slave.channel.write()
         self._join(timeout)
@@ -410,16 +418,14 @@ def _slave_main(
     context = Slave_context(rank, slaves, processor.data_store)
     context.descriptors = descriptors.Descriptor_capture(files.fds, rank)
     context.logs = Log_forwarding(rank)
-    channel = Channel(sock)
+    channel = Channel(sock, decode=False)
 
-    def receive() -> Batch | Exception | None:
+    def receive() -> list[Any] | None:
         try:
-            message = channel.receive(POLL_SECONDS)
+            frames: list[Any] = channel.receive(POLL_SECONDS)
         except (EOFError, OSError):  # the master is gone
             return None
-        if isinstance(message, Undecodable):  # the batch arrived, but does not unpickle here
-            return message.error
-        return None if message is None else batch_from_wire(message)  # (None: the goodbye)
+        return None if frames == GOODBYE else frames
 
     def reply(report: Report, batch: Batch | None) -> None:
         channel.send(seal(report, batch[1] if batch is not None else ()))

@@ -51,7 +51,6 @@ from multi.slave import (
     Batch,
     Report,
     Slave_context,
-    rebuilt_batch,
     rebuilt_report,
     seal,
     serve,
@@ -307,7 +306,15 @@ class Pvm_transport(Transport):
         self._end_group(slave)  # (the group outlives its leader while it has members)
         self._forget(rank)
         reason = f"{slave.name()} ended"
-        return Slave_lost(rank, reason, task if task >= 0 else None, output=output)
+        shown = slave.memory is not None  # (else what it does between commands is unknown)
+        return Slave_lost(
+            rank,
+            reason,
+            task if task >= 0 else None,
+            idle=shown and task == task_memory.IDLE,
+            unpacking=shown and task == task_memory.UNPACKING,
+            output=output,
+        )
 
     def _forget(self, rank: int) -> _Slave:
         slave = self._slaves.pop(rank)
@@ -432,12 +439,12 @@ def slave_main() -> None:
 
     arrived: list[Pvm_message] = []  # a message that at_hand took in
 
-    def receive() -> Batch | Exception | None:
+    def receive() -> list[Any] | None:
         while True:
             message = arrived.pop() if arrived else _next(pvm, None, watcher.wake)
             assert message is not None  # (no time limit)
             if message.tag == WORK:
-                return rebuilt_batch(message.frames)
+                return message.frames
             elif message.tag in (STOP, MASTER_GONE):
                 return None
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from multi import capture, collector, logs, wire
+from multi import capture, collector, logs, task_memory, wire
 from multi.errors import Failure, UnpicklableError, describe, exit_status
 from multi.results import Result
 from multi.wire import unpicklable_error
@@ -148,10 +148,10 @@ def execute(
 ) -> Report:
     """Run each command of a batch in turn; nothing a command does stops the others.
 
-    ``running`` is told the id of each command as it starts, and -1 when the batch is done.
-    Any exception a command raises is its failure, but KeyboardInterrupt, which ends the slave
-    (Ctrl-C where the slave is the master itself, the master's order to drop the work on MPI):
-    the report then holds the commands before it, and ``lost`` says what ended it.
+    ``running`` is told the id of each command as it starts, and ``IDLE`` when the batch is
+    done. Any exception a command raises is its failure, but KeyboardInterrupt, which ends the
+    slave (Ctrl-C where the slave is the master itself, the master's order to drop the work on
+    MPI): the report then holds the commands before it, and ``lost`` says what ended it.
     Descriptors 1 and 2 are left pointed into the capture files: ``serve`` points them back.
     """
     ids, commands = batch
@@ -224,7 +224,7 @@ def execute(
         context.results = None
         context.running = None
         if running is not None:
-            running(-1)
+            running(task_memory.IDLE)
     return _report(context, results, counts, seconds, output, failures, started)
 
 
@@ -483,12 +483,18 @@ def _end_forked_child(error: BaseException | None) -> None:
 def serve(
     processor: Processor,
     context: Slave_context,
-    receive: Callable[[], Batch | Exception | None],
+    receive: Callable[[], Sequence[Any] | None],
     reply: Callable[[Report, Batch | None], None],
     running: Callable[[int], None] | None = None,
     at_hand: Callable[[], bool] | None = None,
 ) -> None:
-    """The loop of a slave process: receive a batch, run it, reply; until told to stop.
+    """The loop of a slave process: receive a batch's frames, rebuild it, run it, reply;
+    until ``receive`` says stop (None).
+
+    ``running`` is told what the slave does, for its master to read if it dies: it rebuilds
+    a batch (``UNPACKING``), then runs each command (its id), then waits (``IDLE``). A slave
+    killed as it waits then costs no command an attempt, and a batch whose unpickling kills
+    its slave is not taken for work that the slave never had (see ``Scheduler._on_lost``).
 
     Descriptors 1 and 2 point back where they were once the slave waits: after a batch, unless
     ``at_hand`` says, within ``NEXT_BATCH_SECONDS``, that the next message is there (what a
@@ -501,7 +507,10 @@ def serve(
     descriptors = context.descriptors
     try:
         with capture.routing():
-            while (batch := receive()) is not None:
+            while (frames := receive()) is not None:
+                if running is not None:
+                    running(task_memory.UNPACKING)
+                batch = rebuilt_batch(frames)
                 report = run_batch(processor, context, batch, running)
                 reply(report, None if isinstance(batch, Exception) else batch)
                 if report.lost is not None:

@@ -6,8 +6,9 @@ the slave dies or overruns its timeout. A message saying the same would reach th
 after a while: a death in the middle of a batch of quick commands would be blamed on the last
 command that a message named, which had finished.
 
-The memory holds the command's id (-1: none) and when it started, by ``time.monotonic()``, a
-clock that every process of a host shares.
+The memory holds the command's id, or what the slave does between commands (``IDLE``,
+``UNPACKING``, ``LEFT``), and since when, by ``time.monotonic()``, a clock that every process of
+a host shares.
 """
 
 from __future__ import annotations
@@ -21,8 +22,14 @@ from multi import descriptors
 
 #: The command's id, and when it started.
 TASK = struct.Struct("qd")
-#: The id while no command runs.
+#: The id while the slave waits for work: a death then is no command's doing.
 IDLE = -1
+#: The id of a slave of an MPI job that left as told (``multi.mpi4py_processor``).
+LEFT = -2
+#: The id while the slave rebuilds a batch that has arrived, before its first command: a
+#: death then is the doing of the batch (a command whose unpickling crashes, or takes more
+#: memory than there is), though of no command that ran.
+UNPACKING = -3
 
 
 def shared(fd: int | None = None) -> mmap.mmap:

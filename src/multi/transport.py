@@ -33,10 +33,12 @@ class Slave_lost:
     rank: int
     reason: str  # e.g. "(pid 123) was killed by signal 9 (SIGKILL)"
     task_id: int | None = None  # the command it was running, when the transport knows
-    idle: bool = False  # the transport knows that it was running no command of the run
+    idle: bool = False  # the transport knows that it was waiting for work
     #: What the slave's command wrote before it ended (stream, text), where the transport
     #: could read it.
     output: list[tuple[int, str]] | None = None
+    #: The transport knows that it was rebuilding its oldest batch, before any command of it.
+    unpacking: bool = False
 
 
 Message = Report | Slave_lost
