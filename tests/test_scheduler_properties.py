@@ -43,12 +43,15 @@ def scenarios(draw: st.DrawFn) -> dict:
     deaths = draw(st.dictionaries(indices, st.integers(1, 4), max_size=6)) if count else {}
     hangs = draw(st.sets(indices, max_size=2)) if count and draw(st.booleans()) else set()
     frozen = draw(st.sets(indices, max_size=2)) - hangs if count and draw(st.booleans()) else set()
+    kills = draw(st.sets(indices, max_size=2)) - hangs - frozen if count else set()
     timeout = max(lengths, default=1.0) * 2 + 1.0 if hangs else None
     liveness = None
     if frozen:  # strictly before or after the timeout, never tied with it
         liveness = timeout * draw(st.sampled_from([0.5, 2.0])) if timeout else 5.0
     return {
-        "script": Script(lengths, fails=fails, deaths=deaths, hangs=hangs, frozen=frozen),
+        "script": Script(
+            lengths, fails=fails, deaths=deaths, hangs=hangs, frozen=frozen, kills_unpickling=kills
+        ),
         "liveness": liveness,
         "slaves": slaves,
         "retries": draw(st.integers(0, 3)),
@@ -61,6 +64,8 @@ def scenarios(draw: st.DrawFn) -> dict:
 def expected_error(scenario: dict, index: int) -> type[BaseException] | None:
     """The failure a command must end in, or None (a slave may also be lost for good)."""
     script = scenario["script"]
+    if index in script.kills_unpickling:  # it never runs: its slave dies as it unpickles it
+        return SlaveDiedError
     if index in script.hangs:
         return CommandTimeoutError
     if index in script.frozen:  # whichever bound comes first: its timeout, or liveness
