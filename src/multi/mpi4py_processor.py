@@ -672,9 +672,9 @@ class Mpi4py_transport(Transport):
         found: list[int] = []
 
         def probe() -> bool:
-            """A report is there, or news of a death; a heartbeat is taken on the way."""
-            if _failures.count != self._news or self._time_to_look():
-                return True
+            """A report is there, or news of a death; a heartbeat is taken on the way. What a
+            slave sent before it died comes before the news of its death (a batch that it
+            finished is not sent again)."""
             while (rank := self._probe(status)) is not None:
                 comm, peer = self._links[rank]
                 if status.Get_tag() != BEAT:
@@ -682,7 +682,7 @@ class Mpi4py_transport(Transport):
                     return True
                 comm.recv(None, peer, BEAT)
                 self._heard[rank] = time.monotonic()
-            return False
+            return _failures.count != self._news or self._time_to_look()
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._lost:
