@@ -768,18 +768,10 @@ class Mpi4py_transport(Transport):
             }
         deaths = []
         for rank, reason in reasons.items():
-            # (what a guard noted, the slave showed it: else only whether it had work)
+            # (what a guard noted, the slave showed it: else only whether it had work is known)
             idle = self._work_sent[rank] == self._answered[rank]
             task, _, output = named.get(rank, (task_memory.IDLE, "", None))
-            shown = rank in named
-            lost = Slave_lost(
-                rank,
-                reason,
-                task if task >= 0 else None,
-                idle or (shown and task == task_memory.IDLE),
-                output,
-                unpacking=shown and task == task_memory.UNPACKING,
-            )
+            lost = Slave_lost.showing(rank, reason, task, output, rank in named, idle)
             deaths.append((rank, lost))
             link = self._forget(rank)
             if self.spawned:

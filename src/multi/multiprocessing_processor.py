@@ -250,14 +250,7 @@ class Multiprocessing_transport(Transport):
         slave = self._retire(rank)
         reason = f"{slave.name()} {ending(slave.process.exitcode)}"
         output = descriptors.read_left(self._files[rank])  # (idle too: see Scheduler._on_lost)
-        return Slave_lost(
-            rank,
-            reason,
-            task if task >= 0 else None,
-            idle=task == task_memory.IDLE,
-            unpacking=task == task_memory.UNPACKING,
-            output=output,
-        )
+        return Slave_lost.showing(rank, reason, task, output)
 
     def _retire(self, rank: int) -> _Slave:
         """Forget a slave that ended, or is made to: its process group is killed (itself, if it

@@ -306,15 +306,8 @@ class Pvm_transport(Transport):
         self._end_group(slave)  # (the group outlives its leader while it has members)
         self._forget(rank)
         reason = f"{slave.name()} ended"
-        shown = slave.memory is not None  # (else what it does between commands is unknown)
-        return Slave_lost(
-            rank,
-            reason,
-            task if task >= 0 else None,
-            idle=shown and task == task_memory.IDLE,
-            unpacking=shown and task == task_memory.UNPACKING,
-            output=output,
-        )
+        # (on another host, only a command that it said it ran is known)
+        return Slave_lost.showing(rank, reason, task, output, shown=slave.memory is not None)
 
     def _forget(self, rank: int) -> _Slave:
         slave = self._slaves.pop(rank)

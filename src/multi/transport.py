@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from multi import wire
+from multi import task_memory, wire
 from multi.slave import Batch, Report
 
 
@@ -39,6 +39,29 @@ class Slave_lost:
     output: list[tuple[int, str]] | None = None
     #: The transport knows that it was rebuilding its oldest batch, before any command of it.
     unpacking: bool = False
+
+    @classmethod
+    def showing(
+        cls,
+        rank: int,
+        reason: str,
+        task: int,
+        output: list[tuple[int, str]] | None = None,
+        shown: bool = True,
+        idle: bool = False,
+    ) -> Slave_lost:
+        """The loss of a slave that showed ``task`` in its task memory (``multi.task_memory``):
+        a command's id, or what it did between commands. Where ``shown`` is false the master
+        could not read it, and knows the command only if ``task`` names one; ``idle`` is what
+        the master knows itself."""
+        return cls(
+            rank,
+            reason,
+            task if task >= 0 else None,
+            idle or (shown and task == task_memory.IDLE),
+            output,
+            shown and task == task_memory.UNPACKING,
+        )
 
 
 Message = Report | Slave_lost
