@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -543,6 +544,44 @@ def test_a_wait_tests_twice_after_each_sleep(monkeypatch: pytest.MonkeyPatch) ->
     answers = iter([False, False, "found"])  # before the sleep, the first test after it, ...
     assert mpi4py_processor._wait(lambda: next(answers)) == "found"
     assert len(sleeps) == 1
+
+
+def test_the_master_sleeps_at_once_after_a_slow_wait_and_spins_after_a_quick_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A master whose slaves ran long commands spun at each of their reports for nothing."""
+    from multi import mpi4py_processor
+
+    clock = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    monkeypatch.setattr(mpi4py_processor.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(mpi4py_processor.time, "sleep", sleep)
+
+    def answered_after(seconds: float) -> Callable[[], bool]:
+        due = clock[0] + seconds
+
+        def test() -> bool:
+            clock[0] += 1e-6  # (a test takes a microsecond)
+            return clock[0] >= due
+
+        return test
+
+    waiter = mpi4py_processor._Waiter()
+    quick = mpi4py_processor.SPIN_SECONDS / 2
+    waiter.wait(answered_after(quick))
+    assert sleeps == []
+    waiter.wait(answered_after(2 * mpi4py_processor.SLOW_WAIT))
+    sleeps.clear()
+    waiter.wait(answered_after(quick))
+    assert sleeps  # (it slept before its second test)
+    sleeps.clear()
+    waiter.wait(answered_after(quick))
+    assert sleeps == []
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,9 @@ MPICH_MEMORY = b"/dev/shm/mpich_shm_"
 #: A thread that waits for a message alone in its process (the master, an idle slave) looks
 #: without sleeping for this long first: the other side of a quick round trip answers by then.
 SPIN_SECONDS = 300e-6
+#: A wait longer than this is taken for a sign that the next one will be long too: it sleeps
+#: from the start (see ``_Waiter``).
+SLOW_WAIT = 3e-3
 #: The backoff of every wait: a sleep of a tenth of the time waited so far, from 10 µs to
 #: 2 ms. Doubling the sleep instead would let a wait overshoot by as long as it has lasted, and
 #: the two sides of a round trip would push each other's waits to the longest sleep.
@@ -225,6 +228,27 @@ def _wait(
         if found := test():  # (and the loop's own test is the second after the sleep)
             return found
     return found
+
+
+class _Waiter:
+    """The master's waits for its slaves, which spin first (see ``_wait``) unless the last one
+    took longer than ``SLOW_WAIT``: a master whose slaves ran 50 ms commands spun 300 µs at
+    each of their reports for nothing, a core's 1 % on top of its sleeps, taken from the
+    slaves. (The bar is well above the spin: waits that a sleep made late by some 100 µs would
+    each make the next one late.) A slave's wait for work always spins: the next batch, when
+    the master has one, comes at once, and one late by a sleep made the 99th percentile of a
+    round trip on 16 slaves five times as long."""
+
+    __slots__ = ("quick",)
+
+    def __init__(self) -> None:
+        self.quick = True
+
+    def wait(self, test: Callable[[], Any], seconds: float | None = None) -> Any:
+        start = time.monotonic()
+        found = _wait(test, seconds, SPIN_SECONDS if self.quick else 0.0)
+        self.quick = time.monotonic() - start < SLOW_WAIT
+        return found
 
 
 def _probed_twice(probe: Callable[[], bool]) -> bool:
@@ -550,6 +574,7 @@ class Mpi4py_transport(Transport):
         self._given_up: list[tuple[Any, int]] = []  # slaves given up alive (hung)
         self._lost: deque[tuple[int, Slave_lost]] = deque()  # deaths not reported yet
         self._status = MPI.Status()
+        self._waiter = _Waiter()  # (receive is called by the engine's thread alone)
         self._left = False  # the slaves have been told to leave
         #: Where slaves' guards leave word of their deaths, one file per slave.
         self.notes = _notes_directory() if self.spawned else notes
@@ -688,7 +713,7 @@ class Mpi4py_transport(Transport):
         while not self._lost:
             found.clear()
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not _wait(probe, left, spin=SPIN_SECONDS):
+            if not self._waiter.wait(probe, left):
                 return None
             if not found:
                 self._news = _failures.count
