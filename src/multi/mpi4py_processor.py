@@ -96,8 +96,9 @@ MASTER = 0
 #: Where MPICH's shared memory files are, and how their names start (``_unname_mpi_memory``).
 MPICH_MEMORY = b"/dev/shm/mpich_shm_"
 
-#: A thread that waits for a message alone in its process (the master, an idle slave) looks
-#: without sleeping for this long first: the other side of a quick round trip answers by then.
+#: A thread that waits for a message alone in its process (an idle slave; the master, while
+#: its waits are quick: ``_Waiter``) looks without sleeping for this long first: the other
+#: side of a quick round trip answers by then.
 SPIN_SECONDS = 300e-6
 #: A wait longer than this is taken for a sign that the next one will be long too: it sleeps
 #: from the start (see ``_Waiter``).
@@ -233,7 +234,7 @@ def _wait(
 class _Waiter:
     """The master's waits for its slaves, which spin first (see ``_wait``) unless the last one
     took longer than ``SLOW_WAIT``: a master whose slaves ran 50 ms commands spun 300 µs at
-    each of their reports for nothing, a core's 1 % on top of its sleeps, taken from the
+    each of their reports for nothing, near a core's 1 % on top of its sleeps, taken from the
     slaves. (The bar is well above the spin: waits that a sleep made late by some 100 µs would
     each make the next one late.) A slave's wait for work always spins: the next batch, when
     the master has one, comes at once, and one late by a sleep made the 99th percentile of a
