@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -582,6 +584,136 @@ def test_the_master_sleeps_at_once_after_a_slow_wait_and_spins_after_a_quick_one
     sleeps.clear()
     waiter.wait(answered_after(quick))
     assert sleeps == []
+
+
+def test_a_wait_never_sleeps_past_its_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    from multi import mpi4py_processor
+
+    clock = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock[0] += seconds
+
+    def test() -> bool:
+        clock[0] += 1e-6  # (a test takes a microsecond)
+        return False
+
+    monkeypatch.setattr(mpi4py_processor.time, "monotonic", lambda: clock[0])
+    found = mpi4py_processor._wait(test, 0.005, longest=1.0, sleep=sleep, first=1.0)
+    assert found is False
+    assert sleeps == [pytest.approx(0.005, abs=1e-5)]
+
+
+class Fake_bell:
+    def __init__(self, clock: list[float]) -> None:
+        self.clock = clock
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.clock[0] += seconds
+
+
+def test_a_master_that_waits_for_slaves_that_ring_alone_sleeps_until_a_ring(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It sleeps long at once, for a ring ends its sleep; where a slave that cannot ring (of
+    another host) holds work, it naps as ever, on the bell, which ends a nap early too."""
+    from multi import mpi4py_processor
+
+    clock = [0.0]
+    monkeypatch.setattr(mpi4py_processor.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(mpi4py_processor.time, "sleep", lambda seconds: pytest.fail("slept"))
+    bell = Fake_bell(clock)
+    waiter = mpi4py_processor._Waiter(bell)  # type: ignore[arg-type]
+    waiter.quick = False
+
+    def answered_after(seconds: float) -> Callable[[], bool]:
+        due = clock[0] + seconds
+        return lambda: clock[0] >= due
+
+    waiter.wait(answered_after(0.05), ringing=True)
+    assert bell.sleeps == [mpi4py_processor.BELL_WAIT] * 3
+    bell.sleeps.clear()
+    waiter.wait(answered_after(0.05), ringing=False)
+    assert bell.sleeps[0] == mpi4py_processor.FIRST_WAIT
+    assert max(bell.sleeps) <= mpi4py_processor.LONGEST_WAIT
+
+
+def test_news_of_a_failure_wakes_a_master_asleep_on_its_doorbell(tmp_path: Path) -> None:
+    from multi import mpi4py_processor
+
+    bell = mpi4py_processor._doorbell(str(tmp_path))
+    assert bell is not None
+    try:
+        count = mpi4py_processor._failures.count
+        mpi4py_processor._on_failure_signal(mpi4py_processor.FAILED, None)
+        assert select.select([bell._read], [], [], 0)[0]
+        assert mpi4py_processor._failures.count == count + 1
+    finally:
+        mpi4py_processor._failures.bells.discard(bell)
+        bell.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "rings"), [("this", True), ("another", False)], ids=["same host", "another host"]
+)
+def test_a_slave_rings_its_master_s_doorbell_where_they_share_a_host(
+    tmp_path: Path, host: str, rings: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from multi import mpi4py_processor
+    from multi.doorbell import Doorbell
+
+    bell = Doorbell(str(tmp_path))
+    name = socket.gethostname() if host == "this" else "not-" + socket.gethostname()
+    slave = SimpleNamespace(_where=(str(tmp_path), f"{name}:{os.getpid()}"), process_rank=2)
+    ring = mpi4py_processor.Mpi4py_processor._ringer(slave)  # type: ignore[arg-type]
+    assert (ring is not None) == rings
+    if ring is not None:
+        ring()
+        bell.sleep(10.0)
+    assert bell.rang == ({2} if rings else set())
+    bell.close()
+
+
+RINGS = textwrap.dedent(
+    """
+    from multi import Application_callback, Processor_box, load_multiprocessor
+    from tests import workloads as w
+
+    class Main:
+        def run(self):
+            processor = Processor_box().processor
+            memo = w.Record()
+            for x in range(20):
+                processor.add_to_queue(w.Square(x), memo)
+            processor.run_queue()
+            bell = processor._transport._bell
+            for _ in range(10):  # (a report may be taken before its ring is)
+                if len(bell.rang) < 2:
+                    bell.sleep(1.0)
+            print("rang", sorted(bell.rang))
+
+    if __name__ == "__main__":
+        load_multiprocessor("mpi4py", Application_callback(Main()), 2).run()
+    """
+)
+
+
+@pytest.mark.parametrize("launch", ["spawn", "mpiexec"])
+def test_slaves_on_the_master_s_host_ring_its_doorbell(tmp_path: Path, launch: str) -> None:
+    """Spawned slaves, and slaves of mpiexec (launch=mpiexec runs the program again under
+    it), tell the master that they ring: it then sleeps until they report."""
+    script = tmp_path / "rings.py"
+    script.write_text(RINGS)
+    env = {"MULTI_MPI4PY_LAUNCH": launch, "PYTHONPATH": str(ROOT)}
+    result = run(sys.executable, str(script), env=env)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert "rang [1, 2]\n" in result.stdout
 
 
 @pytest.mark.parametrize(

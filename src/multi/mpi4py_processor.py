@@ -17,7 +17,9 @@ intercommunicator of each spawned slave) under a fixed set of tags, and as pickl
 frames whose large buffers go out of band (``mpi4py.util.pkl5``); a small batch or report is
 its pickle stream alone, in one message. Nobody waits in a blocking MPI call, which spins: a
 waiting master probes with a backoff from 10 µs to 2 ms, an idle slave up to 2 ms per MPI
-process its host has for each core (at most 20 ms).
+process its host has for each core (at most 20 ms). Slaves on the master's host ring its
+doorbell once a report has left (``multi.doorbell``): a master that waits for those alone
+sleeps until a ring.
 
 A slave's death (a signal, an exit) ends the whole job under a plain ``mpiexec -n P+1``,
 which a slave's guard (see ``_guard``) names on the way, saying how to launch for survival.
@@ -52,11 +54,12 @@ import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from typing import Any
+from typing import Any, ClassVar
 
 from multi import descriptors, task_memory, wire
 from multi.application import Processor_box
 from multi.descriptors import Descriptor_capture, unnamed_files
+from multi.doorbell import Doorbell, ringer
 from multi.errors import MultiError, MultiWarning, ProcessorSizeError, ending
 from multi.logs import Log_forwarding
 from multi.options import Option
@@ -103,6 +106,10 @@ SPIN_SECONDS = 300e-6
 #: A wait longer than this is taken for a sign that the next one will be long too: it sleeps
 #: from the start (see ``_Waiter``).
 SLOW_WAIT = 3e-3
+#: How long a master sleeps at most while it waits for slaves that ring its doorbell: a ring
+#: ends the sleep, and this bounds what a ring that never came costs (a report of a slave of
+#: another host, a heartbeat, a note of a death where no signal tells it).
+BELL_WAIT = 20e-3
 #: The backoff of every wait: a sleep of a tenth of the time waited so far, from 10 µs to
 #: 2 ms. Doubling the sleep instead would let a wait overshoot by as long as it has lasted, and
 #: the two sides of a round trip would push each other's waits to the longest sleep.
@@ -205,9 +212,12 @@ def _wait(
     seconds: float | None = None,
     spin: float = 0.0,
     longest: float = LONGEST_WAIT,
+    sleep: Callable[[float], Any] | None = None,
+    first: float = FIRST_WAIT,
 ) -> Any:
     """Call ``test`` until it gives a true value, and return it, sleeping ever longer between
-    calls (up to ``longest``); False on timeout.
+    calls (from ``first`` up to ``longest``, never past the timeout); False on timeout. The
+    sleep is ``time.sleep``, or a doorbell's, which a ring ends early.
 
     For the first ``spin`` seconds it does not sleep: a quick answer is then taken without the
     cost of waking up (a sleep lasts 50 µs at least), and a slow one costs that little CPU.
@@ -219,13 +229,15 @@ def _wait(
     5 ms after it was sent, where the slave slept 3 ms at a time.
     """
     start = time.monotonic()
+    sleep = time.sleep if sleep is None else sleep
     while not (found := test()):
         waited = time.monotonic() - start
         if waited < spin:
             continue
         if seconds is not None and waited > seconds:
             return False
-        time.sleep(min(longest, max(FIRST_WAIT, WAIT_GROWTH * waited)))
+        pause = min(longest, max(first, WAIT_GROWTH * waited))
+        sleep(pause if seconds is None else max(0.0, min(pause, seconds - waited)))
         if found := test():  # (and the loop's own test is the second after the sleep)
             return found
     return found
@@ -238,16 +250,32 @@ class _Waiter:
     slaves. (The bar is well above the spin: waits that a sleep made late by some 100 µs would
     each make the next one late.) A slave's wait for work always spins: the next batch, when
     the master has one, comes at once, and one late by a sleep made the 99th percentile of a
-    round trip on 16 slaves five times as long."""
+    round trip on 16 slaves five times as long.
 
-    __slots__ = ("quick",)
+    With a doorbell (slaves on the master's host, see ``multi.doorbell``), the master sleeps
+    until a ring. While it waits for slaves that ring, alone, it sleeps ``BELL_WAIT`` at once;
+    else it naps as ever, woken early by a ring."""
 
-    def __init__(self) -> None:
+    __slots__ = ("bell", "quick")
+
+    def __init__(self, bell: Doorbell | None = None) -> None:
         self.quick = True
+        self.bell = bell
 
-    def wait(self, test: Callable[[], Any], seconds: float | None = None) -> Any:
+    def wait(
+        self, test: Callable[[], Any], seconds: float | None = None, ringing: bool = False
+    ) -> Any:
+        """Wait for ``test`` (see ``_wait``); ``ringing`` says that the slaves waited for all
+        ring the bell."""
         start = time.monotonic()
-        found = _wait(test, seconds, SPIN_SECONDS if self.quick else 0.0)
+        spin = SPIN_SECONDS if self.quick else 0.0
+        bell = self.bell
+        if bell is None:
+            found = _wait(test, seconds, spin)
+        elif ringing:
+            found = _wait(test, seconds, spin, BELL_WAIT, bell.sleep, BELL_WAIT)
+        else:
+            found = _wait(test, seconds, spin, sleep=bell.sleep)
         self.quick = time.monotonic() - start < SLOW_WAIT
         return found
 
@@ -549,12 +577,17 @@ class Mpi4py_transport(Transport):
     heartbeats = True
 
     def __init__(
-        self, slaves: int, world: Any = None, spawn: Any = None, notes: str | None = None
+        self,
+        slaves: int,
+        world: Any = None,
+        spawn: Any = None,
+        notes: str | None = None,
+        bell: Doorbell | None = None,
     ) -> None:
         """Slaves of ``world`` (a duplicate of COMM_WORLD), whose guards note their deaths in
-        ``notes``, or made by ``spawn(rank, notes, key, survives)``, which returns the
-        intercommunicator of one new slave, whose guard notes under ``key`` (and ends with
-        status 0 where the master ``survives`` its death)."""
+        ``notes``, and which ring ``bell``; or made by ``spawn(rank, notes, key, survives)``,
+        which returns the intercommunicator of one new slave, whose guard notes under ``key``
+        (and ends with status 0 where the master ``survives`` its death)."""
         MPI = _mpi()
         self.slaves = slaves
         self.spawned = spawn is not None
@@ -575,10 +608,11 @@ class Mpi4py_transport(Transport):
         self._given_up: list[tuple[Any, int]] = []  # slaves given up alive (hung)
         self._lost: deque[tuple[int, Slave_lost]] = deque()  # deaths not reported yet
         self._status = MPI.Status()
-        self._waiter = _Waiter()  # (receive is called by the engine's thread alone)
         self._left = False  # the slaves have been told to leave
         #: Where slaves' guards leave word of their deaths, one file per slave.
         self.notes = _notes_directory() if self.spawned else notes
+        self._bell = _doorbell(self.notes) if self.spawned else bell
+        self._waiter = _Waiter(self._bell)  # (receive is called by the engine's thread alone)
         #: The key of each slave's notes: its rank, or for a spawned slave a key of its own.
         self._keys = {rank: rank for rank in self._links}
         self._new_keys = itertools.count(1)
@@ -714,7 +748,8 @@ class Mpi4py_transport(Transport):
         while not self._lost:
             found.clear()
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not self._waiter.wait(probe, left):
+            ringing = self._bell is not None and self._awaited <= self._bell.rang
+            if not self._waiter.wait(probe, left, ringing):
                 return None
             if not found:
                 self._news = _failures.count
@@ -891,6 +926,9 @@ class Mpi4py_transport(Transport):
         for memory in self._tasks.values():
             memory.close()
         self._tasks.clear()
+        if self._bell is not None:
+            _failures.bells.discard(self._bell)
+            self._bell.close()
         if self.notes is not None:
             shutil.rmtree(self.notes, ignore_errors=True)
 
@@ -914,6 +952,20 @@ class _failures:
     count = 0
     listening = False
     ends = False  # whether the program stops listening at its end
+    bells: ClassVar[set[Doorbell]] = set()  # the masters' doorbells, which a failure rings
+
+
+def _doorbell(notes: str | None) -> Doorbell | None:
+    """A master's doorbell in the directory of its notes, rung by the failures it hears too;
+    None where no FIFO can be made there."""
+    if notes is None:
+        return None
+    try:
+        bell = Doorbell(notes)
+    except OSError:
+        return None
+    _failures.bells.add(bell)
+    return bell
 
 
 def _listen_for_failures() -> bool:
@@ -928,6 +980,8 @@ def _listen_for_failures() -> bool:
 
 def _on_failure_signal(number: int, frame: Any) -> None:
     _failures.count += 1
+    for bell in list(_failures.bells):  # (a master asleep on its doorbell wakes to it)
+        bell.ring()
 
 
 def _stop_listening() -> None:
@@ -1131,8 +1185,15 @@ def _stop_spawned() -> None:
 # The slave's side ----------------------------------------------------------------------------
 
 
-def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> None:
-    """Run batches for the master until it says stop; then say goodbye.
+def _serve_master(
+    processor: Processor,
+    comm: Any,
+    rank: int,
+    slaves: int,
+    ring: Callable[[], None] | None = None,
+) -> None:
+    """Run batches for the master until it says stop; then say goodbye. Each report, once
+    sent, rings the master's doorbell, where ``ring`` does (see ``multi.doorbell``).
 
     The main thread takes the master's messages in order. While it runs a command, a watcher
     thread looks every ``WATCH_SECONDS`` for KILL alone (MPI lets a message of another tag
@@ -1210,6 +1271,8 @@ def _serve_master(processor: Processor, comm: Any, rank: int, slaves: int) -> No
         frames = seal(report, batch[1] if batch is not None else ())
         with lock:  # (none is on its way: the batch ran once all had left, see ``receive``)
             sending.append(_isend(comm, frames, MASTER, OUTCOMES))
+        if ring is not None:
+            ring()
 
     def at_hand() -> bool:
         with lock:
@@ -1332,6 +1395,7 @@ def spawned_slave_main() -> None:
     parent = MPI.Comm.Get_parent()
     take_place(parent.recv(None, MASTER, SETUP), f"slave {rank}")
     processor = Mpi4py_processor(callback=None)
+    processor._where = notes, master
     Processor_box().processor = processor
     processor.serve()
 
@@ -1464,6 +1528,9 @@ class Mpi4py_processor(Processor):
         self._parent = MPI.Comm.Get_parent()
         self._comm: Any = None
         self._notes: str | None = None  # where the guards of mpiexec's slaves note deaths
+        self._bell: Doorbell | None = None  # which mpiexec's slaves ring
+        #: A slave's master's notes and address ("host:pid"), where it was told them.
+        self._where: tuple[str | None, str] | None = None
         self._spawned_slave = self._parent != MPI.COMM_NULL
         self._launched = world.Get_size() > 1 and not self._spawned_slave
         if self._spawned_slave:
@@ -1492,9 +1559,11 @@ class Mpi4py_processor(Processor):
             self._comm = world.Dup()  # every rank makes the processor: the collective is safe
             _unname_mpi_memory()  # (every rank has mapped it: each has made the processor)
             self._notes = _notes_directory() if self.process_rank == 0 else None
+            self._bell = _doorbell(self._notes)  # (made before its slaves look for it)
             where = self._comm.bcast((self._notes, _address(os.getpid())), root=MASTER)
             if self.process_rank != 0:
                 _tell_guard(*where)
+                self._where = where
             else:
                 atexit.register(_exit_plainly_if_interrupted)
         self._served = False
@@ -1555,7 +1624,7 @@ class Mpi4py_processor(Processor):
 
         raw = self._parent if self._spawned_slave else self._comm
         comm = (pkl5.Intercomm if self._spawned_slave else pkl5.Intracomm)(raw)
-        _serve_master(self, comm, self.process_rank, self._processor_size)
+        _serve_master(self, comm, self.process_rank, self._processor_size, self._ringer())
         if self._spawned_slave:
             raw.Disconnect()
             _note_task(LEFT)
@@ -1563,6 +1632,15 @@ class Mpi4py_processor(Processor):
         else:
             raw.Free()
         sys.exit(0)
+
+    def _ringer(self) -> Callable[[], None] | None:
+        """How this slave rings its master's doorbell: where the master runs on this host."""
+        if self._where is None:
+            return None
+        notes, master = self._where
+        if notes is None or _local_pid(master) is None:
+            return None
+        return ringer(notes, self.process_rank)
 
     # The master's side -------------------------------------------------------------------
 
@@ -1574,7 +1652,9 @@ class Mpi4py_processor(Processor):
                     "they cannot be started again"
                 )
             comm, self._comm = self._comm, None
-            return Mpi4py_transport(self._processor_size, world=comm, notes=self._notes)
+            return Mpi4py_transport(
+                self._processor_size, world=comm, notes=self._notes, bell=self._bell
+            )
         if _singleton_broken is not None:
             raise MultiError(f"no slave can be spawned again: {_singleton_broken}")
         return Mpi4py_transport(self._processor_size, spawn=self._spawn)

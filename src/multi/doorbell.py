@@ -1,0 +1,94 @@
+"""A doorbell: a FIFO that the slaves on the master's host ring once each report has left, so
+that a master whose slaves run long commands sleeps until one reports, not in naps between
+looks at MPI.
+
+MPI has no wait that does not poll. A master that napped between its looks (see
+``mpi4py_processor._wait``) woke some 2,000 times in a run of 64 commands of 50 ms on 2
+slaves, each time on a core a slave wanted: it took 3.3 % of a core, and the run lasted 3 %
+longer than under ``multiprocessing``, whose master sleeps in the kernel until a pipe has
+something. Woken by rings, it woke 110 times and took 1.1 %. A ring only wakes the master:
+what it reads comes by MPI as before, so a ring that is lost (the FIFO full, a slave of
+another host, which cannot ring) costs a later look at most, never a message.
+
+Each ring is the slave's rank (4 bytes, which a FIFO writes whole or not at all): the master
+learns which slaves ring, and sleeps long only while it waits for those alone.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import struct
+from collections.abc import Callable
+from contextlib import suppress
+
+#: The FIFO's name in the directory of the master's notes.
+NAME = "bell"
+_RING = struct.Struct("<i")
+#: The rank that the master's own rings carry (see ``Doorbell.ring``).
+MASTER_RING = -1
+#: The descriptors that ``select`` can watch (FD_SETSIZE): past them, ``poll``, which sleeps
+#: a millisecond at least.
+SELECTABLE = 1024
+
+
+class Doorbell:
+    """The master's end of the FIFO in ``directory``, which it makes."""
+
+    def __init__(self, directory: str) -> None:
+        path = os.path.join(directory, NAME)
+        os.mkfifo(path, 0o600)
+        self._read = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        # (held open, a FIFO never reads as ended, and a slave can open it whenever it starts)
+        self._write = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        #: The ranks of the slaves that have rung: they run on this host.
+        self.rang: set[int] = set()
+        self._poll: select.poll | None = None
+        if self._read >= SELECTABLE:
+            self._poll = select.poll()
+            self._poll.register(self._read, select.POLLIN)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep for ``seconds``, or until a ring (or until a ring that came meanwhile is
+        taken)."""
+        if self._poll is None:
+            ready = bool(select.select([self._read], [], [], seconds)[0])
+        else:
+            ready = bool(self._poll.poll(seconds * 1000))
+        if ready:
+            self._take_rings()
+
+    def _take_rings(self) -> None:
+        with suppress(OSError):
+            while data := os.read(self._read, 4096):
+                whole = len(data) - len(data) % _RING.size  # (every ring is written whole)
+                self.rang.update(rank for (rank,) in _RING.iter_unpack(data[:whole]))
+        self.rang.discard(MASTER_RING)
+
+    def ring(self) -> None:
+        """Wake the master from its sleep: its own news (a signal) rings too. Safe in a
+        signal handler."""
+        with suppress(OSError):
+            os.write(self._write, _RING.pack(MASTER_RING))
+
+    def close(self) -> None:
+        for fd in (self._read, self._write):
+            with suppress(OSError):
+                os.close(fd)
+        self._read = self._write = -1
+
+
+def ringer(directory: str, rank: int) -> Callable[[], None] | None:
+    """A slave's way to ring the doorbell in ``directory`` as ``rank``; None where it cannot
+    (no such FIFO: the master runs on another host, or has none)."""
+    try:
+        fd = os.open(os.path.join(directory, NAME), os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    message = _RING.pack(rank)
+
+    def ring() -> None:
+        with suppress(OSError):  # full (the master has rings enough to take), or gone
+            os.write(fd, message)
+
+    return ring
