@@ -642,6 +642,31 @@ def test_a_master_that_waits_for_slaves_that_ring_alone_sleeps_until_a_ring(
     assert max(bell.sleeps) <= mpi4py_processor.LONGEST_WAIT
 
 
+def test_a_ring_whose_report_mpi_does_not_show_yet_is_waited_for_without_sleeping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A slave rings once its send has started; MPI showed a large report a little later, and
+    the master, asleep again at once, took it a whole ``BELL_WAIT`` late."""
+    from multi import mpi4py_processor
+
+    clock = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> bool:
+        sleeps.append(seconds)
+        clock[0] += 1e-3  # (rung a millisecond in)
+        return True
+
+    def test() -> bool:
+        clock[0] += 1e-6  # (a test takes a microsecond)
+        return clock[0] >= 1.1e-3  # (the report shows 100 µs after its ring)
+
+    monkeypatch.setattr(mpi4py_processor.time, "monotonic", lambda: clock[0])
+    wait = mpi4py_processor._wait
+    assert wait(test, None, 0.0, 0.02, sleep, 0.02) is True
+    assert sleeps == [0.02]
+
+
 def test_news_of_a_failure_wakes_a_master_asleep_on_its_doorbell(tmp_path: Path) -> None:
     from multi import mpi4py_processor
 

@@ -48,15 +48,16 @@ class Doorbell:
             self._poll = select.poll()
             self._poll.register(self._read, select.POLLIN)
 
-    def sleep(self, seconds: float) -> None:
-        """Sleep for ``seconds``, or until a ring (or until a ring that came meanwhile is
-        taken)."""
+    def sleep(self, seconds: float) -> bool:
+        """Sleep for ``seconds``, or until a ring (a ring that came meanwhile ends it at once);
+        whether rung."""
         if self._poll is None:
             ready = bool(select.select([self._read], [], [], seconds)[0])
         else:
             ready = bool(self._poll.poll(seconds * 1000))
         if ready:
             self._take_rings()
+        return ready
 
     def _take_rings(self) -> None:
         with suppress(OSError):
