@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import select
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,16 @@ from multi.doorbell import SELECTABLE, Doorbell, ringer
 
 #: Long enough for any ring to arrive; a sleep that ends no sooner shows a ring that never came.
 PATIENCE = 10.0
+
+
+@pytest.fixture(autouse=True)
+def no_descriptor_left() -> Iterator[None]:
+    """Every end is closed: a descriptor left open past ``SELECTABLE`` made a later test's
+    limit on descriptors mean nothing."""
+    before = os.listdir("/proc/self/fd") if os.path.isdir("/proc/self/fd") else None
+    yield
+    if before is not None:
+        assert sorted(os.listdir("/proc/self/fd")) == sorted(before)
 
 
 def rings_waiting(bell: Doorbell) -> bool:
@@ -29,6 +40,7 @@ def test_a_ring_wakes_the_master_and_names_the_slave(tmp_path: Path) -> None:
     assert bell.rang == {3}
     assert not rings_waiting(bell)  # (taken as it woke)
     bell.close()
+    ring.close()
 
 
 def test_a_full_doorbell_drops_rings_without_a_word_and_rings_again_once_emptied(
@@ -47,6 +59,8 @@ def test_a_full_doorbell_drops_rings_without_a_word_and_rings_again_once_emptied
     bell.sleep(PATIENCE)
     assert bell.rang == {1, 2}
     bell.close()
+    ring.close()
+    other.close()
 
 
 def test_the_master_s_own_ring_wakes_it_and_names_no_slave(tmp_path: Path) -> None:
@@ -71,6 +85,7 @@ def test_a_slave_rings_on_after_its_master_has_gone(tmp_path: Path) -> None:
     assert ring is not None
     bell.close()
     ring()  # (no reader: the write fails, and the slave goes on)
+    ring.close()
 
 
 def test_a_doorbell_past_the_descriptors_that_select_can_watch_rings_all_the_same(
@@ -93,6 +108,7 @@ def test_a_doorbell_past_the_descriptors_that_select_can_watch_rings_all_the_sam
         bell.sleep(PATIENCE)
         assert bell.rang == {5}
         bell.close()
+        ring.close()
     finally:
         for fd in held:
             os.close(fd)

@@ -701,6 +701,7 @@ def test_a_slave_rings_its_master_s_doorbell_where_they_share_a_host(
     if ring is not None:
         ring()
         bell.sleep(10.0)
+        ring.close()
     assert bell.rang == ({2} if rings else set())
     bell.close()
 

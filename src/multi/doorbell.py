@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import select
 import struct
-from collections.abc import Callable
 from contextlib import suppress
 
 #: The FIFO's name in the directory of the master's notes.
@@ -79,17 +78,30 @@ class Doorbell:
         self._read = self._write = -1
 
 
-def ringer(directory: str, rank: int) -> Callable[[], None] | None:
+class Ringer:
+    """A slave's end of the FIFO: calling it rings as ``rank``."""
+
+    __slots__ = ("_fd", "_message")
+
+    def __init__(self, fd: int, rank: int) -> None:
+        self._fd = fd
+        self._message = _RING.pack(rank)
+
+    def __call__(self) -> None:
+        with suppress(OSError):  # full (the master has rings enough to take), or gone
+            os.write(self._fd, self._message)
+
+    def close(self) -> None:
+        with suppress(OSError):
+            os.close(self._fd)
+        self._fd = -1
+
+
+def ringer(directory: str, rank: int) -> Ringer | None:
     """A slave's way to ring the doorbell in ``directory`` as ``rank``; None where it cannot
     (no such FIFO: the master runs on another host, or has none)."""
     try:
         fd = os.open(os.path.join(directory, NAME), os.O_WRONLY | os.O_NONBLOCK)
     except OSError:
         return None
-    message = _RING.pack(rank)
-
-    def ring() -> None:
-        with suppress(OSError):  # full (the master has rings enough to take), or gone
-            os.write(fd, message)
-
-    return ring
+    return Ringer(fd, rank)

@@ -59,7 +59,7 @@ from typing import Any, ClassVar
 from multi import descriptors, task_memory, wire
 from multi.application import Processor_box
 from multi.descriptors import Descriptor_capture, unnamed_files
-from multi.doorbell import Doorbell, ringer
+from multi.doorbell import Doorbell, Ringer, ringer
 from multi.errors import MultiError, MultiWarning, ProcessorSizeError, ending
 from multi.logs import Log_forwarding
 from multi.options import Option
@@ -1640,7 +1640,7 @@ class Mpi4py_processor(Processor):
             raw.Free()
         sys.exit(0)
 
-    def _ringer(self) -> Callable[[], None] | None:
+    def _ringer(self) -> Ringer | None:
         """How this slave rings its master's doorbell: where the master runs on this host."""
         if self._where is None:
             return None
