@@ -113,3 +113,31 @@ def test_a_doorbell_past_the_descriptors_that_select_can_watch_rings_all_the_sam
         for fd in held:
             os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_slave_whose_command_closed_its_end_rings_all_the_same(tmp_path: Path) -> None:
+    bell = Doorbell(str(tmp_path))
+    ring = ringer(str(tmp_path), 4)
+    assert ring is not None
+    os.close(ring._fd)
+    ring()
+    bell.sleep(PATIENCE)
+    assert bell.rang == {4}
+    bell.close()
+    ring.close()
+
+
+def test_a_ring_never_goes_into_a_file_that_a_command_put_in_its_place(tmp_path: Path) -> None:
+    bell = Doorbell(str(tmp_path))
+    ring = ringer(str(tmp_path), 4)
+    assert ring is not None
+    taken = ring._fd
+    with open(tmp_path / "own.txt", "wb") as own:
+        os.dup2(own.fileno(), taken)  # (the command's file, where the FIFO was)
+        ring()
+        bell.sleep(PATIENCE)
+        os.close(taken)
+    assert (tmp_path / "own.txt").read_bytes() == b""
+    assert bell.rang == {4}
+    bell.close()
+    ring.close()

@@ -536,14 +536,20 @@ def test_under_mpiexec_that_survives_deaths_the_master_names_a_dead_slave(tmp_pa
     assert result.returncode == 1
 
 
-def test_a_wait_tests_twice_after_each_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wait_tests_twice_before_its_first_sleep_and_after_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """MPICH's Iprobe shows a message that came during a sleep only at its second call after
-    it: a wait that tested once per sleep found every message a whole sleep late."""
+    it: a wait that tested once per sleep found every message a whole sleep late, and one that
+    tested once before it slept found a report that came with the last a whole sleep late."""
     from multi import mpi4py_processor
 
     sleeps: list[float] = []
     monkeypatch.setattr(mpi4py_processor.time, "sleep", sleeps.append)
-    answers = iter([False, False, "found"])  # before the sleep, the first test after it, ...
+    answers = iter([False, "found"])
+    assert mpi4py_processor._wait(lambda: next(answers)) == "found"
+    assert sleeps == []
+    answers = iter([False, False, False, "found"])  # twice before the sleep, twice after
     assert mpi4py_processor._wait(lambda: next(answers)) == "found"
     assert len(sleeps) == 1
 
@@ -704,6 +710,46 @@ def test_a_slave_rings_its_master_s_doorbell_where_they_share_a_host(
         ring.close()
     assert bell.rang == ({2} if rings else set())
     bell.close()
+
+
+OUTLIVES = textwrap.dedent(
+    """
+    import os, signal, sys
+    from multi import Application_callback, Executor, Processor_box, load_multiprocessor
+    from tests import workloads as w
+
+    def die_once(marker):
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return "survived"
+
+    class Main:
+        def run(self):
+            processor = Processor_box().processor
+            with Executor("mpi4py", 1, verbosity=0) as executor:
+                print(executor.submit(pow, 2, 2).result(timeout=20), flush=True)
+                processor.add_to_queue(w.Square(3), w.Record())
+                processor.run_queue()
+                processor.stop_slaves()  # (its slaves leave: SIGUSR1 is not for it any more)
+                print(executor.submit(die_once, sys.argv[1]).result(timeout=20), flush=True)
+
+    if __name__ == "__main__":
+        load_multiprocessor("mpi4py", Application_callback(Main()), 1, verbosity=0).run()
+    """
+)
+
+
+def test_a_processor_that_stops_leaves_the_news_of_deaths_to_one_that_lives_on(
+    tmp_path: Path,
+) -> None:
+    """The first to stop stopped hearing SIGUSR1 for the whole program: the other, an
+    Executor whose engine runs in a thread of its own, never heard of its slave's death."""
+    script = tmp_path / "outlives.py"
+    script.write_text(OUTLIVES)
+    result = run(sys.executable, str(script), str(tmp_path / "died"), env={"PYTHONPATH": str(ROOT)})
+    assert (result.returncode, result.stdout) == (0, "4\nsurvived\n"), result.stderr
+    assert "was killed by signal 9 (SIGKILL)" in result.stderr
 
 
 RINGS = textwrap.dedent(

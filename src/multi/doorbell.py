@@ -79,29 +79,57 @@ class Doorbell:
 
 
 class Ringer:
-    """A slave's end of the FIFO: calling it rings as ``rank``."""
+    """A slave's end of the FIFO: calling it rings as ``rank``.
 
-    __slots__ = ("_fd", "_message")
+    A command may close its descriptor, or put a file of its own there (``dup2``): each ring
+    first checks that the descriptor is still the FIFO, and opens the FIFO again where it is
+    not. (Else the rings went into the command's file, 4 bytes at each report, and the master
+    waited for rings that no longer came.)"""
 
-    def __init__(self, fd: int, rank: int) -> None:
-        self._fd = fd
+    __slots__ = ("_fd", "_fifo", "_message", "_path")
+
+    def __init__(self, path: str, rank: int) -> None:
+        self._path = path
         self._message = _RING.pack(rank)
+        self._fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        self._fifo = _identity(self._fd)
 
     def __call__(self) -> None:
+        try:
+            if _identity(self._fd) != self._fifo:
+                raise OSError("not the FIFO any more")
+        except OSError:
+            if not self._reopen():
+                return
         with suppress(OSError):  # full (the master has rings enough to take), or gone
             os.write(self._fd, self._message)
 
+    def _reopen(self) -> bool:
+        """Open the FIFO anew (the descriptor it had is the command's now, or closed)."""
+        try:
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # the master is gone
+            self._fd = -1
+            return False
+        self._fifo = _identity(self._fd)
+        return True
+
     def close(self) -> None:
         with suppress(OSError):
-            os.close(self._fd)
+            if _identity(self._fd) == self._fifo:
+                os.close(self._fd)
         self._fd = -1
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino
 
 
 def ringer(directory: str, rank: int) -> Ringer | None:
     """A slave's way to ring the doorbell in ``directory`` as ``rank``; None where it cannot
     (no such FIFO: the master runs on another host, or has none)."""
     try:
-        fd = os.open(os.path.join(directory, NAME), os.O_WRONLY | os.O_NONBLOCK)
+        return Ringer(os.path.join(directory, NAME), rank)
     except OSError:
         return None
-    return Ringer(fd, rank)

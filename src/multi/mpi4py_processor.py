@@ -226,14 +226,18 @@ def _wait(
     send has started, and MPI may show a large report a little later. (Asleep again at once,
     the master woke ``BELL_WAIT`` later, 3 times in 2,000 reports of 1 MiB.)
 
-    After a sleep it tests twice: MPICH's ``Iprobe`` takes in a message that came meanwhile
-    at its first call and shows it at the second (always, on shared memory), so that a single
-    test found it a whole sleep late: the first batch after an idle spell reached its slave
-    5 ms after it was sent, where the slave slept 3 ms at a time.
+    It tests twice before its first sleep and after each: MPICH's ``Iprobe`` takes in a
+    message that came meanwhile at its first call and shows it at the second (always, on
+    shared memory), so that a single test found it a whole sleep late: the first batch after an
+    idle spell reached its slave 5 ms after it was sent, where the slave slept 3 ms at a time;
+    a report that came with the one before, whose ring that one's wait took, was taken a whole
+    ``BELL_WAIT`` late.
     """
     start = time.monotonic()
     spin_until = start + spin
     sleep = time.sleep if sleep is None else sleep
+    if found := test():  # (the loop's first test is the second)
+        return found
     while not (found := test()):
         now = time.monotonic()
         if now < spin_until:
@@ -633,9 +637,11 @@ class Mpi4py_transport(Transport):
         #: the guards' notes next.
         self._look_at = None if _listen_for_failures() else time.monotonic()
         self._news = _failures.count  # the SIGUSR1 heard so far
-        if self._look_at is None and self.notes is not None:
-            with suppress(OSError):
-                _write_note(self.notes, LISTENING, "")
+        if self._look_at is None:
+            _failures.listeners += 1
+            if self.notes is not None:
+                with suppress(OSError):
+                    _write_note(self.notes, LISTENING, "")
         if self.spawned:
             _stop_at_exit(self)
 
@@ -881,7 +887,10 @@ class Mpi4py_transport(Transport):
         self._left = True
         _exit_status = status
         _spawned_open.discard(self)
-        _stop_listening()  # slaves that leave are taken for failed: no news is for us now
+        if self._look_at is None:
+            _failures.listeners -= 1
+        if not _failures.listeners:  # (another transport may live on, which still hears it)
+            _stop_listening()  # slaves that leave are taken for failed: no news is for us now
         self._look_at = time.monotonic()  # (so deaths are found in the notes)
         MPI = _mpi()
         if MPI.Is_finalized():
@@ -958,6 +967,7 @@ class _failures:
 
     count = 0
     listening = False
+    listeners = 0  # the transports that rely on it, not on looking at their notes
     ends = False  # whether the program stops listening at its end
     bells: ClassVar[set[Doorbell]] = set()  # the masters' doorbells, which a failure rings
 
