@@ -311,6 +311,11 @@ ALONE = textwrap.dedent(
                 processor.add_to_queue(w.Square(x), memo)
             processor.run_queue()
             print(processor.processor_size(), sorted({rank for rank, _ in memo.values}))
+            bell = processor._transport._bell  # (which slaves ring it, once their rings came)
+            for _ in range(10):
+                if bell is not None and len(bell.rang) < processor.processor_size():
+                    bell.sleep(1.0)
+            print("rang", sorted(bell.rang) if bell is not None else None)
 
     if __name__ == "__main__":
         load_multiprocessor("mpi4py", Application_callback(Main()), int(sys.argv[1])).run()
@@ -752,38 +757,12 @@ def test_a_processor_that_stops_leaves_the_news_of_deaths_to_one_that_lives_on(
     assert "was killed by signal 9 (SIGKILL)" in result.stderr
 
 
-RINGS = textwrap.dedent(
-    """
-    from multi import Application_callback, Processor_box, load_multiprocessor
-    from tests import workloads as w
-
-    class Main:
-        def run(self):
-            processor = Processor_box().processor
-            memo = w.Record()
-            for x in range(20):
-                processor.add_to_queue(w.Square(x), memo)
-            processor.run_queue()
-            bell = processor._transport._bell
-            for _ in range(10):  # (a report may be taken before its ring is)
-                if len(bell.rang) < 2:
-                    bell.sleep(1.0)
-            print("rang", sorted(bell.rang))
-
-    if __name__ == "__main__":
-        load_multiprocessor("mpi4py", Application_callback(Main()), 2).run()
-    """
-)
-
-
 @pytest.mark.parametrize("launch", ["spawn", "mpiexec"])
-def test_slaves_on_the_master_s_host_ring_its_doorbell(tmp_path: Path, launch: str) -> None:
+def test_slaves_on_the_master_s_host_ring_its_doorbell(alone: Path, launch: str) -> None:
     """Spawned slaves, and slaves of mpiexec (launch=mpiexec runs the program again under
     it), tell the master that they ring: it then sleeps until they report."""
-    script = tmp_path / "rings.py"
-    script.write_text(RINGS)
     env = {"MULTI_MPI4PY_LAUNCH": launch, "PYTHONPATH": str(ROOT)}
-    result = run(sys.executable, str(script), env=env)
+    result = run(sys.executable, str(alone), "2", env=env)
     assert (result.returncode, result.stderr) == (0, "")
     assert "rang [1, 2]\n" in result.stdout
 
