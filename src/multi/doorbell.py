@@ -95,14 +95,17 @@ class Ringer:
         self._fifo = _identity(self._fd)
 
     def __call__(self) -> None:
-        try:
-            if _identity(self._fd) != self._fifo:
-                raise OSError("not the FIFO any more")
-        except OSError:
-            if not self._reopen():
-                return
+        if not self._holds_fifo() and not self._reopen():
+            return
         with suppress(OSError):  # full (the master has rings enough to take), or gone
             os.write(self._fd, self._message)
+
+    def _holds_fifo(self) -> bool:
+        """Whether its descriptor is still the FIFO it opened."""
+        try:
+            return _identity(self._fd) == self._fifo
+        except OSError:  # closed
+            return False
 
     def _reopen(self) -> bool:
         """Open the FIFO anew (the descriptor it had is the command's now, or closed)."""
@@ -115,9 +118,8 @@ class Ringer:
         return True
 
     def close(self) -> None:
-        with suppress(OSError):
-            if _identity(self._fd) == self._fifo:
-                os.close(self._fd)
+        if self._holds_fifo():
+            os.close(self._fd)
         self._fd = -1
 
 
