@@ -701,17 +701,20 @@ class Mpi4py_transport(Transport):
         if rank not in self._links:  # it died, and its loss, queued, takes this batch back
             return
         frames: wire.Frames = payload  # type: ignore[assignment]
-        self.traffic[rank, "sent"] += wire.size(frames)
+        self._post(rank, frames, WORK)  # (first: what follows is done while the slave works)
         if self._work_sent[rank] == self._answered[rank]:  # it was idle: the clock starts now
             self._heard[rank] = time.monotonic()
         self._work_sent[rank] += 1
         self._awaited.add(rank)
-        self._post(rank, frames, WORK)
+        self.traffic[rank, "sent"] += wire.size(frames)
 
     def _post(self, rank: int, obj: Any, tag: int) -> None:
-        self._sent()
+        """Start a send, then drop the sends that are done (after it: a round trip waits for
+        the send alone)."""
         comm, peer = self._links[rank]
-        self._sending.append((rank, _isend(comm, obj, peer, tag), obj))
+        request = _isend(comm, obj, peer, tag)
+        self._sent()
+        self._sending.append((rank, request, obj))
 
     def _sent(self, rank: int | None = None) -> bool:
         """Whether every send to ``rank`` (to any slave, by default) is done; the sends that
@@ -1272,8 +1275,8 @@ def _serve_master(
             batches["sent"] = payload
             return None
         batches["received"] += 1
-        if sending:  # (what the batch runs could end the slave: its reports go first)
-            _wait(reported, spin=SPIN_SECONDS)
+        if sending and not reported():  # (what the batch runs could end the slave: its
+            _wait(reported, spin=SPIN_SECONDS)  # reports go first)
         return payload  # type: ignore[no-any-return]
 
     sending: list[Any] = []  # reports on their way (a request holds its buffers until sent)
@@ -1292,6 +1295,8 @@ def _serve_master(
             ring()
 
     def at_hand() -> bool:
+        if sending:  # (looked at meanwhile: the next batch then finds every report gone)
+            reported()
         with lock:
             return killed.is_set() or _probed_twice(lambda: comm.Iprobe(MASTER, MPI.ANY_TAG))
 
