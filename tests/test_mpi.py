@@ -180,6 +180,33 @@ def test_under_mpiexec_a_processor_refused_on_some_ranks_only_is_refused_on_ever
     assert result.stdout.endswith(" 55 0\n")
 
 
+MADE_IN_A_THREAD = """
+import threading
+from mpi4py import MPI
+from multi import Executor
+
+def in_thread():
+    with Executor("mpi4py", verbosity=0) as pool:
+        print(sum(pool.map(abs, range(-10, 0))))
+
+thread = threading.Thread(target=in_thread)
+thread.start()
+thread.join()
+with Executor("mpi4py", verbosity=0) as pool:  # (the ranks were left to the next)
+    print(sum(pool.map(abs, range(-10, 0))), MPI.COMM_WORLD.Get_rank())
+"""
+
+
+def test_under_mpiexec_a_first_executor_made_in_a_thread_is_refused_on_every_rank() -> None:
+    # The slaves' guards failed in the thread, half-way: the job hung.
+    result = under_mpiexec("-c", MADE_IN_A_THREAD)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "55 0\n"
+    assert result.stderr.count("Traceback") == 1, result.stderr  # (the master's thread's)
+    assert result.stderr.count("makes the program's first mpi4py processor or executor in its "
+                                "main thread") == 1  # fmt: skip
+
+
 UNCAUGHT_REFUSAL = """
 from multi import Application_callback, load_multiprocessor
 load_multiprocessor("mpi4py", Application_callback(None), retries=-1).run()

@@ -145,6 +145,13 @@ SURVIVAL_HINT = (
     f"for the run to go on without it, launch with `mpiexec {SURVIVE} -n P+1 python app.py` "
     "(MPICH), or start the program alone with the option launch=mpiexec, which does so"
 )
+IN_A_THREAD = (
+    "under mpiexec, every rank makes the program's first mpi4py processor or executor in its "
+    "main thread: ranks 1 to P serve the master there, where they can take signals (the "
+    "master's order to drop a command interrupts it with one). Make it before the threads "
+    "start, or start the program alone (python app.py), where a processor or executor made in "
+    "any thread spawns slaves of its own"
+)
 SINGLETON_DEATH = (
     "this MPI cannot go on in a master started alone (a singleton) once one of its slaves has "
     "died: with MPICH, the slave would be replaced; with Open MPI, launch with `mpiexec "
@@ -163,7 +170,11 @@ def _mpi() -> Any:
         return _MPI
     if "mpi4py.MPI" not in sys.modules:
         os.environ.setdefault("MPIR_CVAR_NO_COLLECTIVE_FINALIZE", "1")
-        if _under_launcher() and os.environ.get("PMI_RANK", "0") != "0":
+        if (
+            _under_launcher()
+            and os.environ.get("PMI_RANK", "0") != "0"
+            and threading.current_thread() is threading.main_thread()  # (else refused, once
+        ):  # MPI has started on every rank: see ``_refuse_a_thread``)
             _guard(int(os.environ["PMI_RANK"]))
     from mpi4py import MPI
 
@@ -174,6 +185,14 @@ def _mpi() -> Any:
 
 
 _MPI: Any = None
+
+
+def _refuse_a_thread() -> None:
+    """Refuse the ranks of an MPI job to a thread other than the main one (``IN_A_THREAD``).
+    Every rank refuses, and only once MPI has started on all: a rank that refused before,
+    without MPI, left the others waiting for it in ``MPI_Init``."""
+    if threading.current_thread() is not threading.main_thread():
+        raise MultiError(IN_A_THREAD)
 
 
 def _unname_mpi_memory() -> None:
@@ -1485,20 +1504,25 @@ def _leave_to_the_master(error: BaseException) -> None:
     error.multi_told_by_master = True  # type: ignore[attr-defined]
     if not isinstance(sys.excepthook, _Quiet_for_the_master):
         sys.excepthook = _Quiet_for_the_master(sys.excepthook)
+    if not isinstance(threading.excepthook, _Quiet_for_the_master):  # (made in a thread)
+        threading.excepthook = _Quiet_for_the_master(threading.excepthook, thread=True)
 
 
 class _Quiet_for_the_master:
-    """A ``sys.excepthook`` of a slave rank that prints nothing of an error the master reports
-    (``_leave_to_the_master``), and leaves every other one to the hook it replaced."""
+    """A ``sys.excepthook`` of a slave rank (or, for a ``thread``, ``threading.excepthook``)
+    that prints nothing of an error the master reports (``_leave_to_the_master``), and leaves
+    every other one to the hook it replaced."""
 
-    def __init__(self, replaced: Callable[..., Any]) -> None:
+    def __init__(self, replaced: Callable[..., Any], thread: bool = False) -> None:
         self.replaced = replaced
+        self.thread = thread
 
-    def __call__(self, kind: type[BaseException], error: BaseException, traceback: Any) -> Any:
+    def __call__(self, *arguments: Any) -> Any:
+        error = arguments[0].exc_value if self.thread else arguments[1]
         if getattr(error, "multi_told_by_master", False):
             _note_task(LEFT)  # (its guard then knows that it did not die)
             return None
-        return self.replaced(kind, error, traceback)
+        return self.replaced(*arguments)
 
 
 # The fabric ----------------------------------------------------------------------------------
@@ -1573,10 +1597,14 @@ class Mpi4py_processor(Processor):
                     "(the joblib backend keeps its own), or start the program alone "
                     "(python app.py), where each one spawns slaves of its own"
                 )
-            # First what may refuse the processor (its options, its size), on every rank: one
-            # refused takes nothing, and the program's next processor takes the ranks.
-            _agreed(world, lambda: super(Mpi4py_processor, self).__init__(
-                processor_size, callback, **options))  # fmt: skip
+
+            # First what may refuse the processor (the thread, its options, its size), on every
+            # rank: one refused takes nothing, and the program's next processor takes the ranks.
+            def make() -> None:
+                _refuse_a_thread()
+                super(Mpi4py_processor, self).__init__(processor_size, callback, **options)
+
+            _agreed(world, make)
             _world_taken = True
             self._comm = world.Dup()  # every rank makes the processor: the collective is safe
             _unname_mpi_memory()  # (every rank has mapped it: each has made the processor)
