@@ -408,6 +408,32 @@ def test_started_alone_ctrl_c_as_a_slave_starts_ends_the_program(
     assert "KeyboardInterrupt" in result.stderr
 
 
+KILLED_AFTER_A_RUN = """
+import os, signal, sys
+from multi import Executor
+
+pool = Executor("mpi4py", max_workers=1, verbosity=0)
+print(sum(pool.map(abs, range(-10, 0))), flush=True)
+if sys.argv[1] == "killed":
+    os.kill(os.getpid(), signal.SIGKILL)
+pool.shutdown()
+"""
+
+
+def test_the_directories_of_a_master_killed_by_a_signal_go_with_the_next_master(
+    tmp_path: Path,
+) -> None:
+    # A master that mpiexec, a batch system or a timeout ended by a signal left them for ever.
+    folder = {"TMPDIR": str(tmp_path)}
+    killed = run(sys.executable, "-c", KILLED_AFTER_A_RUN, "killed", env=folder)
+    assert (killed.returncode, killed.stdout) == (-signal.SIGKILL, "55\n"), killed.stderr
+    left = sorted(path.name.split("-")[1] for path in tmp_path.iterdir())
+    assert left == ["mpi", "mpiexec"]  # the notes of deaths, the shim of mpiexec
+    after = run(sys.executable, "-c", KILLED_AFTER_A_RUN, "exits", env=folder)
+    assert (after.returncode, after.stdout) == (0, "55\n"), after.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 SLOW_TO_LEAVE = textwrap.dedent(
     """
     import atexit, os, sys, time

@@ -46,7 +46,6 @@ import signal
 import socket
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 import warnings
@@ -56,7 +55,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from typing import Any, ClassVar
 
-from multi import descriptors, task_memory, wire
+from multi import descriptors, scratch, task_memory, wire
 from multi.application import Processor_box
 from multi.descriptors import Descriptor_capture, unnamed_files
 from multi.doorbell import Doorbell, Ringer, ringer
@@ -132,6 +131,10 @@ FAREWELL_SECONDS = 2.0
 ABORT_GRACE_SECONDS = 0.2
 #: How often a master that cannot hear SIGUSR1 looks at the notes of its slaves' deaths.
 NOTES_SECONDS = 0.1
+#: How the names of a master's directories begin (``multi.scratch``): the notes of its slaves'
+#: deaths, the shim of MPICH's mpiexec.
+NOTES_KIND = "multi-mpi-deaths-"
+LAUNCHER_KIND = "multi-mpiexec-"
 #: Set in the environment of a program that relaunched itself under mpiexec.
 RELAUNCHED = "MULTI_MPI4PY_RELAUNCHED"
 #: How MPICH's launcher tells the survivors that a process of the job failed (where the job
@@ -1070,9 +1073,7 @@ def _under_launcher() -> bool:
 
 def _notes_directory() -> str:
     """A directory for the notes of slaves' deaths, which lives as long as the master."""
-    directory = tempfile.mkdtemp(prefix="multi-mpi-deaths-")
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
-    return directory
+    return scratch.directory(NOTES_KIND)
 
 
 #: What a guard notes of its slave's death: the command it ran (or what it did between
@@ -1785,8 +1786,7 @@ def _mpich_launcher() -> str:
     )
     if _launcher_directory is None or _launcher_directory[1] != code:
         # (written once: rewritten under a spawn of another thread, it was 'Text file busy')
-        directory = tempfile.mkdtemp(prefix="multi-mpiexec-")
-        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        directory = scratch.directory(LAUNCHER_KIND)
         shim = os.path.join(directory, "mpiexec")
         with open(shim, "w") as file:
             file.write(code)
