@@ -324,6 +324,25 @@ def test_sigint_to_mpiexec_ends_the_job_with_the_status_of_ctrl_c(tmp_path: Path
     assert survivors(processes) == []
 
 
+@pytest.mark.parametrize("group", [True, False], ids=["ctrl-c", "sigint-to-mpiexec"])
+def test_ctrl_c_on_mpiexec_ends_an_executor_without_news_of_deaths(
+    tmp_path: Path, group: bool
+) -> None:
+    # Each slave, interrupted too, reported itself lost before the master said stop: "slave 1
+    # was ended by KeyboardInterrupt ... which runs again (attempt 2 of 3)", as all ended.
+    from tests.test_executor import INTERRUPTED as EXECUTOR_INTERRUPTED  # (which imports this)
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(EXECUTOR_INTERRUPTED)
+    command = [mpiexec(), "-n", "3", sys.executable, str(script), "mpi4py"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    status, stderr, processes = interrupt(command, running=2, env=env, group=group)
+    assert status == 128 + signal.SIGINT, stderr
+    assert "KeyboardInterrupt" in stderr
+    assert "multi: slave" not in stderr
+    assert survivors(processes) == []
+
+
 ALONE = textwrap.dedent(
     """
     import sys

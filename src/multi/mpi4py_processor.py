@@ -125,6 +125,9 @@ IDLE_LONGEST_WAIT = 20e-3
 WATCH_SECONDS = 0.05
 #: How often a slave that runs a command tells the master it lives (see option liveness).
 BEAT_SECONDS = 1.0
+#: How long a slave that Ctrl-C interrupted waits for its master's word to stop (which
+#: follows the same Ctrl-C under mpiexec) before it reports itself lost.
+INTERRUPT_GRACE = 1.0
 #: How long the slaves have to leave once told to stop or to drop their work.
 FAREWELL_SECONDS = 2.0
 #: How long an aborting master leaves mpiexec to forward its last output (its traceback).
@@ -1287,7 +1290,8 @@ def _serve_master(
             if running.is_set() and main is not None:
                 signal.pthread_kill(main, signal.SIGINT)
 
-    idle_sleep = _idle_sleep(slaves, spawned=comm.Is_inter())
+    spawned = comm.Is_inter()  # (not a rank of mpiexec, which passes Ctrl-C to all)
+    idle_sleep = _idle_sleep(slaves, spawned)
 
     def receive() -> list[Any] | None:
         tag, payload = _wait(take, spin=SPIN_SECONDS, longest=idle_sleep)
@@ -1307,7 +1311,21 @@ def _serve_master(
             sending[:] = [request for request in sending if not request.test()[0]]
             return not sending
 
+    def told_to_leave() -> bool:
+        """Whether the master has said stop, or drop the work (STOP, KILL)."""
+        with lock:
+            return killed.is_set() or _probed_twice(
+                lambda: comm.Iprobe(MASTER, STOP, status) or comm.Iprobe(MASTER, KILL, status)
+            )
+
     def reply(report: Report, batch: Batch | None) -> None:
+        if report.interruption is not None and not killed.is_set() and not spawned:
+            # Ctrl-C, which mpiexec passes to every rank: the master, interrupted too, is
+            # about to say stop, and a report that came first would be told as a death and a
+            # command run again, as the program ended. A slave interrupted alone is lost
+            # once the grace is over.
+            with suppress(KeyboardInterrupt):  # (Ctrl-C again: the report goes now)
+                _wait(told_to_leave, INTERRUPT_GRACE)
         frames = seal(report, batch[1] if batch is not None else ())
         with lock:  # (none is on its way: the batch ran once all had left, see ``receive``)
             sending.append(_isend(comm, frames, MASTER, OUTCOMES))
