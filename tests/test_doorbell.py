@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import select
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +142,24 @@ def test_a_ring_never_goes_into_a_file_that_a_command_put_in_its_place(tmp_path:
     assert bell.rang == {4}
     bell.close()
     ring.close()
+
+
+def test_the_master_s_own_ring_from_another_thread_ends_its_sleep(tmp_path: Path) -> None:
+    bell = Doorbell(str(tmp_path))
+    ringing = threading.Thread(target=bell.ring)
+    ringing.start()
+    assert bell.sleep(PATIENCE)  # (rung: a sleep that ends without a ring says False)
+    ringing.join()
+    assert bell.rang == set()
+    bell.close()
+
+
+def test_a_ring_while_the_doorbell_closes_neither_waits_nor_writes(tmp_path: Path) -> None:
+    # (a signal handler may ring in the main thread, in the middle of its close: a ring that
+    # waited would wait for ever, and one that wrote might write to a descriptor closed
+    # meanwhile and given to another file)
+    bell = Doorbell(str(tmp_path))
+    with bell._closing:  # (as the close holds it)
+        bell.ring()
+    assert not rings_waiting(bell)
+    bell.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import select
 import struct
+import threading
 from contextlib import suppress
 
 #: The FIFO's name in the directory of the master's notes.
@@ -42,6 +43,7 @@ class Doorbell:
         self._write = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
         #: The ranks of the slaves that have rung: they run on this host.
         self.rang: set[int] = set()
+        self._closing = threading.Lock()  # (held by a ring, and by the close)
         self._poll: select.poll | None = None
         if self._read >= SELECTABLE:
             self._poll = select.poll()
@@ -66,16 +68,24 @@ class Doorbell:
         self.rang.discard(MASTER_RING)
 
     def ring(self) -> None:
-        """Wake the master from its sleep: its own news (a signal) rings too. Safe in a
-        signal handler."""
-        with suppress(OSError):
-            os.write(self._write, _RING.pack(MASTER_RING))
+        """Wake the master from its sleep: its own news (a signal) rings too, and a thread
+        that has work for it. Safe in a signal handler: a ring that comes as the bell closes
+        is dropped, never written to a descriptor closed meanwhile (and perhaps reused)."""
+        if not self._closing.acquire(blocking=False):  # (a handler must not wait for it)
+            return
+        try:
+            if self._write >= 0:
+                with suppress(OSError):
+                    os.write(self._write, _RING.pack(MASTER_RING))
+        finally:
+            self._closing.release()
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
-            with suppress(OSError):
-                os.close(fd)
-        self._read = self._write = -1
+        with self._closing:
+            for fd in (self._read, self._write):
+                with suppress(OSError):
+                    os.close(fd)
+            self._read = self._write = -1
 
 
 class Ringer:

@@ -240,6 +240,7 @@ class Executor(concurrent.futures.Executor):
         """
         if kill_workers and self._processor.can_stop_commands() and self._abandon is None:
             self._abandon = 0  # (the engine drops its run at once, and kills the slaves)
+            self._processor.wake_stream()
         with self._lock:
             self._closed = True
             if cancel_futures:
@@ -263,6 +264,7 @@ class Executor(concurrent.futures.Executor):
         """End the run under way at once and cancel the calls that wait; the program ends with
         ``status``."""
         self._abandon = status
+        self._processor.wake_stream()
         self.shutdown(wait=True, cancel_futures=True)
 
     def _close(self, ending: BaseException | None) -> None:
@@ -299,6 +301,7 @@ class Executor(concurrent.futures.Executor):
             self._waiting.append((call, future))
             if len(self._waiting) == 1:
                 self._wake.notify()
+                self._processor.wake_stream()  # (a run under way asks for it at once)
         return future
 
     def _chunksize(self, iterables: tuple[Iterable[Any], ...]) -> int:

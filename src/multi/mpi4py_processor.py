@@ -611,6 +611,7 @@ class Mpi4py_transport(Transport):
 
     pickled = True
     heartbeats = True
+    wakes = True
 
     def __init__(
         self,
@@ -645,6 +646,7 @@ class Mpi4py_transport(Transport):
         self._lost: deque[tuple[int, Slave_lost]] = deque()  # deaths not reported yet
         self._status = MPI.Status()
         self._left = False  # the slaves have been told to leave
+        self._woken = False  # (see ``wake``)
         #: Where slaves' guards leave word of their deaths, one file per slave.
         self.notes = _notes_directory() if self.spawned else notes
         self._bell = _doorbell(self.notes) if self.spawned else bell
@@ -783,7 +785,7 @@ class Mpi4py_transport(Transport):
                     return True
                 comm.recv(None, peer, BEAT)
                 self._heard[rank] = time.monotonic()
-            return _failures.count != self._news or self._time_to_look()
+            return _failures.count != self._news or self._woken or self._time_to_look()
 
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._lost:
@@ -791,6 +793,9 @@ class Mpi4py_transport(Transport):
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             ringing = self._bell is not None and self._awaited <= self._bell.rang
             if not self._waiter.wait(probe, left, ringing):
+                return None
+            if not found and self._woken:
+                self._woken = False
                 return None
             if not found:
                 self._news = _failures.count
@@ -897,6 +902,14 @@ class Mpi4py_transport(Transport):
 
     def silent_for(self, rank: int) -> float | None:
         return time.monotonic() - self._heard[rank]
+
+    def wake(self) -> None:
+        """The wait under way sees the flag at its next look: at once where a ring of the
+        doorbell ends its sleep, else within ``LONGEST_WAIT``."""
+        self._woken = True
+        bell = self._bell
+        if bell is not None:
+            bell.ring()
 
     def stop(self, timeout: float, status: int = 0) -> None:
         self._farewell(STOP, timeout, status)

@@ -56,6 +56,7 @@ from multi.slave import (
 )
 from multi.slave_process import end_group, end_with_parent
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
+from multi.wake_pipe import Wake_pipe
 
 START_METHODS = ("forkserver", "spawn", "fork")
 #: How long a receiver looks for a message before it blocks: the master (see ``_spin``), and a
@@ -99,6 +100,7 @@ class Multiprocessing_transport(Transport):
     pickled = True
     replaceable = True
     heartbeats = True
+    wakes = True
 
     def __init__(self, processor: Multiprocessing_processor, slaves: int) -> None:
         self.processor = processor
@@ -109,6 +111,8 @@ class Multiprocessing_transport(Transport):
         self.heartbeat = self.context.RawArray("d", slaves + 1)  # each slave's last beat
         self._slaves: dict[int, _Slave] = {}
         self._selector = selectors.DefaultSelector()
+        self._woken = Wake_pipe()
+        self._selector.register(self._woken, READ, (None, False))
         self._ready: deque[tuple[int, Message]] = deque()
         #: Where each rank's descriptors 1 and 2 point while it runs commands: files without a
         #: name, which its slaves inherit (see ``multi.descriptors``).
@@ -196,8 +200,12 @@ class Multiprocessing_transport(Transport):
                     return None
             if len(events) > 1:
                 events.sort(key=_sentinels_last)  # reports first
+            woken = False
             for key, mask in events:
                 rank, is_sentinel = key.data
+                if rank is None:
+                    woken = self._woken.take()
+                    continue
                 if rank not in self._slaves:
                     continue
                 if is_sentinel:
@@ -209,6 +217,8 @@ class Multiprocessing_transport(Transport):
                     self._selector.modify(key.fileobj, READ, key.data)
                 if mask & selectors.EVENT_READ:
                     self._take(rank)
+            if woken and not self._ready:
+                return None
         return self._ready.popleft()
 
     def _spin(self) -> list[tuple[selectors.SelectorKey, int]]:
@@ -273,6 +283,9 @@ class Multiprocessing_transport(Transport):
 
     # Stopping -----------------------------------------------------------------------------
 
+    def wake(self) -> None:
+        self._woken.wake()
+
     def stop(self, timeout: float, status: int = 0) -> None:
         for slave in self._slaves.values():
             slave.channel.put(GOODBYE)
@@ -295,6 +308,7 @@ class Multiprocessing_transport(Transport):
         for rank in list(self._slaves):
             self._retire(rank)
         self._selector.close()
+        self._woken.close()
         for fd in (fd for files in self._files.values() for fd in files):
             os.close(fd)
         self._files.clear()

@@ -444,6 +444,15 @@ class Processor:
         self._execute_run(scheduler, run, show_progress=False)
         return run.stopped
 
+    def wake_stream(self) -> None:
+        """Have ``run_stream`` ask its ``take`` again now: it has more, or drops the run. Called
+        from any thread (an executor's ``submit``); where the transport cannot be woken, the
+        run asks every few milliseconds anyway. (Between runs there is none to wake: the next
+        one asks first.)"""
+        run, transport = self._run, self._transport
+        if run is not None and run.source is not None and transport is not None:
+            transport.wake()
+
     def _execute_run(self, scheduler: Scheduler, run: Run, show_progress: bool = True) -> None:
         self._run = run
         self._run_thread = threading.get_ident()

@@ -64,6 +64,7 @@ from multi.slave_process import (
     take_place,
 )
 from multi.transport import Message, Payload, Slave_ended, Slave_lost, Transport
+from multi.wake_pipe import Wake_pipe
 
 SETUP, WORK, STOP, OUTCOMES, NOTE, BEAT, HELLO, EXITED, MASTER_GONE = range(1, 10)
 DAEMONS = ("auto", "own", "running")
@@ -93,9 +94,12 @@ def _control(obj: Any) -> list[bytes]:
     return [pickle.dumps(obj, protocol=wire.PROTOCOL)]
 
 
-def _next(pvm: Pvm, seconds: float | None, wake: int | None = None) -> Pvm_message | None:
+def _next(
+    pvm: Pvm, seconds: float | None, wake: int | None = None, woken: Wake_pipe | None = None
+) -> Pvm_message | None:
     """The next message: looked for in a tight loop for ``SPIN_SECONDS`` (a quick answer costs
-    no sleep and wake-up), then waited for in the kernel; None once ``seconds`` have passed."""
+    no sleep and wake-up), then waited for in the kernel; None once ``seconds`` have passed,
+    or once another thread has woken ``woken``."""
     deadline = None if seconds is None else time.monotonic() + seconds
     spin_until = time.perf_counter() + SPIN_SECONDS
     while (message := pvm.receive()) is None:
@@ -104,17 +108,25 @@ def _next(pvm: Pvm, seconds: float | None, wake: int | None = None) -> Pvm_messa
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             return None
-        _wait(pvm, left, wake)
+        if _wait(pvm, left, wake, woken):
+            return pvm.receive()  # (what came meanwhile, if anything)
     return message
 
 
-def _wait(pvm: Pvm, seconds: float | None, wake: int | None = None) -> None:
+def _wait(
+    pvm: Pvm, seconds: float | None, wake: int | None = None, woken: Wake_pipe | None = None
+) -> bool:
     """Sleep until something arrives on PVM's sockets, or on ``wake`` (another thread's word
-    that libpvm may have taken in a message), or ``seconds`` pass."""
-    readable, _, _ = select.select([*pvm.fds(), *([] if wake is None else [wake])], [], [], seconds)
+    that libpvm may have taken in a message), or on ``woken``, or ``seconds`` pass; whether
+    ``woken`` was woken."""
+    watched = [*pvm.fds(), *([] if wake is None else [wake])]
+    if woken is not None:
+        watched.append(woken.fileno())
+    readable, _, _ = select.select(watched, [], [], seconds)
     if wake is not None and wake in readable:
         with suppress(BlockingIOError):
             os.read(wake, 4096)
+    return woken is not None and woken.fileno() in readable and woken.take()
 
 
 @dataclass(slots=True)
@@ -145,10 +157,12 @@ class Pvm_transport(Transport):
     replaceable = True
     heartbeats = True
     largest_message = MAX_MESSAGE
+    wakes = True
 
     def __init__(self, processor: Pvm_processor, slaves: int) -> None:
         self.processor = processor
         self.slaves = slaves
+        self._woken = Wake_pipe()
         self._slaves: dict[int, _Slave] = {}
         self._ranks: dict[int, int] = {}  # rank of each live task id
         self._daemon: Own_daemon | None = None
@@ -238,7 +252,7 @@ class Pvm_transport(Transport):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            message = _next(pvm, left)
+            message = _next(pvm, left, woken=self._woken)
             if message is None:
                 return None
             taken = self._take(message)
@@ -344,6 +358,9 @@ class Pvm_transport(Transport):
 
     # Stopping -------------------------------------------------------------------------------
 
+    def wake(self) -> None:
+        self._woken.wake()
+
     def stop(self, timeout: float, status: int = 0) -> None:
         try:
             if self.pvm is not None:
@@ -378,6 +395,7 @@ class Pvm_transport(Transport):
     def _leave(self) -> None:
         """Leave the virtual machine, and halt the daemon if it is ours."""
         global _current
+        self._woken.close()
         if self.pvm is not None:
             self.pvm.exit()
             self.pvm = None

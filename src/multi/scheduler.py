@@ -60,7 +60,8 @@ ON_FAILURE = ("continue", "stop", "run-all")
 #: every slave busy, no more (what the source keeps can still be cancelled there).
 REFILL_BATCHES = 2
 #: How often an open run looks for new commands while it waits for its slaves, and, once it
-#: takes no more, whether its source drops it.
+#: takes no more, whether its source drops it: where the transport cannot be woken by the
+#: source instead (``Transport.wakes``).
 SOURCE_SECONDS = 0.002
 DROP_SECONDS = 0.05
 EARLY_STOP_FAILURES = 10
@@ -498,7 +499,7 @@ class Scheduler:
         """How long to wait for a message before the next deadline must be checked, or, in
         an open run, before its source is looked at again."""
         wait = None
-        if run.source is not None:
+        if run.source is not None and not self.transport.wakes:  # (else its source wakes it)
             taking = not run.closed and run.stopped is None
             wait = SOURCE_SECONDS if taking else DROP_SECONDS
         if self._check_at is None:

@@ -20,13 +20,17 @@ class Thread_transport(Transport):
     """One inbox per slave thread, one outbox for all."""
 
     replaceable = True
+    wakes = True
 
     def __init__(self, processor: Processor, slaves: int) -> None:
         self.processor = processor
         self.slaves = slaves
         #: Each slave's batches (or why one could not be rebuilt, where they are pickled).
         self._inboxes: dict[int, queue.SimpleQueue[Batch | Exception | None]] = {}
-        self._outbox: queue.SimpleQueue[tuple[int, Message]] = queue.SimpleQueue()
+        #: What the slaves report, and None for a ``wake``: one at a time, while it is not
+        #: taken (``_waking``), so that a stream of calls does not queue a wake for each.
+        self._outbox: queue.SimpleQueue[tuple[int, Message] | None] = queue.SimpleQueue()
+        self._waking = False
         self._threads: dict[int, threading.Thread] = {}
 
     @property
@@ -61,12 +65,21 @@ class Thread_transport(Transport):
 
     def receive(self, timeout: float | None = None) -> tuple[int, Message] | None:
         try:
-            rank, message = self._outbox.get(timeout=timeout)
+            item = self._outbox.get(timeout=timeout)
         except queue.Empty:
             return None
+        if item is None:  # (woken)
+            self._waking = False
+            return None
+        rank, message = item
         if getattr(message, "lost", None) is not None:
             self._inboxes.pop(rank, None)
         return rank, message
+
+    def wake(self) -> None:
+        if not self._waking:  # (a race at worst puts a second wake: one more empty look)
+            self._waking = True
+            self._outbox.put(None)
 
     def stop(self, timeout: float, status: int = 0) -> None:
         for inbox in list(self._inboxes.values()):

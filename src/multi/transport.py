@@ -104,6 +104,10 @@ class Transport(ABC):
     #: The most bytes that one batch can take to a slave (None: no bound): batches are cut
     #: to it, and a command that pickles to more fails alone.
     largest_message: int | None = None
+    #: Whether ``wake`` ends a ``receive`` under way: an open run (an executor's) then waits
+    #: for its slaves alone, and is woken when its source has more; else it looks at its
+    #: source every few milliseconds.
+    wakes: bool = False
 
     @cached_property
     def traffic(self) -> Counter[tuple[int, str]]:
@@ -137,6 +141,10 @@ class Transport(ABC):
     def kill(self, status: int = 1) -> None:
         """Stop every slave at once, without waiting for their work."""
         self.stop(0.0, status)
+
+    def wake(self) -> None:  # noqa: B027 (optional hook)
+        """Make the ``receive`` under way, or the next one, return None at once (where
+        ``wakes``); called from any thread."""
 
     def running(self, rank: int) -> tuple[int, float] | None:
         """The id of the command a slave runs and when it started (``time.monotonic()``), or
