@@ -613,7 +613,7 @@ BACKENDS: tuple[Backend, ...] = (
         "multi.Executor, multiprocessing",
         MULTI,
         lambda n: Multi_executor(n, "multiprocessing"),
-        ("map",),
+        ("map", "master_cpu"),
         fabric="multiprocessing",
     ),
     Backend("ppe", "concurrent.futures.ProcessPoolExecutor", PEER, Executor, ALL_TIMED),

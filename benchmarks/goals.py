@@ -134,6 +134,8 @@ GOALS: tuple[Goal, ...] = (
          metric_within("uneven", MP, "over_ideal", 1.10, "×", strict=False)),
     Goal(MP, "master_cpu", "master < 5 % of a core while slaves compute",
          metric_within("master_cpu", MP, "value", 5.0, " %", strict=True)),
+    Goal(EXECUTOR, "master_cpu", "the Executor's master < 5 % of a core while calls compute",
+         metric_within("master_cpu", EXECUTOR, "value", 5.0, " %", strict=True)),
     Goal(MP, "balance", "as many equal commands as slaves: efficiency ≥ 0.9",
          metric_at_least("balance", MP, "efficiency", 0.9)),
     Goal(MP, "sleep", "sleeping commands on 16 slaves: efficiency ≥ 0.9",
