@@ -298,12 +298,20 @@ def test_a_size_that_mpiexec_did_not_give_is_a_warning_from_the_master_alone() -
     assert "runs 2 slaves, as mpiexec started 3 processes, not the 5 asked for" in result.stderr
 
 
-def test_ctrl_c_on_mpiexec_ends_every_rank(tmp_path: Path) -> None:
+def interrupted_under_mpiexec(
+    tmp_path: Path, program: str, group: bool = True
+) -> tuple[int, str, set[int]]:
+    """Run ``program`` under ``mpiexec -n 3`` and interrupt it once two of its commands run
+    (see ``interrupt``: Ctrl-C to its group, or with ``group`` false SIGINT to mpiexec)."""
     script = tmp_path / "interrupted.py"
-    script.write_text(INTERRUPTED)
+    script.write_text(program)
     command = [mpiexec(), "-n", "3", sys.executable, str(script), "mpi4py"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    status, stderr, processes = interrupt(command, running=2, env=env)
+    return interrupt(command, running=2, env=env, group=group)
+
+
+def test_ctrl_c_on_mpiexec_ends_every_rank(tmp_path: Path) -> None:
+    status, stderr, processes = interrupted_under_mpiexec(tmp_path, INTERRUPTED)
     assert len(processes) >= 4  # mpiexec, its proxy and the three ranks
     assert status != 0
     assert "KeyboardInterrupt" in stderr
@@ -314,11 +322,7 @@ def test_sigint_to_mpiexec_ends_the_job_with_the_status_of_ctrl_c(tmp_path: Path
     # (as a batch system or `kill -INT` sends it: mpiexec passes it on to every rank; the
     # master dying by it had mpiexec kill the slaves as they left, and report 2 | 9 as a
     # segmentation fault)
-    script = tmp_path / "interrupted.py"
-    script.write_text(INTERRUPTED)
-    command = [mpiexec(), "-n", "3", sys.executable, str(script), "mpi4py"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    status, stderr, processes = interrupt(command, running=2, env=env, group=False)
+    status, stderr, processes = interrupted_under_mpiexec(tmp_path, INTERRUPTED, group=False)
     assert status == 128 + signal.SIGINT, stderr
     assert "KeyboardInterrupt" in stderr
     assert survivors(processes) == []
@@ -332,11 +336,7 @@ def test_ctrl_c_on_mpiexec_ends_an_executor_without_news_of_deaths(
     # was ended by KeyboardInterrupt ... which runs again (attempt 2 of 3)", as all ended.
     from tests.test_executor import INTERRUPTED as EXECUTOR_INTERRUPTED  # (which imports this)
 
-    script = tmp_path / "interrupted.py"
-    script.write_text(EXECUTOR_INTERRUPTED)
-    command = [mpiexec(), "-n", "3", sys.executable, str(script), "mpi4py"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    status, stderr, processes = interrupt(command, running=2, env=env, group=group)
+    status, stderr, processes = interrupted_under_mpiexec(tmp_path, EXECUTOR_INTERRUPTED, group)
     assert status == 128 + signal.SIGINT, stderr
     assert "KeyboardInterrupt" in stderr
     assert "multi: slave" not in stderr
