@@ -51,6 +51,24 @@ def test_every_start_method_runs_replaces_and_delivers_in_order(
     assert "command 200 line 0" in capfd.readouterr().out
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+@pytest.mark.parametrize("method", METHODS)
+def test_a_slave_holds_nothing_of_the_engines_wake_pipe(method: str) -> None:
+    """A forked slave closes its copy of the master's wake pipe, as of its sockets."""
+
+    def body(processor: Any) -> tuple[str, list[list[str]]]:
+        memo = w.Record()
+        for _ in range(2):
+            processor.add_to_queue(w.Open_files(), memo)
+        processor.run_queue()
+        pipe = os.fstat(processor._transport._woken.fileno()).st_ino
+        return f"pipe:[{pipe}]", values(memo)
+
+    pipe, opened = run_master("multiprocessing", body, start_method=method)
+    assert len(opened) == 2 and all(opened)
+    assert [links for links in opened if pipe in links] == []
+
+
 #: Ctrl-C that comes as the master forks a slave, while Python runs the hooks around the fork.
 INTERRUPTED_AT_FORK = """
 import os, signal

@@ -136,8 +136,11 @@ class Multiprocessing_transport(Transport):
         forked = self.context.get_start_method() == "fork"
         # A forked slave is a copy of the master, the master's ends of the slaves' sockets
         # included (its own among them): it closes them, or the end of the master would never
-        # hang up its socket (see ``_watch_master``).
-        masters = [ours, *(slave.channel.sock for slave in self._slaves.values())] if forked else []
+        # hang up its socket (see ``_watch_master``); and the engine's wake pipe.
+        masters: list[socket.socket | int] = []
+        if forked:
+            masters = [ours, *(slave.channel.sock for slave in self._slaves.values())]
+            masters += self._woken.descriptors()
         with _interrupts_held():  # (Ctrl-C comes once the slave is known, to be stopped)
             try:
                 process = self.context.Process(
@@ -399,12 +402,13 @@ def _slave_main(
     since: Any,
     heartbeat: Any,
     files: _Inherited,
-    masters: list[socket.socket],
+    masters: list[socket.socket | int],
 ) -> None:
     """Run commands for the master until it says stop, or disappears.
 
     ``fabric`` is the processor's class, pickled by ``wire`` in case the main script defines it.
-    ``masters`` are the master's ends of the slaves' sockets, which a forked slave holds too.
+    ``masters`` are the master's ends of the slaves' sockets, and the descriptors of its wake
+    pipe, which a forked slave holds too.
     """
     _detach()
     # A daemon process to multiprocessing, which then ends it with the master, but one whose
@@ -413,7 +417,10 @@ def _slave_main(
     multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # (held while it started)
     for master in masters:
-        master.close()
+        if isinstance(master, int):
+            os.close(master)
+        else:
+            master.close()
     _watch_master(rank, heartbeat, sock)
     cls: type[Multiprocessing_processor] = wire.loads(fabric)
     processor = cls.__new__(cls)

@@ -26,6 +26,10 @@ class Wake_pipe:
     def fileno(self) -> int:
         return self._read
 
+    def descriptors(self) -> tuple[int, int]:
+        """Both ends: what a forked child, which has a copy of them, closes."""
+        return self._read, self._write
+
     def wake(self) -> None:
         """Make the read end readable, unless it is already (or the pipe is closed)."""
         with self._lock:
