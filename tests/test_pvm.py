@@ -156,11 +156,41 @@ def test_a_host_file_is_given_to_the_daemon_of_its_own(tmp_path: Path, pvm_tmp: 
     import socket
 
     hosts = tmp_path / "hosts"
-    hosts.write_text(f"# the only host there is here\n{socket.gethostname()}\n")
+    hosts.write_text(f"# the only host there is here\n{socket.gethostname()}\nlocalhost\n")
     result = run_master(tmp_path, pvm_tmp, f"hostfile={hosts}")
     assert squares(result) == [i * i for i in range(20)]
+    assert "MultiWarning" not in result.stderr  # (both names are this host, in the machine)
     result = run_master(tmp_path, pvm_tmp, f"hostfile={hosts}", "daemon=running")
     assert result.returncode == 1 and "a daemon that runs already has its hosts" in result.stderr
+
+
+def test_a_host_of_the_host_file_that_pvm_cannot_add_is_told_and_the_others_run(
+    tmp_path: Path, pvm_tmp: Path
+) -> None:
+    import socket
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text(
+        f"* lo=nobody\n{socket.gethostname()}\nno-such-host.invalid dx=/usr/bin/pvmd\n"
+        "&only-described.invalid\n"
+    )
+    result = run_master(tmp_path, pvm_tmp, f"hostfile={hosts}")
+    assert squares(result) == [i * i for i in range(20)]
+    warning = result.stderr.replace("\n", " ")
+    assert f"PVM could not add 1 host(s) of the host file {hosts}" in warning
+    assert f"the slaves run on {socket.gethostname()} alone" in warning
+    assert "no-such-host.invalid: " in warning
+    assert "only-described" not in warning
+
+
+def test_the_hosts_a_host_file_adds_at_start_are_read_as_pvm_reads_them() -> None:
+    from multi.pvm_hosts import refusals, startup_hosts
+
+    text = "# a comment\n\n* ep=/opt/bin\nalpha  dx=/x\n&beta\n  gamma.lab so=pw\n"
+    assert startup_hosts(text) == ["alpha", "gamma.lab"]
+    assert refusals(["a", "b", "c", "d"], [262144, -28, -30, -6]) == [
+        "d: no such host (-6); check the name (it does not resolve here)"
+    ]
 
 
 def test_a_daemon_whose_master_ended_as_it_started_is_halted(tmp_path: Path) -> None:

@@ -108,6 +108,19 @@ class _Buffer(ctypes.Structure):
     ]
 
 
+class _Host_info(ctypes.Structure):
+    """pvm3.h's ``struct pvmhostinfo``: a host of the virtual machine, as ``pvm_config``
+    describes it."""
+
+    _fields_ = [
+        ("tid", ctypes.c_int),
+        ("name", ctypes.c_char_p),
+        ("arch", ctypes.c_char_p),
+        ("speed", ctypes.c_int),
+        ("dsig", ctypes.c_int),
+    ]
+
+
 _get_buffer = ctypes.pythonapi.PyObject_GetBuffer
 _get_buffer.argtypes = (ctypes.py_object, ctypes.POINTER(_Buffer), ctypes.c_int)
 _release_buffer = ctypes.pythonapi.PyBuffer_Release
@@ -147,6 +160,8 @@ def library() -> ctypes.CDLL:
         "pvm_bufinfo": (c_int, p_int, p_int, p_int),
         "pvm_upkint": (p_int, c_int, c_int),
         "pvm_upkbyte": (ctypes.c_void_p, c_int, c_int),
+        "pvm_config": (p_int, p_int, ctypes.POINTER(ctypes.POINTER(_Host_info))),
+        "pvm_addhosts": (ctypes.POINTER(ctypes.c_char_p), c_int, p_int),
     }
     for function, argtypes in signatures.items():
         getattr(lib, function).argtypes = argtypes
@@ -235,6 +250,29 @@ class Pvm:
         if started == 0:
             raise Pvm_error("pvm_spawn", tid.value)
         return tid.value
+
+    def hosts(self) -> list[str]:
+        """The names of the hosts in the virtual machine."""
+        count, architectures = ctypes.c_int(), ctypes.c_int()
+        table = ctypes.POINTER(_Host_info)()
+        with self.lock:
+            _checked(
+                "pvm_config",
+                self.lib.pvm_config(ctypes.byref(count), ctypes.byref(architectures),
+                                    ctypes.byref(table)),
+            )  # fmt: skip
+            return [(table[i].name or b"").decode(errors="replace") for i in range(count.value)]
+
+    def add_hosts(self, names: Sequence[str]) -> list[int]:
+        """Ask the daemon to add hosts (which it may take a while to start); for each, the id
+        of its daemon, or PVM's error number (``ERRORS``) saying why it was not added."""
+        array = (ctypes.c_char_p * len(names))(*(name.encode() for name in names))
+        codes = (ctypes.c_int * len(names))()
+        with self.lock:
+            added = self.lib.pvm_addhosts(array, len(names), codes)
+        if added < 0:  # the call failed as a whole (the daemon is gone): no host was added
+            return [added] * len(names)
+        return list(codes)
 
     def notify_exit(self, tag: int, tids: Sequence[int]) -> None:
         """Ask the daemon for a message with ``tag`` when any of ``tids`` ends."""

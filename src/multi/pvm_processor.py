@@ -33,14 +33,15 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from multi import descriptors, task_memory, wire
+from multi import descriptors, pvm_hosts, task_memory, wire
 from multi.application import Processor_box
-from multi.errors import MultiError
+from multi.errors import MultiError, MultiWarning
 from multi.logs import Log_forwarding
 from multi.options import Option, file_to_read, one_of
 from multi.processor import Processor
@@ -207,11 +208,31 @@ class Pvm_transport(Transport):
         try:
             self.pvm.mytid()
             self.pvm.route_directly(settings["route"] == "direct")
+            if own and settings["hostfile"]:
+                self._join_hosts(settings["hostfile"])
             for rank in range(1, self.slaves + 1):
                 self.replace(rank)
         except BaseException:
             self._leave()
             raise
+
+    def _join_hosts(self, hostfile: str) -> None:
+        """Wait until the hosts of the file are in the virtual machine, or PVM has said why
+        it could not add them, and tell of those (see ``multi.pvm_hosts``): the slaves then
+        start on every host there is."""
+        pvm = self.pvm
+        assert pvm is not None
+        with open(hostfile, errors="replace") as file:
+            listed = pvm_hosts.startup_hosts(file.read())
+        wanted = pvm_hosts.not_present(listed, pvm.hosts())
+        refused = pvm_hosts.refusals(wanted, pvm.add_hosts(wanted)) if wanted else []
+        if refused:
+            warnings.warn(
+                f"PVM could not add {len(refused)} host(s) of the host file {hostfile}, so the "
+                f"slaves run on {', '.join(pvm.hosts())} alone. " + ". ".join(refused),
+                MultiWarning,
+                stacklevel=2,
+            )
 
     def replace(self, rank: int) -> None:
         pvm = self._pvm()
