@@ -1331,12 +1331,18 @@ def _serve_master(
                 lambda: comm.Iprobe(MASTER, STOP, status) or comm.Iprobe(MASTER, KILL, status)
             )
 
+    signalled: list[int] = []  # (a SIGINT came: a command may raise KeyboardInterrupt itself)
+
+    def interrupted(number: int, frame: Any) -> None:
+        signalled.append(number)
+        raise KeyboardInterrupt
+
     def reply(report: Report, batch: Batch | None) -> None:
-        if report.interruption is not None and not killed.is_set() and not spawned:
+        if report.interruption is not None and signalled and not killed.is_set() and not spawned:
             # Ctrl-C, which mpiexec passes to every rank: the master, interrupted too, is
             # about to say stop, and a report that came first would be told as a death and a
             # command run again, as the program ended. A slave interrupted alone is lost
-            # once the grace is over.
+            # once the grace is over; one whose command raised KeyboardInterrupt, at once.
             with suppress(KeyboardInterrupt):  # (Ctrl-C again: the report goes now)
                 _wait(told_to_leave, INTERRUPT_GRACE)
         frames = seal(report, batch[1] if batch is not None else ())
@@ -1374,7 +1380,7 @@ def _serve_master(
             batches["received"] += 1
         return True
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, interrupted)
     watcher = threading.Thread(target=watch, name="multi-mpi-watcher", daemon=True)
     watcher.start()
     context = Slave_context(rank, slaves, processor.data_store)
