@@ -64,6 +64,45 @@ def test_the_runtime_line_is_silent_at_verbosity_zero(fabric: str) -> None:
     assert "Overall runtime" not in result.stdout
 
 
+SIGNALLED_EXIT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from multi import Application_callback, Processor_box, Slave_command, load_multiprocessor
+
+    class Signals_the_master(Slave_command):
+        def __init__(self, master):
+            super().__init__()
+            self.master = master
+
+        def run(self, processor, completed):
+            os.kill(self.master, signal.SIGUSR2)
+            time.sleep(60)
+
+    class Main:
+        def run(self):
+            processor = Processor_box().processor
+            # (as a batch system's SIGTERM is often made an exit)
+            signal.signal(signal.SIGUSR2, lambda number, frame: sys.exit(8))
+            for _ in range(3):
+                processor.add_to_queue(Signals_the_master(os.getpid()))
+            processor.run_queue()
+            print("not reached")
+
+    if __name__ == "__main__":
+        size = -1 if sys.argv[1] == "uni" else 2
+        load_multiprocessor(sys.argv[1], Application_callback(Main()), processor_size=size).run()
+    """
+)
+
+
+def test_sys_exit_in_a_signal_handler_of_the_master_is_the_program_status(fabric: str) -> None:
+    """Even where the master runs the command itself as the signal comes (uni): the exit is
+    the master's, not the command's."""
+    result = run_script(fabric, code=SIGNALLED_EXIT)
+    assert result.returncode == 8, result.stderr
+    assert "not reached" not in result.stdout
+
+
 UNHANDLED = textwrap.dedent(
     """
     import sys

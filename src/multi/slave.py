@@ -11,8 +11,10 @@ tiny commands cost little to pickle and to read on the master.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -181,22 +183,24 @@ def execute(
             start = clock()
             try:
                 command.run(processor, True)
-            except KeyboardInterrupt as exc:
-                if descriptors is not None:
-                    chunks = descriptors.take()
-                if logs is not None:
-                    chunks += logs.take()
-                if chunks:
-                    output[position] = chunks
-                del results[before:]
-                # (which command it ran, the master knows: the error it makes names it once)
-                report = _report(context, results, counts, seconds, output, failures, started,
-                                 lost="was ended by KeyboardInterrupt")  # fmt: skip
-                report.interruption = exc
-                return report
             except BaseException as exc:
-                if _forked:
+                interrupted = isinstance(exc, KeyboardInterrupt)
+                if _forked and not interrupted:
                     _end_forked_child(exc)
+                if interrupted or (descriptors is None and _the_masters_exit(exc)):
+                    if descriptors is not None:
+                        chunks = descriptors.take()
+                    if logs is not None:
+                        chunks += logs.take()
+                    if chunks:
+                        output[position] = chunks
+                    del results[before:]
+                    # (which command it ran, the master knows: the error it makes names it)
+                    ended = f"was ended by {type(exc).__name__}"
+                    report = _report(context, results, counts, seconds, output, failures,
+                                     started, lost=ended)  # fmt: skip
+                    report.interruption = exc
+                    return report
                 failures[position] = _failure(context, ids[position], command, exc)
             if _forked:
                 _end_forked_child(None)
@@ -226,6 +230,30 @@ def execute(
         if running is not None:
             running(task_memory.IDLE)
     return _report(context, results, counts, seconds, output, failures, started)
+
+
+def _the_masters_exit(error: BaseException) -> bool:
+    """Whether a command's exception is the master's own ``sys.exit``: a SystemExit that one
+    of the process's signal handlers raised (a batch system's SIGTERM made an exit) as the
+    command ran on the main thread, where the master runs commands itself (``uni``). It ends
+    the master's program, as it would while the master waited for slaves that run them."""
+    if (
+        not isinstance(error, SystemExit)
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return False
+    handlers = set()
+    for number in signal.valid_signals():
+        handler = signal.getsignal(number)
+        code = getattr(getattr(handler, "__func__", handler), "__code__", None)
+        if code is not None:
+            handlers.add(code)
+    trace = error.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code in handlers:
+            return True
+        trace = trace.tb_next
+    return False
 
 
 def _report(
