@@ -150,6 +150,15 @@ def test_under_mpiexec_a_processor_refused_as_it_was_made_leaves_the_ranks_to_th
     assert result.stdout == "option 'retries': expected a whole number >= 0, not '-1' 55 0\n"
 
 
+def test_under_mpiexec_a_program_ended_by_a_refused_processor_leaves_no_shared_memory() -> None:
+    """(MPICH's file in /dev/shm, whose name a processor took off once made: the fixture
+    ``nothing_left_behind`` finds it.)"""
+    code = "from multi import load_multiprocessor\nload_multiprocessor('mpi4py', None, timeout=3)\n"
+    result = under_mpiexec("-m", "mpi4py", "-c", code)  # (which aborts the job on an error)
+    assert result.returncode != 0
+    assert result.stderr.count("cannot stop a command that runs too long here") == 1
+
+
 REFUSED_ON_THE_SLAVE_RANKS = """
 import os, sys
 from mpi4py import MPI

@@ -1512,7 +1512,9 @@ def _agreed(world: Any, make: Callable[[], None]) -> None:
 
     A processor refused on some ranks only (an option whose file exists on the master's node
     alone) left the others waiting in the collectives that follow, for ever. The rank that
-    refused raises its own error; the others say which rank refused, and why.
+    refused raises its own error; the others say which rank refused, and why. Once all have
+    answered, each has mapped MPICH's shared memory, whose name goes then
+    (``_unname_mpi_memory``), made or refused.
     """
     try:
         make()
@@ -1522,6 +1524,7 @@ def _agreed(world: Any, make: Callable[[], None]) -> None:
         error = None
     why = None if error is None else f"{type(error).__name__}: {error}"
     refusals = [(rank, text) for rank, text in enumerate(world.allgather(why)) if text]
+    _unname_mpi_memory()  # (every rank has mapped it, having answered: a refusal left it)
     if error is None and refusals:
         rank, text = refusals[0]
         error = MultiError(
@@ -1645,7 +1648,6 @@ class Mpi4py_processor(Processor):
             _agreed(world, make)
             _world_taken = True
             self._comm = world.Dup()  # every rank makes the processor: the collective is safe
-            _unname_mpi_memory()  # (every rank has mapped it: each has made the processor)
             self._notes = _notes_directory() if self.process_rank == 0 else None
             self._bell = _doorbell(self._notes)  # (made before its slaves look for it)
             where = self._comm.bcast((self._notes, _address(os.getpid())), root=MASTER)
