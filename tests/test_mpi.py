@@ -159,6 +159,35 @@ def test_under_mpiexec_a_program_ended_by_a_refused_processor_leaves_no_shared_m
     assert result.stderr.count("cannot stop a command that runs too long here") == 1
 
 
+QUEUED_BY_EVERY_RANK = """
+from multi import Application_callback, load_multiprocessor
+from tests import workloads as w
+
+class Main:
+    def run(self):
+        pass
+
+processor = load_multiprocessor("mpi4py", Application_callback(Main()), verbosity=0)
+try:
+    processor.add_to_queue(w.Noop())
+except Exception as error:
+    print(f"{type(error).__name__}: {error}")
+processor.run()
+"""
+
+
+def test_under_mpiexec_the_slave_ranks_are_told_that_queueing_is_the_masters() -> None:
+    """(Every rank runs the program up to run(): the slave ranks were told of a thread.)"""
+    result = under_mpiexec("-c", QUEUED_BY_EVERY_RANK)
+    assert result.returncode == 0, result.stderr
+    lines = sorted(result.stdout.splitlines())
+    assert [line[:54] for line in lines] == [
+        "MultiError: add_to_queue() was called on rank 1, a sla",
+        "MultiError: add_to_queue() was called on rank 2, a sla",
+    ]
+    assert all("where processor.rank() == 0" in line for line in lines)
+
+
 REFUSED_ON_THE_SLAVE_RANKS = """
 import os, sys
 from mpi4py import MPI

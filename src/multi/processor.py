@@ -178,6 +178,9 @@ class Processor:
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
         self._running = False
+        #: Whether this process serves a master as a slave now (``multi.slave.serve``): before
+        #: that, a rank of mpiexec runs the program's own code, as the master does.
+        self.serving = False
         self._run: Run | None = None  # the run_queue under way
         self._run_thread = 0  # the thread that runs it: results run there
         self._scheduler: Scheduler | None = None
@@ -262,6 +265,9 @@ class Processor:
                     f"{sys._getframe(1).f_code.co_name}() can only be called on the master, not "
                     f"in a command on slave {context.rank}"
                 )
+            if self.process_rank and not self.serving:
+                name = sys._getframe(1).f_code.co_name
+                raise _on_a_slave_rank(name, self.process_rank, self._processor_size)
             if self._in_another_thread():
                 raise _from_another_thread(sys._getframe(1).f_code.co_name)
 
@@ -953,6 +959,15 @@ def _from_another_thread(name: str) -> MultiError:
         f"{name}() was called from a thread that runs no command: one that a command started, "
         "say. Call it in the command's run(), on the thread that runs it, with what the other "
         "threads computed"
+    )
+
+
+def _on_a_slave_rank(name: str, rank: int, slaves: int) -> MultiError:
+    return MultiError(
+        f"{name}() was called on rank {rank}, a slave: under "
+        f"mpiexec every rank runs the program up to processor.run(), where ranks 1 to {slaves} "
+        "start serving the master. Call it in the master's program (the run() of the "
+        "Application_callback's master), or where processor.rank() == 0"
     )
 
 

@@ -530,6 +530,7 @@ def serve(
     out. A command's own fork that comes back from the command ends there
     (``_end_forked_child``).
     """
+    processor.serving = True
     os.register_at_fork(after_in_child=_note_fork)
     collector.size_for_batches()
     descriptors = context.descriptors
