@@ -19,7 +19,14 @@ from typing import Any
 
 import pytest
 
-from multi import CommandTimeoutError, Executor, MultiError, RemoteTraceback, SlaveDiedError
+from multi import (
+    CommandTimeoutError,
+    Executor,
+    MultiError,
+    RemoteTraceback,
+    SlaveDiedError,
+    UnpicklableError,
+)
 from tests.conftest import MISSING, SLAVES, interrupt, slaves_for, survivors
 from tests.test_mpi import MPI_MISSING, mpiexec, run
 
@@ -252,6 +259,27 @@ def test_a_cancelled_call_never_runs(fabric: str, tmp_path: Path) -> None:
     with pytest.raises(CancelledError):
         late.result()
     assert not mark.exists()
+
+
+#: The fabrics whose calls reach their slaves unpickled (the master itself, its threads).
+SHARED = {"uni", "thread"}
+
+
+def test_a_call_that_does_not_pickle_fails_at_once_and_shutdown_ends(fabric: str) -> None:
+    """Alone in its run, its failure, found as it was sent, brought no report that would end
+    the engine's wait: the future and ``shutdown`` waited for ever."""
+    pool = executor(fabric)
+    lock = threading.Lock()
+    future = pool.submit(id, lock)
+    if fabric in SHARED:
+        assert future.result(timeout=20) == id(lock)
+    else:
+        with pytest.raises(UnpicklableError, match=r"its attribute args\[0\] \(a lock\)"):
+            future.result(timeout=20)
+    shutting = threading.Thread(target=pool.shutdown)
+    shutting.start()
+    shutting.join(20)
+    assert not shutting.is_alive()
 
 
 def test_bad_arguments_are_refused_with_the_reason(fabric: str) -> None:

@@ -165,6 +165,9 @@ class Scheduler:
             if open_run:
                 self._refill(run)
                 self._dispatch(run)
+                if run.ready:  # calls that failed as they were sent (they do not pickle): no
+                    self._deliver_ready(run)  # report comes for them, and the source, asked
+                    continue  # again, may have nothing more (else the wait would never end)
             taking = open_run and not run.closed and run.stopped is None
             if not taking and not run.busy():
                 break
