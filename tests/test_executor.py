@@ -290,6 +290,10 @@ def test_bad_arguments_are_refused_with_the_reason(fabric: str) -> None:
             pool.map(square, range(3), chunksize=0)
     with pytest.raises(ValueError, match="max_workers"):
         Executor(fabric, 0)
+    with pytest.raises(TypeError, match="max_workers is a whole number of slaves"):
+        Executor(fabric, "2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="option 'on_failure': expected one of continue, stop"):
+        Executor(fabric, on_failure="bogus")
 
 
 # The framework's contract, for calls -------------------------------------------------------

@@ -36,7 +36,7 @@ from multi.commands import Slave_command
 from multi.errors import MultiError
 from multi.memo import Memo
 from multi.options import Option, resolve
-from multi.processor import Processor, ending_status
+from multi.processor import Processor, ending_status, failure_policy
 from multi.results import Result_command
 from multi.verbosity import Verbosity
 
@@ -160,9 +160,15 @@ class Executor(concurrent.futures.Executor):
         max_workers: int | None = None,
         **fabric_options: Any,
     ) -> None:
-        if max_workers is not None and max_workers < 1:
-            raise ValueError(f"max_workers must be at least 1, not {max_workers}")
-        self._on_failure = fabric_options.pop("on_failure", "run-all")
+        if max_workers is not None:
+            if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+                raise TypeError(
+                    "max_workers is a whole number of slaves (or None: one per core), not "
+                    f"{max_workers!r}"
+                )
+            if max_workers < 1:
+                raise ValueError(f"max_workers must be at least 1, not {max_workers}")
+        self._on_failure = failure_policy(fabric_options.pop("on_failure", "run-all"))
         self._processor, self._owned = _processor(fabric, max_workers, fabric_options)
         if self._processor.process_rank != 0:
             self._processor.serve()  # a slave of an MPI job: serves, then ends the process

@@ -428,10 +428,7 @@ class Processor:
         self.assert_on_master()
         self._refuse_nested("run_stream")
         if on_failure is not None:
-            try:
-                on_failure = one_of(ON_FAILURE)(str(on_failure))  # the option's own rule
-            except ValueError as exc:
-                raise ValueError(f"on_failure: {exc}") from None
+            on_failure = failure_policy(on_failure)
         scheduler = self._started_scheduler()
         run = scheduler.new_run([], [], in_order=False)
 
@@ -960,6 +957,15 @@ def _from_another_thread(name: str) -> MultiError:
         "say. Call it in the command's run(), on the thread that runs it, with what the other "
         "threads computed"
     )
+
+
+def failure_policy(value: object) -> str:
+    """A failure policy given for some runs (an executor's, a stream's), read by the rule of
+    the option ``on_failure``; ``ValueError`` saying what it takes."""
+    try:
+        return one_of(ON_FAILURE)(str(value))
+    except ValueError as exc:
+        raise ValueError(f"option 'on_failure': {exc}") from None
 
 
 def _on_a_slave_rank(name: str, rank: int, slaves: int) -> MultiError:
