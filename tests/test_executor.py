@@ -572,8 +572,9 @@ INTERRUPTED_LEFT_OPEN = FOREVER + textwrap.dedent(
 INTERRUPTED_AT_EXIT = FOREVER + textwrap.dedent(
     """
     if __name__ == "__main__":  # (their calls run as the program ends)
-        # (two executors, but on pvm, whose library serves one processor in a program)
-        alone = sys.argv[1] == "pvm"
+        # (two executors, but on pvm, whose library serves one processor in a program, and
+        # under mpiexec, whose ranks serve the first)
+        alone = sys.argv[1] in ("pvm", "mpi4py")
         pools = [Executor(sys.argv[1], 2)] if alone else [Executor(sys.argv[1], 1) for _ in "ab"]
         calls = [(pool, 4 * k + i) for k, pool in enumerate(pools) for i in range(4)]
         futures = [pool.submit(forever, i) for pool, i in calls]

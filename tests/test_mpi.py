@@ -366,17 +366,20 @@ def test_sigint_to_mpiexec_ends_the_job_with_the_status_of_ctrl_c(tmp_path: Path
     assert survivors(processes) == []
 
 
+@pytest.mark.parametrize("at_exit", [False, True], ids=["in a with block", "at exit"])
 @pytest.mark.parametrize("group", [True, False], ids=["ctrl-c", "sigint-to-mpiexec"])
 def test_ctrl_c_on_mpiexec_ends_an_executor_without_news_of_deaths(
-    tmp_path: Path, group: bool
+    tmp_path: Path, group: bool, at_exit: bool
 ) -> None:
     # Each slave, interrupted too, reported itself lost before the master said stop: "slave 1
-    # was ended by KeyboardInterrupt ... which runs again (attempt 2 of 3)", as all ended.
-    from tests.test_executor import INTERRUPTED as EXECUTOR_INTERRUPTED  # (which imports this)
+    # was ended by KeyboardInterrupt ... which runs again (attempt 2 of 3)", as all ended. At
+    # exit, the master died by SIGINT, and mpiexec reported a segmentation fault (status 11).
+    from tests import test_executor  # (which imports this module)
 
-    status, stderr, processes = interrupted_under_mpiexec(tmp_path, EXECUTOR_INTERRUPTED, group)
+    program = test_executor.INTERRUPTED_AT_EXIT if at_exit else test_executor.INTERRUPTED
+    status, stderr, processes = interrupted_under_mpiexec(tmp_path, program, group)
     assert status == 128 + signal.SIGINT, stderr
-    assert "KeyboardInterrupt" in stderr
+    assert ("Ctrl-C as the program ended" if at_exit else "KeyboardInterrupt") in stderr
     assert "multi: slave" not in stderr
     assert survivors(processes) == []
 

@@ -20,7 +20,6 @@ import concurrent.futures
 import functools
 import itertools
 import os
-import signal
 import sys
 import threading
 import time
@@ -28,7 +27,6 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from contextlib import suppress
 from typing import Any
 
 from multi import application
@@ -36,7 +34,7 @@ from multi.commands import Slave_command
 from multi.errors import MultiError
 from multi.memo import Memo
 from multi.options import Option, resolve
-from multi.processor import Processor, ending_status, failure_policy
+from multi.processor import Processor, end_interrupted, ending_status, failure_policy
 from multi.results import Result_command
 from multi.verbosity import Verbosity
 
@@ -515,14 +513,7 @@ def _end_as_interrupted() -> None:
     that Ctrl-C dropped as the program ended must not end it with status 0."""
     atexit.unregister(_end_as_interrupted)
     atexit._run_exitfuncs()  # the others (which it forgets: they do not run twice)
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(Exception):
-            stream.flush()
-    if os.name != "posix":
-        os._exit(128 + signal.SIGINT)
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    os.kill(os.getpid(), signal.SIGINT)
+    end_interrupted()
 
 
 def _forget_in_a_forked_child() -> None:

@@ -62,7 +62,7 @@ from multi.doorbell import Doorbell, Ringer, ringer
 from multi.errors import MultiError, MultiWarning, ProcessorSizeError, ending
 from multi.logs import Log_forwarding
 from multi.options import Option
-from multi.processor import Processor, usable_cores
+from multi.processor import Processor, on_interrupted_exit, usable_cores
 from multi.slave import (
     Batch,
     Report,
@@ -1062,6 +1062,17 @@ def _exit_plainly_if_interrupted() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
+def _abort_interrupted() -> None:
+    """End a master of ``mpiexec`` ranks whose program Ctrl-C ended after its end (dropping
+    the calls of an open executor) as ``python -m mpi4py`` ends one that Ctrl-C interrupted:
+    the job aborted with status 130. Killed by SIGINT, or ended with 130 while its slaves
+    still left, it had mpiexec kill them and report the job as a crash (a segmentation
+    fault, 2 | 9)."""
+    MPI = _mpi()
+    if MPI.Is_initialized() and not MPI.Is_finalized():
+        MPI.COMM_WORLD.Abort(128 + signal.SIGINT)
+
+
 def _address(pid: int) -> str:
     """How a process of this host is found from another process: "host:pid" (the master by
     its slaves' guards, a spawned slave by its master; see ``_local_pid``)."""
@@ -1656,6 +1667,7 @@ class Mpi4py_processor(Processor):
                 self._where = where
             else:
                 atexit.register(_exit_plainly_if_interrupted)
+                on_interrupted_exit(_abort_interrupted)
         self._served = False
         if self.process_rank == 0:
             _listen_for_failures()  # here, where it may be the main thread (see Executor)

@@ -977,6 +977,33 @@ def _on_a_slave_rank(name: str, rank: int, slaves: int) -> MultiError:
     )
 
 
+#: What ends a process in the place of death by SIGINT, as ``end_interrupted`` asks.
+_interrupted_exits: list[Callable[[], object]] = []
+
+
+def on_interrupted_exit(end: Callable[[], object]) -> None:
+    """Have ``end`` end this process where Ctrl-C dropped the work as the program ended, in
+    the place of death by SIGINT (``end_interrupted``): a fabric whose processes must not die
+    by a signal (the master of mpiexec's ranks, see ``multi.mpi4py_processor``)."""
+    _interrupted_exits.append(end)
+
+
+def end_interrupted() -> None:
+    """End the program as Ctrl-C ends one, once its exit handlers have run: as Python does,
+    killed by SIGINT (130 to a shell), unless a fabric gave its own way
+    (``on_interrupted_exit``)."""
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    for end in _interrupted_exits:
+        end()
+    if os.name != "posix":
+        os._exit(128 + signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    os.kill(os.getpid(), signal.SIGINT)
+
+
 def ending_status(error: BaseException | None) -> int:
     """The status a program ends with if ``error`` ends it: sys.exit's own, Ctrl-C's as a
     shell sees it (128 + SIGINT), else a failure."""
