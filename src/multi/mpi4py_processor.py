@@ -1668,7 +1668,6 @@ class Mpi4py_processor(Processor):
             else:
                 atexit.register(_exit_plainly_if_interrupted)
                 on_interrupted_exit(_abort_interrupted)
-        self._served = False
         if self.process_rank == 0:
             _listen_for_failures()  # here, where it may be the main thread (see Executor)
 
@@ -1719,9 +1718,9 @@ class Mpi4py_processor(Processor):
 
     def serve(self) -> None:
         """Serve the master until it stops us; then end this process with status 0."""
-        if self._served:
+        if self.serving:
             raise MultiError("the slaves of this MPI job have served their master already")
-        self._served = True
+        self.serving = True  # (from the start: a second call is refused, whatever ended this)
         from mpi4py.util import pkl5
 
         raw = self._parent if self._spawned_slave else self._comm
