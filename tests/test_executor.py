@@ -317,6 +317,28 @@ def test_the_output_of_a_call_is_replayed_as_one_block_with_its_prefix(
     assert sorted(re.findall(r"E\| call (\d+) to stderr", err)) == [str(i) for i in range(6)]
 
 
+@pytest.mark.parametrize(("setting", "drawn"), [("yes", True), ("auto", False)])
+def test_a_bar_counts_the_calls_taken_and_waiting_and_shows_only_when_asked_for(
+    fabric: str,
+    setting: str,
+    drawn: bool,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr("multi.progress.DELAY_SECONDS", 0.0)
+    monkeypatch.setattr("multi.progress._on_terminal", lambda: True)  # ("auto" would draw)
+    flag = tmp_path / "go"
+    with executor(fabric, progress=setting) as pool:
+        futures = [pool.submit(wait_for, str(flag)) for _ in range(12)]
+        flag.touch()  # (none has finished before: every bar drawn knows of all twelve)
+        assert [future.result(timeout=60) for future in futures] == ["released"] * 12
+    totals = re.findall(r"(\d+)/(\d+) \[", capfd.readouterr().err)
+    assert {total for _, total in totals} == ({"12"} if drawn else set())
+    assert ("12", "12") in totals or not drawn
+
+
 def test_a_dead_slave_is_named_and_its_call_retried(fabric: str, tmp_path: Path) -> None:
     if fabric not in REPLACING:
         pytest.skip(f"the {fabric} fabric does not replace a dead slave")

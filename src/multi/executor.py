@@ -360,7 +360,9 @@ class Executor(concurrent.futures.Executor):
                 take = functools.partial(self._take, taken=taken)
                 stopped = None
                 try:
-                    stopped = self._processor.run_stream(take, self._failed, self._on_failure)
+                    stopped = self._processor.run_stream(
+                        take, self._failed, self._on_failure, self._waiting.__len__
+                    )
                 except _Abandoned:
                     stopped = "the executor was shut down, dropping the calls it had not finished"
                     break

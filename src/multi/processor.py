@@ -412,6 +412,7 @@ class Processor:
         take: Callable[[int], list[tuple[Slave_command, Memo | None]] | None],
         on_error: Callable[[Slave_command, BaseException], None],
         on_failure: str | None = None,
+        waiting: Callable[[], int] | None = None,
     ) -> str | None:
         """Run commands as ``take`` hands them over, until it returns None and all have
         finished: the engine of ``multi.Executor``.
@@ -422,8 +423,9 @@ class Processor:
         stops the slaves that hold work) at once; an empty list means none yet. Outcomes are
         delivered as commands finish, not in queue order; each failure goes to ``on_error``
         and none is raised here. ``on_failure`` overrides the processor's failure policy for
-        this run. Returns why the run stopped before ``take`` ran dry (see ``on_failure``), or
-        None.
+        this run; ``waiting()`` counts the commands ``take`` holds still, for the progress
+        bar's total. Returns why the run stopped before ``take`` ran dry (see ``on_failure``),
+        or None. The bar shows only with ``progress=yes``: ``auto`` shows none here.
         """
         self.assert_on_master()
         self._refuse_nested("run_stream")
@@ -444,7 +446,7 @@ class Processor:
         run.source = source
         run.on_error = lambda index, error: on_error(run.commands[index], error)
         run.on_failure = on_failure
-        self._execute_run(scheduler, run, show_progress=False)
+        self._execute_run(scheduler, run, waiting)
         return run.stopped
 
     def wake_stream(self) -> None:
@@ -456,11 +458,17 @@ class Processor:
         if run is not None and run.source is not None and transport is not None:
             transport.wake()
 
-    def _execute_run(self, scheduler: Scheduler, run: Run, show_progress: bool = True) -> None:
+    def _execute_run(
+        self, scheduler: Scheduler, run: Run, waiting: Callable[[], int] | None = None
+    ) -> None:
         self._run = run
         self._run_thread = threading.get_ident()
-        wanted = self.settings["progress"] if show_progress else "no"
+        wanted = self.settings["progress"]
+        if run.source is not None and wanted == "auto":
+            wanted = "no"  # (an open run, an executor's, shows a bar only when one is asked for)
         self._progress = progress.for_run(wanted, run.count)
+        if waiting is not None:
+            self._progress.follow(lambda: run.count + waiting())
         held = collector.hold_batches(None if run.source is not None else run.count)
         try:
             scheduler.run(run)

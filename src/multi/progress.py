@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from multi.errors import MultiWarning
@@ -39,6 +40,13 @@ class Progress:
         self._tqdm = tqdm
         #: When the bar is due, while one is wanted and not made yet.
         self.due: float | None = None if tqdm is None else time.monotonic() + DELAY_SECONDS
+        #: The total as it stands, where it grows as the run goes (an executor's open run).
+        self.counted: Callable[[], int] | None = None
+
+    def follow(self, counted: Callable[[], int]) -> None:
+        """Have the bar's total follow ``counted()``, read as the bar is drawn."""
+        if self._tqdm is not None:  # (``OFF`` is shared, and draws nothing)
+            self.counted = counted
 
     def clear(self) -> None:
         """Take the bar off the screen before other output."""
@@ -49,6 +57,8 @@ class Progress:
         """Count delivered commands; draw the bar again if output took its place."""
         bar = self.bar
         if bar is not None:
+            if self.counted is not None:
+                bar.total = self.counted()
             bar.update(count)
         else:
             if self.due is None:
@@ -64,7 +74,7 @@ class Progress:
         """The bar, with the commands delivered so far."""
         self.due = None
         self.bar = self._tqdm(
-            total=self.total,
+            total=self.total if self.counted is None else self.counted(),
             initial=self.done,
             unit="cmd",
             leave=False,
