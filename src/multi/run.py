@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from multi.batching import Batch_sizer
+from multi.errors import describe
 from multi.slave import Report
 from multi.statistics import Run_statistics
 
@@ -119,6 +120,15 @@ class Run:
         self.positions += [0] * added
         if not self.in_order:
             self.settled += bytes(added)
+
+    def named(self, index: int, noun: bool = False) -> str:
+        """Words that name the command at ``index`` in a message, led by "command" with
+        ``noun``; an open run's commands (an executor's calls) name themselves, as their
+        place in the run means nothing to the program."""
+        text = describe(self.commands[index])
+        if self.source is not None:
+            return text
+        return f"{'command ' if noun else ''}{text} (command {index} of the run)"
 
     def undelivered(self) -> list[int]:
         """The commands whose outcome was never delivered, in queue order."""

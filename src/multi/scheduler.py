@@ -308,8 +308,9 @@ class Scheduler:
             if wire.find_unpicklable(command) is None:
                 sendable.append(index)
                 continue
-            what = f"command {describe(command)} (command {index} of the run)"
-            self._fail(run, index, wire.unpicklable_error(what, command, wire.COMMAND_ADVICE))
+            advice = wire.COMMAND_ADVICE if run.source is None else wire.CALL_ADVICE
+            error = wire.unpicklable_error(run.named(index, noun=True), command, advice)
+            self._fail(run, index, error)
         return sendable
 
     def _send_setup(self, run: Run, rank: int) -> None:
@@ -382,9 +383,7 @@ class Scheduler:
     def _named(run: Run, index: int, failure: Failure) -> BaseException:
         """The exception of a failure that a command did not raise itself, naming it."""
         error = failure.exception()
-        add_note(
-            error, f"the command: {describe(run.commands[index])} (command {index} of the run)"
-        )
+        add_note(error, f"the command: {run.named(index)}")
         return error
 
     def _on_lost(
@@ -426,7 +425,7 @@ class Scheduler:
                 run.left_output.setdefault(culprit, []).append((rank, output))
             attempts = run.attempts[culprit] = run.attempts.get(culprit, 0) + 1
             command = describe(run.commands[culprit])
-            news = f"while {doing} {command} (command {culprit} of the run), which "
+            news = f"while {doing} {run.named(culprit)}, which "
             if attempts > self.retries:
                 self._fail(run, culprit, SlaveDiedError(rank, reason, command, attempts, doing))
                 news += f"fails: it was tried {times(attempts)}"
@@ -713,7 +712,7 @@ def _pickled(run: Run, indices: Sequence[int], peer: sent_code.Peer) -> wire.Fra
 def _too_large(run: Run, index: int, nbytes: int, largest: int) -> MultiError:
     """The failure of a command larger than one message of the transport."""
     return MultiError(
-        f"command {describe(run.commands[index])} (command {index} of the run) pickles to "
+        f"{run.named(index, noun=True)} pickles to "
         f"{nbytes:,} bytes, more than one message of this fabric takes ({largest:,} bytes): "
         "split its data between several commands"
     )

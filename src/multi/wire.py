@@ -236,6 +236,11 @@ COMMAND_ADVICE = (
     "Commands travel to the slaves: keep objects that do not pickle in a Memo on the master, "
     "or create them inside run(); code of the main script travels with the globals it uses."
 )
+#: The same for an executor's calls, which travel as the function and its arguments.
+CALL_ADVICE = (
+    "A call travels to a slave with its function and arguments: create objects that do not "
+    "pickle inside the function; code of the main script travels with the globals it uses."
+)
 
 
 def dumps(obj: Any, peer: sent_code.Peer | None = None) -> Frames:
