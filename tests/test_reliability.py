@@ -17,6 +17,7 @@ import pytest
 from multi import (
     FabricUnavailableError,
     MultiError,
+    RemoteTraceback,
     SlaveDiedError,
     UnpicklableError,
     collector,
@@ -24,22 +25,22 @@ from multi import (
 )
 from multi.multiprocessing_processor import Multiprocessing_processor
 from tests import workloads as w
-from tests.conftest import PLUGIN_FABRIC, run_master
+from tests.conftest import run_master
 
 
 def values(memo: w.Record) -> list[Any]:
     return [value for _, value in memo.values]
 
 
-#: The fabrics whose slaves can end (and be replaced): processes (mpi4py spawns them here), or
-#: threads that an interrupt raised in a command ends.
-ENDING = ("thread", "multiprocessing", "mpi4py", "pvm", PLUGIN_FABRIC)
+#: The fabrics whose slaves a SIGINT ends (and which replace them): processes that take it
+#: (mpi4py spawns them here; PVM's ignore it, as Ctrl-C belongs to their master).
+ENDING = ("multiprocessing", "mpi4py")
 
 
 @pytest.fixture
 def ending(fabric: str) -> str:
     if fabric not in ENDING:
-        pytest.skip(f"a slave of the {fabric} fabric that ends is not replaced")
+        pytest.skip(f"no SIGINT ends a slave of the {fabric} fabric")
     return fabric
 
 
@@ -155,6 +156,31 @@ def test_an_exception_outside_exception_fails_its_command_alone(fabric: str) -> 
 
     delivered = run_master(fabric, body)
     assert delivered == [("before failing", 9) if i == 9 else i * i for i in range(20)]
+
+
+def test_a_command_raising_keyboard_interrupt_itself_fails_alone_and_costs_no_slave(
+    fabric: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No signal came: it is the command's failure, as any exception is. It was taken for an
+    interrupted slave, which was replaced and the command run again, each time; under
+    mpiexec, whose ranks cannot be started again, that used up every slave. On ``uni`` the
+    command runs in the master, which it interrupts as Ctrl-C would: the run ends there."""
+
+    def body(processor: Any) -> tuple[list[Any], int, BaseException]:
+        memo = w.Record()
+        for i in range(6):
+            processor.add_to_queue(w.Raises(KeyboardInterrupt) if i == 3 else w.Square(i), memo)
+        with pytest.raises(KeyboardInterrupt) as caught:
+            processor.run_queue()
+        lost = sum(slave.lost for slave in processor.last_run.slaves.values())
+        processor.add_to_queue(w.Square(7), memo)
+        processor.run_queue()
+        return values(memo), lost, caught.value
+
+    delivered, lost, error = run_master(fabric, body)
+    assert delivered == ([] if fabric == "uni" else [0, 1, 4, 16, 25]) + [49]
+    assert lost == 0 and "was ended by" not in capfd.readouterr().err
+    assert fabric == "uni" or isinstance(error.__cause__, RemoteTraceback)
 
 
 def test_a_failure_to_stop_the_slaves_does_not_hide_what_ended_the_run(

@@ -724,7 +724,7 @@ class Returns_halting_result(Slave_command):
 
 
 class Interrupt_once(Slave_command):
-    """Raises KeyboardInterrupt the first time it runs (noted in ``marker``), which ends its
+    """Sends its own slave SIGINT the first time it runs (noted in ``marker``), which ends the
     slave; then returns its index."""
 
     def __init__(self, marker: str, index: int = 0, always: bool = False) -> None:
@@ -738,7 +738,8 @@ class Interrupt_once(Slave_command):
             with open(self.marker, "w"):
                 pass
             print(f"interrupted {self.index}")
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(60)  # (the KeyboardInterrupt comes here)
         processor.return_object(Value(processor, ("survived", self.index)))
 
 

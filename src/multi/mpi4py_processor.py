@@ -67,6 +67,7 @@ from multi.slave import (
     Batch,
     Report,
     Slave_context,
+    noting_sigint,
     rebuilt_report,
     seal,
     serve,
@@ -1342,18 +1343,12 @@ def _serve_master(
                 lambda: comm.Iprobe(MASTER, STOP, status) or comm.Iprobe(MASTER, KILL, status)
             )
 
-    signalled: list[int] = []  # (a SIGINT came: a command may raise KeyboardInterrupt itself)
-
-    def interrupted(number: int, frame: Any) -> None:
-        signalled.append(number)
-        raise KeyboardInterrupt
-
     def reply(report: Report, batch: Batch | None) -> None:
-        if report.interruption is not None and signalled and not killed.is_set() and not spawned:
+        if report.interruption is not None and not killed.is_set() and not spawned:
             # Ctrl-C, which mpiexec passes to every rank: the master, interrupted too, is
             # about to say stop, and a report that came first would be told as a death and a
             # command run again, as the program ended. A slave interrupted alone is lost
-            # once the grace is over; one whose command raised KeyboardInterrupt, at once.
+            # once the grace is over. (A command's own KeyboardInterrupt is its failure.)
             with suppress(KeyboardInterrupt):  # (Ctrl-C again: the report goes now)
                 _wait(told_to_leave, INTERRUPT_GRACE)
         frames = seal(report, batch[1] if batch is not None else ())
@@ -1391,10 +1386,10 @@ def _serve_master(
             batches["received"] += 1
         return True
 
-    signal.signal(signal.SIGINT, interrupted)
+    signalled = noting_sigint()  # (the master's order comes as one too: see ``watch``)
     watcher = threading.Thread(target=watch, name="multi-mpi-watcher", daemon=True)
     watcher.start()
-    context = Slave_context(rank, slaves, processor.data_store)
+    context = Slave_context(rank, slaves, processor.data_store, signalled=signalled)
     context.descriptors = Descriptor_capture(_guard_files or unnamed_files(), rank)
     context.logs = Log_forwarding(rank)
     try:

@@ -52,6 +52,7 @@ from multi.slave import (
     Batch,
     Report,
     Slave_context,
+    never_signalled,
     rebuilt_report,
     seal,
     serve,
@@ -464,7 +465,7 @@ def slave_main() -> None:
     processor = cls(processor_size=slaves, callback=None)
     Processor_box().processor = processor
     processor.process_rank = rank  # (threads that commands start are on this slave too)
-    context = Slave_context(rank, slaves, processor.data_store)
+    context = Slave_context(rank, slaves, processor.data_store, signalled=never_signalled)
     context.descriptors = descriptors.Descriptor_capture(files, rank)
     context.logs = Log_forwarding(rank)
     watcher = _Watcher(pvm, master)

@@ -136,6 +136,11 @@ class Slave_context:
     logs: Log_forwarding | None = None
     #: The command that runs, and its id: log records name it (``multi.logs``).
     running: tuple[Any, int] | None = None
+    #: Whether a SIGINT reached the slave (Ctrl-C, or on MPI the master's order to drop the
+    #: work): a KeyboardInterrupt that a command ends with then ends the slave, and is else
+    #: the command's own failure. None: the slave is the master itself (``uni``), whom Ctrl-C
+    #: interrupts as it runs the command.
+    signalled: Callable[[], bool] | None = None
     host: str = field(default_factory=socket.gethostname)
 
     def where(self) -> str:
@@ -151,9 +156,10 @@ def execute(
     """Run each command of a batch in turn; nothing a command does stops the others.
 
     ``running`` is told the id of each command as it starts, and ``IDLE`` when the batch is
-    done. Any exception a command raises is its failure, but KeyboardInterrupt, which ends the
-    slave (Ctrl-C where the slave is the master itself, the master's order to drop the work on
-    MPI): the report then holds the commands before it, and ``lost`` says what ended it.
+    done. Any exception a command raises is its failure, but a KeyboardInterrupt that a signal
+    caused (``Slave_context.signalled``), which ends the slave (Ctrl-C where the slave is the
+    master itself, the master's order to drop the work on MPI): the report then holds the
+    commands before it, and ``lost`` says what ended it.
     Descriptors 1 and 2 are left pointed into the capture files: ``serve`` points them back.
     """
     ids, commands = batch
@@ -184,7 +190,9 @@ def execute(
             try:
                 command.run(processor, True)
             except BaseException as exc:
-                interrupted = isinstance(exc, KeyboardInterrupt)
+                interrupted = isinstance(exc, KeyboardInterrupt) and (
+                    context.signalled is None or context.signalled()
+                )
                 if _forked and not interrupted:
                     _end_forked_child(exc)
                 if interrupted or (descriptors is None and _the_masters_exit(exc)):
@@ -230,6 +238,24 @@ def execute(
         if running is not None:
             running(task_memory.IDLE)
     return _report(context, results, counts, seconds, output, failures, started)
+
+
+def never_signalled() -> bool:
+    """For a slave that no SIGINT reaches: a thread, or a process that ignores it."""
+    return False
+
+
+def noting_sigint() -> Callable[[], bool]:
+    """Take SIGINT as Python does (a KeyboardInterrupt), noting that it came; return what
+    tells whether it did (``Slave_context.signalled``)."""
+    came: list[int] = []
+
+    def interrupted(number: int, frame: Any) -> None:
+        came.append(number)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupted)
+    return lambda: bool(came)
 
 
 def _the_masters_exit(error: BaseException) -> bool:

@@ -12,7 +12,7 @@ import threading
 import time
 
 from multi.processor import Data_store, Processor
-from multi.slave import Batch, Slave_context, run_batch
+from multi.slave import Batch, Slave_context, never_signalled, run_batch
 from multi.transport import Message, Payload, Transport
 
 
@@ -44,7 +44,7 @@ class Thread_transport(Transport):
     def replace(self, rank: int) -> None:
         """Start a slave thread, with a data store of its own (the engine fills it again)."""
         inbox = self._inboxes[rank] = queue.SimpleQueue()
-        context = Slave_context(rank, self.slaves, Data_store())
+        context = Slave_context(rank, self.slaves, Data_store(), signalled=never_signalled)
         thread = threading.Thread(
             target=self._serve, args=(context, inbox), name=f"multi-slave-{rank}", daemon=True
         )
