@@ -193,6 +193,26 @@ def test_one_failing_call_among_many_costs_only_its_own_future(fabric: str) -> N
     ]
 
 
+def interrupts_on(x: int, bad: int) -> int:
+    if x == bad:
+        raise KeyboardInterrupt
+    return x
+
+
+def test_a_call_raising_keyboard_interrupt_itself_fails_its_future_alone(fabric: str) -> None:
+    """No Ctrl-C came (on ``uni`` too, whose engine thread runs the calls): the executor goes
+    on, and no slave is lost. It broke the executor on ``uni``; elsewhere, it cost slaves."""
+    with executor(fabric) as pool:
+        futures = [pool.submit(interrupts_on, i, 2) for i in range(5)]
+        with pytest.raises(KeyboardInterrupt) as caught:
+            futures[2].result(timeout=60)
+        assert isinstance(caught.value.__cause__, RemoteTraceback)
+        assert [futures[i].result(timeout=60) for i in (0, 1, 3, 4)] == [0, 1, 3, 4]
+        assert list(pool.map(square, range(3))) == [0, 1, 4]
+        lost = sum(slave.lost for slave in pool.processor.totals.slaves.values())
+    assert lost == 0
+
+
 @pytest.mark.parametrize("chunksize", [1, 5, None])
 def test_map_raises_a_call_exception_where_its_value_would_be(
     fabric: str, chunksize: int | None

@@ -138,8 +138,8 @@ class Slave_context:
     running: tuple[Any, int] | None = None
     #: Whether a SIGINT reached the slave (Ctrl-C, or on MPI the master's order to drop the
     #: work): a KeyboardInterrupt that a command ends with then ends the slave, and is else
-    #: the command's own failure. None: the slave is the master itself (``uni``), whom Ctrl-C
-    #: interrupts as it runs the command.
+    #: the command's own failure. None: always, as for a slave that is the master itself,
+    #: whom Ctrl-C interrupts as it runs the command (``uni``, on the main thread).
     signalled: Callable[[], bool] | None = None
     host: str = field(default_factory=socket.gethostname)
 

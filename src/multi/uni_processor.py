@@ -7,6 +7,7 @@ round trip, so a job is known to be fit for other processes before it is sent to
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections import deque
 
@@ -35,7 +36,8 @@ class Uni_transport(Transport):
         self.processor = processor
         self.pickle_check = pickle_check
         self.pickled = pickle_check  # the engine then pickles every batch, as for processes
-        self.context = Slave_context(1, 1, processor.data_store)
+        # (Ctrl-C reaches the main thread: an executor's engine runs commands on another)
+        self.context = Slave_context(1, 1, processor.data_store, signalled=_on_the_main_thread)
         self._replies: deque[tuple[int, Message]] = deque()
 
     ranks = (1,)  # the master itself, always (an attribute: a property is a call per run)
@@ -89,3 +91,8 @@ class Uni_processor(Processor):
 
     def get_intro_string(self) -> str:
         return "Uni-processor."
+
+
+def _on_the_main_thread() -> bool:
+    """Whether a KeyboardInterrupt in a command may be Ctrl-C: on the main thread, it may."""
+    return threading.current_thread() is threading.main_thread()
