@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import errno
 import logging
 import re
@@ -886,6 +887,24 @@ def test_a_command_that_does_not_pickle_is_named_and_nothing_lost(
         return values(memo)
 
     assert run_master(fabric, body, **pickling) == [4, 9]
+
+
+def test_memoryviews_arrive_as_memoryviews_of_their_format_and_shape(fabric: str) -> None:
+    numpy = pytest.importorskip("numpy")
+    grid = numpy.arange(12.0).reshape(3, 4)
+    views = [memoryview(array.array("i", [1, 2, 3])), memoryview(grid), memoryview(grid[:, ::2])]
+
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        processor.add_to_queue(w.Carries(views), memo)
+        processor.run_queue()
+        return values(memo)
+
+    [copies] = run_master(fabric, body)
+    assert [type(copy) for copy in copies] == [memoryview] * 3
+    assert [(copy.format, copy.shape, copy.tolist()) for copy in copies] == [
+        (view.format, view.shape, view.tolist()) for view in views
+    ]
 
 
 # Rule 9: uni's pickle round trip ------------------------------------------------------------

@@ -4,6 +4,7 @@ slaves never run the application's top-level code."""
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import multiprocessing
 import os
@@ -281,6 +282,35 @@ def test_arrays_stay_out_of_band_in_code_that_travels_by_value() -> None:
     assert len(frames) == 2 and wire.size(frames[1:]) == array.nbytes
     copy = wire.loads(frames)
     assert type(copy) is Holds and numpy.array_equal(copy.array, array)
+
+
+def test_a_memoryview_keeps_its_type_format_and_shape_by_either_pickler() -> None:
+    """Pickle refuses a memoryview, and cloudpickle made its bytes ``bytes``: by reference it
+    failed, by value it changed type."""
+    numpy = pytest.importorskip("numpy")
+
+    class Holds:  # (local: by value, through cloudpickle's pickler)
+        def __init__(self, views: list[memoryview]) -> None:
+            self.views = views
+
+    def views() -> list[memoryview]:
+        grid = numpy.arange(12.0).reshape(3, 4)
+        return [
+            memoryview(array.array("i", [1, 2, 3])),
+            memoryview(grid),  # (contiguous: out of band)
+            memoryview(grid[:, ::2]),  # (strided: its bytes, in the stream)
+            memoryview(b"read only"),
+        ]
+
+    for copies in (wire.loads(wire.dumps(views())), wire.loads(wire.dumps(Holds(views()))).views):
+        for copy, view in zip(copies, views(), strict=True):
+            assert type(copy) is memoryview
+            assert (copy.format, copy.shape, copy.readonly) == (
+                view.format,
+                view.shape,
+                view.readonly,
+            )
+            assert copy.tolist() == view.tolist()
 
 
 @pytest.fixture

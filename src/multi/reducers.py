@@ -7,12 +7,18 @@ and the instance's ``__dict__``. That search was half the time it took to pickle
 tiny commands. A class found plain (``plain``: Python classes only, no slots, none of pickle's
 hooks, nothing registered with ``copyreg``) gets a reducer that gives those three things
 straight away; the stream is byte for byte what pickle writes.
+
+A ``memoryview`` travels as one too, with its format and shape (``view``): pickle refuses
+one, and cloudpickle sends its bytes as ``bytes``, so that it came back as one or the other
+depending on the pickler the message took.
 """
 
 from __future__ import annotations
 
 import copyreg
+import pickle
 from collections.abc import Callable, Mapping
+from contextlib import suppress
 from typing import Any
 
 Reducer = Callable[[Any], Any]
@@ -65,11 +71,30 @@ def check_registrations() -> None:
             table.clear()
 
 
+def view(obj: memoryview) -> Any:
+    """The reducer of a memoryview: its bytes, out of band where they are contiguous."""
+    data = pickle.PickleBuffer(obj) if obj.c_contiguous else obj.tobytes()
+    return viewed, (data, obj.format, obj.shape, obj.readonly)
+
+
+def viewed(data: Any, format: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
+    """A memoryview made again: writable if it was, of its format and shape where a view can
+    take them (else of its bytes: a structure's format, which ``cast`` refuses)."""
+    made = memoryview(data)
+    if made.readonly and not readonly:
+        made = memoryview(bytearray(made))
+    made = made.cast("B")
+    with suppress(TypeError, ValueError):
+        made = made.cast(format, shape)  # type: ignore[call-overload]
+    return made.toreadonly() if readonly else made
+
+
 class Plain_reducers(dict[type, Reducer | None]):
     """The reducer of each plain class, None for the others, found when a class is first met.
 
     A class that ``registered`` names (a pickler's own table of reducers) is not plain there,
     and a class whose instances are classes is never plain: pickle saves classes by name.
+    ``memoryview`` has its own (``view``), in every pickler's place.
     """
 
     def __init__(self, registered: Mapping[type, Any] | None = None) -> None:
@@ -80,8 +105,12 @@ class Plain_reducers(dict[type, Reducer | None]):
     def __missing__(self, cls: type) -> Reducer | None:
         if len(self) >= KEPT:
             self.clear()
-        own = self.registered is not None and cls in self.registered
-        reducer = self[cls] = None if own or issubclass(cls, type) else _reducer(cls)
+        if cls is memoryview and copyreg.dispatch_table.get(cls) is None:
+            reducer: Reducer | None = view
+        else:
+            own = self.registered is not None and cls in self.registered
+            reducer = None if own or issubclass(cls, type) else _reducer(cls)
+        self[cls] = reducer
         return reducer
 
 
