@@ -296,6 +296,8 @@ def main() -> None:
     parser.add_argument("--verbosity", type=at_least_0, default=1)
     parser.add_argument("--timeline", help="write the runs' timeline (a Chrome trace) here")
     options = parser.parse_args()
+    if options.timeline:  # (its folder first: the processor checks that there is one)
+        Path(options.timeline).parent.mkdir(parents=True, exist_ok=True)
     callback = Application_callback(master=Relaxation_analysis(options))
     processor = load_multiprocessor(
         options.fabric,

@@ -35,6 +35,13 @@ def test_the_example_gives_the_same_numbers_on_every_fabric(tmp_path: Path) -> N
     assert all(table == reference for table in tables.values()), tables
 
 
+def test_the_example_makes_its_folders_as_make_demo_asks_in_a_fresh_clone(tmp_path: Path) -> None:
+    results = tmp_path / "results"  # (make demo: --output results --timeline results/...)
+    result = run_example("thread", results, "--no-plot", "--timeline", str(results / "t.json"))
+    assert result.returncode == 0, result.stderr
+    assert (results / "relaxation_rates.txt").exists() and (results / "t.json").exists()
+
+
 def test_the_example_draws_its_figure(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     result = run_example("thread", tmp_path)
