@@ -827,6 +827,21 @@ def test_exit_command_is_refused_as_it_would_end_a_slave(fabric: str) -> None:
     run_master(fabric, body)
 
 
+def test_run_called_from_the_application_it_runs_is_refused(fabric: str) -> None:
+    """It ran the application again, inside itself: with no end, a RecursionError."""
+    entered: list[int] = []
+
+    def body(processor: Any) -> None:
+        entered.append(1)
+        with pytest.raises(MultiError, match=r"call processor.run\(\) once, from the program"):
+            processor.run()
+        processor.add_to_queue(w.Square(3))
+        processor.run_queue()
+
+    run_master(fabric, body)
+    assert entered == [1]
+
+
 def test_a_command_without_run_is_refused_and_the_queue_kept(fabric: str) -> None:
     def body(processor: Any) -> None:
         processor.add_to_queue(w.Square(2))

@@ -178,6 +178,8 @@ class Processor:
         self.NULL_RESULT = Null_result_command(processor=self)
         self.start_time: float | None = None
         self._running = False
+        #: The callbacks whose init_master is under way: the launcher's, then the program's.
+        self._applications: list[Any] = []
         #: Whether this process serves a master as a slave now (``multi.slave.serve``): before
         #: that, a rank of mpiexec runs the program's own code, as the master does.
         self.serving = False
@@ -913,10 +915,18 @@ class Processor:
 
     def _run_application(self) -> None:
         callback = self.callback
+        if any(running is callback for running in self._applications):
+            raise MultiError(
+                "run() was called from the application that run() runs (its init_master): "
+                "call processor.run() once, from the program's main code"
+            )
+        self._applications.append(callback)
         try:
             callback.init_master(self)  # type: ignore[union-attr]
         except Exception as exc:
             callback.handle_exception(self, exc)  # type: ignore[union-attr]
+        finally:
+            self._applications.pop()
 
     def exit(self, status: int = 0) -> None:
         """Stop the slaves and end the program with ``status``.
