@@ -628,6 +628,45 @@ INTERRUPTED_AT_EXIT = FOREVER + textwrap.dedent(
 )
 
 
+NOTED_CHUNKS = textwrap.dedent(
+    """
+    import os, sys, time
+    from multi import Executor
+
+    def noted(i):
+        open(os.path.join(sys.argv[1], str(i)), "w").close()
+        time.sleep(2)
+
+    if __name__ == "__main__":
+        with Executor("uni", verbosity=0) as pool:
+            list(pool.map(noted, range(6), chunksize=2))
+    """
+)
+
+
+def test_ctrl_c_on_uni_starts_no_call_after_the_chunk_under_way(tmp_path: Path) -> None:
+    """uni runs a call where the executor's engine is: the chunk under way finishes, and
+    then nothing more starts. The engine sent its next chunk before it asked its calls' source,
+    which would have told it to stop: that chunk ran whole."""
+    script, notes = tmp_path / "chunks.py", tmp_path / "notes"
+    script.write_text(NOTED_CHUNKS)
+    notes.mkdir()
+    program = subprocess.Popen(
+        [sys.executable, str(script), str(notes)], stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        until(lambda: (notes / "0").exists())
+        os.killpg(program.pid, signal.SIGINT)  # (as call 0 sleeps: call 1 is of its chunk)
+        status = program.wait(timeout=30)
+    finally:
+        if program.poll() is None:
+            os.killpg(program.pid, signal.SIGKILL)
+            program.wait()
+    assert status == -signal.SIGINT, program.stderr.read()  # type: ignore[union-attr]
+    assert sorted(note.name for note in notes.iterdir()) == ["0", "1"]
+
+
 @pytest.mark.parametrize("kind", ["multiprocessing", "thread", "pvm"])
 @pytest.mark.parametrize(
     "program",

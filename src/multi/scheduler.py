@@ -183,7 +183,8 @@ class Scheduler:
                     self._on_report(run, rank, body)
             if deadlines and time.monotonic() >= self._check_at:  # type: ignore[operator]
                 self._enforce_deadlines(run)
-            self._dispatch(run)
+            if not open_run:  # (an open run asks its source first, at the top: it may drop
+                self._dispatch(run)  # the run, before a batch that runs as it is sent)
             self._deliver_ready(run)
 
     def _run_inline(self, run: Run) -> None:
