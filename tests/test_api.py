@@ -311,3 +311,16 @@ def test_a_bar_wanted_without_tqdm_is_a_warning_that_says_what_to_install(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert progress.for_run("auto", 5) is progress.OFF  # (asked for nothing: no warning)
+
+
+def test_a_warning_points_at_the_programs_own_line() -> None:
+    """It named a line of this package (``uni_processor.py``, ``executor.py``), which the
+    program reaches by several paths."""
+    from multi import Executor
+    from multi.errors import MultiWarning
+
+    with pytest.warns(MultiWarning, match="not on 2 slaves") as caught:
+        load_multiprocessor("uni", None, processor_size=2)  # type: ignore[arg-type]
+    with pytest.warns(MultiWarning, match="not on 3 slaves") as more:
+        Executor("uni", max_workers=3).shutdown()
+    assert [warning.filename for warning in [*caught, *more]] == [__file__, __file__]

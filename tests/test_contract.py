@@ -131,7 +131,7 @@ def test_every_slave_has_its_statistics_idle_ones_at_zero(fabric: str) -> None:
     assert sorted(one) == sorted(program) == list(range(1, size + 1))
     assert sorted(one.values()) == [0] * (size - 1) + [1]
     assert sum(program.values()) == 2
-    assert f"on {size} slaves" in table
+    assert f"on {size} slave{'' if size == 1 else 's'})" in table
 
 
 def test_the_totals_count_every_run_however_many_and_small_they_are(fabric: str) -> None:
@@ -664,6 +664,7 @@ def test_an_exception_that_cannot_travel_arrives_as_text(
     assert error.exception_name == "Unpicklable_error"
     assert "it holds a lock" in str(error)
     assert "could not travel to the master" in str(error)
+    assert f"(on slave {error.rank} of " in str(error)  # (once: it read "slave 1, slave 1 of")
     assert isinstance(error.__cause__, RemoteTraceback)
 
 

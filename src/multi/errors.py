@@ -8,10 +8,12 @@ arrives as a ``Capturing_exception`` holding its type name, message and tracebac
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from contextlib import suppress
 from types import TracebackType
@@ -24,6 +26,22 @@ class MultiError(Exception):
 
 class MultiWarning(UserWarning):
     """Base of the framework's own warnings."""
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str) -> None:
+    """Warn with a ``MultiWarning`` at the program's line that led here: the first frame
+    outside this package, which the program reaches by many paths (``load_multiprocessor``,
+    an ``Executor``, ``run``); where there is none (the launcher's flags), at the line here."""
+    frame, level = sys._getframe(1), 2  # (1 is this function)
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE)
+        or frame.f_code.co_filename.startswith("<frozen ")  # (runpy: the launcher)
+    ):
+        frame, level = frame.f_back, level + 1  # type: ignore[assignment]
+    warnings.warn(message, MultiWarning, stacklevel=level if frame is not None else 2)
 
 
 class FabricNotFoundError(MultiError, LookupError):
@@ -182,10 +200,12 @@ class Capturing_exception(Exception):
         return (_rebuild_capturing, (dict(self.__dict__),))
 
     def __str__(self) -> str:
+        where = self.name  # (a slave's own words name it: "slave 1 of 2 (host ...)")
+        if not str(where).startswith(f"slave {self.rank} "):
+            where = f"slave {self.rank}, {where}"
         return (
-            f"{self.exception_name}: {self.exception_string} "
-            f"(on slave {self.rank}, {self.name}; the exception itself could not travel to the "
-            "master)"
+            f"{self.exception_name}: {self.exception_string} (on {where}; the exception itself "
+            "could not travel to the master)"
         )
 
 

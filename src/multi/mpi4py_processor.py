@@ -48,7 +48,6 @@ import sys
 import sysconfig
 import threading
 import time
-import warnings
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -59,7 +58,7 @@ from multi import descriptors, scratch, task_memory, wire
 from multi.application import Processor_box
 from multi.descriptors import Descriptor_capture, unnamed_files
 from multi.doorbell import Doorbell, Ringer, ringer
-from multi.errors import MultiError, MultiWarning, ProcessorSizeError, ending
+from multi.errors import MultiError, ProcessorSizeError, ending, warn
 from multi.logs import Log_forwarding
 from multi.options import Option
 from multi.processor import Processor, on_interrupted_exit, usable_cores
@@ -1672,11 +1671,9 @@ class Mpi4py_processor(Processor):
             return _spawned_as[1] if _spawned_as else world
         if self._launched:
             if requested is not None and requested != world - 1 and self.process_rank == 0:
-                warnings.warn(
+                warn(
                     f"the mpi4py fabric runs {world - 1} slaves, as mpiexec started {world} "
-                    f"processes, not the {requested} asked for",
-                    MultiWarning,
-                    stacklevel=4,
+                    f"processes, not the {requested} asked for"
                 )
             return world - 1
         wanted = requested if requested is not None else usable_cores()

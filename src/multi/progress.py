@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
-from multi.errors import MultiWarning
+from multi.errors import warn
 
 SETTINGS = ("auto", "yes", "no")
 #: A run shorter than this shows no bar at all.
@@ -103,11 +102,7 @@ def for_run(wanted: str, total: int) -> Progress:
         from tqdm import tqdm
     except ImportError:
         if wanted == "yes":
-            warnings.warn(
-                "no progress bar: install tqdm (pip install 'multi-fabric[progress]')",
-                MultiWarning,
-                stacklevel=3,
-            )
+            warn("no progress bar: install tqdm (pip install 'multi-fabric[progress]')")
         return OFF
     return Progress(total, tqdm)
 

@@ -33,7 +33,6 @@ import socket
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from typing import Any
 
 from multi import descriptors, pvm_hosts, task_memory, wire
 from multi.application import Processor_box
-from multi.errors import MultiError, MultiWarning
+from multi.errors import MultiError, warn
 from multi.logs import Log_forwarding
 from multi.options import Option, file_to_read, one_of
 from multi.processor import Processor
@@ -228,11 +227,9 @@ class Pvm_transport(Transport):
         wanted = pvm_hosts.not_present(listed, pvm.hosts())
         refused = pvm_hosts.refusals(wanted, pvm.add_hosts(wanted)) if wanted else []
         if refused:
-            warnings.warn(
+            warn(
                 f"PVM could not add {len(refused)} host(s) of the host file {hostfile}, so the "
-                f"slaves run on {', '.join(pvm.hosts())} alone. " + ". ".join(refused),
-                MultiWarning,
-                stacklevel=2,
+                f"slaves run on {', '.join(pvm.hosts())} alone. " + ". ".join(refused)
             )
 
     def replace(self, rank: int) -> None:

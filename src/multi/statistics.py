@@ -274,7 +274,8 @@ class Run_statistics:
         busy = sum(slave.busy_seconds for slave in slaves.values())
         lines.append(
             f"Parallel efficiency: {self.efficiency():.0%} ({busy:.2f} s of work in "
-            f"{self.seconds:.2f} s of run_queue on {len(slaves)} slaves)"
+            f"{self.seconds:.2f} s of run_queue on {len(slaves)} slave"
+            f"{'' if len(slaves) == 1 else 's'})"
         )
         if self.classes:
             lines += ["", self.class_table()]

@@ -8,10 +8,9 @@ round trip, so a job is known to be fit for other processes before it is sent to
 from __future__ import annotations
 
 import threading
-import warnings
 from collections import deque
 
-from multi.errors import MultiWarning
+from multi.errors import warn
 from multi.options import Option, boolean
 from multi.processor import Processor
 from multi.slave import (
@@ -79,11 +78,7 @@ class Uni_processor(Processor):
 
     def slave_count(self, requested: int | None) -> int:
         if requested not in (None, 1):
-            warnings.warn(
-                f"the uni fabric runs commands in the master alone, not on {requested} slaves",
-                MultiWarning,
-                stacklevel=4,
-            )
+            warn(f"the uni fabric runs commands in the master alone, not on {requested} slaves")
         return 1
 
     def make_transport(self) -> Transport:
