@@ -16,7 +16,6 @@ depending on the pickler the message took.
 from __future__ import annotations
 
 import copyreg
-import pickle
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from typing import Any
@@ -72,9 +71,11 @@ def check_registrations() -> None:
 
 
 def view(obj: memoryview) -> Any:
-    """The reducer of a memoryview: its bytes, out of band where they are contiguous."""
-    data = pickle.PickleBuffer(obj) if obj.c_contiguous else obj.tobytes()
-    return viewed, (data, obj.format, obj.shape, obj.readonly)
+    """The reducer of a memoryview: a copy of its bytes, in the stream. (Out of band, its
+    ``PickleBuffer`` would hold the view itself, and CPython before 3.12.7 crashes as its
+    collector breaks a cycle that holds a view so exported: gh-77894.)"""
+    data = obj.tobytes()
+    return viewed, (data if obj.readonly else bytearray(data), obj.format, obj.shape, obj.readonly)
 
 
 def viewed(data: Any, format: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
