@@ -199,6 +199,28 @@ def interrupts_on(x: int, bad: int) -> int:
     return x
 
 
+def noted(path: str) -> str:
+    Path(path).touch()
+    time.sleep(0.2)
+    return path
+
+
+def test_a_slave_has_its_next_call_while_the_outcome_of_its_last_is_delivered(
+    fabric: str, tmp_path: Path
+) -> None:
+    """Delivery runs the futures' callbacks, which may take long: the slave that reported
+    does not wait for them. It did, its next call sent only once they had returned."""
+    second = tmp_path / "1"
+    seen: list[bool] = []
+    with Executor(fabric, 1, verbosity=0) as pool:
+        futures = [pool.submit(noted, str(tmp_path / str(i))) for i in range(3)]
+        futures[0].add_done_callback(lambda _: seen.append(until(second.exists) or second.exists()))
+        assert [future.result(timeout=90) for future in futures] == [
+            str(tmp_path / str(i)) for i in range(3)
+        ]
+    assert seen == [True]
+
+
 def test_a_call_raising_keyboard_interrupt_itself_fails_its_future_alone(fabric: str) -> None:
     """No Ctrl-C came (on ``uni`` too, whose engine thread runs the calls): the executor goes
     on, and no slave is lost. It broke the executor on ``uni``; elsewhere, it cost slaves."""

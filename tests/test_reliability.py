@@ -323,6 +323,25 @@ def test_a_slave_ended_by_an_interrupt_is_replaced_and_nothing_runs_twice(
     assert sorted(ran) == [i for i in range(300) if i != 150]  # each exactly once
 
 
+def test_a_sigint_a_command_took_leaves_a_later_keyboard_interrupt_the_commands_own(
+    ending: str,
+) -> None:
+    """What ends a slave is a KeyboardInterrupt that came of a SIGINT, not any one after a
+    SIGINT came: the slave took it for its end ever after."""
+
+    def body(processor: Any) -> tuple[list[Any], int]:
+        memo = w.Record()
+        processor.add_to_queue(w.Catches_its_sigint(), memo)
+        processor.add_to_queue(w.Raises(KeyboardInterrupt), memo)
+        processor.add_to_queue(w.Square(3), memo)
+        with pytest.raises(KeyboardInterrupt):
+            processor.run_queue()
+        return values(memo), sum(slave.lost for slave in processor.last_run.slaves.values())
+
+    delivered, lost = run_master(ending, body, size=1)  # (one slave: it runs all three)
+    assert (delivered, lost) == (["caught", 9], 0)
+
+
 def test_a_command_that_always_interrupts_its_slave_fails_after_its_retries(
     ending: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -743,6 +743,17 @@ class Interrupt_once(Slave_command):
         processor.return_object(Value(processor, ("survived", self.index)))
 
 
+class Catches_its_sigint(Slave_command):
+    """Sends its own slave SIGINT, and takes the KeyboardInterrupt itself: the slave goes on."""
+
+    def run(self, processor: Any, completed: bool) -> None:
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(60)
+        except KeyboardInterrupt:
+            processor.return_object(Value(processor, "caught"))
+
+
 class Logs_wanted(Slave_command):
     """Returns whether its slave logs the levels of ``levels`` on the logger ``name``."""
 

@@ -66,7 +66,8 @@ from multi.slave import (
     Batch,
     Report,
     Slave_context,
-    noting_sigint,
+    by_sigint,
+    raise_on_sigint,
     rebuilt_report,
     seal,
     serve,
@@ -1385,10 +1386,10 @@ def _serve_master(
             batches["received"] += 1
         return True
 
-    signalled = noting_sigint()  # (the master's order comes as one too: see ``watch``)
+    raise_on_sigint()  # (the master's order comes as one too: see ``watch``)
     watcher = threading.Thread(target=watch, name="multi-mpi-watcher", daemon=True)
     watcher.start()
-    context = Slave_context(rank, slaves, processor.data_store, signalled=signalled)
+    context = Slave_context(rank, slaves, processor.data_store, signalled=by_sigint)
     context.descriptors = Descriptor_capture(_guard_files or unnamed_files(), rank)
     context.logs = Log_forwarding(rank)
     try:

@@ -49,7 +49,8 @@ from multi.slave import (
     Batch,
     Report,
     Slave_context,
-    noting_sigint,
+    by_sigint,
+    raise_on_sigint,
     report_from_wire,
     seal,
     serve,
@@ -416,7 +417,7 @@ def _slave_main(
     # commands may start processes of their own (a Pool), as on every other fabric: a daemon
     # may not, and multiprocessing asks this process's own flag.
     multiprocessing.current_process()._config["daemon"] = False  # type: ignore[attr-defined]
-    signalled = noting_sigint()  # (``kill -INT``: Ctrl-C at a terminal goes to the master's group)
+    raise_on_sigint()  # (``kill -INT``: Ctrl-C at a terminal goes to the master's group)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # (held while it started)
     for master in masters:
         if isinstance(master, int):
@@ -431,7 +432,7 @@ def _slave_main(
     processor.process_rank = rank
     cls.__init__(processor, processor_size=slaves, callback=None, start_method=_current_method())
     Processor_box().processor = processor
-    context = Slave_context(rank, slaves, processor.data_store, signalled=signalled)
+    context = Slave_context(rank, slaves, processor.data_store, signalled=by_sigint)
     context.descriptors = descriptors.Descriptor_capture(files.fds, rank)
     context.logs = Log_forwarding(rank)
     channel = Channel(sock, decode=False)

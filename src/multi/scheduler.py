@@ -183,8 +183,9 @@ class Scheduler:
                     self._on_report(run, rank, body)
             if deadlines and time.monotonic() >= self._check_at:  # type: ignore[operator]
                 self._enforce_deadlines(run)
-            if not open_run:  # (an open run asks its source first, at the top: it may drop
-                self._dispatch(run)  # the run, before a batch that runs as it is sent)
+            if open_run:  # its source first: it may drop the run (uni runs a batch as sent)
+                self._refill(run)
+            self._dispatch(run)  # (before delivery: the slave that reported does not wait)
             self._deliver_ready(run)
 
     def _run_inline(self, run: Run) -> None:

@@ -136,11 +136,11 @@ class Slave_context:
     logs: Log_forwarding | None = None
     #: The command that runs, and its id: log records name it (``multi.logs``).
     running: tuple[Any, int] | None = None
-    #: Whether a SIGINT reached the slave (Ctrl-C, or on MPI the master's order to drop the
-    #: work): a KeyboardInterrupt that a command ends with then ends the slave, and is else
-    #: the command's own failure. None: always, as for a slave that is the master itself,
-    #: whom Ctrl-C interrupts as it runs the command (``uni``, on the main thread).
-    signalled: Callable[[], bool] | None = None
+    #: Whether a KeyboardInterrupt that a command ended with came of a SIGINT (Ctrl-C, or on
+    #: MPI the master's order to drop the work), which ends the slave; else it is the
+    #: command's own failure. None: always, as for a slave that is the master itself, whom
+    #: Ctrl-C interrupts as it runs the command (``uni``, on the main thread).
+    signalled: Callable[[BaseException], bool] | None = None
     host: str = field(default_factory=socket.gethostname)
 
     def where(self) -> str:
@@ -191,7 +191,7 @@ def execute(
                 command.run(processor, True)
             except BaseException as exc:
                 interrupted = isinstance(exc, KeyboardInterrupt) and (
-                    context.signalled is None or context.signalled()
+                    context.signalled is None or context.signalled(exc)
                 )
                 if _forked and not interrupted:
                     _end_forked_child(exc)
@@ -240,22 +240,27 @@ def execute(
     return _report(context, results, counts, seconds, output, failures, started)
 
 
-def never_signalled() -> bool:
+def never_signalled(error: BaseException) -> bool:
     """For a slave that no SIGINT reaches: a thread, or a process that ignores it."""
     return False
 
 
-def noting_sigint() -> Callable[[], bool]:
-    """Take SIGINT as Python does (a KeyboardInterrupt), noting that it came; return what
-    tells whether it did (``Slave_context.signalled``)."""
-    came: list[int] = []
+def raise_on_sigint() -> None:
+    """Take SIGINT as Python does, with a KeyboardInterrupt that says it came of the signal
+    (``by_sigint``)."""
+    signal.signal(signal.SIGINT, _interrupted)
 
-    def interrupted(number: int, frame: Any) -> None:
-        came.append(number)
-        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, interrupted)
-    return lambda: bool(came)
+def _interrupted(number: int, frame: Any) -> None:
+    error = KeyboardInterrupt()
+    error.multi_sigint = True  # type: ignore[attr-defined]
+    raise error
+
+
+def by_sigint(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt came of a SIGINT (``raise_on_sigint``), raised again or not
+    by the command it interrupted, rather than of the command's own ``raise``."""
+    return getattr(error, "multi_sigint", False) is True
 
 
 def _the_masters_exit(error: BaseException) -> bool:

@@ -88,6 +88,6 @@ class Uni_processor(Processor):
         return "Uni-processor."
 
 
-def _on_the_main_thread() -> bool:
+def _on_the_main_thread(error: BaseException) -> bool:
     """Whether a KeyboardInterrupt in a command may be Ctrl-C: on the main thread, it may."""
     return threading.current_thread() is threading.main_thread()
