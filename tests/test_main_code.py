@@ -300,6 +300,8 @@ def test_a_memoryview_keeps_its_type_format_and_shape_by_either_pickler() -> Non
             memoryview(grid),  # (contiguous: out of band)
             memoryview(grid[:, ::2]),  # (strided: its bytes, in the stream)
             memoryview(b"read only"),
+            memoryview(numpy.zeros(0)),  # (empty)
+            memoryview(numpy.float64(2.5)),  # (no dimension)
         ]
 
     for copies in (wire.loads(wire.dumps(views())), wire.loads(wire.dumps(Holds(views()))).views):
@@ -311,6 +313,15 @@ def test_a_memoryview_keeps_its_type_format_and_shape_by_either_pickler() -> Non
                 view.readonly,
             )
             assert copy.tolist() == view.tolist()
+
+
+def test_a_memoryview_that_cannot_be_made_again_is_refused_saying_what_to_send() -> None:
+    """Its bytes came back as a view of bytes, of another type and shape, without a word."""
+    numpy = pytest.importorskip("numpy")
+    pairs = numpy.zeros(2, dtype=[("x", "<f8"), ("y", "<i4")])
+    for view in (memoryview(numpy.zeros(2, dtype=complex)), memoryview(pairs)):
+        with pytest.raises(UnpicklableError, match=r"cannot be made again .* send the object"):
+            wire.dumps([view])
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import os
 import pickle
 import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Callable
@@ -29,16 +30,20 @@ class MultiWarning(UserWarning):
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: Where a thread starts: an executor's engine thread has no line of the program's above.
+_THREADS = threading.__file__
 
 
 def warn(message: str) -> None:
     """Warn with a ``MultiWarning`` at the program's line that led here: the first frame
     outside this package, which the program reaches by many paths (``load_multiprocessor``,
-    an ``Executor``, ``run``); where there is none (the launcher's flags), at the line here."""
+    an ``Executor``, ``run``); where there is none (the launcher's flags, a thread of an
+    executor), at the line here."""
     frame, level = sys._getframe(1), 2  # (1 is this function)
     while frame is not None and (
         frame.f_code.co_filename.startswith(_PACKAGE)
         or frame.f_code.co_filename.startswith("<frozen ")  # (runpy: the launcher)
+        or frame.f_code.co_filename == _THREADS
     ):
         frame, level = frame.f_back, level + 1  # type: ignore[assignment]
     warnings.warn(message, MultiWarning, stacklevel=level if frame is not None else 2)

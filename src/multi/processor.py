@@ -126,7 +126,8 @@ class Processor:
         ),
         Option(
             "progress",
-            "a progress bar while run_queue works: auto (on a terminal), yes or no",
+            "a progress bar while run_queue works (and an executor's calls, with yes): auto (on "
+            "a terminal), yes or no",
             "auto",
             progress.setting,
             progress.SETTINGS,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copyreg
 from collections.abc import Callable, Mapping
-from contextlib import suppress
 from typing import Any
 
 Reducer = Callable[[Any], Any]
@@ -73,21 +72,35 @@ def check_registrations() -> None:
 def view(obj: memoryview) -> Any:
     """The reducer of a memoryview: a copy of its bytes, in the stream. (Out of band, its
     ``PickleBuffer`` would hold the view itself, and CPython before 3.12.7 crashes as its
-    collector breaks a cycle that holds a view so exported: gh-77894.)"""
-    data = obj.tobytes()
-    return viewed, (data if obj.readonly else bytearray(data), obj.format, obj.shape, obj.readonly)
+    collector breaks a cycle that holds a view so exported: gh-77894.) One that cannot be made
+    again with its format and shape is refused, rather than sent as its bytes."""
+    data, shape = obj.tobytes(), obj.shape or ()
+    try:
+        _cast(memoryview(data), obj.format, shape)
+    except (TypeError, ValueError, NotImplementedError):
+        raise TypeError(
+            f"a memoryview of format {obj.format!r} and shape {shape} cannot be made again "
+            "(memoryview.cast takes native single-character formats, and no length 0 in more "
+            "than one dimension): send the object it views (a numpy array), or its bytes"
+        ) from None
+    return viewed, (data if obj.readonly else bytearray(data), obj.format, shape, obj.readonly)
 
 
 def viewed(data: Any, format: str, shape: tuple[int, ...], readonly: bool) -> memoryview:
-    """A memoryview made again: writable if it was, of its format and shape where a view can
-    take them (else of its bytes: a structure's format, which ``cast`` refuses)."""
+    """A memoryview made again, of its format and shape, writable if it was."""
     made = memoryview(data)
     if made.readonly and not readonly:
         made = memoryview(bytearray(made))
-    made = made.cast("B")
-    with suppress(TypeError, ValueError):
-        made = made.cast(format, shape)  # type: ignore[call-overload]
+    made = _cast(made, format, shape)
     return made.toreadonly() if readonly else made
+
+
+def _cast(made: memoryview, format: str, shape: tuple[int, ...]) -> memoryview:
+    """``made``, bytes, as a view of ``format`` and ``shape``."""
+    made = made.cast("B")
+    if len(shape) == 1 and not shape[0]:  # (cast takes no length 0: an empty view has none)
+        return made.cast(format)  # type: ignore[call-overload,no-any-return]
+    return made.cast(format, shape)  # type: ignore[call-overload,no-any-return]
 
 
 class Plain_reducers(dict[type, Reducer | None]):
