@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from multi import SlaveDiedError, UnpicklableError
+from multi import Slave_storage_command, SlaveDiedError, UnpicklableError
 from tests import workloads as w
 from tests.conftest import MISSING, run_master, started_programs, survivors
 
@@ -243,6 +243,30 @@ def test_a_replaced_slave_gets_the_data_again(process_fabric: str, tmp_path: Pat
         return values(memo), len(processor.setup_commands())
 
     assert run_master(process_fabric, body) == ([{"a": 2}, "kept"] * 8, 2)
+
+
+def test_a_replaced_slave_gets_what_storage_commands_run_globally_stored(
+    process_fabric: str, tmp_path: Path
+) -> None:
+    """The seed's way to send data, as send_data_to_slaves's: the new slave had none of it."""
+
+    def body(processor: Any) -> tuple[list[Any], int]:
+        stored = Slave_storage_command()
+        stored.add("table", "old")
+        stored.add("other", "kept")
+        processor.run_command_globally(stored)
+        stored.clear()  # (what was stored is kept, not the command as it is now)
+        processor.send_data_to_slaves("table", "new")  # (a later value of a name wins)
+        processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal.SIGKILL))
+        processor.run_queue()
+        memo = w.Record()
+        for _ in range(8):
+            processor.add_to_queue(w.Fetch("table"), memo)
+            processor.add_to_queue(w.Fetch("other"), memo)
+        processor.run_queue()
+        return values(memo), len(processor.setup_commands())
+
+    assert run_master(process_fabric, body) == (["new", "kept"] * 8, 2)
 
 
 def test_the_bytes_of_a_replaced_slave_are_counted_with_those_of_its_rank(

@@ -8,6 +8,7 @@ and which transport moves the work (``make_transport``).
 
 from __future__ import annotations
 
+import copy
 import datetime
 import errno
 import operator
@@ -388,7 +389,11 @@ class Processor:
                 collector.restore(held)
 
     def run_command_globally(self, command: Slave_command) -> None:
-        """Run one copy of ``command`` on every slave, and deliver what each returns."""
+        """Run one copy of ``command`` on every slave, and deliver what each returns.
+
+        What a ``Slave_storage_command`` stores reaches the slaves that replace dead ones too,
+        as the data of ``send_data_to_slaves`` does.
+        """
         self.assert_on_master()
         self._refuse_nested("run_command_globally")
         if type(command) not in self._queueable:
@@ -397,6 +402,17 @@ class Processor:
         ranks = list(scheduler.transport.ranks)
         run = scheduler.new_run([command] * len(ranks), [None] * len(ranks), ranks)
         self._execute_run(scheduler, run)
+        if isinstance(command, Slave_storage_command):
+            self._keep_setup(command)
+
+    def _keep_setup(self, command: Slave_storage_command) -> None:
+        """Keep a copy of what a storage command stored, for the slaves that replace dead ones,
+        which run every such copy in turn: one whose every name a later one stores goes."""
+        kept = copy.copy(command)
+        kept.names, kept.values = list(command.names), list(command.values)
+        names = set(kept.names)
+        earlier = [setup for setup in self._setup_commands if not set(setup.names) <= names]
+        self._setup_commands = [*earlier, kept]
 
     def _refuse_nested(
         self,
@@ -717,8 +733,6 @@ class Processor:
             if wire.find_unpicklable(value) is None:
                 raise  # (it pickles: a slave could not rebuild it, and says why)
             raise wire.unpicklable_error(f"the data {name!r}", value, DATA_ADVICE) from None
-        kept = [setup for setup in self._setup_commands if setup.names != [name]]
-        self._setup_commands = [*kept, command]
 
     def fetch_data(self, name: str | None = None) -> Any:
         """The data sent under ``name`` to this slave (on the master, what the master put in its
