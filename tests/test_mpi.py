@@ -337,13 +337,14 @@ def test_a_size_that_mpiexec_did_not_give_is_a_warning_from_the_master_alone() -
 
 
 def interrupted_under_mpiexec(
-    tmp_path: Path, program: str, group: bool = True
+    tmp_path: Path, program: str, group: bool = True, ranks: int = 3
 ) -> tuple[int, str, set[int]]:
-    """Run ``program`` under ``mpiexec -n 3`` and interrupt it once two of its commands run
-    (see ``interrupt``: Ctrl-C to its group, or with ``group`` false SIGINT to mpiexec)."""
+    """Run ``program`` under ``mpiexec -n 3`` (or ``ranks``: with 1, the master spawns its
+    slaves) and interrupt it once two of its commands run (see ``interrupt``: Ctrl-C to its
+    group, or with ``group`` false SIGINT to mpiexec)."""
     script = tmp_path / "interrupted.py"
     script.write_text(program)
-    command = [mpiexec(), "-n", "3", sys.executable, str(script), "mpi4py"]
+    command = [mpiexec(), "-n", str(ranks), sys.executable, str(script), "mpi4py"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return interrupt(command, running=2, env=env, group=group)
 
@@ -356,11 +357,17 @@ def test_ctrl_c_on_mpiexec_ends_every_rank(tmp_path: Path) -> None:
     assert survivors(processes) == []
 
 
-def test_sigint_to_mpiexec_ends_the_job_with_the_status_of_ctrl_c(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("ranks", "group"), [(3, False), (1, False), (1, True)],
+    ids=["-n 3", "-n 1", "-n 1, ctrl-c"],
+)  # fmt: skip
+def test_sigint_to_mpiexec_ends_the_job_with_the_status_of_ctrl_c(
+    tmp_path: Path, ranks: int, group: bool
+) -> None:
     # (as a batch system or `kill -INT` sends it: mpiexec passes it on to every rank; the
     # master dying by it had mpiexec kill the slaves as they left, and report 2 | 9 as a
-    # segmentation fault)
-    status, stderr, processes = interrupted_under_mpiexec(tmp_path, INTERRUPTED, group=False)
+    # segmentation fault; alone with slaves it spawned, as a bad termination, status 2)
+    status, stderr, processes = interrupted_under_mpiexec(tmp_path, INTERRUPTED, group, ranks)
     assert status == 128 + signal.SIGINT, stderr
     assert "KeyboardInterrupt" in stderr
     assert survivors(processes) == []

@@ -1634,6 +1634,8 @@ class Mpi4py_processor(Processor):
             if not self._spawned_slave:  # it spawns processes of this machine: it checks
                 self.slave_kind = "process"  # that the machine can start them
             super().__init__(processor_size, callback, **options)
+            if not self._spawned_slave and _under_launcher():  # (mpiexec -n 1)
+                self._end_interrupted_as_mpiexec_wants()
         else:
             global _world_taken
             if _world_taken and self.process_rank == MASTER:  # (its slaves would never answer)
@@ -1661,10 +1663,16 @@ class Mpi4py_processor(Processor):
                 _tell_guard(*where)
                 self._where = where
             else:
-                atexit.register(_exit_plainly_if_interrupted)
-                on_interrupted_exit(_abort_interrupted)
+                self._end_interrupted_as_mpiexec_wants()
         if self.process_rank == 0:
             _listen_for_failures()  # here, where it may be the main thread (see Executor)
+
+    @staticmethod
+    def _end_interrupted_as_mpiexec_wants() -> None:
+        """A master that is a rank of ``mpiexec`` ends with status 130 when Ctrl-C ends it,
+        not by SIGINT, which mpiexec reports as a crash (see ``_exit_plainly_if_interrupted``)."""
+        atexit.register(_exit_plainly_if_interrupted)
+        on_interrupted_exit(_abort_interrupted)
 
     def slave_count(self, requested: int | None) -> int:
         world: int = _mpi().COMM_WORLD.Get_size()
