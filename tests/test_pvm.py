@@ -112,6 +112,36 @@ def test_a_running_daemon_is_joined_and_left_running(
     assert user_daemon.poll() is None  # and the user's daemon runs on
 
 
+HALTED = textwrap.dedent(
+    """
+    from multi import load_multiprocessor
+    from tests import workloads as w
+
+    processor = load_multiprocessor("pvm", None, 2, verbosity=0, daemon="running")
+    processor.run_command_globally(w.Pid())  # (both slaves have told the master who they are)
+    processor.add_to_queue(w.Returns_halting_result())  # (which halts the master ...)
+    processor.add_to_queue(w.Sleep(600))  # (... as the other slave sleeps)
+    processor.run_queue()
+    """
+)
+
+
+def test_slaves_killed_leave_no_files_with_the_users_daemon(
+    tmp_path: Path, pvm_tmp: Path, user_daemon: subprocess.Popen[bytes]
+) -> None:
+    """libpvm removes a task's file in PVM_TMP as the task leaves PVM, and the daemon never:
+    each slave that the master killed left one (pvmtmp<pid>.1) with the user's daemon."""
+    script = tmp_path / "halted.py"
+    script.write_text(HALTED)
+    before = {path.name for path in pvm_tmp.iterdir()}
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PVM_TMP": str(pvm_tmp)}, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1 and "Halt" in result.stderr, result.stderr
+    assert {path.name for path in pvm_tmp.iterdir()} == before
+
+
 def test_auto_starts_a_daemon_of_its_own_where_none_runs_and_halts_it(
     tmp_path: Path, pvm_tmp: Path
 ) -> None:

@@ -51,6 +51,16 @@ def daemon_file(directory: str | None = None) -> Path:
     return Path(directory, f"pvmd.{os.getuid()}" + (f".{vmid}" if vmid else ""))
 
 
+def remove_task_files(pid: int) -> None:
+    """Remove what libpvm made in ``PVM_TMP`` for a task of this host that ended without
+    leaving PVM (killed, crashed): libpvm removes it only as the task leaves, and the daemon
+    never, so that a daemon the user runs gathered a file for each such slave."""
+    directory = Path(os.environ.get("PVM_TMP") or "/tmp")
+    for path in directory.glob(f"pvmtmp{pid:06d}.*"):
+        with suppress(OSError):
+            path.unlink()
+
+
 def running_daemon() -> bool:
     """Whether a daemon of this user runs (for the ``PVM_TMP`` of this environment); a stale
     file of one that is gone is removed."""

@@ -46,7 +46,7 @@ from multi.options import Option, file_to_read, one_of
 from multi.processor import Processor
 from multi.pvm_binding import MAX_MESSAGE, Pvm, library
 from multi.pvm_binding import Message as Pvm_message
-from multi.pvm_daemon import Own_daemon, find_daemon, running_daemon
+from multi.pvm_daemon import Own_daemon, find_daemon, remove_task_files, running_daemon
 from multi.slave import (
     Batch,
     Report,
@@ -345,6 +345,8 @@ class Pvm_transport(Transport):
     def _forget(self, rank: int) -> _Slave:
         slave = self._slaves.pop(rank)
         self._ranks.pop(slave.tid, None)
+        if slave.pid is not None and slave.host == self.host:  # (ended: its files, if left)
+            remove_task_files(slave.pid)
         for fd in slave.files or ():  # (read already, where it died in a command)
             os.close(fd)
         if slave.memory is not None:
