@@ -228,19 +228,25 @@ def test_retries_come_from_the_environment(
     assert run_master(process_fabric, body) == 1
 
 
+def _fetched_after_a_death(processor: Any, died: Path) -> tuple[list[Any], int]:
+    """Have a slave die (it is replaced), then fetch "table" and "other" on the slaves: the
+    values, and how many commands the master keeps for new slaves."""
+    processor.add_to_queue(w.Die_once(str(died), signal.SIGKILL))
+    processor.run_queue()
+    memo = w.Record()
+    for _ in range(8):
+        processor.add_to_queue(w.Fetch("table"), memo)
+        processor.add_to_queue(w.Fetch("other"), memo)
+    processor.run_queue()
+    return values(memo), len(processor.setup_commands())
+
+
 def test_a_replaced_slave_gets_the_data_again(process_fabric: str, tmp_path: Path) -> None:
     def body(processor: Any) -> tuple[list[Any], int]:
         for version in range(3):  # the same name again: only the last value is kept
             processor.send_data_to_slaves("table", {"a": version})
         processor.send_data_to_slaves("other", "kept")
-        processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal.SIGKILL))
-        processor.run_queue()
-        memo = w.Record()
-        for _ in range(8):
-            processor.add_to_queue(w.Fetch("table"), memo)
-            processor.add_to_queue(w.Fetch("other"), memo)
-        processor.run_queue()
-        return values(memo), len(processor.setup_commands())
+        return _fetched_after_a_death(processor, tmp_path / "died")
 
     assert run_master(process_fabric, body) == ([{"a": 2}, "kept"] * 8, 2)
 
@@ -257,14 +263,7 @@ def test_a_replaced_slave_gets_what_storage_commands_run_globally_stored(
         processor.run_command_globally(stored)
         stored.clear()  # (what was stored is kept, not the command as it is now)
         processor.send_data_to_slaves("table", "new")  # (a later value of a name wins)
-        processor.add_to_queue(w.Die_once(str(tmp_path / "died"), signal.SIGKILL))
-        processor.run_queue()
-        memo = w.Record()
-        for _ in range(8):
-            processor.add_to_queue(w.Fetch("table"), memo)
-            processor.add_to_queue(w.Fetch("other"), memo)
-        processor.run_queue()
-        return values(memo), len(processor.setup_commands())
+        return _fetched_after_a_death(processor, tmp_path / "died")
 
     assert run_master(process_fabric, body) == (["new", "kept"] * 8, 2)
 
