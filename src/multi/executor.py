@@ -98,6 +98,13 @@ class _Returned(Result_command):
     """A call's value, handed to its future on the master (``completed`` and ``memo_id``
     are the class's: ``Result``)."""
 
+    #: How the engine names one that does not pickle (``multi.slave``), and what to do.
+    multi_unpicklable = (
+        "the value of",
+        "A call's value travels back to the master: return objects that pickle (numbers, "
+        "strings, arrays, and lists or dicts of those).",
+    )
+
     #: Whether the value is what a chunk gave before the call that failed (set where it is).
     partial = False
 

@@ -379,8 +379,12 @@ def _drop_unpicklable_results(report: Report, commands: Sequence[Any]) -> None:
         if len(good) < len(own) and position not in failures:
             bad = next(result for result in own if not any(result is g for g in good))
             command = commands[position] if position < len(commands) else None
+            # (a result may say what it is to the program: an executor's, a call's value)
+            what, advice = getattr(bad, "multi_unpicklable", ("result {result} of command", ""))
             error = unpicklable_error(
-                f"result {describe(bad)} of command {describe(command)}", bad, RESULT_ADVICE
+                f"{what.format(result=describe(bad))} {describe(command)}",
+                bad,
+                advice or RESULT_ADVICE,
             )
             failures[position] = Failure(
                 error, f"While returning the results of {describe(command)}:"
