@@ -380,12 +380,10 @@ def _drop_unpicklable_results(report: Report, commands: Sequence[Any]) -> None:
             bad = next(result for result in own if not any(result is g for g in good))
             command = commands[position] if position < len(commands) else None
             # (a result may say what it is to the program: an executor's, a call's value)
-            what, advice = getattr(bad, "multi_unpicklable", ("result {result} of command", ""))
-            error = unpicklable_error(
-                f"{what.format(result=describe(bad))} {describe(command)}",
-                bad,
-                advice or RESULT_ADVICE,
+            what, advice = getattr(
+                bad, "multi_unpicklable", (f"result {describe(bad)} of command", RESULT_ADVICE)
             )
+            error = unpicklable_error(f"{what} {describe(command)}", bad, advice)
             failures[position] = Failure(
                 error, f"While returning the results of {describe(command)}:"
             )
