@@ -498,8 +498,10 @@ def test_the_directories_of_a_master_killed_by_a_signal_go_with_the_next_master(
     folder = {"TMPDIR": str(tmp_path)}
     killed = run(sys.executable, "-c", KILLED_AFTER_A_RUN, "killed", env=folder)
     assert (killed.returncode, killed.stdout) == (-signal.SIGKILL, "55\n"), killed.stderr
-    left = sorted(path.name.split("-")[1] for path in tmp_path.iterdir())
-    assert left == ["mpi", "mpiexec"]  # the notes of deaths, the shim of mpiexec
+    # The shim of mpiexec stays for the next master. The notes of deaths stay too, unless
+    # a guard of its slaves, which sees it die, takes them away before mpiexec ends the guard.
+    left = {path.name.split("-")[1] for path in tmp_path.iterdir()}
+    assert "mpiexec" in left and left <= {"mpi", "mpiexec"}, left
     after = run(sys.executable, "-c", KILLED_AFTER_A_RUN, "exits", env=folder)
     assert (after.returncode, after.stdout) == (0, "55\n"), after.stderr
     assert list(tmp_path.iterdir()) == []
