@@ -160,7 +160,7 @@ class Fake_transport(Transport):
             self._post(start + self.script.round_trip / 2, rank, slave, lost)  # (after its report)
             return
         if any(task in self.script.unreadable for task in ids):
-            failure = Failure(UnpicklableError("cannot rebuild"), "While receiving:")
+            failure = Failure(UnpicklableError("cannot rebuild"), "While receiving")
             unreadable = Report(rank, [], 0, [], unreadable=failure)
             slave.free_at = start
             self._post(start + self.script.round_trip / 2, rank, slave, unreadable)

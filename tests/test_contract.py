@@ -414,6 +414,7 @@ def test_output_of_a_result_follows_its_command_output(
 
 def test_an_exception_keeps_its_type_and_the_slave_traceback(fabric: str) -> None:
     def body(processor: Any) -> BaseException:
+        processor.add_to_queue(w.Square(1))
         processor.add_to_queue(w.Fail(ValueError("bad value"), index=7))
         with pytest.raises(ValueError, match="bad value") as caught:
             processor.run_queue()
@@ -422,8 +423,9 @@ def test_an_exception_keeps_its_type_and_the_slave_traceback(fabric: str) -> Non
     error = run_master(fabric, body)
     cause = error.__cause__
     assert isinstance(cause, RemoteTraceback)
-    header = r"Traceback of slave \d+ of \d+ \(host .+, pid \d+\), running Fail"
-    assert re.search(header, str(cause))
+    where = r"Traceback of slave \d+ of \d+ \(host .+, pid \d+\)"
+    header = where + r", running Fail.* \(command 1 of the run\):"
+    assert re.fullmatch(header, str(cause).splitlines()[0])
     assert "raise self.error" in str(cause)
     assert "ValueError: bad value" in str(cause)
 

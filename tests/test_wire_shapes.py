@@ -57,7 +57,7 @@ def test_a_command_holding_only_its_memo_id_travels_without_it_and_gets_it_back(
 
 
 def test_a_report_comes_back_whole() -> None:
-    failure = Failure(ValueError("bad"), "While running:", 3)
+    failure = Failure(ValueError("bad"), "While running", 3)
     report = Report(3, [1, 2, 3], [2, 0, 1], [0.5, 0.25, 0.125], {1: [(1, "out\n")]},
                     {1: failure}, started=12.5, lost="was ended by KeyboardInterrupt")  # fmt: skip
 

@@ -238,7 +238,7 @@ class Failure:
     def __init__(
         self,
         exception: BaseException,
-        header: str,
+        header: str,  # (without its colon)
         rank: int | str = "unknown",
         name: str = "unknown",
     ) -> None:
@@ -249,25 +249,30 @@ class Failure:
                 "the program: raise an exception instead, or let the master call sys.exit"
             )
         self._exception = exception
-        self.text = header + "\n" + "".join(lines)
+        self.header = header
+        self.body = "".join(lines)
         self.rank = rank
         self.name = name
 
-    def exception(self) -> BaseException:
-        """The exception to raise on the master, the slave's traceback as its cause."""
+    def exception(self, place: str = "") -> BaseException:
+        """The exception to raise on the master, the slave's traceback as its cause; ``place``
+        ends the traceback's header with what the master knows of the command's place in
+        its run (``Run.place``), which the slave does not."""
         exc = self._exception.with_traceback(None)
-        exc.__cause__ = RemoteTraceback(self.text)
+        exc.__cause__ = RemoteTraceback(f"{self.header}{place}:\n{self.body}")
         return exc
 
     def __reduce__(self) -> tuple[Any, ...]:
         exception = _portable(self._exception, self.rank, self.name)
-        return (_rebuild_failure, (exception, self.text, self.rank, self.name))
+        return (_rebuild_failure, (exception, self.header, self.body, self.rank, self.name))
 
 
-def _rebuild_failure(exception: BaseException, text: str, rank: int | str, name: str) -> Failure:
+def _rebuild_failure(
+    exception: BaseException, header: str, body: str, rank: int | str, name: str
+) -> Failure:
     failure = Failure.__new__(Failure)
     failure._exception = exception
-    failure.text = text
+    failure.header, failure.body = header, body
     failure.rank = rank
     failure.name = name
     return failure

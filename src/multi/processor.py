@@ -639,7 +639,11 @@ class Processor:
         failures = outcome.failures
         if failures is not None and position in failures:
             failure = failures[position]
-            errors.append(failure if isinstance(failure, BaseException) else failure.exception())
+            errors.append(
+                failure
+                if isinstance(failure, BaseException)
+                else failure.exception(run.place(index))
+            )
         for result in outcome.results_of(position):
             if not cleared:
                 bar.clear()

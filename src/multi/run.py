@@ -128,7 +128,12 @@ class Run:
         text = describe(self.commands[index])
         if self.source is not None:
             return text
-        return f"{'command ' if noun else ''}{text} (command {index} of the run)"
+        return f"{'command ' if noun else ''}{text}{self.place(index)}"
+
+    def place(self, index: int) -> str:
+        """Words that say where the command at ``index`` stands in the run, after its name;
+        none for an open run's."""
+        return "" if self.source is not None else f" (command {index} of the run)"
 
     def undelivered(self) -> list[int]:
         """The commands whose outcome was never delivered, in queue order."""

@@ -209,7 +209,7 @@ def execute(
                                      started, lost=ended)  # fmt: skip
                     report.interruption = exc
                     return report
-                failures[position] = _failure(context, ids[position], command, exc)
+                failures[position] = _failure(context, command, exc)
             if _forked:
                 _end_forked_child(None)
             seconds.append(clock() - start)
@@ -311,13 +311,10 @@ def _report(
     )
 
 
-def _failure(context: Slave_context, task_id: int, command: Any, exc: BaseException) -> Failure:
+def _failure(context: Slave_context, command: Any, exc: BaseException) -> Failure:
     if exc.__traceback__ is not None:  # start the traceback at the command's run()
         exc.__traceback__ = exc.__traceback__.tb_next
-    header = (
-        f"Traceback of {context.where()}, running {describe(command)} "
-        f"(command {task_id} of the run):"
-    )
+    header = f"Traceback of {context.where()}, running {describe(command)}"
     return Failure(exc, header, context.rank, context.where())
 
 
@@ -385,7 +382,7 @@ def _drop_unpicklable_results(report: Report, commands: Sequence[Any]) -> None:
             )
             error = unpicklable_error(f"{what} {describe(command)}", bad, advice)
             failures[position] = Failure(
-                error, f"While returning the results of {describe(command)}:"
+                error, f"While returning the results of {describe(command)}"
             )
         kept += good
         counts.append(len(good))
@@ -472,7 +469,7 @@ def report_from_wire(fields: Sequence[Any]) -> Report:
             report.results, report.failures = wire.loads(packed.frames)
         except Exception as error:
             report.results, report.counts = [], 0
-            report.unreadable = Failure(_not_unpickled(report.rank, error), "On the master:")
+            report.unreadable = Failure(_not_unpickled(report.rank, error), "On the master")
     rank = report.rank
     for result in report.results:
         if isinstance(result, Result):
@@ -483,7 +480,7 @@ def report_from_wire(fields: Sequence[Any]) -> Report:
 def unreadable_on_master(rank: int, error: Exception) -> Report:
     """The report of a slave that arrived whole but does not unpickle on the master."""
     exc = _not_unpickled(rank, error)
-    return Report(rank, [], 0, [], unreadable=Failure(exc, "On the master:", rank))
+    return Report(rank, [], 0, [], unreadable=Failure(exc, "On the master", rank))
 
 
 def _not_unpickled(rank: int, error: Exception) -> UnpicklableError:
@@ -501,7 +498,7 @@ def unreadable(context: Slave_context, error: Exception) -> Report:
         f"{type(error).__name__}: {error}. {UNREADABLE_ADVICE}"
     )
     exc.__cause__ = error
-    failure = Failure(exc, f"While {context.where()} received a batch:", context.rank)
+    failure = Failure(exc, f"While {context.where()} received a batch", context.rank)
     return Report(context.rank, [], 0, [], unreadable=failure)
 
 
