@@ -230,6 +230,19 @@ def test_a_timeline_that_cannot_be_written_is_refused_before_any_work(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["locked"]
 
 
+@pytest.mark.parametrize("value", [True, 5])
+def test_a_timeline_that_is_not_a_path_is_refused(
+    value: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (it was read as the name of a file: "True", "5")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TypeError, match=r"option 'timeline' takes the path of a file .* not "):
+        load_multiprocessor("uni", None, timeline=value)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+    processor = load_multiprocessor("uni", None, timeline=tmp_path / "t.json")  # type: ignore
+    assert processor.settings["timeline"] == str(tmp_path / "t.json")
+
+
 def test_the_class_table_of_a_long_program_holds_a_bounded_sample() -> None:
     from multi.statistics import SAMPLE, Run_statistics
 

@@ -138,8 +138,17 @@ def resolve(fabric: str, declared: Iterable[Option], given: Mapping[str, Any]) -
     return values
 
 
+#: The rules that read a path, whose keyword is a path or None: another object (``True``, a
+#: number) would be taken for the name of a file.
+PATH_RULES = (path_or_none, file_to_write, file_to_read)
+
+
 def _parse(option: Option, value: Any, where: str) -> Any:
     """The value of an option given as ``value``, read from its text by the option's rule."""
+    if option.parse in PATH_RULES and not isinstance(value, (str, os.PathLike, type(None))):
+        raise TypeError(
+            f"{where} takes the path of a file (a str or pathlib.Path), or None, not {value!r}"
+        )
     if value is None:
         text = "none"
     elif isinstance(value, bool):
