@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FABRICS, slaves_for
+from tests.conftest import FABRICS, MISSING, slaves_for
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = ROOT / "tests" / "apps" / "launched.py"
@@ -89,3 +89,22 @@ def test_bad_arguments_are_refused_with_a_reason(arguments: list[str], message: 
     result = launch(*arguments)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.skipif("pvm" in MISSING, reason="needs PVM")
+def test_a_fabric_that_cannot_start_as_asked_is_refused_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    result = launch("-m", "pvm", "--daemon", "running", str(SCRIPT), PVM_TMP=str(tmp_path))
+    assert result.returncode == 2
+    assert "error: no PVM daemon runs for this user" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_of_the_script_keeps_its_traceback(tmp_path: Path) -> None:
+    script = tmp_path / "fails.py"
+    script.write_text("from multi import MultiError\nraise MultiError('of the script')\n")
+    result = launch("-m", "uni", str(script))
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "MultiError: of the script" in result.stderr

@@ -21,7 +21,12 @@ from typing import Any
 import multi
 from multi import registry
 from multi.application import Application_callback, launch, load_multiprocessor
-from multi.errors import FabricNotFoundError, FabricUnavailableError, ProcessorSizeError
+from multi.errors import (
+    FabricNotFoundError,
+    FabricUnavailableError,
+    MultiError,
+    ProcessorSizeError,
+)
 from multi.options import Option, boolean
 from multi.processor import Processor
 
@@ -166,7 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     module = as_main(script, args.arguments)
     callback = Application_callback(master=None)
-    callback.init_master = lambda processor: run_code(script, module)
+    began = []  # (once the script runs, its errors are its own, with their traceback)
+
+    def begin(processor: Processor) -> Any:
+        began.append(True)
+        return run_code(script, module)
+
+    callback.init_master = begin
     try:
         processor = load_multiprocessor(
             args.fabric, callback, processor_size=args.slaves, verbosity=args.verbosity, **given
@@ -174,7 +185,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ProcessorSizeError, ValueError, TypeError) as exc:
         parser.error(str(exc))
     launch(processor)
-    processor.run()
+    try:
+        processor.run()
+    except (MultiError, ValueError) as exc:
+        if began:
+            raise
+        parser.error(str(exc))  # the fabric could not start as asked (no PVM daemon runs)
     return 0
 
 
