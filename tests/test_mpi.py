@@ -479,6 +479,36 @@ def test_started_alone_ctrl_c_as_a_slave_starts_ends_the_program(
     assert "KeyboardInterrupt" in result.stderr
 
 
+DIES_AS_IT_STARTS_MPI = """
+import os, signal, sys
+from multi import Application_callback, load_multiprocessor
+
+class Dies_as_it_starts_mpi:  # (after its guard forked)
+    def find_spec(self, name, path, target=None):
+        if name == "mpi4py.MPI":
+            os.kill(os.getpid(), int(sys.argv[1]))
+
+if os.environ["PMI_RANK"] == "1":
+    sys.meta_path.insert(0, Dies_as_it_starts_mpi())
+
+class Main:
+    def run(self):
+        print("the master ran", flush=True)
+
+load_multiprocessor("mpi4py", Application_callback(Main()), -1, verbosity=0).run()
+"""
+
+
+@pytest.mark.parametrize("number", [signal.SIGKILL, signal.SIGINT])
+def test_a_slave_that_dies_before_it_joins_its_master_ends_the_job(number: int) -> None:
+    # Its guard exited with 128 + the signal, and the others waited in MPI_Init for ever (a
+    # Ctrl-C as mpiexec started the ranks hung so, as one slave died of it before the others).
+    result = run(mpiexec(), "-n", "3", sys.executable, "-c", DIES_AS_IT_STARTS_MPI, str(number))
+    assert result.returncode > 0 and "the master ran" not in result.stdout, result.stderr
+    if number == signal.SIGKILL:
+        assert "(SIGKILL) as it started: the MPI job ends" in result.stderr
+
+
 KILLED_AFTER_A_RUN = """
 import os, signal, sys
 from multi import Executor

@@ -417,6 +417,10 @@ def _guard(
         os.set_blocking(read, False)  # where to note the death, if the slave passed it on
         with suppress(OSError, ValueError):
             notes, master = os.read(read, 4096).decode().splitlines()[:2]
+        if code < 0 and notes is None:
+            if code != -signal.SIGINT:  # (Ctrl-C needs no word)
+                print(f"multi: {what} as it started: the MPI job ends", file=sys.stderr)
+            _die_as_the_slave_died(-code)
         running = task_memory.read(task)[0]
         told = _note_death(what, key, running, descriptors.read_left(files), notes, master)
         if RELAUNCHED in os.environ:  # (under mpiexec with SURVIVE, started by the option)
@@ -484,6 +488,19 @@ def _guard_spawned(
         for suffix in (".pid", ".task", ".ended", ".files"):
             with suppress(OSError):
                 os.unlink(_note_path(notes, key, suffix))
+
+
+def _die_as_the_slave_died(number: int) -> None:
+    """End a guard by the signal that killed its slave before the slave joined its master.
+
+    No master can go on without that slave: one still in ``MPI_Init`` waits for it for ever.
+    A death by a signal has mpiexec end every rank of the job, as it ends a plain program's;
+    the guard's plain exit did not, after a Ctrl-C that mpiexec had passed on to the ranks
+    (one slave interrupted while it started, its master hung in ``MPI_Init``)."""
+    with suppress(OSError, ValueError):  # (SIGKILL's cannot be set, nor needs to be)
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})
+    os.kill(os.getpid(), number)
 
 
 def _outlived(child: int, master: str | None) -> bool:
