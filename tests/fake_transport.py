@@ -156,7 +156,7 @@ class Fake_transport(Transport):
         if any(task in self.script.kills_unpickling for task in ids):
             slave.dead_at = slave.free_at = start
             self.unpickled.append(list(ids))
-            lost = Slave_lost(rank, "(fake) exited with status 3", unpacking=True)
+            lost = Slave_lost(rank, "(fake) exited with status 3", stage="unpickling")
             self._post(start + self.script.round_trip / 2, rank, slave, lost)  # (after its report)
             return
         if any(task in self.script.unreadable for task in ids):

@@ -182,6 +182,34 @@ def test_a_command_whose_unpickling_kills_its_slave_fails_alone_and_the_others_g
     assert len(news) == 3
 
 
+def test_a_command_whose_results_kill_their_slave_as_they_travel_fails_alone(
+    process_fabric: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The slave dies once every command of its batch ran: the batch's commands go again one
+    by one, with no attempt counted, and then its own deaths name it (it was taken for a death
+    while idle, which blamed no command, and cost every slave)."""
+
+    def body(processor: Any) -> tuple[SlaveDiedError, list[Any], int]:
+        memo = w.Record()
+        for i in range(300):
+            command = w.Exits_when_its_result_is_pickled(3) if i == 250 else w.Square(i)
+            processor.add_to_queue(command, memo)
+        with pytest.raises(SlaveDiedError) as caught:
+            processor.run_queue()
+        return caught.value, values(memo), processor.last_run.retries
+
+    error, delivered, retries = run_master(process_fabric, body, retries=1)
+    assert delivered == [i * i for i in range(300) if i != 250]
+    assert error.attempts == 2
+    doing = "while returning the results of Exits_when_its_result_is_pickled"
+    assert f"{doing} (tried 2 times)" in str(error)
+    assert retries == 1
+    news = [line for line in capfd.readouterr().err.splitlines() if line.startswith("multi:")]
+    assert "while returning the results of a batch of" in news[0], news
+    assert [line for line in news[1:] if doing in line] == news[1:]
+    assert len(news) == 3
+
+
 def test_a_slave_killed_while_it_waits_for_work_costs_no_command_an_attempt(
     process_fabric: str,
 ) -> None:

@@ -633,6 +633,29 @@ class Exits_when_unpickled(Slave_command):
         processor.return_object(Value(processor, "ran"))
 
 
+class _Ends_its_pickler:
+    """Ends the process that pickles it with ``status`` (a crash, or memory running out, as a
+    large result is pickled)."""
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+    def __reduce__(self) -> Any:
+        os._exit(self.status)
+
+
+class Exits_when_its_result_is_pickled(Slave_command):
+    """Returns a result that ends its slave as it is pickled, after every command of its
+    batch ran."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__()
+        self.status = status
+
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Value(processor, _Ends_its_pickler(self.status)))
+
+
 class Where(Slave_command):
     """Sleeps, then returns the rank and process id of its slave."""
 

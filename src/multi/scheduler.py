@@ -177,7 +177,7 @@ class Scheduler:
                 if isinstance(body, Slave_lost):
                     self._on_lost(
                         run, rank, body.reason, body.task_id, body.idle, body.output,
-                        unpacking=body.unpacking,
+                        stage=body.stage,
                     )  # fmt: skip
                 else:
                     self._on_report(run, rank, body)
@@ -397,14 +397,15 @@ class Scheduler:
         idle: bool = False,
         output: list[tuple[int, str]] | None = None,
         died: bool = True,
-        unpacking: bool = False,
+        stage: str | None = None,
     ) -> None:
         """A slave ended (``died``, or was stopped by the engine): its commands go back, the one
         it ran counts an attempt; replace it.
 
-        One that died ``unpacking`` its oldest batch died of that batch: of its one command,
-        which counts an attempt, or of one of its commands, which all go again one by one (no
-        attempt counted), so that the next death names the command. Where the transport
+        One that died at a ``stage`` of its oldest batch (unpickling it, returning its results)
+        died of that batch: of its one command, which counts an attempt, or of one of its
+        commands, which all go again one by one (no attempt counted), so that the next death
+        names the command. Where the transport
         cannot tell which command it ran, the first it held is blamed, unless it was idle or
         still restoring its data store. What it wrote outside any command (a thread, between
         two batches) goes with the first command it held.
@@ -412,16 +413,17 @@ class Scheduler:
         statistics = self._note_lost(run, rank, reason, died)
         batches = run.in_flight.get(rank)
         starting = bool(batches) and batches[0].setup  # type: ignore[index]
-        unpacked = list(batches[0].indices) if unpacking and batches and not starting else []
+        #: the commands of the oldest batch, where the death was that batch's doing
+        of_batch = list(batches[0].indices) if stage and batches and not starting else []
         held = run.in_flight_indices(rank)
         run.in_flight.pop(rank, None)
         if task_id in held:
             culprit: int | None = task_id
-        elif unpacked:
-            culprit = unpacked[0] if len(unpacked) == 1 else None
+        elif of_batch:
+            culprit = of_batch[0] if len(of_batch) == 1 else None
         else:
             culprit = None if idle or starting or not held else held[0]
-        doing = "unpickling" if unpacked else "running"
+        doing = stage if stage and of_batch else "running"
         if culprit is not None:
             if output:  # what it wrote before it died, replayed with its outcome
                 run.left_output.setdefault(culprit, []).append((rank, output))
@@ -442,18 +444,17 @@ class Scheduler:
                 run.left_output.setdefault(held[0], []).append((rank, output))
             if starting:
                 news = "while it restored its data store"
-            elif unpacked:
+            elif of_batch:
                 news = (
-                    f"while unpickling a batch of {len(unpacked)} commands, which run again "
-                    "one by one"
+                    f"while {stage} a batch of {len(of_batch)} commands, which run again one by one"
                 )
-                run.again(unpacked, alone=True)
+                run.again(of_batch, alone=True)
             else:
                 news = "before it ran a command" if rank not in self._answered else "while idle"
-        gone = {culprit, *unpacked}  # (gone again already, where they must)
+        gone = {culprit, *of_batch}  # (gone again already, where they must)
         run.again([index for index in held if index not in gone])
         then = self._replace_or_give_up(
-            run, rank, reason, died_under_a_command=culprit is not None or bool(unpacked)
+            run, rank, reason, died_under_a_command=culprit is not None or bool(of_batch)
         )
         if then is not None:
             self.tell(f"slave {rank} {reason} {news}; {then}")

@@ -550,9 +550,10 @@ def serve(
     until ``receive`` says stop (None).
 
     ``running`` is told what the slave does, for its master to read if it dies: it rebuilds
-    a batch (``UNPACKING``), then runs each command (its id), then waits (``IDLE``). A slave
-    killed as it waits then costs no command an attempt, and a batch whose unpickling kills
-    its slave is not taken for work that the slave never had (see ``Scheduler._on_lost``).
+    a batch (``UNPACKING``), then runs each command (its id), then returns their results
+    (``RETURNING``), then waits (``IDLE``). A slave killed as it waits then costs no command
+    an attempt, and a batch whose unpickling or results kill its slave is not taken for work
+    that the slave never had (see ``Scheduler._on_lost``).
 
     Descriptors 1 and 2 point back where they were once the slave waits: after a batch, unless
     ``at_hand`` says, within ``NEXT_BATCH_SECONDS``, that the next message is there (what a
@@ -571,7 +572,11 @@ def serve(
                     running(task_memory.UNPACKING)
                 batch = rebuilt_batch(frames)
                 report = run_batch(processor, context, batch, running)
+                if running is not None:
+                    running(task_memory.RETURNING)
                 reply(report, None if isinstance(batch, Exception) else batch)
+                if running is not None:
+                    running(task_memory.IDLE)
                 if report.lost is not None:
                     return
                 if descriptors is not None and not (at_hand is not None and _soon(at_hand)):

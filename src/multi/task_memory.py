@@ -7,8 +7,8 @@ after a while: a death in the middle of a batch of quick commands would be blame
 command that a message named, which had finished.
 
 The memory holds the command's id, or what the slave does between commands (``IDLE``,
-``UNPACKING``, ``LEFT``), and since when, by ``time.monotonic()``, a clock that every process of
-a host shares.
+``UNPACKING``, ``RETURNING``, ``LEFT``), and since when, by ``time.monotonic()``, a clock that
+every process of a host shares.
 """
 
 from __future__ import annotations
@@ -30,6 +30,13 @@ LEFT = -2
 #: death then is the doing of the batch (a command whose unpickling crashes, or takes more
 #: memory than there is), though of no command that ran.
 UNPACKING = -3
+#: The id while the slave pickles and sends the report of a batch, after its last command: a
+#: death then is the doing of the batch's results (one whose pickling crashes, or takes more
+#: memory than there is), though of no command that runs.
+RETURNING = -4
+#: What a slave does, for a message, at the ids where a death is the doing of its oldest
+#: batch rather than of a command it runs.
+BATCH_STAGES = {UNPACKING: "unpickling", RETURNING: "returning the results of"}
 
 
 def shared(fd: int | None = None) -> mmap.mmap:

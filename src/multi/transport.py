@@ -37,8 +37,10 @@ class Slave_lost:
     #: What the slave's command wrote before it ended (stream, text), where the transport
     #: could read it.
     output: list[tuple[int, str]] | None = None
-    #: The transport knows that it was rebuilding its oldest batch, before any command of it.
-    unpacking: bool = False
+    #: What it was doing with its oldest batch, where the transport knows that a death then
+    #: is the batch's doing (``task_memory.BATCH_STAGES``): "unpickling" it, before any
+    #: command of it ran, or "returning the results of" it, after the last.
+    stage: str | None = None
 
     @classmethod
     def showing(
@@ -60,7 +62,7 @@ class Slave_lost:
             task if task >= 0 else None,
             idle or (shown and task == task_memory.IDLE),
             output,
-            shown and task == task_memory.UNPACKING,
+            task_memory.BATCH_STAGES.get(task) if shown else None,
         )
 
 
