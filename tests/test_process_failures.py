@@ -339,6 +339,29 @@ def test_large_arrays_cross_intact_and_writable(process_fabric: str) -> None:
         array[0] = -1.0  # writable
 
 
+def test_empty_arrays_of_every_shape_cross_both_ways_and_as_data(process_fabric: str) -> None:
+    # (PVM refused a buffer whose shape holds a zero: the run raised a TypeError and lost the
+    # commands that went with it; such a result killed every slave in turn)
+    numpy = pytest.importorskip("numpy")
+    shapes = [(0,), (0, 5), (3, 0, 2)]
+    arrays = [numpy.zeros(shape) for shape in shapes] + [numpy.zeros((0, 4), order="F")]
+
+    def body(processor: Any) -> list[Any]:
+        processor.send_data_to_slaves("empty", numpy.zeros((0, 3)))
+        memo = w.Record()
+        for array in arrays:
+            processor.add_to_queue(w.Carries(array), memo)
+            processor.add_to_queue(w.Square(2), memo)
+        processor.add_to_queue(w.Fetch("empty"), memo)
+        processor.run_queue()
+        return values(memo)
+
+    back = run_master(process_fabric, body)
+    assert [(a.shape, a.dtype) for a in back[0:-1:2]] == [(a.shape, a.dtype) for a in arrays]
+    assert back[1:-1:2] == [4] * len(arrays)
+    assert back[-1].shape == (0, 3)
+
+
 def test_what_commands_left_running_ends_with_their_slaves(replacing_fabric: str) -> None:
     def body(processor: Any) -> list[Any]:
         memo = w.Record()

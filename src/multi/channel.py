@@ -17,7 +17,6 @@ size of socket buffers. A slave uses its channel blocking, one message at a time
 
 from __future__ import annotations
 
-import pickle
 import select
 import socket
 import struct
@@ -77,10 +76,7 @@ class Channel:
 
     def put(self, frames: wire.Frames) -> int:
         """Queue a message; return its size on the wire. ``write`` sends it."""
-        views = [
-            memoryview(frame.raw() if isinstance(frame, pickle.PickleBuffer) else frame).cast("B")
-            for frame in frames
-        ]
+        views = [wire.byte_view(frame) for frame in frames]
         count = len(views)
         sizes = [view.nbytes for view in views]
         layout = _HEADERS.get(count) or struct.Struct(f"!I{count}Q")

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from multi.wire import byte_view
+
 SONAME = "libpvm3.so.3"  # Debian's libpvm3 (the unversioned link comes with pvm-dev only)
 INSTALL_HINT = "install PVM 3 (Debian, Ubuntu: apt-get install pvm)"
 
@@ -298,7 +300,7 @@ class Pvm:
         PVM drops a message to a task that has ended without saying so: a task's end is
         learned from ``notify_exit``.
         """
-        views = [memoryview(frame).cast("B") for frame in frames]
+        views = [byte_view(frame) for frame in frames]
         sizes = [view.nbytes for view in views]
         total = sum(sizes)
         if total > MAX_MESSAGE:

@@ -327,6 +327,12 @@ def unpickle(stream: Any, buffers: Sequence[Any]) -> Any:
     return pickle.loads(stream, buffers=buffers)
 
 
+def byte_view(frame: Any) -> memoryview:
+    """A frame as a flat view of its bytes, without a copy. A buffer pickled out of band keeps
+    its array's shape, which ``raw`` flattens: a cast cannot where the shape holds a zero."""
+    return memoryview(frame.raw() if isinstance(frame, pickle.PickleBuffer) else frame).cast("B")
+
+
 def size(frames: Frames) -> int:
     """The bytes that frames take on the wire."""
     total = 0
