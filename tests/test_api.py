@@ -147,6 +147,39 @@ def test_load_multiprocessor_fills_the_processor_box() -> None:
     assert processor.get_intro_string() == "Uni-processor."
 
 
+class _Sees_the_box:
+    """An application that notes which processor the box holds as it runs, and after an
+    application run inside it, if given one."""
+
+    def __init__(self, seen: list[Any], inside: Any = None) -> None:
+        self.seen, self.inside = seen, inside
+
+    def run(self) -> None:
+        self.seen.append(Processor_box().processor)
+        if self.inside is not None:
+            inner = load_multiprocessor("thread", Application_callback(self.inside), 1)
+            inner.run()
+            self.seen.append(inner)
+            self.seen.append(Processor_box().processor)
+
+
+def test_the_box_holds_the_processor_whose_application_runs() -> None:
+    # (it held the last one made: a's application got b, and b's slaves ran a's commands; and
+    # after a processor ran inside another's application, the box held the finished one)
+    seen: list[Any] = []
+    a = load_multiprocessor("uni", Application_callback(_Sees_the_box(seen)), 1, verbosity=0)
+    b = load_multiprocessor("thread", Application_callback(_Sees_the_box(seen)), 1, verbosity=0)
+    a.run()
+    b.run()
+    assert seen == [a, b]
+    seen.clear()
+    outer_app = _Sees_the_box(seen, inside=_Sees_the_box(seen))
+    outer = load_multiprocessor("uni", Application_callback(outer_app), 1, verbosity=0)
+    outer.run()
+    inner = seen[2]
+    assert seen == [outer, inner, inner, outer]
+
+
 def test_fabric_names_are_not_case_sensitive() -> None:
     assert type(load_multiprocessor("Thread", None, processor_size=1)).__name__ == (  # type: ignore[arg-type]
         "Thread_processor"

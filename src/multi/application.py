@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from multi import registry
@@ -77,11 +78,36 @@ def load_multiprocessor(
         ) from exc
     Verbosity().set(verbosity)
     processor = cls(processor_size=processor_size, callback=callback, **options)
+    _put_in_box(processor)
+    return processor
+
+
+def _put_in_box(processor: Processor | None) -> None:
     box = Processor_box()
     box.processor = processor
-    box.processor_name = cls.__module__.rpartition(".")[2]
-    box.class_name = cls.__name__
-    return processor
+    cls = type(processor) if processor is not None else None
+    box.processor_name = cls.__module__.rpartition(".")[2] if cls is not None else None
+    box.class_name = cls.__name__ if cls is not None else None
+
+
+@contextmanager
+def boxed(processor: Processor) -> Iterator[None]:
+    """Have ``Processor_box()`` hold ``processor`` while its application runs, and then the
+    one whose application runs around it, if any, else the one it held before: the last one
+    made may be another (two made before either runs), and a program may make and run one
+    processor inside another's application."""
+    before = Processor_box().processor
+    _running.append(processor)
+    _put_in_box(processor)
+    try:
+        yield
+    finally:
+        _running.pop()
+        _put_in_box(_running[-1] if _running else before)
+
+
+#: The processors whose applications run, the innermost last.
+_running: list[Processor] = []
 
 
 #: The processor that the launcher made, which the program's own calls get.

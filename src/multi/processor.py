@@ -24,6 +24,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from multi import capture, collector, limits, logs, progress, wire
+from multi.application import boxed
 from multi.commands import Exit_command, Slave_command, Slave_storage_command, data_name
 from multi.errors import (
     MultiError,
@@ -941,7 +942,8 @@ class Processor:
             )
         self._applications.append(callback)
         try:
-            callback.init_master(self)  # type: ignore[union-attr]
+            with boxed(self):
+                callback.init_master(self)  # type: ignore[union-attr]
         except Exception as exc:
             callback.handle_exception(self, exc)  # type: ignore[union-attr]
         finally:
