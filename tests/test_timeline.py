@@ -49,6 +49,39 @@ def test_a_timeline_has_a_span_per_command_on_its_slave_track(fabric: str, tmp_p
     assert any(e.get("cat") == "dispatch" for e in found)
 
 
+def test_each_run_adds_its_events_and_the_processors_of_a_program_share_the_file(
+    tmp_path: Path,
+) -> None:
+    # (each run wrote the whole trace again, the cost growing with the square of the runs;
+    # and a second processor of the program, one that joblib makes after a failure, say,
+    # wrote over the first one's trace)
+    trace = tmp_path / "trace.json"
+    seen = []
+
+    def body(processor: Any) -> None:
+        for run in range(3):
+            processor.add_to_queue(w.Square(run), w.Record())
+            processor.run_queue()
+            seen.append(sorted({e.get("args", {}).get("run") for e in events(trace)} - {None}))
+
+    run_master("thread", body, timeline=str(trace))
+    run_master("uni", body, timeline=str(trace))
+    spans = [e for e in events(trace) if e.get("cat") == "command"]
+    assert [(e["args"]["run"], e["name"]) for e in spans] == [
+        (run + 1, "Square 0") for run in range(6)
+    ]
+    assert seen[:3] == [[1], [1, 2], [1, 2, 3]]  # (whole JSON after each run)
+    assert seen[3:] == [[1, 2, 3, 4], [1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]]
+
+
+def test_a_program_that_runs_no_command_leaves_an_empty_trace(tmp_path: Path) -> None:
+    # (an older program's trace stayed, as this program's)
+    trace = tmp_path / "trace.json"
+    trace.write_text(json.dumps({"traceEvents": [{"name": "older", "ph": "X", "ts": 0}]}))
+    run_master("thread", lambda processor: processor.run_queue(), timeline=str(trace))
+    assert [e["name"] for e in events(trace)] == ["process_name"]
+
+
 def test_a_death_and_its_retry_are_instants_of_the_timeline(tmp_path: Path) -> None:
     trace = tmp_path / "trace.json"
 

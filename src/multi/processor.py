@@ -775,13 +775,16 @@ class Processor:
                 liveness=settings["liveness"],
                 tell=self._tell,
             )
-            if settings["timeline"] is not None:
-                if self._timeline is None:
-                    from multi.timeline import Timeline  # (python -m multi.timeline runs it)
-
-                    self._timeline = Timeline(settings["timeline"])
-                self._scheduler.timeline = self._timeline
+            self._scheduler.timeline = self._program_timeline()
         return self._scheduler
+
+    def _program_timeline(self) -> Timeline | None:
+        """The timeline that the option ``timeline`` asks for (made on first use)."""
+        if self._timeline is None and self.settings["timeline"] is not None:
+            from multi.timeline import Timeline  # (python -m multi.timeline runs it)
+
+            self._timeline = Timeline.of(self.settings["timeline"])
+        return self._timeline
 
     def _tell(self, news: str) -> None:
         """Say a line of the engine's news on stderr, off the bar: something went wrong that
@@ -860,6 +863,9 @@ class Processor:
         transport, self._transport = self._transport, None
         if transport is None:
             return
+        timeline = None if self.process_rank else self._program_timeline()
+        if timeline is not None:  # (that of a program that ran no command: empty)
+            timeline.write()
         routing, self._routing = self._routing, None
         ending = sys.exc_info()[1]  # what ends the run or the program, if anything does
         try:

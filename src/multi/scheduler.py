@@ -117,6 +117,8 @@ class Scheduler:
         in_order: bool = True,
     ) -> Run:
         """The state of a run of ``commands`` on the slaves there are now."""
+        if self.timeline is not None:
+            self.timeline.begin_run()
         transport = self.transport
         ranks = transport.ranks
         if len(commands) == 1:  # (an open run starts with none, and takes more)

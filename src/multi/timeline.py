@@ -6,8 +6,11 @@ when results were delivered on the master; the retries and deaths of slaves, and
 stopped by the timeout. The file is a Chrome trace (JSON ``traceEvents``), which Perfetto
 (ui.perfetto.dev) and chrome://tracing open: one track per slave with a span (``"ph": "X"``)
 per command, named by its class and number, and a track for the master's dispatch and
-delivery, with retries, deaths and stops as instant events. It is written when the slaves
-stop (and at each run's end if the program ends another way).
+delivery, with retries, deaths and stops as instant events; each event says which run of the
+program it belongs to (``args.run``, from 1). The processors of a program that name the same
+file share its trace. The file is written at each run's end, by adding that run's events to
+it, and when the slaves stop: a program that ran no command leaves an empty trace, not an
+older program's.
 
 The spans of a batch's commands are laid end to end from the time the batch started on its
 slave, by the slave's clock (a slave on another host may disagree with the master's by its
@@ -39,14 +42,34 @@ MARKS = {
 }
 
 
+#: How the file ends: new events are written over it, and it again after them, so that the file
+#: is whole JSON after each write, and each run costs the writing of its own events only.
+TAIL = b"\n]}\n"
+
+
 class Timeline:
-    """The events of a program's runs, kept until they are written to ``path``."""
+    """The events of a program's runs, kept until they are added to the file at ``path``."""
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> Timeline:
+        """The program's timeline for the file ``path``: every processor that names it adds
+        to it (an executor that joblib makes again after a failure, say)."""
+        key = os.path.abspath(path)
+        timeline = _timelines.get(key)
+        if timeline is None:
+            timeline = _timelines[key] = cls(path)
+        return timeline
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.events: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []  # (not written yet)
         self._tracks: set[int] = set()
-        self._written = 0  # events in the file already
+        self._started = False  # the file holds the trace's beginning
+        self.run = 0  # the program's runs so far
+
+    def begin_run(self) -> None:
+        """A run starts: the events from now on are its own."""
+        self.run += 1
 
     # Notes from the engine -----------------------------------------------------------------
 
@@ -70,7 +93,7 @@ class Timeline:
                 "cat": "failed" if failed else "command",
                 "ph": "X", "ts": start * 1e6, "dur": seconds * 1e6,
                 "pid": PROCESS_ID, "tid": rank,
-                "args": {"command": index, "class": type(command).__qualname__},
+                "args": {"command": index, "class": type(command).__qualname__, "run": self.run},
             })  # fmt: skip
             start += seconds
 
@@ -82,7 +105,8 @@ class Timeline:
             "name": f"{kind(command)} {index}", "cat": "failed", "ph": "X",
             "ts": (time.time() - seconds) * 1e6, "dur": seconds * 1e6,
             "pid": PROCESS_ID, "tid": rank,
-            "args": {"command": index, "class": type(command).__qualname__, "stopped": True},
+            "args": {"command": index, "class": type(command).__qualname__, "stopped": True,
+                     "run": self.run},
         })  # fmt: skip
         self._instant(rank, f"slave {rank} stopped by the timeout", "timeout",
                       {"command": index, "seconds": seconds})  # fmt: skip
@@ -94,7 +118,7 @@ class Timeline:
         self.events.append({
             "name": f"deliver {start}" if stop == start + 1 else f"deliver {start}-{stop - 1}",
             "cat": "deliver", "ph": "X", "ts": began * 1e6, "dur": (now - began) * 1e6,
-            "pid": PROCESS_ID, "tid": MASTER_TRACK,
+            "pid": PROCESS_ID, "tid": MASTER_TRACK, "args": {"run": self.run},
         })  # fmt: skip
 
     def retried(self, rank: int, index: int, attempts: int) -> None:
@@ -115,7 +139,7 @@ class Timeline:
         self._track(track)
         self.events.append({
             "name": name, "cat": category, "ph": "i", "s": "t", "ts": time.time() * 1e6,
-            "pid": PROCESS_ID, "tid": track, "args": args,
+            "pid": PROCESS_ID, "tid": track, "args": {**args, "run": self.run},
         })  # fmt: skip
 
     def _track(self, track: int) -> None:
@@ -131,25 +155,38 @@ class Timeline:
     # The file ------------------------------------------------------------------------------
 
     def write(self) -> None:
-        """Write every event noted so far (the whole file again, if anything is new)."""
-        if len(self.events) == self._written:
+        """Add the events noted since the last write to the file (begun, the first time, with
+        the trace's head, over whatever file was there)."""
+        if self._started and not self.events:
             return
-        trace = {
-            "traceEvents": [
-                {
-                    "name": "process_name",
-                    "ph": "M",
-                    "pid": PROCESS_ID,
-                    "args": {"name": "multi"},
-                },
-                *self.events,
-            ],
-            "displayTimeUnit": "ms",
-        }
+        events = json.dumps(self.events)[1:-1]  # (one call: the list, without its brackets)
+        self.events = []
+        if self._started and self._add(events):
+            return
+        head = {"name": "process_name", "ph": "M", "pid": PROCESS_ID, "args": {"name": "multi"}}
+        text = f'{{"displayTimeUnit": "ms", "traceEvents": [\n{json.dumps(head)}'
         temporary = self.path.with_name(self.path.name + ".part")
-        temporary.write_text(json.dumps(trace))
+        temporary.write_bytes(f"{text}{', ' if events else ''}{events}".encode() + TAIL)
         temporary.replace(self.path)
-        self._written = len(self.events)
+        self._started = True
+
+    def _add(self, events: str) -> bool:
+        """Write ``events`` over the file's tail, and the tail after them; False where the file
+        does not end as this timeline left it (removed, or written by another program)."""
+        try:
+            with open(self.path, "r+b") as file:
+                file.seek(-len(TAIL), os.SEEK_END)
+                if file.read() != TAIL:
+                    return False
+                file.seek(-len(TAIL), os.SEEK_END)
+                file.write(f", {events}".encode() + TAIL)
+        except OSError:
+            return False
+        return True
+
+
+#: The program's timelines, by the absolute path of their files (``Timeline.of``).
+_timelines: dict[str, Timeline] = {}
 
 
 def draw(trace_path: str | os.PathLike[str], png: str | os.PathLike[str]) -> None:
