@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from multi import MultiError
 from tests.conftest import slaves_for
 
 joblib = pytest.importorskip("joblib")
@@ -57,6 +58,27 @@ def test_a_failing_call_raises_its_exception_and_the_backend_goes_on(fabric: str
         assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(5)) == [
             0, 1, 4, 9, 16,
         ]  # fmt: skip
+
+
+def nested(fabric: str, x: int) -> int:
+    with joblib.parallel_config(backend="multi", fabric=fabric, n_jobs=2):
+        return sum(joblib.Parallel()(joblib.delayed(square)(x + j) for j in range(3)))
+
+
+def test_a_nested_parallel_runs_or_is_refused_on_a_slave_of_an_mpi_job_or_pvm(
+    fabric: str,
+) -> None:
+    # (on thread it took the executor whose slaves ran the outer calls: a deadlock; on a
+    # slave of an MPI job it waited to serve for ever, on one of PVM it took its messages)
+    calls = (joblib.delayed(nested)(fabric, x) for x in range(4))
+    with joblib.parallel_config(backend="multi", fabric=fabric, n_jobs=2):
+        if fabric in ("mpi4py", "pvm"):
+            refused = f"cannot make a processor or executor of the {fabric} fabric .* on a slave"
+            with pytest.raises(MultiError, match=refused):
+                joblib.Parallel()(calls)
+        else:
+            sums = [sum((x + j) ** 2 for j in range(3)) for x in range(4)]
+            assert joblib.Parallel()(calls) == sums
 
 
 def pid(_: int) -> int:

@@ -117,6 +117,13 @@ class _Executors:
         key = (fabric, workers, sorted(options.items(), key=str))
         retired = None
         with self.lock:
+            if self.shared is not None and self.shared[1].processor.on_slave():
+                # a call of the shared executor, on a slave that is a thread of this process
+                # (a nested Parallel): its slaves are busy with the calls that wait for this
+                # one, so it gets an executor of its own, which goes once it is given back
+                executor = Executor(fabric, workers, **options)
+                self.users[executor] = 1
+                return executor
             if self.shared is not None and self.shared[0] == key and self.shared[1].takes_calls():
                 executor = self.shared[1]
             else:

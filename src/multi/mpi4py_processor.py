@@ -69,6 +69,7 @@ from multi.slave import (
     by_sigint,
     raise_on_sigint,
     rebuilt_report,
+    refuse_on_its_own_slave,
     seal,
     serve,
 )
@@ -1633,6 +1634,7 @@ class Mpi4py_processor(Processor):
         self, processor_size: int | None = -1, callback: Any = None, **options: Any
     ) -> None:
         self.check_available()
+        refuse_on_its_own_slave(Mpi4py_processor, "mpi4py")
         MPI = _mpi()
         world = MPI.COMM_WORLD
         self._parent = MPI.Comm.Get_parent()

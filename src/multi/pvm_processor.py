@@ -53,6 +53,7 @@ from multi.slave import (
     Slave_context,
     never_signalled,
     rebuilt_report,
+    refuse_on_its_own_slave,
     seal,
     serve,
 )
@@ -179,6 +180,7 @@ class Pvm_transport(Transport):
 
     def start(self) -> None:
         global _current
+        refuse_on_its_own_slave(Pvm_processor, "pvm")
         if _current is not None:
             raise MultiError(
                 "a program is one task of one PVM virtual machine, whose slaves serve one "

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from multi import capture, collector, logs, task_memory, wire
-from multi.errors import Failure, UnpicklableError, describe, exit_status
+from multi.errors import Failure, MultiError, UnpicklableError, describe, exit_status
 from multi.results import Result
 from multi.wire import unpicklable_error
 
@@ -561,7 +561,9 @@ def serve(
     out. A command's own fork that comes back from the command ends there
     (``_end_forked_child``).
     """
+    global serving
     processor.serving = True
+    serving = processor
     os.register_at_fork(after_in_child=_note_fork)
     collector.size_for_batches()
     descriptors = context.descriptors
@@ -584,6 +586,24 @@ def serve(
     finally:
         if descriptors is not None:
             descriptors.end()
+
+
+#: The processor that this process serves as a slave, once it does (``serve``).
+serving: Processor | None = None
+
+
+def refuse_on_its_own_slave(kind: type, fabric: str) -> None:
+    """Refuse a processor of the class ``kind`` in a process that serves one as a slave: a
+    slave of an MPI job or of a PVM virtual machine cannot be a master in it as well (it
+    waited for ever, or took its master's messages)."""
+    if isinstance(serving, kind):
+        raise MultiError(
+            f"a command cannot make a processor or executor of the {fabric} fabric (a "
+            f"nested joblib Parallel, say) on a slave of one: its process serves its "
+            f"master's already. "
+            f"Return the work to the master as more commands or calls, or use the thread "
+            f"or multiprocessing fabric inside the command"
+        )
 
 
 def _soon(at_hand: Callable[[], bool]) -> bool:
