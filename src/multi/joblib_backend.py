@@ -112,9 +112,10 @@ class _Executors:
         self.users: dict[Executor, int] = {}
 
     def take(self, fabric: str | None, workers: int | None, options: dict[str, Any]) -> Executor:
-        """The shared executor if it was made for these settings and still takes calls; else
-        a new one, in its place."""
-        key = (fabric, workers, sorted(options.items(), key=str))
+        """The shared executor if it was made for these settings (and ``workers`` slaves, where
+        that is asked and the program chooses) and still takes calls; else a new one, in its
+        place."""
+        key = (fabric, sorted(options.items(), key=str))
         retired = None
         with self.lock:
             if self.shared is not None and self.shared[1].processor.on_slave():
@@ -124,7 +125,12 @@ class _Executors:
                 executor = Executor(fabric, workers, **options)
                 self.users[executor] = 1
                 return executor
-            if self.shared is not None and self.shared[0] == key and self.shared[1].takes_calls():
+            if (
+                self.shared is not None
+                and self.shared[0] == key
+                and self.shared[1].takes_calls()
+                and _sized(self.shared[1], workers)
+            ):
                 executor = self.shared[1]
             else:
                 executor = Executor(fabric, workers, **options)
@@ -159,6 +165,14 @@ class _Executors:
 
 
 _executors = _Executors()
+
+
+def _sized(executor: Executor, workers: int | None) -> bool:
+    """Whether ``executor`` has the ``workers`` slaves asked for (None: as many as it has).
+    Under ``mpiexec -n P+1`` it has the job's, whatever is asked: its ranks serve the first
+    executor of the program only, so another was refused."""
+    processor = executor.processor
+    return workers is None or processor.size_is_given() or processor.processor_size() == workers
 
 
 def shutdown() -> None:

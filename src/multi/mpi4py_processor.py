@@ -1716,6 +1716,9 @@ class Mpi4py_processor(Processor):
             self._relaunch(wanted)
         return wanted
 
+    def size_is_given(self) -> bool:
+        return bool(self._launched)
+
     def can_stop_commands(self) -> bool:
         """A slave that a master started alone spawned (MPICH) can be ended and replaced; not
         one of mpiexec, where the program will run again (launch=mpiexec) as well."""

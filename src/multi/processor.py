@@ -225,6 +225,11 @@ class Processor:
         """Whether a command can be stopped without stopping the master (``timeout``)."""
         return False
 
+    def size_is_given(self) -> bool:
+        """Whether the number of slaves is the launcher's to give, not the program's (the
+        ranks of ``mpiexec``): one asked for then changes nothing."""
+        return False
+
     @classmethod
     def check_available(cls) -> None:
         """Raise ``ImportError`` or ``OSError`` saying why the fabric cannot run here."""
