@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +146,31 @@ def test_importing_multi_does_not_import_joblib() -> None:
         [sys.executable, "-c", check], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+LAUNCHED = """
+import sys
+from joblib import Parallel, delayed
+import multi
+
+def square(x):
+    return x * x
+
+print(Parallel(n_jobs=int(sys.argv[1]), backend="multi")(delayed(square)(i) for i in range(8)))
+"""
+
+
+@pytest.mark.parametrize("n_jobs", [-1, 2, 4])
+def test_parallel_runs_on_the_launchers_slaves_whatever_its_n_jobs(
+    n_jobs: int, tmp_path: Path
+) -> None:
+    # (the backend's own settings, verbosity 0 and n_jobs as max_workers, were refused as the
+    # program's: "leave out verbosity=0 here")
+    script = tmp_path / "launched.py"
+    script.write_text(LAUNCHED)
+    result = subprocess.run(
+        [sys.executable, "-m", "multi", "-m", "thread", "-n", "2", str(script), str(n_jobs)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == str([i * i for i in range(8)])

@@ -25,6 +25,7 @@ from typing import Any
 
 from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase
 
+from multi.application import launched
 from multi.executor import Executor
 
 
@@ -43,7 +44,7 @@ class Multi_backend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
     ) -> None:
         super().__init__(nesting_level=nesting_level)
         self.fabric = fabric
-        self.options = {"verbosity": 0, **options}
+        self.options = options
         self._executor: Executor | None = None
         self._n_jobs: int | None = None
         #: Whether the calls share the caller's memory (joblib's require="sharedmem").
@@ -74,7 +75,12 @@ class Multi_backend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[mis
         if self._executor is None:
             n_jobs = self._n_jobs
             workers = None if n_jobs is None or n_jobs == -1 else self.effective_n_jobs(n_jobs)
-            self._executor = _executors.take(self.fabric, workers, self.options)
+            options = self.options
+            if launched() is not None:  # its slaves and settings, unless the program's own
+                workers = None  # options differ, which the executor refuses, saying so
+            else:
+                options = {"verbosity": 0, **options}  # (joblib's calls say nothing)
+            self._executor = _executors.take(self.fabric, workers, options)
         return self._executor
 
     def submit(self, func: Any, callback: Any = None) -> Any:
