@@ -47,7 +47,7 @@ def ending(fabric: str) -> str:
 # Run state -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("call", ["run_queue", "stop_slaves"])
+@pytest.mark.parametrize("call", ["run_queue", "stop_slaves", "send_data_to_slaves"])
 def test_a_run_or_stop_from_a_result_is_refused_and_the_outer_run_is_intact(
     fabric: str, call: str
 ) -> None:

@@ -687,8 +687,8 @@ class Open_files(Slave_command):
 
 
 class Runs_queue(Result_command):
-    """A result that starts another run from the master, or stops the slaves (which is
-    refused)."""
+    """A result that starts another run from the master, or stops the slaves, or sends them
+    data (which is refused)."""
 
     def __init__(self, processor: Any, call: str) -> None:
         super().__init__(processor=processor, completed=True)
@@ -697,6 +697,8 @@ class Runs_queue(Result_command):
     def run(self, processor: Any, memo: Any) -> None:
         if self.call == "stop_slaves":
             processor.stop_slaves()
+        if self.call == "send_data_to_slaves":
+            processor.send_data_to_slaves("table", [1, 2])
         processor.add_to_queue(Square(100))
         processor.run_queue()
 

@@ -734,6 +734,9 @@ class Processor:
         last value sent under each name (the master keeps no other).
         """
         self.assert_on_master()
+        self._refuse_nested(
+            "send_data_to_slaves", "send data before run_queue(), or once it has returned"
+        )
         name = data_name(name)  # refused here, on the master, before anything is sent
         command = Slave_storage_command()
         command.add(name, value)
