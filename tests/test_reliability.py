@@ -69,6 +69,27 @@ def test_a_run_or_stop_from_a_result_is_refused_and_the_outer_run_is_intact(
     assert after == [25]
 
 
+def test_the_masters_calls_from_another_thread_during_a_run_are_refused_saying_why(
+    fabric: str,
+) -> None:
+    # (it spoke of "a thread that runs no command: one that a command started", to an
+    # application's own thread)
+    def body(processor: Any) -> list[Any]:
+        memo = w.Record()
+        for i in range(6):
+            processor.add_to_queue(
+                w.Returns_one_queued_from_another_thread() if i == 2 else w.Square(i), memo
+            )
+        processor.run_queue()
+        return values(memo)
+
+    delivered = run_master(fabric, body)
+    told = delivered.pop(2)
+    assert delivered == [0, 1, 9, 16, 25]
+    assert told.startswith("MultiError: add_to_queue() was called from one thread of the master")
+    assert "while run_queue() runs on another" in told
+
+
 def test_an_empty_run_queue_is_the_last_run_and_did_nothing(fabric: str) -> None:
     def body(processor: Any) -> tuple[int, int, int]:
         processor.add_to_queue(w.Fail(ValueError("bad")))

@@ -703,6 +703,31 @@ class Runs_queue(Result_command):
         processor.run_queue()
 
 
+class Queued_from_another_thread(Result_command):
+    """A result that has another thread of the master queue a command while the run goes
+    on, and notes what that thread was told."""
+
+    def run(self, processor: Any, memo: Record) -> None:
+        told: list[str] = []
+
+        def queue() -> None:
+            try:
+                processor.add_to_queue(Square(1))
+                told.append("queued")
+            except Exception as error:
+                told.append(f"{type(error).__name__}: {error}")
+
+        thread = threading.Thread(target=queue)
+        thread.start()
+        thread.join()
+        memo.values.append((self.rank, told[0]))
+
+
+class Returns_one_queued_from_another_thread(Slave_command):
+    def run(self, processor: Any, completed: bool) -> None:
+        processor.return_object(Queued_from_another_thread(processor=processor, completed=True))
+
+
 class Starts_a_run(Slave_command):
     def __init__(self, call: str = "run_queue") -> None:
         super().__init__()

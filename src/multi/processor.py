@@ -279,7 +279,10 @@ class Processor:
                 name = sys._getframe(1).f_code.co_name
                 raise _on_a_slave_rank(name, self.process_rank, self._processor_size)
             if self._in_another_thread():
-                raise _from_another_thread(sys._getframe(1).f_code.co_name)
+                name = sys._getframe(1).f_code.co_name
+                if self.process_rank == 0:
+                    raise _beside_a_run(name)
+                raise _from_another_thread(name)
 
     def _in_another_thread(self) -> bool:
         """Whether this thread, which runs no command, is one that a command started: on a
@@ -1009,6 +1012,17 @@ def _from_another_thread(name: str) -> MultiError:
         f"{name}() was called from a thread that runs no command: one that a command started, "
         "say. Call it in the command's run(), on the thread that runs it, with what the other "
         "threads computed"
+    )
+
+
+def _beside_a_run(name: str) -> MultiError:
+    return MultiError(
+        f"{name}() was called from one thread of the master while run_queue() runs on "
+        "another: a processor takes the master's calls from one thread at a time, whose "
+        "run_queue() runs every command queued, another thread's too. Call it from the "
+        "thread that runs the commands, or once run_queue() has returned (a lock of the "
+        "application's around each thread's add_to_queue() and run_queue() does it); a "
+        "thread that a command started hands what it computed to its command instead"
     )
 
 
