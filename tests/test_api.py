@@ -180,6 +180,17 @@ def test_the_box_holds_the_processor_whose_application_runs() -> None:
     assert seen == [outer, inner, inner, outer]
 
 
+def test_an_application_not_wrapped_in_a_callback_is_refused_saying_how() -> None:
+    # (it ran, and failed with "'Main' object has no attribute 'init_master'", twice)
+    class Main:
+        def run(self) -> None:
+            pass
+
+    wrap = r"Application_callback\(application\), \.\.\.\), not a Main"
+    with pytest.raises(TypeError, match=wrap):
+        load_multiprocessor("uni", Main(), 1)  # type: ignore[arg-type]
+
+
 def test_fabric_names_are_not_case_sensitive() -> None:
     assert type(load_multiprocessor("Thread", None, processor_size=1)).__name__ == (  # type: ignore[arg-type]
         "Thread_processor"

@@ -66,6 +66,14 @@ def load_multiprocessor(
     ``Processor_box()``. Under the launcher (``multi script.py``), the launcher's processor is
     returned, whatever the arguments.
     """
+    if callback is not None and not all(
+        callable(getattr(callback, name, None)) for name in ("init_master", "handle_exception")
+    ):
+        raise TypeError(
+            "load_multiprocessor() takes the application wrapped in an Application_callback, "
+            f"whose init_master runs it: load_multiprocessor({processor_name!r}, "
+            f"Application_callback(application), ...), not a {type(callback).__name__}"
+        )
     if _launched is not None:  # under the launcher, whose choice of fabric stands
         _launched.callback = callback
         return _launched
