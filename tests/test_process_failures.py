@@ -231,6 +231,29 @@ def test_a_slave_killed_while_it_waits_for_work_costs_no_command_an_attempt(
     assert run_master(process_fabric, body, retries=0) == ([i * i for i in range(6)], 0)
 
 
+def test_a_sigint_to_a_waiting_slave_ends_it_by_the_signal_without_a_traceback(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # (Python's KeyboardInterrupt traceback was printed from multiprocessing's bootstrap, and
+    # the slave was named as one that "exited with status 1")
+    def body(processor: Any) -> list[Any]:
+        where = w.Record()
+        processor.add_to_queue(w.Where(0.0), where)
+        processor.run_queue()
+        slave = values(where)[0][1]
+        os.kill(slave, signal.SIGINT)
+        assert survivors({slave}, seconds=30) == []  # (before the next run finds it gone)
+        memo = w.Record()
+        processor.add_to_queue(w.Square(4), memo)
+        processor.run_queue()
+        return values(memo)
+
+    assert run_master("multiprocessing", body, size=1) == [16]
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "was killed by signal 2 (SIGINT) while idle; a new slave takes its place" in err
+
+
 @pytest.mark.parametrize("status", [3, 0])
 def test_a_slave_that_exits_is_reported_with_its_status(process_fabric: str, status: int) -> None:
     def body(processor: Any) -> None:

@@ -67,6 +67,7 @@ from multi.slave import (
     Report,
     Slave_context,
     by_sigint,
+    die_by,
     raise_on_sigint,
     rebuilt_report,
     refuse_on_its_own_slave,
@@ -421,7 +422,10 @@ def _guard(
         if code < 0 and notes is None:
             if code != -signal.SIGINT:  # (Ctrl-C needs no word)
                 print(f"multi: {what} as it started: the MPI job ends", file=sys.stderr)
-            _die_as_the_slave_died(-code)
+            # No master can go on without it: one still in MPI_Init waits for it for ever. A
+            # death by a signal has mpiexec end every rank, as it ends a plain program's; the
+            # guard's plain exit did not (a Ctrl-C as the ranks started hung the job so).
+            die_by(-code)
         running = task_memory.read(task)[0]
         told = _note_death(what, key, running, descriptors.read_left(files), notes, master)
         if RELAUNCHED in os.environ:  # (under mpiexec with SURVIVE, started by the option)
@@ -489,19 +493,6 @@ def _guard_spawned(
         for suffix in (".pid", ".task", ".ended", ".files"):
             with suppress(OSError):
                 os.unlink(_note_path(notes, key, suffix))
-
-
-def _die_as_the_slave_died(number: int) -> None:
-    """End a guard by the signal that killed its slave before the slave joined its master.
-
-    No master can go on without that slave: one still in ``MPI_Init`` waits for it for ever.
-    A death by a signal has mpiexec end every rank of the job, as it ends a plain program's;
-    the guard's plain exit did not, after a Ctrl-C that mpiexec had passed on to the ranks
-    (one slave interrupted while it started, its master hung in ``MPI_Init``)."""
-    with suppress(OSError, ValueError):  # (SIGKILL's cannot be set, nor needs to be)
-        signal.signal(number, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})
-    os.kill(os.getpid(), number)
 
 
 def _outlived(child: int, master: str | None) -> bool:

@@ -50,6 +50,7 @@ from multi.slave import (
     Report,
     Slave_context,
     by_sigint,
+    die_by,
     raise_on_sigint,
     report_from_wire,
     seal,
@@ -457,6 +458,10 @@ def _slave_main(
         serve(processor, context, receive, reply, note, channel.at_hand)
     except OSError:
         pass  # the master is gone
+    except KeyboardInterrupt:  # a SIGINT as it waited (one under a command ends the batch)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        die_by(signal.SIGINT)  # (its master names the signal; Python printed a traceback)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()

@@ -18,8 +18,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from multi import capture, collector, logs, task_memory, wire
 from multi.errors import Failure, MultiError, UnpicklableError, describe, exit_status
@@ -586,6 +587,17 @@ def serve(
     finally:
         if descriptors is not None:
             descriptors.end()
+
+
+def die_by(number: int) -> NoReturn:
+    """End this process by the signal ``number``, as its default action would: a launcher or
+    a master that reads how a process ended sees the signal (a plain exit, or Python's own
+    ending after a KeyboardInterrupt, tells another story)."""
+    with suppress(OSError, ValueError):  # (SIGKILL's cannot be set, nor needs to be)
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})
+    os.kill(os.getpid(), number)
+    os._exit(128 + number)  # (a signal whose default action is not to end the process)
 
 
 #: The processor that this process serves as a slave, once it does (``serve``).
