@@ -142,6 +142,21 @@ def test_futures_complete_as_their_calls_finish(fabric: str, tmp_path: Path) -> 
         assert held.result() == "released"
 
 
+def test_last_run_holds_the_run_of_calls_under_way(fabric: str, tmp_path: Path) -> None:
+    # (it was None, or the run before, until the run ended: a call's value came first)
+    if fabric == "uni":
+        pytest.skip("one slave runs one call at a time")
+    release = str(tmp_path / "release")
+    with executor(fabric) as pool:
+        held = pool.submit(wait_for, release)
+        assert pool.submit(fails_on, 3, 3).exception(timeout=60) is not None
+        under_way = pool.processor.last_run
+        open(release, "w").close()
+        assert held.result(timeout=60) == "released"
+    assert under_way is not None
+    assert under_way.queued == 2  # (filled in as the run ended: the same run's)
+
+
 def test_while_calls_run_the_engine_waits_for_its_slaves_until_a_new_call_wakes_it(
     fabric: str, tmp_path: Path
 ) -> None:

@@ -491,6 +491,8 @@ class Processor:
     ) -> None:
         self._run = run
         self._run_thread = threading.get_ident()
+        if run.source is not None:  # (an executor's calls finish before their run ends: its
+            self.last_run = run.statistics  # futures' values come with it under way)
         wanted = self.settings["progress"]
         if run.source is not None and wanted == "auto":
             wanted = "no"  # (an open run, an executor's, shows a bar only when one is asked for)
