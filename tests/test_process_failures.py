@@ -153,17 +153,26 @@ def test_a_command_that_always_crashes_is_named_after_its_retries(process_fabric
     assert after == [25]  # and the processor goes on
 
 
-def test_a_command_whose_unpickling_kills_its_slave_fails_alone_and_the_others_go(
-    process_fabric: str, capfd: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("killer", "stage"),
+    [
+        (w.Exits_when_unpickled, "unpickling"),
+        (w.Exits_when_its_result_is_pickled, "returning the results of"),
+    ],
+)
+def test_a_command_that_kills_its_slave_around_its_run_fails_alone_and_the_others_go(
+    process_fabric: str, killer: type, stage: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """It travels with others (quick commands, many to a batch): they go again one by one,
-    with no attempt counted, and then its own deaths name it."""
+    """It travels with others (quick commands, many to a batch), and its slave dies as it
+    unpickles the batch, or as it returns the batch's results once every command ran: they go
+    again one by one, with no attempt counted, and then its own deaths name it. (A death as
+    the results were returned was taken for one while idle, which blamed no command, and the
+    batch cost every slave.)"""
 
     def body(processor: Any) -> tuple[SlaveDiedError, list[Any], int]:
         memo = w.Record()
         for i in range(300):
-            command = w.Exits_when_unpickled(3) if i == 250 else w.Square(i)
-            processor.add_to_queue(command, memo)
+            processor.add_to_queue(killer(3) if i == 250 else w.Square(i), memo)
         with pytest.raises(SlaveDiedError) as caught:
             processor.run_queue()
         return caught.value, values(memo), processor.last_run.retries
@@ -171,41 +180,13 @@ def test_a_command_whose_unpickling_kills_its_slave_fails_alone_and_the_others_g
     error, delivered, retries = run_master(process_fabric, body, retries=1)
     assert delivered == [i * i for i in range(300) if i != 250]
     assert error.attempts == 2
-    assert "while unpickling Exits_when_unpickled (tried 2 times)" in str(error)
-    assert "on the 'uni' fabric with the option pickle_check to debug it" in str(error)
+    doing = f"while {stage} {killer.__name__}"
+    assert f"{doing} (tried 2 times)" in str(error)
+    debug = "on the 'uni' fabric with the option pickle_check to debug it"
+    assert (debug in str(error)) == (stage == "unpickling")
     assert retries == 1  # the command itself, and no other
     news = [line for line in capfd.readouterr().err.splitlines() if line.startswith("multi:")]
-    assert "while unpickling a batch of" in news[0], news
-    assert [line for line in news[1:] if "while unpickling Exits_when_unpickled" in line] == (
-        news[1:]
-    )
-    assert len(news) == 3
-
-
-def test_a_command_whose_results_kill_their_slave_as_they_travel_fails_alone(
-    process_fabric: str, capfd: pytest.CaptureFixture[str]
-) -> None:
-    """The slave dies once every command of its batch ran: the batch's commands go again one
-    by one, with no attempt counted, and then its own deaths name it (it was taken for a death
-    while idle, which blamed no command, and cost every slave)."""
-
-    def body(processor: Any) -> tuple[SlaveDiedError, list[Any], int]:
-        memo = w.Record()
-        for i in range(300):
-            command = w.Exits_when_its_result_is_pickled(3) if i == 250 else w.Square(i)
-            processor.add_to_queue(command, memo)
-        with pytest.raises(SlaveDiedError) as caught:
-            processor.run_queue()
-        return caught.value, values(memo), processor.last_run.retries
-
-    error, delivered, retries = run_master(process_fabric, body, retries=1)
-    assert delivered == [i * i for i in range(300) if i != 250]
-    assert error.attempts == 2
-    doing = "while returning the results of Exits_when_its_result_is_pickled"
-    assert f"{doing} (tried 2 times)" in str(error)
-    assert retries == 1
-    news = [line for line in capfd.readouterr().err.splitlines() if line.startswith("multi:")]
-    assert "while returning the results of a batch of" in news[0], news
+    assert f"while {stage} a batch of" in news[0], news
     assert [line for line in news[1:] if doing in line] == news[1:]
     assert len(news) == 3
 
