@@ -40,6 +40,9 @@ class Script:
     dies_before: set[int] = field(default_factory=set)
     #: Commands whose unpickling kills their slave, every time their batch arrives.
     kills_unpickling: set[int] = field(default_factory=set)
+    #: Commands whose slave dies once, as the report of their batch has just left (it shows
+    #: that it returns that batch's results still).
+    dies_after_report: set[int] = field(default_factory=set)
     round_trip: float = 5e-4
     start_seconds: float = 0.05  # for a replacement to start
     dies_on_start: int = 0  # replacements that die as they start, before running anything
@@ -201,6 +204,13 @@ class Fake_transport(Transport):
             counts = [0 if p in failures else 1 for p in range(len(ids))]
         report = Report(rank, results, counts, seconds, failures=failures or None)
         self._post(clock + self.script.round_trip / 2, rank, slave, report)
+        after = self.script.dies_after_report & set(ids)
+        if after:
+            self.script.dies_after_report -= after
+            slave.dead_at = slave.free_at = clock
+            stage = "returning the results of"
+            lost = Slave_lost(rank, "(fake) was killed", stage=stage, stage_of=ids[0])
+            self._post(clock + self.script.round_trip / 2, rank, slave, lost)  # (after it)
 
     def _post(self, when: float, rank: int, slave: _Slave, message: Message) -> None:
         heapq.heappush(self._events, (when, next(self._order), rank, slave.incarnation, message))

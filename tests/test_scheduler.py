@@ -365,6 +365,15 @@ def test_a_slave_that_dies_unpickling_a_batch_of_one_fails_it_with_no_retry() ->
     assert outcome.delivered == [0, 1, 2, 3]
 
 
+def test_a_slave_that_dies_once_its_report_has_left_blames_no_command() -> None:
+    # (its task memory said it returned results still: the next batch, sent ahead, which it
+    # had not begun, was blamed, and with no retry allowed it failed)
+    outcome = simulate(Script([0.01] * 40, dies_after_report={4}), 2, retries=0)
+    assert outcome.raised is None and outcome.delivered == list(range(40))
+    assert outcome.run is not None and outcome.run.statistics.retries == 0
+    assert "was killed while idle" in outcome.told[0], outcome.told
+
+
 # Timeouts -------------------------------------------------------------------------------------
 
 

@@ -179,7 +179,7 @@ class Scheduler:
                 if isinstance(body, Slave_lost):
                     self._on_lost(
                         run, rank, body.reason, body.task_id, body.idle, body.output,
-                        stage=body.stage,
+                        stage=body.stage, stage_of=body.stage_of,
                     )  # fmt: skip
                 else:
                     self._on_report(run, rank, body)
@@ -400,14 +400,16 @@ class Scheduler:
         output: list[tuple[int, str]] | None = None,
         died: bool = True,
         stage: str | None = None,
+        stage_of: int | None = None,
     ) -> None:
         """A slave ended (``died``, or was stopped by the engine): its commands go back, the one
         it ran counts an attempt; replace it.
 
-        One that died at a ``stage`` of its oldest batch (unpickling it, returning its results)
-        died of that batch: of its one command, which counts an attempt, or of one of its
-        commands, which all go again one by one (no attempt counted), so that the next death
-        names the command. Where the transport
+        One that died at a ``stage`` of its oldest batch (unpickling it, returning its results;
+        ``stage_of`` names the batch by its first command, where the slave did: once its
+        report has come, the death is no batch's) died of that batch: of its one command,
+        which counts an attempt, or of one of its commands, which all go again one by one (no
+        attempt counted), so that the next death names the command. Where the transport
         cannot tell which command it ran, the first it held is blamed, unless it was idle or
         still restoring its data store. What it wrote outside any command (a thread, between
         two batches) goes with the first command it held.
@@ -417,6 +419,8 @@ class Scheduler:
         starting = bool(batches) and batches[0].setup  # type: ignore[index]
         #: the commands of the oldest batch, where the death was that batch's doing
         of_batch = list(batches[0].indices) if stage and batches and not starting else []
+        if of_batch and stage_of is not None and of_batch[0] != stage_of:
+            of_batch, idle = [], True  # (it died as its report had gone: it held the next)
         held = run.in_flight_indices(rank)
         run.in_flight.pop(rank, None)
         if task_id in held:

@@ -576,7 +576,8 @@ def serve(
                 batch = rebuilt_batch(frames)
                 report = run_batch(processor, context, batch, running)
                 if running is not None:
-                    running(task_memory.RETURNING)
+                    ids = () if isinstance(batch, Exception) else batch[0]
+                    running(task_memory.returning(ids[0] if ids else -1))
                 reply(report, None if isinstance(batch, Exception) else batch)
                 if running is not None:
                     running(task_memory.IDLE)

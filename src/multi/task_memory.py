@@ -7,8 +7,8 @@ after a while: a death in the middle of a batch of quick commands would be blame
 command that a message named, which had finished.
 
 The memory holds the command's id, or what the slave does between commands (``IDLE``,
-``UNPACKING``, ``RETURNING``, ``LEFT``), and since when, by ``time.monotonic()``, a clock that
-every process of a host shares.
+``UNPACKING``, ``RETURNING`` and below, ``LEFT``), and since when, by ``time.monotonic()``, a
+clock that every process of a host shares.
 """
 
 from __future__ import annotations
@@ -32,11 +32,26 @@ LEFT = -2
 UNPACKING = -3
 #: The id while the slave pickles and sends the report of a batch, after its last command: a
 #: death then is the doing of the batch's results (one whose pickling crashes, or takes more
-#: memory than there is), though of no command that runs.
+#: memory than there is), though of no command that runs. Below it, the id names the batch
+#: too (``returning``): a slave that died once its report had gone holds the next batch.
 RETURNING = -4
-#: What a slave does, for a message, at the ids where a death is the doing of its oldest
-#: batch rather than of a command it runs.
-BATCH_STAGES = {UNPACKING: "unpickling", RETURNING: "returning the results of"}
+
+
+def returning(first: int) -> int:
+    """The id while the slave returns the results of the batch whose first command is
+    ``first`` (one of the master's commands, ``first >= 0``; else a batch it does not name)."""
+    return RETURNING - 1 - first if first >= 0 else RETURNING
+
+
+def stage(task: int) -> tuple[str | None, int | None]:
+    """What a slave that showed ``task`` did with a batch, where a death then is the batch's
+    doing ("unpickling" it, "returning the results of" it, else None), and the first command
+    of the batch where the id names it."""
+    if task == UNPACKING:
+        return "unpickling", None
+    if task <= RETURNING:
+        return "returning the results of", (RETURNING - 1 - task if task < RETURNING else None)
+    return None, None
 
 
 def shared(fd: int | None = None) -> mmap.mmap:

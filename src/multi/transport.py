@@ -37,10 +37,12 @@ class Slave_lost:
     #: What the slave's command wrote before it ended (stream, text), where the transport
     #: could read it.
     output: list[tuple[int, str]] | None = None
-    #: What it was doing with its oldest batch, where the transport knows that a death then
-    #: is the batch's doing (``task_memory.BATCH_STAGES``): "unpickling" it, before any
-    #: command of it ran, or "returning the results of" it, after the last.
+    #: What it was doing with a batch, where the transport knows that a death then is the
+    #: batch's doing (``task_memory.stage``): "unpickling" it, before any command of it ran,
+    #: or "returning the results of" it, after the last; and that batch's first command,
+    #: where the slave named it (its oldest batch otherwise).
     stage: str | None = None
+    stage_of: int | None = None
 
     @classmethod
     def showing(
@@ -56,13 +58,15 @@ class Slave_lost:
         a command's id, or what it did between commands. Where ``shown`` is false the master
         could not read it, and knows the command only if ``task`` names one; ``idle`` is what
         the master knows itself."""
+        stage, of = task_memory.stage(task) if shown else (None, None)
         return cls(
             rank,
             reason,
             task if task >= 0 else None,
             idle or (shown and task == task_memory.IDLE),
             output,
-            task_memory.BATCH_STAGES.get(task) if shown else None,
+            stage,
+            of,
         )
 
 
