@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,47 @@ def test_each_run_adds_its_events_and_the_processors_of_a_program_share_the_file
     ]
     assert seen[:3] == [[1], [1, 2], [1, 2, 3]]  # (whole JSON after each run)
     assert seen[3:] == [[1, 2, 3, 4], [1, 2, 3, 4, 5], [1, 2, 3, 4, 5, 6]]
+
+
+def test_processors_of_two_threads_write_one_timeline_whole(tmp_path: Path) -> None:
+    # (a nested Parallel's: events noted as another thread wrote were lost, and the file was
+    # left invalid)
+    trace = tmp_path / "trace.json"
+
+    def work() -> None:
+        processor = load_multiprocessor("thread", None, 2, verbosity=0, timeline=str(trace))  # type: ignore[arg-type]
+        for _ in range(50):
+            for i in range(5):
+                processor.add_to_queue(w.Square(i), w.Record())
+            processor.run_queue()
+        processor.stop_slaves()
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len([e for e in events(trace) if e.get("cat") == "command"]) == 2 * 50 * 5
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["trace.json"]
+
+
+def test_a_timeline_that_cannot_be_written_is_news_and_the_slaves_stop(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # (the run raised the OSError, and as the program ended the slaves were left running)
+    folder = tmp_path / "removed"
+    folder.mkdir()
+
+    def body(processor: Any) -> list[Any]:
+        folder.rmdir()
+        memo = w.Record()
+        processor.add_to_queue(w.Square(2), memo)
+        processor.run_queue()
+        return [value for _, value in memo.values]
+
+    assert run_master("multiprocessing", body, timeline=str(folder / "t.json")) == [4]
+    told = capfd.readouterr().err
+    assert told.count(f"multi: the timeline could not be written to {folder / 't.json'}") == 2
 
 
 def test_a_program_that_runs_no_command_leaves_an_empty_trace(tmp_path: Path) -> None:

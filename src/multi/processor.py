@@ -523,7 +523,7 @@ class Processor:
                 self._release_memo(memo_id)
         self._progress.close()
         if self._timeline is not None:
-            self._timeline.write()
+            self._write_timeline()
         self.last_run = statistics
         self._uncounted.append(statistics)
         # (a run that holds more is counted at once, its failures then dropped)
@@ -876,9 +876,6 @@ class Processor:
         transport, self._transport = self._transport, None
         if transport is None:
             return
-        timeline = None if self.process_rank else self._program_timeline()
-        if timeline is not None:  # (that of a program that ran no command: empty)
-            timeline.write()
         routing, self._routing = self._routing, None
         ending = sys.exc_info()[1]  # what ends the run or the program, if anything does
         try:
@@ -895,6 +892,18 @@ class Processor:
         finally:
             if routing is not None:
                 routing.__exit__(None, None, None)
+            if not self.process_rank and self._program_timeline() is not None:
+                self._write_timeline()  # (that of a program that ran no command: empty)
+
+    def _write_timeline(self) -> None:
+        """Write what the timeline noted: a file that cannot be written is the program's
+        news, not its end (its events wait for the next write)."""
+        timeline = self._timeline
+        assert timeline is not None
+        try:
+            timeline.write()
+        except OSError as error:
+            self._tell(f"the timeline could not be written to {timeline.path}: {error}")
 
     def pre_run(self) -> None:
         """Note when the run started."""

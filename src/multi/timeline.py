@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,21 +56,26 @@ class Timeline:
         """The program's timeline for the file ``path``: every processor that names it adds
         to it (an executor that joblib makes again after a failure, say)."""
         key = os.path.abspath(path)
-        timeline = _timelines.get(key)
-        if timeline is None:
-            timeline = _timelines[key] = cls(path)
+        with _timelines_lock:
+            timeline = _timelines.get(key)
+            if timeline is None:
+                timeline = _timelines[key] = cls(path)
         return timeline
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.events: list[dict[str, Any]] = []  # (not written yet)
         self._tracks: set[int] = set()
-        self._started = False  # the file holds the trace's beginning
+        #: The file as the last write left it (inode, size), once it holds the trace's head.
+        self._file: tuple[int, int] | None = None
         self.run = 0  # the program's runs so far
+        #: Processors of two threads may note and write at once (a nested Parallel's).
+        self._lock = threading.RLock()
 
     def begin_run(self) -> None:
         """A run starts: the events from now on are its own."""
-        self.run += 1
+        with self._lock:
+            self.run += 1
 
     # Notes from the engine -----------------------------------------------------------------
 
@@ -81,6 +87,10 @@ class Timeline:
 
     def ran(self, rank: int, indices: Sequence[int], commands: Sequence[Any], report: Any) -> None:
         """A slave's report: a span per command it finished, laid end to end from its start."""
+        with self._lock:
+            self._ran(rank, indices, commands, report)
+
+    def _ran(self, rank: int, indices: Sequence[int], commands: Sequence[Any], report: Any) -> None:
         self._track(rank)
         start = report.started
         events = self.events
@@ -100,26 +110,27 @@ class Timeline:
     def stopped(self, rank: int, index: int, command: Any, seconds: float) -> None:
         """A command that its slave was stopped under, after ``seconds`` (a timeout): its span,
         up to now, and the stop of its slave (a stop by the engine, not a death)."""
-        self._track(rank)
-        self.events.append({
-            "name": f"{kind(command)} {index}", "cat": "failed", "ph": "X",
-            "ts": (time.time() - seconds) * 1e6, "dur": seconds * 1e6,
-            "pid": PROCESS_ID, "tid": rank,
-            "args": {"command": index, "class": type(command).__qualname__, "stopped": True,
-                     "run": self.run},
-        })  # fmt: skip
-        self._instant(rank, f"slave {rank} stopped by the timeout", "timeout",
-                      {"command": index, "seconds": seconds})  # fmt: skip
+        args = {"command": index, "class": type(command).__qualname__, "stopped": True}
+        with self._lock:
+            self._track(rank)
+            self.events.append({
+                "name": f"{kind(command)} {index}", "cat": "failed", "ph": "X",
+                "ts": (time.time() - seconds) * 1e6, "dur": seconds * 1e6,
+                "pid": PROCESS_ID, "tid": rank, "args": {**args, "run": self.run},
+            })  # fmt: skip
+            self._instant(rank, f"slave {rank} stopped by the timeout", "timeout",
+                          {"command": index, "seconds": seconds})  # fmt: skip
 
     def delivered(self, start: int, stop: int, began: float) -> None:
         """Results of commands ``start`` to ``stop`` ran on the master from ``began`` on."""
         now = time.time()
-        self._track(MASTER_TRACK)
-        self.events.append({
-            "name": f"deliver {start}" if stop == start + 1 else f"deliver {start}-{stop - 1}",
-            "cat": "deliver", "ph": "X", "ts": began * 1e6, "dur": (now - began) * 1e6,
-            "pid": PROCESS_ID, "tid": MASTER_TRACK, "args": {"run": self.run},
-        })  # fmt: skip
+        with self._lock:
+            self._track(MASTER_TRACK)
+            self.events.append({
+                "name": f"deliver {start}" if stop == start + 1 else f"deliver {start}-{stop - 1}",
+                "cat": "deliver", "ph": "X", "ts": began * 1e6, "dur": (now - began) * 1e6,
+                "pid": PROCESS_ID, "tid": MASTER_TRACK, "args": {"run": self.run},
+            })  # fmt: skip
 
     def retried(self, rank: int, index: int, attempts: int) -> None:
         self._instant(rank, f"retry of command {index}", "retry", {"attempts": attempts})
@@ -136,11 +147,12 @@ class Timeline:
                       {"seconds": seconds})  # fmt: skip
 
     def _instant(self, track: int, name: str, category: str, args: dict[str, Any]) -> None:
-        self._track(track)
-        self.events.append({
-            "name": name, "cat": category, "ph": "i", "s": "t", "ts": time.time() * 1e6,
-            "pid": PROCESS_ID, "tid": track, "args": {**args, "run": self.run},
-        })  # fmt: skip
+        with self._lock:
+            self._track(track)
+            self.events.append({
+                "name": name, "cat": category, "ph": "i", "s": "t", "ts": time.time() * 1e6,
+                "pid": PROCESS_ID, "tid": track, "args": {**args, "run": self.run},
+            })  # fmt: skip
 
     def _track(self, track: int) -> None:
         if track in self._tracks:
@@ -156,37 +168,47 @@ class Timeline:
 
     def write(self) -> None:
         """Add the events noted since the last write to the file (begun, the first time, with
-        the trace's head, over whatever file was there)."""
-        if self._started and not self.events:
-            return
-        events = json.dumps(self.events)[1:-1]  # (one call: the list, without its brackets)
-        self.events = []
-        if self._started and self._add(events):
-            return
+        the trace's head, over whatever file was there; so too where the file is no longer
+        the one this timeline wrote). The events stay to be written again if it fails."""
+        with self._lock:
+            if self._file is not None and not self.events:
+                return
+            events = json.dumps(self.events)[1:-1]  # (one call: the list, without its brackets)
+            if self._file is None or not self._add(events):
+                self._begin(events)
+            self.events = []
+
+    def _begin(self, events: str) -> None:
         head = {"name": "process_name", "ph": "M", "pid": PROCESS_ID, "args": {"name": "multi"}}
         text = f'{{"displayTimeUnit": "ms", "traceEvents": [\n{json.dumps(head)}'
-        temporary = self.path.with_name(self.path.name + ".part")
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.part")
         temporary.write_bytes(f"{text}{', ' if events else ''}{events}".encode() + TAIL)
         temporary.replace(self.path)
-        self._started = True
+        found = os.stat(self.path)
+        self._file = found.st_ino, found.st_size
 
     def _add(self, events: str) -> bool:
         """Write ``events`` over the file's tail, and the tail after them; False where the file
-        does not end as this timeline left it (removed, or written by another program)."""
+        is gone, or is no longer as this timeline left it (another program wrote it)."""
         try:
-            with open(self.path, "r+b") as file:
-                file.seek(-len(TAIL), os.SEEK_END)
-                if file.read() != TAIL:
-                    return False
-                file.seek(-len(TAIL), os.SEEK_END)
-                file.write(f", {events}".encode() + TAIL)
-        except OSError:
+            file = open(self.path, "r+b")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
             return False
+        with file:
+            found = os.fstat(file.fileno())
+            if (found.st_ino, found.st_size) != self._file:
+                return False
+            file.seek(-len(TAIL), os.SEEK_END)
+            file.write(f", {events}".encode() + TAIL)
+            file.flush()
+            found = os.fstat(file.fileno())
+        self._file = found.st_ino, found.st_size
         return True
 
 
 #: The program's timelines, by the absolute path of their files (``Timeline.of``).
 _timelines: dict[str, Timeline] = {}
+_timelines_lock = threading.Lock()
 
 
 def draw(trace_path: str | os.PathLike[str], png: str | os.PathLike[str]) -> None:
