@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,37 @@ def test_a_nested_parallel_runs_or_is_refused_on_a_slave_of_an_mpi_job_or_pvm(
         else:
             sums = [sum((x + j) ** 2 for j in range(3)) for x in range(4)]
             assert joblib.Parallel()(calls) == sums
+
+
+def nested_in(options: dict[str, Any], x: int, depth: int) -> int:
+    """The sum of squares of ``x`` and the next two, taken by Parallel calls ``depth`` deep."""
+    with joblib.parallel_config(backend="multi", n_jobs=2, **options):
+        calls = (
+            joblib.delayed(square)(x + j)
+            if depth == 1
+            else joblib.delayed(nested_in)(options, x + j, depth - 1)
+            for j in range(3)
+        )
+        return sum(joblib.Parallel()(calls))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"fabric": "thread"}, {"fabric": "multiprocessing", "start_method": "fork"}],
+    ids=["thread", "forked"],
+)
+def test_parallel_calls_nested_twice_run(options: dict[str, Any]) -> None:
+    # (on thread, a Parallel two deep took the shared executor, all of whose slaves waited;
+    # a forked slave took its master's shared executor, whose engine stayed in the master, and
+    # then its own slaves were taken for forks of a command)
+    def expected(x: int, depth: int) -> int:
+        if depth == 1:
+            return sum((x + j) ** 2 for j in range(3))
+        return sum(expected(x + j, depth - 1) for j in range(3))
+
+    with joblib.parallel_config(backend="multi", n_jobs=2, **options):
+        values = joblib.Parallel()(joblib.delayed(nested_in)(options, x, 2) for x in range(2))
+    assert values == [expected(x, 2) for x in range(2)]
 
 
 def pid(_: int) -> int:

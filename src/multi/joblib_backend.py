@@ -124,10 +124,11 @@ class _Executors:
         key = (fabric, sorted(options.items(), key=str))
         retired = None
         with self.lock:
-            if self.shared is not None and self.shared[1].processor.on_slave():
-                # a call of the shared executor, on a slave that is a thread of this process
-                # (a nested Parallel): its slaves are busy with the calls that wait for this
-                # one, so it gets an executor of its own, which goes once it is given back
+            if any(executor.processor.on_slave() for executor in self.users):
+                # a call of an executor in use, on a slave that is a thread of this process
+                # (a nested Parallel, at any depth): the slaves of the shared one may all run
+                # calls that wait for this one, so it gets an executor of its own, which goes
+                # once it is given back
                 executor = Executor(fabric, workers, **options)
                 self.users[executor] = 1
                 return executor
@@ -171,6 +172,16 @@ class _Executors:
 
 
 _executors = _Executors()
+
+
+def _forget_executors() -> None:
+    """In a process forked from one that has executors: it has none, their engines stayed
+    behind (a slave forked from a master that ran Parallel calls hung on the master's)."""
+    global _executors
+    _executors = _Executors()
+
+
+os.register_at_fork(after_in_child=_forget_executors)
 
 
 def _sized(executor: Executor, workers: int | None) -> bool:

@@ -562,9 +562,10 @@ def serve(
     out. A command's own fork that comes back from the command ends there
     (``_end_forked_child``).
     """
-    global serving
+    global serving, _forked
     processor.serving = True
     serving = processor
+    _forked = False  # (a slave forked from a command, a nested executor's: it serves its own)
     os.register_at_fork(after_in_child=_note_fork)
     collector.size_for_batches()
     descriptors = context.descriptors
