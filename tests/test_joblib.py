@@ -128,6 +128,23 @@ def test_parallel_calls_take_the_same_slaves_again(replacing_fabric: str) -> Non
     assert second <= first
 
 
+def test_a_parallel_call_with_other_n_jobs_takes_an_executor_of_that_size() -> None:
+    # (n_jobs=-1 after n_jobs=3 took the executor of 3 slaves, not one per core)
+    from multi import joblib_backend
+    from multi.processor import usable_cores
+
+    if usable_cores() < 2:
+        pytest.skip("one core: n_jobs=-1 runs the calls in the caller")
+    sizes = []
+    for n_jobs in (3, -1, 3):
+        with joblib.parallel_config(backend="multi", fabric="thread", n_jobs=n_jobs):
+            assert joblib.Parallel()(joblib.delayed(square)(i) for i in range(4)) == [0, 1, 4, 9]
+        shared = joblib_backend._executors.shared
+        assert shared is not None
+        sizes.append(shared[1].processor.processor_size())
+    assert sizes == [3, usable_cores(), 3]
+
+
 def test_a_parallel_call_keeps_its_executor_while_other_settings_take_another() -> None:
     with joblib.parallel_config(backend="multi", fabric="thread", n_jobs=2):
         ongoing = joblib.Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)(

@@ -121,7 +121,7 @@ class _Executors:
         """The shared executor if it was made for these settings (and ``workers`` slaves, where
         that is asked and the program chooses) and still takes calls; else a new one, in its
         place."""
-        key = (fabric, sorted(options.items(), key=str))
+        key = (fabric, workers, sorted(options.items(), key=str))
         retired = None
         with self.lock:
             if any(executor.processor.on_slave() for executor in self.users):
@@ -134,9 +134,8 @@ class _Executors:
                 return executor
             if (
                 self.shared is not None
-                and self.shared[0] == key
+                and _same(self.shared[0], key, self.shared[1])
                 and self.shared[1].takes_calls()
-                and _sized(self.shared[1], workers)
             ):
                 executor = self.shared[1]
             else:
@@ -184,12 +183,14 @@ def _forget_executors() -> None:
 os.register_at_fork(after_in_child=_forget_executors)
 
 
-def _sized(executor: Executor, workers: int | None) -> bool:
-    """Whether ``executor`` has the ``workers`` slaves asked for (None: as many as it has).
-    Under ``mpiexec -n P+1`` it has the job's, whatever is asked: its ranks serve the first
+def _same(made_for: tuple[Any, ...], asked: tuple[Any, ...], executor: Executor) -> bool:
+    """Whether ``executor``, made for the settings ``made_for`` (fabric, slaves asked for,
+    options), serves a call that asks for ``asked``. Under ``mpiexec -n P+1`` the slaves
+    asked for do not count: the executor has the job's, and its ranks serve the first
     executor of the program only, so another was refused."""
-    processor = executor.processor
-    return workers is None or processor.size_is_given() or processor.processor_size() == workers
+    if executor.processor.size_is_given():
+        return (made_for[0], made_for[2]) == (asked[0], asked[2])
+    return made_for == asked
 
 
 def shutdown() -> None:
