@@ -178,6 +178,14 @@ def test_the_box_holds_the_processor_whose_application_runs() -> None:
     outer.run()
     inner = seen[2]
     assert seen == [outer, inner, inner, outer]
+    seen.clear()
+    callback = Application_callback(None)
+    callback.init_master = lambda processor: seen.append(1 / 0)  # type: ignore[assignment]
+    callback.handle_exception = lambda processor, error: seen.append(Processor_box().processor)  # type: ignore[assignment]
+    failing = load_multiprocessor("uni", callback, 1, verbosity=0)
+    load_multiprocessor("uni", Application_callback(None), 1)  # (the box holds this one)
+    failing.run()
+    assert seen[-1] is failing  # (as its handle_exception runs)
 
 
 def test_an_application_not_wrapped_in_a_callback_is_refused_saying_how() -> None:

@@ -24,6 +24,7 @@ from multi import (
     Executor,
     MultiError,
     RemoteTraceback,
+    Slave_command,
     SlaveDiedError,
     UnpicklableError,
 )
@@ -155,6 +156,22 @@ def test_last_run_holds_the_run_of_calls_under_way(fabric: str, tmp_path: Path) 
         assert held.result(timeout=60) == "released"
     assert under_way is not None
     assert under_way.queued == 2  # (filled in as the run ended: the same run's)
+
+
+def test_the_processor_api_while_an_executors_calls_run_is_refused_naming_the_executor(
+    fabric: str, tmp_path: Path
+) -> None:
+    # (it spoke of run_queue(), which the program never called)
+    release = str(tmp_path / "release")
+    with executor(fabric) as pool:
+        held = pool.submit(wait_for, release)
+        until(lambda: pool.processor._run is not None)
+        try:
+            with pytest.raises(MultiError, match=r"add_to_queue\(\) was called while an executor"):
+                pool.processor.add_to_queue(Slave_command())
+        finally:
+            open(release, "w").close()
+        assert held.result(timeout=60) == "released"
 
 
 def test_while_calls_run_the_engine_waits_for_its_slaves_until_a_new_call_wakes_it(

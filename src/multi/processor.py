@@ -281,7 +281,7 @@ class Processor:
             if self._in_another_thread():
                 name = sys._getframe(1).f_code.co_name
                 if self.process_rank == 0:
-                    raise _beside_a_run(name)
+                    raise _beside_a_run(name, self._run is not None and self._run.source)
                 raise _from_another_thread(name)
 
     def _in_another_thread(self) -> bool:
@@ -971,9 +971,10 @@ class Processor:
         self._applications.append(callback)
         try:
             with boxed(self):
-                callback.init_master(self)  # type: ignore[union-attr]
-        except Exception as exc:
-            callback.handle_exception(self, exc)  # type: ignore[union-attr]
+                try:
+                    callback.init_master(self)  # type: ignore[union-attr]
+                except Exception as exc:
+                    callback.handle_exception(self, exc)  # type: ignore[union-attr]
         finally:
             self._applications.pop()
 
@@ -1026,7 +1027,13 @@ def _from_another_thread(name: str) -> MultiError:
     )
 
 
-def _beside_a_run(name: str) -> MultiError:
+def _beside_a_run(name: str, of_an_executor: object) -> MultiError:
+    if of_an_executor:
+        return MultiError(
+            f"{name}() was called while an executor runs its calls on this processor's "
+            "slaves: the processor serves one of them at a time. Submit the work to the "
+            "executor, or shut it down first"
+        )
     return MultiError(
         f"{name}() was called from one thread of the master while run_queue() runs on "
         "another: a processor takes the master's calls from one thread at a time, whose "

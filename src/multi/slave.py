@@ -594,7 +594,8 @@ def serve(
 def die_by(number: int) -> NoReturn:
     """End this process by the signal ``number``, as its default action would: a launcher or
     a master that reads how a process ended sees the signal (a plain exit, or Python's own
-    ending after a KeyboardInterrupt, tells another story)."""
+    ending after a KeyboardInterrupt, tells another story). Called on the main thread: on
+    another, where the signal is held back, the process exits with 128 + ``number``."""
     with suppress(OSError, ValueError):  # (SIGKILL's cannot be set, nor needs to be)
         signal.signal(number, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {number})
