@@ -156,11 +156,12 @@ def execute(
 ) -> Report:
     """Run each command of a batch in turn; nothing a command does stops the others.
 
-    ``running`` is told the id of each command as it starts, and ``IDLE`` when the batch is
-    done. Any exception a command raises is its failure, but a KeyboardInterrupt that a signal
-    caused (``Slave_context.signalled``), which ends the slave (Ctrl-C where the slave is the
-    master itself, the master's order to drop the work on MPI): the report then holds the
-    commands before it, and ``lost`` says what ended it.
+    ``running`` is told the id of each command as it starts, and, when the batch is done,
+    that its results go back (``task_memory.returning``). Any exception a command raises is
+    its failure, but a KeyboardInterrupt that a signal caused (``Slave_context.signalled``),
+    which ends the slave (Ctrl-C where the slave is the master itself, the master's order to
+    drop the work on MPI): the report then holds the commands before it, and ``lost`` says
+    what ended it.
     Descriptors 1 and 2 are left pointed into the capture files: ``serve`` points them back.
     """
     ids, commands = batch
@@ -237,7 +238,7 @@ def execute(
         context.results = None
         context.running = None
         if running is not None:
-            running(task_memory.IDLE)
+            running(task_memory.returning(ids[0] if ids else -1))
     return _report(context, results, counts, seconds, output, failures, started)
 
 
@@ -575,10 +576,7 @@ def serve(
                 if running is not None:
                     running(task_memory.UNPACKING)
                 batch = rebuilt_batch(frames)
-                report = run_batch(processor, context, batch, running)
-                if running is not None:
-                    ids = () if isinstance(batch, Exception) else batch[0]
-                    running(task_memory.returning(ids[0] if ids else -1))
+                report = run_batch(processor, context, batch, running)  # (then RETURNING)
                 reply(report, None if isinstance(batch, Exception) else batch)
                 if running is not None:
                     running(task_memory.IDLE)
