@@ -87,36 +87,34 @@ class Timeline:
 
     def ran(self, rank: int, indices: Sequence[int], commands: Sequence[Any], report: Any) -> None:
         """A slave's report: a span per command it finished, laid end to end from its start."""
-        with self._lock:
-            self._ran(rank, indices, commands, report)
-
-    def _ran(self, rank: int, indices: Sequence[int], commands: Sequence[Any], report: Any) -> None:
-        self._track(rank)
         start = report.started
-        events = self.events
-        for position, seconds in enumerate(report.seconds):
-            index = indices[position]
-            command = commands[index]
-            failed = report.failures is not None and position in report.failures
-            events.append({
-                "name": f"{kind(command)} {index}",
-                "cat": "failed" if failed else "command",
-                "ph": "X", "ts": start * 1e6, "dur": seconds * 1e6,
-                "pid": PROCESS_ID, "tid": rank,
-                "args": {"command": index, "class": type(command).__qualname__, "run": self.run},
-            })  # fmt: skip
-            start += seconds
+        with self._lock:
+            self._track(rank)
+            for position, seconds in enumerate(report.seconds):
+                index = indices[position]
+                command = commands[index]
+                failed = report.failures is not None and position in report.failures
+                self.events.append({
+                    "name": f"{kind(command)} {index}",
+                    "cat": "failed" if failed else "command",
+                    "ph": "X", "ts": start * 1e6, "dur": seconds * 1e6,
+                    "pid": PROCESS_ID, "tid": rank,
+                    "args": {"command": index, "class": type(command).__qualname__,
+                             "run": self.run},
+                })  # fmt: skip
+                start += seconds
 
     def stopped(self, rank: int, index: int, command: Any, seconds: float) -> None:
         """A command that its slave was stopped under, after ``seconds`` (a timeout): its span,
         up to now, and the stop of its slave (a stop by the engine, not a death)."""
-        args = {"command": index, "class": type(command).__qualname__, "stopped": True}
         with self._lock:
             self._track(rank)
             self.events.append({
                 "name": f"{kind(command)} {index}", "cat": "failed", "ph": "X",
                 "ts": (time.time() - seconds) * 1e6, "dur": seconds * 1e6,
-                "pid": PROCESS_ID, "tid": rank, "args": {**args, "run": self.run},
+                "pid": PROCESS_ID, "tid": rank,
+                "args": {"command": index, "class": type(command).__qualname__, "stopped": True,
+                         "run": self.run},
             })  # fmt: skip
             self._instant(rank, f"slave {rank} stopped by the timeout", "timeout",
                           {"command": index, "seconds": seconds})  # fmt: skip
